@@ -1,0 +1,1 @@
+//! The `vit!` and `dino!` declaration macros (arriving with the model DSL).

@@ -1,0 +1,65 @@
+//! The runtime's error type.
+use std::path::PathBuf;
+
+/// Everything that can go wrong in the runtime, with the context needed to act on it.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Autograd met an op that is not a luminal primitive.
+    #[error("autograd: `{op}` is not a luminal primitive; run autograd before any backend pass")]
+    NotPrimitive { op: String },
+
+    /// The loss handed to autograd has more than one element.
+    #[error("autograd: the loss must have exactly one element, its dims are {dims}")]
+    LossNotScalar { dims: String },
+
+    /// A gradient was requested for a node whose buffer shape the graph does not determine.
+    #[error("autograd: `{name}` has no known shape (is it used by the graph?)")]
+    UnknownShape { name: String },
+
+    /// A view with symbolic slice or pad amounts that autograd cannot invert.
+    #[error("autograd: cannot invert the view {view} of `{op}`: {why}")]
+    View {
+        op: String,
+        view: String,
+        why: String,
+    },
+
+    /// A graph input was not set before execution.
+    #[error("input `{name}` has no value: set it (or load it) before executing the graph")]
+    MissingInput { name: String },
+
+    /// A tensor of the wrong size was handed to the runtime.
+    #[error("`{name}`: expected {expected} elements ({shape}), got {got}")]
+    WrongSize {
+        name: String,
+        shape: String,
+        expected: usize,
+        got: usize,
+    },
+
+    /// A named tensor the caller asked for does not exist.
+    #[error("no tensor named `{name}`{hint}")]
+    UnknownName { name: String, hint: String },
+
+    /// A configuration value out of its valid range.
+    #[error("invalid {what}: {why}")]
+    Config { what: String, why: String },
+
+    /// A backend could not compile or run a graph.
+    #[error("backend: {0}")]
+    Backend(String),
+
+    /// An I/O error on a named file.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+
+    /// A safetensors file that cannot be read or has the wrong content.
+    #[error("{path}: {why}")]
+    Format { path: PathBuf, why: String },
+}
+
+/// The runtime's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

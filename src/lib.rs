@@ -1,0 +1,2 @@
+//! dino: DINO self-supervised learning of Vision Transformers on luminal graphs.
+pub use dino_runtime as runtime;
