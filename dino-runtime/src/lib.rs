@@ -4,6 +4,7 @@
 //! autograd over luminal primitives (`autograd`), optimizers built into the training graph
 //! (`optim`) and the backends that compile and run graphs (`backend`).
 pub mod autograd;
+pub mod backend;
 pub mod error;
 pub mod graph;
 #[doc(hidden)]

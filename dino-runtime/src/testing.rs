@@ -155,3 +155,40 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> (f32, usize) {
     }
     worst
 }
+
+/// Largest difference between a compiled run and the reference (luminal's interpreter on the
+/// uncompiled graph), over the loss and every gradient, relative to `1 + max |reference|`
+/// of each output; also the output index where it happened.
+#[derive(Debug)]
+pub struct Parity {
+    pub worst: f32,
+    pub output: usize,
+    pub element: usize,
+    /// Kernel count of the compiled graph.
+    pub kernels: usize,
+}
+
+/// Build the problem twice: run one graph uncompiled with luminal's executor, compile the
+/// other with [`crate::backend::cpu::CpuCompiler`] and run it with the CPU runtime, and
+/// compare every output.
+pub fn cpu_parity(build: &dyn Fn(&mut Graph) -> Problem) -> Parity {
+    use crate::backend::cpu::{CpuCompiler, CpuRuntime};
+    let mut reference = Differentiated::new(build);
+    let vals = reference.values();
+    let (l0, g0) = reference.eval(&vals);
+    let mut compiled = Differentiated::new(build);
+    compiled.cx.compile(<CpuCompiler>::default(), &mut compiled.handles);
+    let mut rt = CpuRuntime::new(&compiled.cx);
+    let (l1, g1) = compiled.eval_with(&vals, &mut |cx| rt.execute(cx).expect("cpu run"));
+    let mut worst = Parity { worst: 0.0, output: 0, element: 0, kernels: rt.stats().kernels };
+    let outs0 = std::iter::once(vec![l0]).chain(g0);
+    let outs1 = std::iter::once(vec![l1]).chain(g1);
+    for (o, (a, b)) in outs0.zip(outs1).enumerate() {
+        let scale = 1.0 + a.iter().fold(0f32, |m, x| m.max(x.abs()));
+        let (d, i) = max_abs_diff(&a, &b);
+        if d / scale > worst.worst || d.is_nan() {
+            worst = Parity { worst: d / scale, output: o, element: i, kernels: worst.kernels };
+        }
+    }
+    worst
+}

@@ -3,11 +3,13 @@
 //! Each case builds `loss = sum(f(vars) * r)` for a fixed random `r` and compares the
 //! analytic gradient of every var with central differences (eps 1e-2). Tolerance per element:
 //! `|numeric - analytic| <= 2e-3 + 2e-2 * |analytic|`, f32 differences on O(1) values.
+//! Each case also runs compiled by the CPU backend and must match the uncompiled graph to
+//! 1e-5 relative.
 use luminal::prelude::*;
 
 use crate::graph::ops::sum_all;
 use crate::graph::View;
-use crate::testing::{finite_differences, Differentiated, Problem, Rng};
+use crate::testing::{cpu_parity, finite_differences, Differentiated, Problem, Rng};
 
 /// `sum(y * r)` for a fresh random input `r` shaped like `y`; returns the loss id and r.
 fn dot_random<S: Shape>(
@@ -41,6 +43,13 @@ fn check(name: &str, build: &dyn Fn(&mut Graph) -> Problem) {
         r.worst_ratio <= 1.0,
         "{name}: gradient mismatch at var {v} element {j}: numeric {num}, analytic {ana} (|diff| {:.3e})",
         (num - ana).abs()
+    );
+    // the same graph compiled for the CPU backend gives the same loss and gradients
+    let p = cpu_parity(build);
+    assert!(
+        p.worst <= 1e-5,
+        "{name}: compiled differs from the reference by {:.3e} (relative) at output {} element {}",
+        p.worst, p.output, p.element
     );
 }
 

@@ -1,0 +1,110 @@
+//! Contractions: every `Mul -> SumReduce` pair becomes one strided batched GEMM.
+//!
+//! ```text
+//!   a ──(view A)──┐                a ──(view A)──┐
+//!                 Mul ── SumReduce(k)   ──▶      Gemm{axes}
+//!   b ──(view B)──┘                b ──(view B)──┘
+//! ```
+//!
+//! luminal writes every matrix product as a broadcast multiply followed by a sum; autograd's
+//! backward products (dX reduces a middle axis, dW the leading one) have the same form. Each
+//! axis of the product is classified from the two views: the summed axis is K; an axis both
+//! operands really index is a batch axis; an axis only A indexes (broadcast in B) is an M
+//! axis, one only B indexes an N axis. Any strides and permutations are fine; the kernel reads
+//! the buffers in place.
+use luminal::op::{InputTensor, Mul, Operator, SumReduce};
+use luminal::prelude::petgraph::{visit::EdgeRef, Direction};
+use luminal::prelude::symbolic::Expression;
+use luminal::prelude::*;
+
+use super::layout::Layout;
+use crate::graph::view::logical_dims;
+
+/// The role of one axis of a contraction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GemmAxis {
+    /// Indexed by both operands and the output.
+    Batch,
+    /// Indexed by A and the output (broadcast in B).
+    M,
+    /// Indexed by B and the output (broadcast in A).
+    N,
+    /// Summed over.
+    K,
+}
+
+/// A strided batched matrix product; the output is contiguous over the non-K axes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GemmOp {
+    pub axes: Vec<GemmAxis>,
+}
+
+impl GemmOp {
+    /// Classify the axes of `a * b` summed over `k`, or `None` when it is not a product of
+    /// two matrices (an axis broadcast in both, a K axis broadcast in one, no M and no N).
+    pub fn classify(a: &ShapeTracker, b: &ShapeTracker, k: usize) -> Option<GemmOp> {
+        let mut axes = Vec::with_capacity(a.len());
+        for i in 0..a.len() {
+            let fa = a.fake[a.indexes[i]];
+            let fb = b.fake[b.indexes[i]];
+            axes.push(match (i == k, fa, fb) {
+                (true, false, false) => GemmAxis::K,
+                (false, false, false) => GemmAxis::Batch,
+                (false, false, true) => GemmAxis::M,
+                (false, true, false) => GemmAxis::N,
+                _ => return None,
+            });
+        }
+        axes.iter().any(|x| matches!(x, GemmAxis::M | GemmAxis::N)).then_some(GemmOp { axes })
+    }
+
+    /// Output dims from A's view.
+    pub fn out_dims(&self, a: &ShapeTracker) -> Vec<Expression> {
+        logical_dims(a).into_iter().zip(&self.axes).filter(|(_, x)| **x != GemmAxis::K).map(|(d, _)| d).collect()
+    }
+}
+
+impl Operator for GemmOp {
+    fn process(&mut self, inp: Vec<(InputTensor, ShapeTracker)>) -> Vec<Tensor> {
+        let map = Default::default(); // trackers arrive resolved
+        let la = Layout::of(&inp[0].1, &map).expect("resolved view");
+        let lb = Layout::of(&inp[1].1, &map).expect("resolved view");
+        let buf = |i: usize| inp[i].0.borrowed().data.as_any().downcast_ref::<Vec<f32>>().expect("f32 buffer").as_slice();
+        let plan = super::cpu::gemm::GemmPlan::new(&self.axes, &la, &lb);
+        let mut out = vec![0f32; plan.out_len()];
+        plan.run(buf(0), buf(1), &mut out);
+        vec![Tensor::new(out)]
+    }
+}
+
+/// The GEMM pass. See the module documentation.
+#[derive(Debug, Default)]
+pub struct GemmPass;
+
+impl Compiler for GemmPass {
+    fn compile<T: ToIdsMut>(&self, cx: &mut Graph, mut remap: T) {
+        let muls: Vec<NodeIndex> =
+            cx.graph.node_indices().filter(|n| cx.graph.node_weight(*n).expect("node").as_any().is::<Mul>()).collect();
+        for mul in muls {
+            if cx.no_delete.contains(&mul) {
+                continue;
+            }
+            let outs: Vec<NodeIndex> = cx.graph.edges_directed(mul, Direction::Outgoing).map(|e| e.target()).collect();
+            let [red] = outs[..] else { continue };
+            let Some(&SumReduce(k)) = cx.graph.node_weight(red).expect("node").as_any().downcast_ref::<SumReduce>() else {
+                continue;
+            };
+            let srcs = cx.get_sources(mul);
+            let (a, b) = (srcs[0].2, srcs[1].2);
+            if [a, b].iter().any(|st| st.is_sliced() || st.is_padded()) {
+                continue;
+            }
+            let Some(op) = GemmOp::classify(&a, &b, k) else { continue };
+            let new = cx.add_op(op).input(srcs[0].0, srcs[0].1, a).input(srcs[1].0, srcs[1].1, b).finish();
+            move_outgoing_edge(red, new, &mut cx.graph);
+            move_references(&mut remap, &mut cx.no_delete, &mut cx.to_retrieve, red, new);
+            cx.graph.remove_node(mul);
+            cx.graph.remove_node(red);
+        }
+    }
+}
