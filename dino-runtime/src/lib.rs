@@ -7,6 +7,7 @@ pub mod autograd;
 pub mod backend;
 pub mod error;
 pub mod graph;
+pub mod nn;
 #[doc(hidden)]
 pub mod testing;
 

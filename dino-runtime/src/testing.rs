@@ -177,18 +177,81 @@ pub fn cpu_parity(build: &dyn Fn(&mut Graph) -> Problem) -> Parity {
     let vals = reference.values();
     let (l0, g0) = reference.eval(&vals);
     let mut compiled = Differentiated::new(build);
-    compiled.cx.compile(<CpuCompiler>::default(), &mut compiled.handles);
+    compiled
+        .cx
+        .compile(<CpuCompiler>::default(), &mut compiled.handles);
     let mut rt = CpuRuntime::new(&compiled.cx);
     let (l1, g1) = compiled.eval_with(&vals, &mut |cx| rt.execute(cx).expect("cpu run"));
-    let mut worst = Parity { worst: 0.0, output: 0, element: 0, kernels: rt.stats().kernels };
+    let mut worst = Parity {
+        worst: 0.0,
+        output: 0,
+        element: 0,
+        kernels: rt.stats().kernels,
+    };
     let outs0 = std::iter::once(vec![l0]).chain(g0);
     let outs1 = std::iter::once(vec![l1]).chain(g1);
     for (o, (a, b)) in outs0.zip(outs1).enumerate() {
         let scale = 1.0 + a.iter().fold(0f32, |m, x| m.max(x.abs()));
         let (d, i) = max_abs_diff(&a, &b);
         if d / scale > worst.worst || d.is_nan() {
-            worst = Parity { worst: d / scale, output: o, element: i, kernels: worst.kernels };
+            worst = Parity {
+                worst: d / scale,
+                output: o,
+                element: i,
+                kernels: worst.kernels,
+            };
         }
     }
     worst
+}
+
+/// A problem for a layer: `loss = sum(y * r)` for a random `r`, differentiated with respect
+/// to the given inputs and every parameter (random values uniform in `[-scale, scale)`).
+pub fn layer_problem<S: Shape>(
+    cx: &mut Graph,
+    params: &crate::nn::ParamSet,
+    inputs: Vec<(NodeIndex, Vec<f32>)>,
+    y: GraphTensor<S>,
+    scale: f32,
+    rng: &mut Rng,
+) -> Problem {
+    let r = cx.named_tensor::<S>("r");
+    let n = y.shape.n_elements().to_usize().expect("static test shape");
+    let prod = y * r;
+    let loss = crate::graph::ops::sum_all(
+        cx,
+        crate::graph::View {
+            id: prod.id,
+            st: prod.shape,
+        },
+    );
+    let mut vars = inputs;
+    for p in &params.params {
+        vars.push((p.id, rng.uniform(p.numel(), scale)));
+    }
+    Problem {
+        loss: loss.id,
+        vars,
+        inputs: vec![(r.id, rng.uniform(n, 1.0))],
+    }
+}
+
+/// Finite differences plus compiled parity for a problem; panics with the worst element.
+pub fn check_gradients(name: &str, build: &dyn Fn(&mut Graph) -> Problem, atol: f32, rtol: f32) {
+    let mut d = Differentiated::new(build);
+    let r = finite_differences(&mut d, 1e-2, 16, atol, rtol);
+    let (v, j, num, ana) = r.worst_at;
+    assert!(
+        r.worst_ratio <= 1.0,
+        "{name}: gradient mismatch at var {v} element {j}: numeric {num}, analytic {ana} (|diff| {:.3e}, tolerance {atol} + {rtol}*|analytic|)",
+        (num - ana).abs()
+    );
+    let p = cpu_parity(build);
+    assert!(
+        p.worst <= 1e-5,
+        "{name}: compiled differs from the reference by {:.3e} (relative) at output {} element {}",
+        p.worst,
+        p.output,
+        p.element
+    );
 }

@@ -9,7 +9,7 @@ use luminal::prelude::*;
 
 use crate::graph::ops::sum_all;
 use crate::graph::View;
-use crate::testing::{cpu_parity, finite_differences, Differentiated, Problem, Rng};
+use crate::testing::{check_gradients, Problem, Rng};
 
 /// `sum(y * r)` for a fresh random input `r` shaped like `y`; returns the loss id and r.
 fn dot_random<S: Shape>(
@@ -36,21 +36,7 @@ fn dot_random<S: Shape>(
 }
 
 fn check(name: &str, build: &dyn Fn(&mut Graph) -> Problem) {
-    let mut d = Differentiated::new(build);
-    let r = finite_differences(&mut d, 1e-2, 24, 2e-3, 2e-2);
-    let (v, j, num, ana) = r.worst_at;
-    assert!(
-        r.worst_ratio <= 1.0,
-        "{name}: gradient mismatch at var {v} element {j}: numeric {num}, analytic {ana} (|diff| {:.3e})",
-        (num - ana).abs()
-    );
-    // the same graph compiled for the CPU backend gives the same loss and gradients
-    let p = cpu_parity(build);
-    assert!(
-        p.worst <= 1e-5,
-        "{name}: compiled differs from the reference by {:.3e} (relative) at output {} element {}",
-        p.worst, p.output, p.element
-    );
+    check_gradients(name, build, 2e-3, 2e-2);
 }
 
 macro_rules! case {

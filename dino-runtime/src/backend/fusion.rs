@@ -23,7 +23,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::fused::FusedOp;
 use super::gemm::GemmOp;
-use super::ir::{BinaryOp, ProgramBuilder, Reg, ReduceKind, UnaryOp};
+use super::ir::{BinaryOp, ProgramBuilder, ReduceKind, Reg, UnaryOp};
 use crate::autograd::Prim;
 use crate::graph::view::{is_plain, logical_dims, phys_dims};
 
@@ -83,7 +83,12 @@ impl Kind {
 }
 
 /// Buffer dims of a node's output, for the node kinds that can appear after the GEMM pass.
-fn buffer_dims(cx: &Graph, n: NodeIndex, kind: Kind, known: &FxHashMap<NodeIndex, Vec<Expression>>) -> Option<Vec<Expression>> {
+fn buffer_dims(
+    cx: &Graph,
+    n: NodeIndex,
+    kind: Kind,
+    known: &FxHashMap<NodeIndex, Vec<Expression>>,
+) -> Option<Vec<Expression>> {
     let op = cx.graph.node_weight(n)?;
     let srcs = cx.get_sources(n);
     if let Some(g) = op.as_any().downcast_ref::<GemmOp>() {
@@ -146,7 +151,11 @@ struct Analysis {
 }
 
 fn analyse(cx: &Graph, order: &[NodeIndex]) -> Analysis {
-    let mut a = Analysis { kind: FxHashMap::default(), dims: FxHashMap::default(), inline: FxHashSet::default() };
+    let mut a = Analysis {
+        kind: FxHashMap::default(),
+        dims: FxHashMap::default(),
+        inline: FxHashSet::default(),
+    };
     let mut cost: FxHashMap<NodeIndex, u32> = FxHashMap::default();
     for &n in order {
         let k = Kind::of(cx.graph.node_weight(n).expect("node").as_ref());
@@ -256,13 +265,22 @@ impl Compiler for FusionPass {
     fn compile<T: ToIdsMut>(&self, cx: &mut Graph, mut remap: T) {
         let order = toposort(&cx.graph, None).expect("luminal graphs are acyclic");
         let an = analyse(cx, &order);
-        let roots: Vec<NodeIndex> =
-            order.iter().copied().filter(|n| an.kind[n].fusible() && !an.inline.contains(n)).collect();
+        let roots: Vec<NodeIndex> = order
+            .iter()
+            .copied()
+            .filter(|n| an.kind[n].fusible() && !an.inline.contains(n))
+            .collect();
 
         // Build every kernel from the original graph, then rewire.
         let mut built = vec![];
         for &root in &roots {
-            let mut e = Emitter { cx, an: &an, b: ProgramBuilder::default(), inputs: vec![], labels: vec![] };
+            let mut e = Emitter {
+                cx,
+                an: &an,
+                b: ProgramBuilder::default(),
+                inputs: vec![],
+                labels: vec![],
+            };
             let (dims, reduce, result) = match an.kind[&root] {
                 Kind::Reduce(axis, kind) => {
                     let (src, _, st) = cx.get_sources(root)[0];
@@ -280,7 +298,11 @@ impl Compiler for FusionPass {
                 .inputs
                 .iter()
                 .map(|(_, st)| match reduce {
-                    Some((_, ReduceKind::Max)) if !is_plain(st) && (st.is_padded() || st.is_sliced()) => f32::NEG_INFINITY,
+                    Some((_, ReduceKind::Max))
+                        if !is_plain(st) && (st.is_padded() || st.is_sliced()) =>
+                    {
+                        f32::NEG_INFINITY
+                    }
                     _ => 0.0,
                 })
                 .collect();
@@ -306,7 +328,13 @@ impl Compiler for FusionPass {
         }
         for (&root, &new) in &new_of {
             move_outgoing_edge(root, new, &mut cx.graph);
-            move_references(&mut remap, &mut cx.no_delete, &mut cx.to_retrieve, root, new);
+            move_references(
+                &mut remap,
+                &mut cx.no_delete,
+                &mut cx.to_retrieve,
+                root,
+                new,
+            );
         }
         for n in order {
             if new_of.contains_key(&n) || an.inline.contains(&n) {
@@ -334,6 +362,9 @@ mod tests {
         let l = super::super::layout::Layout::of(&c, &FxHashMap::default()).unwrap();
         // logical (i, k, j) reads a[i][j]: strides (3, 0, 1)
         assert_eq!(l.dims(), vec![2, 4, 3]);
-        assert_eq!(l.axes.iter().map(|a| a.stride).collect::<Vec<_>>(), vec![3, 0, 1]);
+        assert_eq!(
+            l.axes.iter().map(|a| a.stride).collect::<Vec<_>>(),
+            vec![3, 0, 1]
+        );
     }
 }

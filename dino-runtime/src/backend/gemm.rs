@@ -55,12 +55,19 @@ impl GemmOp {
                 _ => return None,
             });
         }
-        axes.iter().any(|x| matches!(x, GemmAxis::M | GemmAxis::N)).then_some(GemmOp { axes })
+        axes.iter()
+            .any(|x| matches!(x, GemmAxis::M | GemmAxis::N))
+            .then_some(GemmOp { axes })
     }
 
     /// Output dims from A's view.
     pub fn out_dims(&self, a: &ShapeTracker) -> Vec<Expression> {
-        logical_dims(a).into_iter().zip(&self.axes).filter(|(_, x)| **x != GemmAxis::K).map(|(d, _)| d).collect()
+        logical_dims(a)
+            .into_iter()
+            .zip(&self.axes)
+            .filter(|(_, x)| **x != GemmAxis::K)
+            .map(|(d, _)| d)
+            .collect()
     }
 }
 
@@ -69,7 +76,16 @@ impl Operator for GemmOp {
         let map = Default::default(); // trackers arrive resolved
         let la = Layout::of(&inp[0].1, &map).expect("resolved view");
         let lb = Layout::of(&inp[1].1, &map).expect("resolved view");
-        let buf = |i: usize| inp[i].0.borrowed().data.as_any().downcast_ref::<Vec<f32>>().expect("f32 buffer").as_slice();
+        let buf = |i: usize| {
+            inp[i]
+                .0
+                .borrowed()
+                .data
+                .as_any()
+                .downcast_ref::<Vec<f32>>()
+                .expect("f32 buffer")
+                .as_slice()
+        };
         let plan = super::cpu::gemm::GemmPlan::new(&self.axes, &la, &lb);
         let mut out = vec![0f32; plan.out_len()];
         plan.run(buf(0), buf(1), &mut out);
@@ -83,15 +99,28 @@ pub struct GemmPass;
 
 impl Compiler for GemmPass {
     fn compile<T: ToIdsMut>(&self, cx: &mut Graph, mut remap: T) {
-        let muls: Vec<NodeIndex> =
-            cx.graph.node_indices().filter(|n| cx.graph.node_weight(*n).expect("node").as_any().is::<Mul>()).collect();
+        let muls: Vec<NodeIndex> = cx
+            .graph
+            .node_indices()
+            .filter(|n| cx.graph.node_weight(*n).expect("node").as_any().is::<Mul>())
+            .collect();
         for mul in muls {
             if cx.no_delete.contains(&mul) {
                 continue;
             }
-            let outs: Vec<NodeIndex> = cx.graph.edges_directed(mul, Direction::Outgoing).map(|e| e.target()).collect();
+            let outs: Vec<NodeIndex> = cx
+                .graph
+                .edges_directed(mul, Direction::Outgoing)
+                .map(|e| e.target())
+                .collect();
             let [red] = outs[..] else { continue };
-            let Some(&SumReduce(k)) = cx.graph.node_weight(red).expect("node").as_any().downcast_ref::<SumReduce>() else {
+            let Some(&SumReduce(k)) = cx
+                .graph
+                .node_weight(red)
+                .expect("node")
+                .as_any()
+                .downcast_ref::<SumReduce>()
+            else {
                 continue;
             };
             let srcs = cx.get_sources(mul);
@@ -99,8 +128,14 @@ impl Compiler for GemmPass {
             if [a, b].iter().any(|st| st.is_sliced() || st.is_padded()) {
                 continue;
             }
-            let Some(op) = GemmOp::classify(&a, &b, k) else { continue };
-            let new = cx.add_op(op).input(srcs[0].0, srcs[0].1, a).input(srcs[1].0, srcs[1].1, b).finish();
+            let Some(op) = GemmOp::classify(&a, &b, k) else {
+                continue;
+            };
+            let new = cx
+                .add_op(op)
+                .input(srcs[0].0, srcs[0].1, a)
+                .input(srcs[1].0, srcs[1].1, b)
+                .finish();
             move_outgoing_edge(red, new, &mut cx.graph);
             move_references(&mut remap, &mut cx.no_delete, &mut cx.to_retrieve, red, new);
             cx.graph.remove_node(mul);

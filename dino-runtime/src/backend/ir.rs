@@ -94,7 +94,13 @@ impl Program {
     pub fn n_inputs(&self) -> usize {
         self.instrs
             .iter()
-            .filter_map(|i| if let Instr::Load(k) = i { Some(*k as usize + 1) } else { None })
+            .filter_map(|i| {
+                if let Instr::Load(k) = i {
+                    Some(*k as usize + 1)
+                } else {
+                    None
+                }
+            })
             .max()
             .unwrap_or(0)
     }
@@ -166,10 +172,14 @@ impl ProgramBuilder {
         match (self.constant_of(a), self.constant_of(b)) {
             (Some(x), Some(y)) => return self.constant(eval_binary(op, x, y)),
             // x * 1 = x and x + 0 = x (the latter differs only in the sign of a zero)
-            (_, Some(y)) if (op == BinaryOp::Mul && y == 1.0) || (op == BinaryOp::Add && y == 0.0) => {
+            (_, Some(y))
+                if (op == BinaryOp::Mul && y == 1.0) || (op == BinaryOp::Add && y == 0.0) =>
+            {
                 return a
             }
-            (Some(x), _) if (op == BinaryOp::Mul && x == 1.0) || (op == BinaryOp::Add && x == 0.0) => {
+            (Some(x), _)
+                if (op == BinaryOp::Mul && x == 1.0) || (op == BinaryOp::Add && x == 0.0) =>
+            {
                 return b
             }
             _ => {}
@@ -208,7 +218,9 @@ fn reorder_result_last(p: Program, result: Reg) -> Program {
     }
     let mut map = vec![0 as Reg; n];
     let mut out = Program::default();
-    let order = (0..n).filter(|&i| needed[i] && i != result as usize).chain([result as usize]);
+    let order = (0..n)
+        .filter(|&i| needed[i] && i != result as usize)
+        .chain([result as usize]);
     for i in order {
         map[i] = out.instrs.len() as Reg;
         out.instrs.push(match p.instrs[i] {
@@ -260,7 +272,10 @@ mod tests {
         let out = b.binary(BinaryOp::Mul, s1, c);
         let p = b.finish(out);
         assert_eq!(p.n_inputs(), 1);
-        assert!(matches!(p.instrs.last(), Some(Instr::Binary(BinaryOp::Mul, _, _))));
+        assert!(matches!(
+            p.instrs.last(),
+            Some(Instr::Binary(BinaryOp::Mul, _, _))
+        ));
     }
 
     #[test]

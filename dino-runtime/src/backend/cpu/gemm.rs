@@ -40,20 +40,55 @@ impl GemmPlan {
                 acc *= dims[i] as isize;
             }
         }
-        let ax = |i: usize| Ax { len: dims[i], sa: la.axes[i].stride, sb: lb.axes[i].stride, sc: sc[i] };
-        let group = |role: GemmAxis| merge((0..dims.len()).filter(|&i| axes[i] == role).map(ax).collect());
-        let (mut ms, mut ns, batch) = (group(GemmAxis::M), group(GemmAxis::N), group(GemmAxis::Batch));
-        let k = (0..dims.len()).find(|&i| axes[i] == GemmAxis::K).map(ax).expect("a K axis");
-        let unit = Ax { len: 1, sa: 0, sb: 0, sc: 0 };
+        let ax = |i: usize| Ax {
+            len: dims[i],
+            sa: la.axes[i].stride,
+            sb: lb.axes[i].stride,
+            sc: sc[i],
+        };
+        let group = |role: GemmAxis| {
+            merge(
+                (0..dims.len())
+                    .filter(|&i| axes[i] == role)
+                    .map(ax)
+                    .collect(),
+            )
+        };
+        let (mut ms, mut ns, batch) = (
+            group(GemmAxis::M),
+            group(GemmAxis::N),
+            group(GemmAxis::Batch),
+        );
+        let k = (0..dims.len())
+            .find(|&i| axes[i] == GemmAxis::K)
+            .map(ax)
+            .expect("a K axis");
+        let unit = Ax {
+            len: 1,
+            sa: 0,
+            sb: 0,
+            sc: 0,
+        };
         let take_largest = |v: &mut Vec<Ax>| {
-            v.iter().enumerate().max_by_key(|(_, a)| a.len).map(|(i, _)| i).map(|i| v.remove(i)).unwrap_or(unit)
+            v.iter()
+                .enumerate()
+                .max_by_key(|(_, a)| a.len)
+                .map(|(i, _)| i)
+                .map(|i| v.remove(i))
+                .unwrap_or(unit)
         };
         let m = take_largest(&mut ms);
         let n = take_largest(&mut ns);
         let mut loops = batch;
         loops.extend(ms);
         loops.extend(ns);
-        GemmPlan { m, n, k, loops, out_len: acc as usize }
+        GemmPlan {
+            m,
+            n,
+            k,
+            loops,
+            out_len: acc as usize,
+        }
     }
 
     /// Output elements.
@@ -96,7 +131,11 @@ impl GemmPlan {
         let batch = self.batch();
         let per = self.m.len * self.n.len * self.k.len;
         let threads = rayon::current_num_threads();
-        let (pa, pb, pc) = (a.as_ptr() as usize, b.as_ptr() as usize, out.as_mut_ptr() as usize);
+        let (pa, pb, pc) = (
+            a.as_ptr() as usize,
+            b.as_ptr() as usize,
+            out.as_mut_ptr() as usize,
+        );
         let one = |i: usize, par: Parallelism| {
             let (oa, ob, oc) = self.offsets(i);
             // SAFETY: offsets and strides come from views of these buffers (checked against
@@ -126,10 +165,20 @@ impl GemmPlan {
                 )
             }
         };
-        if batch >= threads && threads > 1 && per < PARALLEL_MIN_WORK * 16 && batch * per >= PARALLEL_MIN_WORK {
-            (0..batch).into_par_iter().for_each(|i| one(i, Parallelism::None));
+        if batch >= threads
+            && threads > 1
+            && per < PARALLEL_MIN_WORK * 16
+            && batch * per >= PARALLEL_MIN_WORK
+        {
+            (0..batch)
+                .into_par_iter()
+                .for_each(|i| one(i, Parallelism::None));
         } else {
-            let par = if per >= PARALLEL_MIN_WORK && threads > 1 { Parallelism::Rayon(threads) } else { Parallelism::None };
+            let par = if per >= PARALLEL_MIN_WORK && threads > 1 {
+                Parallelism::Rayon(threads)
+            } else {
+                Parallelism::None
+            };
             (0..batch).for_each(|i| one(i, par));
         }
     }
@@ -144,7 +193,12 @@ fn merge(mut v: Vec<Ax>) -> Vec<Ax> {
         let (outer, inner) = (v[i - 1], v[i]);
         let ok = |so: isize, si: isize| so == si * inner.len as isize;
         if ok(outer.sa, inner.sa) && ok(outer.sb, inner.sb) && ok(outer.sc, inner.sc) {
-            v[i - 1] = Ax { len: outer.len * inner.len, sa: inner.sa, sb: inner.sb, sc: inner.sc };
+            v[i - 1] = Ax {
+                len: outer.len * inner.len,
+                sa: inner.sa,
+                sb: inner.sb,
+                sc: inner.sc,
+            };
             v.remove(i);
         }
     }
@@ -172,19 +226,59 @@ mod tests {
         let w: Vec<f32> = (0..20).map(|i| (i as f32 - 7.0) * 0.2).collect();
         let la = Layout {
             axes: vec![
-                crate::backend::layout::Axis { len: 2, stride: 12, lo: 0, hi: 2 },
-                crate::backend::layout::Axis { len: 3, stride: 4, lo: 0, hi: 3 },
-                crate::backend::layout::Axis { len: 5, stride: 0, lo: 0, hi: 5 },
-                crate::backend::layout::Axis { len: 4, stride: 1, lo: 0, hi: 4 },
+                crate::backend::layout::Axis {
+                    len: 2,
+                    stride: 12,
+                    lo: 0,
+                    hi: 2,
+                },
+                crate::backend::layout::Axis {
+                    len: 3,
+                    stride: 4,
+                    lo: 0,
+                    hi: 3,
+                },
+                crate::backend::layout::Axis {
+                    len: 5,
+                    stride: 0,
+                    lo: 0,
+                    hi: 5,
+                },
+                crate::backend::layout::Axis {
+                    len: 4,
+                    stride: 1,
+                    lo: 0,
+                    hi: 4,
+                },
             ],
             offset: 0,
         };
         let lb = Layout {
             axes: vec![
-                crate::backend::layout::Axis { len: 2, stride: 0, lo: 0, hi: 2 },
-                crate::backend::layout::Axis { len: 3, stride: 0, lo: 0, hi: 3 },
-                crate::backend::layout::Axis { len: 5, stride: 1, lo: 0, hi: 5 },
-                crate::backend::layout::Axis { len: 4, stride: 5, lo: 0, hi: 4 },
+                crate::backend::layout::Axis {
+                    len: 2,
+                    stride: 0,
+                    lo: 0,
+                    hi: 2,
+                },
+                crate::backend::layout::Axis {
+                    len: 3,
+                    stride: 0,
+                    lo: 0,
+                    hi: 3,
+                },
+                crate::backend::layout::Axis {
+                    len: 5,
+                    stride: 1,
+                    lo: 0,
+                    hi: 5,
+                },
+                crate::backend::layout::Axis {
+                    len: 4,
+                    stride: 5,
+                    lo: 0,
+                    hi: 4,
+                },
             ],
             offset: 0,
         };

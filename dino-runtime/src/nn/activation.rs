@@ -1,0 +1,160 @@
+//! Activations and normalized exponentials built from luminal primitives.
+use luminal::prelude::*;
+
+/// Coefficients of the Chebyshev-fitted approximation of `erfc` of Numerical Recipes
+/// (`erfcc`): `erfc(z) ~ t exp(-z^2 + P(t))`, `t = 1 / (1 + z/2)`, fractional error below
+/// 1.2e-7 for every z >= 0.
+const ERFC_P: [f32; 10] = [
+    -1.265_512_2,
+    1.000_023_7,
+    0.374_091_96,
+    0.096_784_18,
+    -0.186_288_06,
+    0.278_868_07,
+    -1.135_203_98,
+    1.488_515_87,
+    -0.822_152_23,
+    0.170_872_77,
+];
+
+/// `erfc(z)` for `z >= 0`, from primitives.
+fn erfc_nonneg<S: Shape>(z: GraphTensor<S>) -> GraphTensor<S> {
+    let t = (z * 0.5 + 1.0).recip();
+    let mut p = t * ERFC_P[9];
+    for &c in ERFC_P[1..9].iter().rev() {
+        p = (p + c) * t;
+    }
+    let exponent = p + ERFC_P[0] - z * z;
+    t * exponent.exp()
+}
+
+/// Exact (erf) GELU: `x * Phi(x) = x/2 (1 + erf(x / sqrt 2))`, written as
+/// `x [x >= 0] - |x|/2 erfc(|x| / sqrt 2)` so only `erfc` of a non-negative argument is
+/// needed. Within 2e-7 * (1 + |x|) of the exact function (test below).
+///
+/// PyTorch equivalent: `torch.nn.GELU()` (`approximate='none'`).
+pub fn gelu<S: Shape>(x: GraphTensor<S>) -> GraphTensor<S> {
+    let zero = x.graph().constant(0.0).expand();
+    let negative = x.less_than(zero); // 1 where x < 0
+    let step = -negative + 1.0; // 1 where x >= 0
+    let sign = step * 2.0 - 1.0;
+    let abs = x * sign;
+    x * step - abs * erfc_nonneg(abs * std::f32::consts::FRAC_1_SQRT_2) * 0.5
+}
+
+/// Softmax over the last axis of a `(B, K)` tensor: `exp(x - max) / sum exp(x - max)`.
+///
+/// PyTorch equivalent: `x.softmax(-1)`.
+pub fn softmax<B: Dimension, const K: usize>(
+    x: GraphTensor<(B, Const<K>)>,
+) -> GraphTensor<(B, Const<K>)> {
+    x.softmax::<1>()
+}
+
+/// Log-softmax over the last axis of a `(B, K)` tensor: `x - max - ln sum exp(x - max)`.
+///
+/// PyTorch equivalent: `torch.nn.functional.log_softmax(x, -1)`.
+pub fn log_softmax<B: Dimension, const K: usize>(
+    x: GraphTensor<(B, Const<K>)>,
+) -> GraphTensor<(B, Const<K>)> {
+    let shifted = x - x
+        .max_reduce::<(B,), Axis<1>>()
+        .expand::<(B, Const<K>), Axis<1>>();
+    let lse = shifted.exp().sum_reduce::<(B,), Axis<1>>().ln();
+    shifted - lse.expand::<(B, Const<K>), Axis<1>>()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::data;
+    use crate::nn::ParamSet;
+    use crate::testing::{check_gradients, layer_problem, Rng};
+
+    fn exact_gelu(x: f64) -> f64 {
+        0.5 * x * (1.0 + libm::erf(x / std::f64::consts::SQRT_2))
+    }
+
+    #[test]
+    fn gelu_matches_the_exact_function() {
+        let n = 20001;
+        let xs: Vec<f32> = (0..n)
+            .map(|i| -10.0 + 20.0 * i as f32 / (n - 1) as f32)
+            .collect();
+        let mut cx = Graph::new();
+        let x = cx.named_tensor::<(Dyn<'n'>,)>("x");
+        cx.set_dyn_dim('n', n);
+        let y = gelu(x).retrieve();
+        data::set(&mut cx, x.id, xs.clone());
+        cx.execute();
+        let got = data::get(&cx, y.id).unwrap();
+        let mut worst = 0f64;
+        for (x, g) in xs.iter().zip(got) {
+            let err = (*g as f64 - exact_gelu(*x as f64)).abs() / (1.0 + x.abs() as f64);
+            worst = worst.max(err);
+        }
+        assert!(worst < 2e-7, "gelu error {worst:.3e} (relative to 1 + |x|)");
+    }
+
+    #[test]
+    fn gelu_gradients() {
+        check_gradients(
+            "gelu",
+            &|cx| {
+                let mut rng = Rng::new(4);
+                let x = cx.named_tensor::<R2<3, 8>>("x");
+                let y = gelu(x);
+                layer_problem(
+                    cx,
+                    &ParamSet::default(),
+                    vec![(x.id, rng.uniform(24, 3.0))],
+                    y,
+                    1.0,
+                    &mut rng,
+                )
+            },
+            2e-3,
+            2e-2,
+        );
+    }
+
+    #[test]
+    fn softmax_and_log_softmax_gradients() {
+        check_gradients(
+            "softmax",
+            &|cx| {
+                let mut rng = Rng::new(5);
+                let x = cx.named_tensor::<R2<3, 5>>("x");
+                let y = softmax(x);
+                layer_problem(
+                    cx,
+                    &ParamSet::default(),
+                    vec![(x.id, rng.uniform(15, 2.0))],
+                    y,
+                    1.0,
+                    &mut rng,
+                )
+            },
+            2e-3,
+            2e-2,
+        );
+        check_gradients(
+            "log_softmax",
+            &|cx| {
+                let mut rng = Rng::new(6);
+                let x = cx.named_tensor::<R2<3, 5>>("x");
+                let y = log_softmax(x);
+                layer_problem(
+                    cx,
+                    &ParamSet::default(),
+                    vec![(x.id, rng.uniform(15, 2.0))],
+                    y,
+                    1.0,
+                    &mut rng,
+                )
+            },
+            2e-3,
+            2e-2,
+        );
+    }
+}

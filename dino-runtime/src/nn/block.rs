@@ -1,0 +1,126 @@
+//! The pre-norm transformer block of ViT.
+use luminal::prelude::*;
+
+use super::attention::Attention;
+use super::layer_norm::LayerNorm;
+use super::mlp::Mlp;
+use super::param::{ParamVisitor, Parameters};
+
+/// `x = x + attn(norm1(x)); x = x + mlp(norm2(x))`.
+///
+/// # Shapes
+/// `x (B, N, D) -> (B, N, D)`.
+///
+/// PyTorch equivalent: the `Block` of DINO's `vision_transformer.py` (drop path arrives with
+/// the DINO objective).
+pub struct Block<const D: usize, const H: usize, const DH: usize, const QKV: usize, const F: usize>
+{
+    pub norm1: LayerNorm<D>,
+    pub attn: Attention<D, H, DH, QKV>,
+    pub norm2: LayerNorm<D>,
+    pub mlp: Mlp<D, F>,
+}
+
+impl<const D: usize, const H: usize, const DH: usize, const QKV: usize, const F: usize>
+    Block<D, H, DH, QKV, F>
+{
+    pub fn new(cx: &mut Graph, qkv_bias: bool, eps: f32) -> Self {
+        Block {
+            norm1: LayerNorm::new(cx, eps),
+            attn: Attention::new(cx, qkv_bias),
+            norm2: LayerNorm::new(cx, eps),
+            mlp: Mlp::new(cx),
+        }
+    }
+
+    /// Output and the attention weights of this block, `(B, H, N, N)`.
+    pub fn forward_with_weights<B: Dimension, N: Dimension>(
+        &self,
+        x: GraphTensor<(B, N, Const<D>)>,
+    ) -> (
+        GraphTensor<(B, N, Const<D>)>,
+        GraphTensor<(B, Const<H>, N, N)>,
+    ) {
+        let (a, w) = self.attn.forward_with_weights(self.norm1.forward(x));
+        let x = x + a;
+        (x + self.mlp.forward(self.norm2.forward(x)), w)
+    }
+}
+
+impl<const D: usize, const H: usize, const DH: usize, const QKV: usize, const F: usize> Parameters
+    for Block<D, H, DH, QKV, F>
+{
+    fn visit(&self, v: &mut ParamVisitor) {
+        v.module("norm1", &self.norm1);
+        v.module("attn", &self.attn);
+        v.module("norm2", &self.norm2);
+        v.module("mlp", &self.mlp);
+    }
+}
+
+impl<
+        const D: usize,
+        const H: usize,
+        const DH: usize,
+        const QKV: usize,
+        const F: usize,
+        B: Dimension,
+        N: Dimension,
+    > Module<GraphTensor<(B, N, Const<D>)>> for Block<D, H, DH, QKV, F>
+{
+    type Output = GraphTensor<(B, N, Const<D>)>;
+
+    fn forward(&self, x: GraphTensor<(B, N, Const<D>)>) -> Self::Output {
+        self.forward_with_weights(x).0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::ParamSet;
+    use crate::testing::{check_gradients, layer_problem, Rng};
+
+    #[test]
+    fn gradients() {
+        check_gradients(
+            "block",
+            &|cx| {
+                let mut rng = Rng::new(9);
+                let b: Block<6, 2, 3, 18, 12> = Block::new(cx, true, 1e-6);
+                let x = cx.named_tensor::<R3<2, 4, 6>>("x");
+                let y = b.forward(x);
+                let p = ParamSet::of(&b, cx);
+                layer_problem(cx, &p, vec![(x.id, rng.uniform(48, 1.0))], y, 0.5, &mut rng)
+            },
+            2e-3,
+            2e-2,
+        );
+    }
+
+    #[test]
+    fn parameter_keys_follow_the_reference() {
+        let mut cx = Graph::new();
+        let b: Block<6, 2, 3, 18, 12> = Block::new(&mut cx, true, 1e-6);
+        let p = ParamSet::of(&b, &mut cx);
+        let keys: Vec<&str> = p.params.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "norm1.weight",
+                "norm1.bias",
+                "attn.qkv.weight",
+                "attn.qkv.bias",
+                "attn.proj.weight",
+                "attn.proj.bias",
+                "norm2.weight",
+                "norm2.bias",
+                "mlp.fc1.weight",
+                "mlp.fc1.bias",
+                "mlp.fc2.weight",
+                "mlp.fc2.bias"
+            ]
+        );
+        assert_eq!(p.get("attn.qkv.weight").unwrap().shape, vec![18, 6]);
+    }
+}

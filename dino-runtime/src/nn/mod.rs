@@ -1,0 +1,16 @@
+//! Layers with the parameter shapes and names of the PyTorch reference.
+pub mod activation;
+pub mod attention;
+pub mod block;
+pub mod layer_norm;
+pub mod linear;
+pub mod mlp;
+pub mod param;
+
+pub use activation::{gelu, log_softmax, softmax};
+pub use attention::Attention;
+pub use block::Block;
+pub use layer_norm::LayerNorm;
+pub use linear::Linear;
+pub use mlp::Mlp;
+pub use param::{Init, ParamInfo, ParamSet, ParamVisitor, Parameters};
