@@ -8,6 +8,8 @@ pub mod backend;
 pub mod error;
 pub mod graph;
 pub mod nn;
+pub mod optim;
+pub mod tensors;
 #[doc(hidden)]
 pub mod testing;
 

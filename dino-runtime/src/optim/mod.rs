@@ -1,0 +1,264 @@
+//! Optimizers built into the training graph.
+//!
+//! One execution computes the loss, the gradients and the new parameters and optimizer
+//! state; the host only sets per-step hyperparameters (1-element inputs, so a schedule never
+//! recompiles anything) and then *moves* the new tensors into the old slots
+//! ([`Optimizer::post_step`]): weights are never copied.
+//!
+//! Rules shared by both optimizers, as in the DINO reference:
+//! * weight decay applies only to parameters with more than one dimension (not to biases
+//!   and norm parameters);
+//! * optional gradient clipping is per parameter (each gradient against its own norm);
+//! * parameters are split into groups with their own lr scale and their own step count; a
+//!   *frozen* group is skipped entirely, as PyTorch skips a parameter whose `.grad` is `None`
+//!   (DINO's last-layer freeze): no update, no decay, no change of its optimizer state.
+mod adamw;
+mod clip;
+mod sgd;
+
+pub use adamw::AdamWConfig;
+pub use sgd::SgdConfig;
+
+use luminal::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::graph::{data, View};
+use crate::nn::ParamSet;
+
+/// Which optimizer, with its fixed hyperparameters.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum OptimizerKind {
+    AdamW(AdamWConfig),
+    Sgd(SgdConfig),
+}
+
+/// A set of parameters sharing an lr scale, a step count and a frozen flag.
+#[derive(Debug, Clone)]
+pub struct Group {
+    pub name: String,
+    pub lr_scale: f32,
+    pub frozen: bool,
+    /// Updates applied so far (PyTorch keeps a step count per parameter; parameters of a group
+    /// always step together).
+    pub steps: u64,
+    /// One 1-element input per hyperparameter of the optimizer (see `adamw.rs`, `sgd.rs`).
+    scalars: Vec<NodeIndex>,
+}
+
+/// An optimizer built into a graph. See the module documentation.
+pub struct Optimizer {
+    pub kind: OptimizerKind,
+    pub groups: Vec<Group>,
+    /// Group of each parameter.
+    pub group_of: Vec<usize>,
+    pub params: Vec<NodeIndex>,
+    pub new_params: Vec<NodeIndex>,
+    /// Optimizer state tensors per parameter (AdamW: m, v; SGD: momentum buffer).
+    pub state: Vec<Vec<NodeIndex>>,
+    pub new_state: Vec<Vec<NodeIndex>>,
+    /// Total gradient norm before clipping (1 element), for logging.
+    pub grad_norm: NodeIndex,
+    numels: Vec<usize>,
+    names: Vec<String>,
+    lr: f32,
+    weight_decay: f32,
+}
+
+/// Does DINO's rule decay this parameter? (`get_params_groups`: not a bias, more than 1-D.)
+pub fn decays(name: &str, shape: &[usize]) -> bool {
+    shape.len() > 1 && !name.ends_with(".bias")
+}
+
+impl Optimizer {
+    /// Build the update of every parameter of `params` from its gradient in `grads`
+    /// (`autograd::backward` order). `group_of(name)` picks each parameter's group among
+    /// `group_names` (index 0 is the default).
+    pub fn build(
+        cx: &mut Graph,
+        kind: OptimizerKind,
+        params: &ParamSet,
+        grads: &[View],
+        clip: Option<f32>,
+        group_names: &[&str],
+        group_of: impl Fn(&str) -> usize,
+    ) -> Result<Optimizer> {
+        if grads.len() != params.params.len() {
+            return Err(Error::Config {
+                what: "optimizer".into(),
+                why: format!(
+                    "{} gradients for {} parameters",
+                    grads.len(),
+                    params.params.len()
+                ),
+            });
+        }
+        if let Some(c) = clip {
+            if !(c > 0.0) {
+                return Err(Error::Config {
+                    what: "clip".into(),
+                    why: format!("{c} must be > 0 (omit it to disable clipping)"),
+                });
+            }
+        }
+        let groups: Vec<Group> = group_names
+            .iter()
+            .map(|n| Group {
+                name: n.to_string(),
+                lr_scale: 1.0,
+                frozen: false,
+                steps: 0,
+                scalars: kind.scalar_inputs(cx, n),
+            })
+            .collect();
+        let mut opt = Optimizer {
+            kind,
+            groups,
+            group_of: vec![],
+            params: params.ids(),
+            new_params: vec![],
+            state: vec![],
+            new_state: vec![],
+            grad_norm: NodeIndex::end(),
+            numels: params.params.iter().map(|p| p.numel()).collect(),
+            names: params.params.iter().map(|p| p.name.clone()).collect(),
+            lr: 0.0,
+            weight_decay: 0.0,
+        };
+        let mut squares = vec![];
+        for (p, g) in params.params.iter().zip(grads) {
+            let gi = group_of(&p.name);
+            if gi >= opt.groups.len() {
+                return Err(Error::Config {
+                    what: "optimizer groups".into(),
+                    why: format!("`{}` put in group {gi} of {}", p.name, opt.groups.len()),
+                });
+            }
+            let sq = clip::squared_norm(cx, *g);
+            squares.push(sq);
+            let g = match clip {
+                Some(c) => clip::clip_per_parameter(cx, *g, sq, c),
+                None => *g,
+            };
+            let dims = g.dims();
+            let w = View::contiguous(p.id, &dims);
+            let scalars = opt.groups[gi].scalars.clone();
+            let decay = decays(&p.name, &p.shape);
+            let (new_w, state, new_state) = match kind {
+                OptimizerKind::AdamW(c) => adamw::update(cx, &p.name, w, g, &scalars, decay, c),
+                OptimizerKind::Sgd(_) => sgd::update(cx, &p.name, w, g, &scalars, decay),
+            };
+            opt.group_of.push(gi);
+            opt.new_params.push(new_w);
+            opt.state.push(state);
+            opt.new_state.push(new_state);
+        }
+        opt.grad_norm = clip::total_norm(cx, &squares).id;
+        for id in opt.outputs() {
+            cx.no_delete.insert(id);
+        }
+        Ok(opt)
+    }
+
+    /// Nodes whose values the step produces and keeps.
+    fn outputs(&self) -> Vec<NodeIndex> {
+        let mut v = self.new_params.clone();
+        v.extend(self.new_state.iter().flatten());
+        v.push(self.grad_norm);
+        v
+    }
+
+    /// Zero the optimizer state (call once, after the parameters are initialized).
+    pub fn init_state(&self, cx: &mut Graph) {
+        for (st, n) in self.state.iter().zip(&self.numels) {
+            for id in st {
+                data::set(cx, *id, vec![0.0; *n]);
+                cx.no_delete.insert(*id);
+            }
+        }
+    }
+
+    /// The group with this name.
+    pub fn group_mut(&mut self, name: &str) -> Option<&mut Group> {
+        self.groups.iter_mut().find(|g| g.name == name)
+    }
+
+    /// Set this step's learning rate and weight decay (from the schedules) and write every
+    /// per-group scalar input. Call before executing the step.
+    pub fn pre_step(&mut self, cx: &mut Graph, lr: f32, weight_decay: f32) {
+        self.lr = lr;
+        self.weight_decay = weight_decay;
+        for g in &mut self.groups {
+            if !g.frozen {
+                g.steps += 1;
+            }
+            let values = self
+                .kind
+                .scalar_values(lr * g.lr_scale, weight_decay, g.steps, g.frozen);
+            for (id, v) in g.scalars.iter().zip(values) {
+                data::set(cx, *id, vec![v]);
+            }
+        }
+    }
+
+    /// Move the new parameters and state into the old slots (after executing the step).
+    pub fn post_step(&self, cx: &mut Graph) {
+        transfer_data_same_graph(self.new_params.clone(), self.params.clone(), cx);
+        for (new, old) in self.new_state.iter().zip(&self.state) {
+            transfer_data_same_graph(new.clone(), old.clone(), cx);
+        }
+    }
+
+    /// The total gradient norm of the last step (before clipping), taken out of the graph.
+    pub fn take_grad_norm(&self, cx: &mut Graph) -> Option<f32> {
+        data::take(cx, self.grad_norm).and_then(|v| v.first().copied())
+    }
+
+    /// Named optimizer state tensors (`<param>.exp_avg` ... as PyTorch names them) for
+    /// checkpoints.
+    pub fn state_names(&self) -> Vec<(String, NodeIndex, usize)> {
+        let suffixes = self.kind.state_names();
+        let mut out = vec![];
+        for ((st, name), n) in self.state.iter().zip(&self.names).zip(&self.numels) {
+            for (id, s) in st.iter().zip(suffixes) {
+                out.push((format!("{name}.{s}"), *id, *n));
+            }
+        }
+        out
+    }
+}
+
+impl ToIdsMut for Optimizer {
+    fn to_ids_mut(&mut self) -> Vec<&mut NodeIndex> {
+        let mut v: Vec<&mut NodeIndex> = self.new_params.iter_mut().collect();
+        v.extend(self.new_state.iter_mut().flatten());
+        v.push(&mut self.grad_norm);
+        v
+    }
+}
+
+impl OptimizerKind {
+    fn scalar_inputs(&self, cx: &mut Graph, group: &str) -> Vec<NodeIndex> {
+        let names: &[&str] = match self {
+            OptimizerKind::AdamW(_) => adamw::SCALARS,
+            OptimizerKind::Sgd(_) => sgd::SCALARS,
+        };
+        names
+            .iter()
+            .map(|n| cx.named_tensor::<R0>(&format!("optim.{group}.{n}")).id)
+            .collect()
+    }
+
+    fn scalar_values(&self, lr: f32, wd: f32, step: u64, frozen: bool) -> Vec<f32> {
+        match self {
+            OptimizerKind::AdamW(c) => adamw::scalar_values(c, lr, wd, step, frozen),
+            OptimizerKind::Sgd(c) => sgd::scalar_values(c, lr, wd, frozen),
+        }
+    }
+
+    fn state_names(&self) -> &'static [&'static str] {
+        match self {
+            OptimizerKind::AdamW(_) => &["exp_avg", "exp_avg_sq"],
+            OptimizerKind::Sgd(_) => &["momentum_buffer"],
+        }
+    }
+}

@@ -1,0 +1,57 @@
+//! Shared helpers of the integration tests: fixtures and comparisons.
+#![allow(dead_code)]
+use std::path::PathBuf;
+
+use dino::runtime::tensors::{NamedTensor, TensorFile};
+
+/// A fixture written by `tests/reference/make_fixtures.py`.
+pub fn fixture(name: &str) -> TensorFile {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(format!("{name}.safetensors"));
+    TensorFile::load(&path)
+        .unwrap_or_else(|e| panic!("{e} (regenerate with tests/reference/make_fixtures.py)"))
+}
+
+pub fn tensor<'a>(f: &'a TensorFile, name: &str) -> &'a NamedTensor {
+    f.get(name).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Assert `|got - want| <= atol + rtol * |want|` everywhere; the message names the worst
+/// element and its distance.
+pub fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32) {
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "{what}: {} values, expected {}",
+        got.len(),
+        want.len()
+    );
+    let mut worst = (0f32, 0usize, 0f32);
+    let mut max_abs = 0f32;
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        let d = (g - w).abs();
+        max_abs = max_abs.max(d);
+        let ratio = d / (atol + rtol * w.abs());
+        if ratio > worst.0 || ratio.is_nan() {
+            worst = (ratio, i, d);
+        }
+    }
+    assert!(
+        worst.0 <= 1.0,
+        "{what}: element {} is {} but the reference says {} (|diff| {:.3e}; max abs error {:.3e}; tolerance {atol} + {rtol}*|ref|)",
+        worst.1,
+        got[worst.1],
+        want[worst.1],
+        worst.2,
+        max_abs
+    );
+}
+
+/// Max absolute difference.
+pub fn max_abs_err(got: &[f32], want: &[f32]) -> f32 {
+    got.iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max)
+}
