@@ -31,10 +31,7 @@ impl Parameters for TinyMlp {
 fn run(name: &str, kind: OptimizerKind, compiled: bool) {
     let f = fixture(name);
     let mut cx = Box::new(Graph::new());
-    let model = TinyMlp {
-        fc1: Linear::new(&mut cx, true),
-        fc2: Linear::new(&mut cx, true),
-    };
+    let model = TinyMlp { fc1: Linear::new(&mut cx, true), fc2: Linear::new(&mut cx, true) };
     let x = cx.named_tensor::<R2<4, 5>>("x");
     let y = cx.named_tensor::<R2<4, 3>>("y");
     let logits = model.fc2.forward(gelu(model.fc1.forward(x)));
@@ -42,26 +39,14 @@ fn run(name: &str, kind: OptimizerKind, compiled: bool) {
     let loss = (log_softmax(logits) * y).sum_reduce::<R0, Axes2<0, 1>>() * (-1.0 / 4.0);
     let params = ParamSet::of(&model, &mut cx);
     let grads = backward(&mut cx, loss.id, &params.ids()).unwrap();
-    let mut opt = Optimizer::build(
-        &mut cx,
-        kind,
-        &params,
-        &grads,
-        Some(0.5),
-        &["default", "last"],
-        |n| (n == "fc2.weight") as usize,
-    )
+    let mut opt = Optimizer::build(&mut cx, kind, &params, &grads, Some(0.5), &["default", "last"], |n| {
+        (n == "fc2.weight") as usize
+    })
     .unwrap();
     cx.no_delete.insert(loss.id);
     let mut handles = Handles(vec![loss.id]);
     for p in &params.params {
-        params
-            .set(
-                &mut cx,
-                &p.name,
-                tensor(&f, &format!("init.{}", p.name)).data.clone(),
-            )
-            .unwrap();
+        params.set(&mut cx, &p.name, tensor(&f, &format!("init.{}", p.name)).data.clone()).unwrap();
     }
     opt.init_state(&mut cx);
     let mut rt = None;
@@ -70,39 +55,19 @@ fn run(name: &str, kind: OptimizerKind, compiled: bool) {
         rt = Some(CpuRuntime::new(&cx));
     }
     let steps: usize = f.metadata["steps"].parse().unwrap();
-    let tag = format!(
-        "{name} {}",
-        if compiled { "compiled" } else { "uncompiled" }
-    );
+    let tag = format!("{name} {}", if compiled { "compiled" } else { "uncompiled" });
     for s in 0..steps {
-        data::set(
-            &mut cx,
-            x.id,
-            tensor(&f, &format!("step{s}.x")).data.clone(),
-        );
-        data::set(
-            &mut cx,
-            y.id,
-            tensor(&f, &format!("step{s}.y")).data.clone(),
-        );
+        data::set(&mut cx, x.id, tensor(&f, &format!("step{s}.x")).data.clone());
+        data::set(&mut cx, y.id, tensor(&f, &format!("step{s}.y")).data.clone());
         opt.group_mut("last").unwrap().frozen = s < 2;
-        let (lr, wd) = (
-            tensor(&f, &format!("step{s}.lr")).data[0],
-            tensor(&f, &format!("step{s}.wd")).data[0],
-        );
+        let (lr, wd) = (tensor(&f, &format!("step{s}.lr")).data[0], tensor(&f, &format!("step{s}.wd")).data[0]);
         opt.pre_step(&mut cx, lr, wd);
         match rt.as_mut() {
             Some(rt) => rt.execute(&mut cx).unwrap(),
             None => cx.execute(),
         }
         let l = data::take(&mut cx, handles.0[0]).unwrap();
-        assert_close(
-            &format!("{tag} step {s} loss"),
-            &l,
-            &tensor(&f, &format!("step{s}.loss")).data,
-            1e-5,
-            1e-4,
-        );
+        assert_close(&format!("{tag} step {s} loss"), &l, &tensor(&f, &format!("step{s}.loss")).data, 1e-5, 1e-4);
         assert!(opt.take_grad_norm(&mut cx).unwrap() > 0.0);
         opt.post_step(&mut cx);
         for p in &params.params {
@@ -116,11 +81,7 @@ fn run(name: &str, kind: OptimizerKind, compiled: bool) {
             );
         }
     }
-    assert_eq!(
-        opt.groups[1].steps as usize,
-        steps - 2,
-        "the frozen group counts only its own updates"
-    );
+    assert_eq!(opt.groups[1].steps as usize, steps - 2, "the frozen group counts only its own updates");
 }
 
 #[test]

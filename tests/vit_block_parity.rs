@@ -25,13 +25,7 @@ fn run(compiled: bool) {
     let y = block.forward(x);
     let params = ParamSet::of(&block, &mut cx);
     let prod = y * r;
-    let loss = sum_all(
-        &mut cx,
-        View {
-            id: prod.id,
-            st: prod.shape,
-        },
-    );
+    let loss = sum_all(&mut cx, View { id: prod.id, st: prod.shape });
     let mut wrt = params.ids();
     wrt.push(x.id);
     let grads = backward(&mut cx, loss.id, &wrt).expect("backward");
@@ -57,23 +51,13 @@ fn run(compiled: bool) {
     }
     let tag = if compiled { "compiled" } else { "uncompiled" };
     let out = data::get(&cx, handles.0[0]).unwrap();
-    println!(
-        "{tag} y: max abs error {:.2e}",
-        max_abs_err(out, &tensor(&f, "y").data)
-    );
+    println!("{tag} y: max abs error {:.2e}", max_abs_err(out, &tensor(&f, "y").data));
     assert_close(&format!("{tag} y"), out, &tensor(&f, "y").data, 1e-4, 1e-4);
-    let names = params
-        .params
-        .iter()
-        .map(|p| p.name.clone())
-        .chain(["x".to_string()]);
+    let names = params.params.iter().map(|p| p.name.clone()).chain(["x".to_string()]);
     for (name, id) in names.zip(&handles.0[1..]) {
         let got = data::get(&cx, *id).unwrap();
         let want = &tensor(&f, &format!("grad.{name}")).data;
-        println!(
-            "{tag} grad {name}: max abs error {:.2e}",
-            max_abs_err(got, want)
-        );
+        println!("{tag} grad {name}: max abs error {:.2e}", max_abs_err(got, want));
         assert_close(&format!("{tag} grad {name}"), got, want, 1e-4, 1e-4);
     }
 }

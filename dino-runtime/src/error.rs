@@ -18,11 +18,7 @@ pub enum Error {
 
     /// A view with symbolic slice or pad amounts that autograd cannot invert.
     #[error("autograd: cannot invert the view {view} of `{op}`: {why}")]
-    View {
-        op: String,
-        view: String,
-        why: String,
-    },
+    View { op: String, view: String, why: String },
 
     /// A graph input was not set before execution.
     #[error("input `{name}` has no value: set it (or load it) before executing the graph")]
@@ -30,12 +26,7 @@ pub enum Error {
 
     /// A tensor of the wrong size was handed to the runtime.
     #[error("`{name}`: expected {expected} elements ({shape}), got {got}")]
-    WrongSize {
-        name: String,
-        shape: String,
-        expected: usize,
-        got: usize,
-    },
+    WrongSize { name: String, shape: String, expected: usize, got: usize },
 
     /// A named tensor the caller asked for does not exist.
     #[error("no tensor named `{name}`{hint}")]
@@ -51,10 +42,7 @@ pub enum Error {
 
     /// An I/O error on a named file.
     #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
 
     /// A safetensors file that cannot be read or has the wrong content.
     #[error("{path}: {why}")]

@@ -54,11 +54,7 @@ impl Differentiated {
         for id in &handles.0 {
             cx.no_delete.insert(*id);
         }
-        Differentiated {
-            cx,
-            handles,
-            problem,
-        }
+        Differentiated { cx, handles, problem }
     }
 
     /// Loss and gradients at `vals` (one value vector per var), with luminal's executor.
@@ -67,11 +63,7 @@ impl Differentiated {
     }
 
     /// Loss and gradients at `vals`, running the graph with `run`.
-    pub fn eval_with(
-        &mut self,
-        vals: &[Vec<f32>],
-        run: &mut dyn FnMut(&mut Graph),
-    ) -> (f32, Vec<Vec<f32>>) {
+    pub fn eval_with(&mut self, vals: &[Vec<f32>], run: &mut dyn FnMut(&mut Graph)) -> (f32, Vec<Vec<f32>>) {
         for ((id, _), v) in self.problem.vars.iter().zip(vals) {
             data::set(&mut self.cx, *id, v.clone());
         }
@@ -79,12 +71,8 @@ impl Differentiated {
             data::set(&mut self.cx, *id, v.clone());
         }
         run(&mut self.cx);
-        let mut out: Vec<Vec<f32>> = self
-            .handles
-            .0
-            .iter()
-            .map(|id| data::take(&mut self.cx, *id).expect("output computed"))
-            .collect();
+        let mut out: Vec<Vec<f32>> =
+            self.handles.0.iter().map(|id| data::take(&mut self.cx, *id).expect("output computed")).collect();
         let grads = out.split_off(1);
         (out[0][0], grads)
     }
@@ -107,19 +95,10 @@ pub struct GradCheck {
 /// Central finite differences on up to `per_var` elements of each var, compared with the
 /// analytic gradient: passes when every checked element has
 /// `|numeric - analytic| <= atol + rtol * |analytic|`.
-pub fn finite_differences(
-    d: &mut Differentiated,
-    eps: f32,
-    per_var: usize,
-    atol: f32,
-    rtol: f32,
-) -> GradCheck {
+pub fn finite_differences(d: &mut Differentiated, eps: f32, per_var: usize, atol: f32, rtol: f32) -> GradCheck {
     let vals = d.values();
     let (_, grads) = d.eval(&vals);
-    let mut worst = GradCheck {
-        worst_ratio: 0.0,
-        worst_at: (0, 0, 0.0, 0.0),
-    };
+    let mut worst = GradCheck { worst_ratio: 0.0, worst_at: (0, 0, 0.0, 0.0) };
     for (vi, v) in vals.iter().enumerate() {
         let step = (v.len() / per_var).max(1);
         for j in (0..v.len()).step_by(step) {
@@ -133,10 +112,7 @@ pub fn finite_differences(
             let ana = grads[vi][j];
             let ratio = (num - ana).abs() / (atol + rtol * ana.abs());
             if ratio > worst.worst_ratio || ratio.is_nan() {
-                worst = GradCheck {
-                    worst_ratio: ratio,
-                    worst_at: (vi, j, num, ana),
-                };
+                worst = GradCheck { worst_ratio: ratio, worst_at: (vi, j, num, ana) };
             }
         }
     }
@@ -177,29 +153,17 @@ pub fn cpu_parity(build: &dyn Fn(&mut Graph) -> Problem) -> Parity {
     let vals = reference.values();
     let (l0, g0) = reference.eval(&vals);
     let mut compiled = Differentiated::new(build);
-    compiled
-        .cx
-        .compile(<CpuCompiler>::default(), &mut compiled.handles);
+    compiled.cx.compile(<CpuCompiler>::default(), &mut compiled.handles);
     let mut rt = CpuRuntime::new(&compiled.cx);
     let (l1, g1) = compiled.eval_with(&vals, &mut |cx| rt.execute(cx).expect("cpu run"));
-    let mut worst = Parity {
-        worst: 0.0,
-        output: 0,
-        element: 0,
-        kernels: rt.stats().kernels,
-    };
+    let mut worst = Parity { worst: 0.0, output: 0, element: 0, kernels: rt.stats().kernels };
     let outs0 = std::iter::once(vec![l0]).chain(g0);
     let outs1 = std::iter::once(vec![l1]).chain(g1);
     for (o, (a, b)) in outs0.zip(outs1).enumerate() {
         let scale = 1.0 + a.iter().fold(0f32, |m, x| m.max(x.abs()));
         let (d, i) = max_abs_diff(&a, &b);
         if d / scale > worst.worst || d.is_nan() {
-            worst = Parity {
-                worst: d / scale,
-                output: o,
-                element: i,
-                kernels: worst.kernels,
-            };
+            worst = Parity { worst: d / scale, output: o, element: i, kernels: worst.kernels };
         }
     }
     worst
@@ -218,22 +182,12 @@ pub fn layer_problem<S: Shape>(
     let r = cx.named_tensor::<S>("r");
     let n = y.shape.n_elements().to_usize().expect("static test shape");
     let prod = y * r;
-    let loss = crate::graph::ops::sum_all(
-        cx,
-        crate::graph::View {
-            id: prod.id,
-            st: prod.shape,
-        },
-    );
+    let loss = crate::graph::ops::sum_all(cx, crate::graph::View { id: prod.id, st: prod.shape });
     let mut vars = inputs;
     for p in &params.params {
         vars.push((p.id, rng.uniform(p.numel(), scale)));
     }
-    Problem {
-        loss: loss.id,
-        vars,
-        inputs: vec![(r.id, rng.uniform(n, 1.0))],
-    }
+    Problem { loss: loss.id, vars, inputs: vec![(r.id, rng.uniform(n, 1.0))] }
 }
 
 /// Finite differences plus compiled parity for a problem; panics with the worst element.

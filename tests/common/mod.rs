@@ -6,11 +6,8 @@ use dino::runtime::tensors::{NamedTensor, TensorFile};
 
 /// A fixture written by `tests/reference/make_fixtures.py`.
 pub fn fixture(name: &str) -> TensorFile {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(format!("{name}.safetensors"));
-    TensorFile::load(&path)
-        .unwrap_or_else(|e| panic!("{e} (regenerate with tests/reference/make_fixtures.py)"))
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(format!("{name}.safetensors"));
+    TensorFile::load(&path).unwrap_or_else(|e| panic!("{e} (regenerate with tests/reference/make_fixtures.py)"))
 }
 
 pub fn tensor<'a>(f: &'a TensorFile, name: &str) -> &'a NamedTensor {
@@ -20,13 +17,7 @@ pub fn tensor<'a>(f: &'a TensorFile, name: &str) -> &'a NamedTensor {
 /// Assert `|got - want| <= atol + rtol * |want|` everywhere; the message names the worst
 /// element and its distance.
 pub fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32) {
-    assert_eq!(
-        got.len(),
-        want.len(),
-        "{what}: {} values, expected {}",
-        got.len(),
-        want.len()
-    );
+    assert_eq!(got.len(), want.len(), "{what}: {} values, expected {}", got.len(), want.len());
     let mut worst = (0f32, 0usize, 0f32);
     let mut max_abs = 0f32;
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
@@ -50,8 +41,5 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32)
 
 /// Max absolute difference.
 pub fn max_abs_err(got: &[f32], want: &[f32]) -> f32 {
-    got.iter()
-        .zip(want)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f32::max)
+    got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max)
 }

@@ -126,7 +126,22 @@ def optimizer_steps(kind):
     save(f"{kind}_steps", t, {"steps": str(len(lrs)), "clip": "0.5", "frozen": "fc2.weight:2"})
 
 
+def pos_resample():
+    """DINO's interpolate_pos_encoding as a matrix: F.interpolate of each basis vector of a
+    g0 x g0 grid, bicubic, scale_factor (g + 0.1) / g0, align_corners False."""
+    t = {}
+    for g0, g in [(7, 3), (14, 6), (4, 4), (2, 3)]:
+        n = g0 * g0
+        basis = torch.eye(n, dtype=torch.float64).reshape(n, g0, g0).unsqueeze(1)  # (n, 1, g0, g0)
+        s = (g + 0.1) / g0
+        out = nn.functional.interpolate(basis, scale_factor=(s, s), mode="bicubic", align_corners=False)
+        assert out.shape[-2:] == (g, g)
+        t[f"m_{g0}_{g}"] = out.reshape(n, g * g).t()  # (g*g, g0*g0)
+    save("pos_resample", t)
+
+
 CASES = {
+    "pos_resample": pos_resample,
     "vit_block": vit_block,
     "adamw_steps": lambda: optimizer_steps("adamw"),
     "sgd_steps": lambda: optimizer_steps("sgd"),

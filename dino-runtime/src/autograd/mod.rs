@@ -35,9 +35,7 @@ pub fn backward(cx: &mut Graph, loss: NodeIndex, wrt: &[NodeIndex]) -> Result<Ve
     let phys = physical_shapes(cx);
     let loss_dims = phys.get(&loss).cloned().unwrap_or_default();
     if loss_dims.iter().any(|d| d.to_usize() != Some(1)) {
-        return Err(Error::LossNotScalar {
-            dims: format!("{loss_dims:?}"),
-        });
+        return Err(Error::LossNotScalar { dims: format!("{loss_dims:?}") });
     }
 
     // Nodes on a path from some `wrt` node to the loss, in reverse topological order.
@@ -59,22 +57,15 @@ pub fn backward(cx: &mut Graph, loss: NodeIndex, wrt: &[NodeIndex]) -> Result<Ve
             continue;
         };
         let op = cx.graph.node_weight(n).expect("node in order");
-        let prim = Prim::of(op.as_ref()).ok_or_else(|| Error::NotPrimitive {
-            op: format!("{op:?}"),
-        })?;
+        let prim = Prim::of(op.as_ref()).ok_or_else(|| Error::NotPrimitive { op: format!("{op:?}") })?;
         if prim.is_leaf() {
             continue;
         }
         let srcs = cx.get_sources(n);
-        let inputs: Vec<View> = srcs
-            .iter()
-            .map(|(id, _, st)| View { id: *id, st: *st })
-            .collect();
+        let inputs: Vec<View> = srcs.iter().map(|(id, _, st)| View { id: *id, st: *st }).collect();
         let want: Vec<bool> = srcs.iter().map(|(id, _, _)| on_path.contains(id)).collect();
         let phys_in0 = srcs.first().and_then(|s| phys.get(&s.0)).cloned();
-        for (i, c, space) in
-            rules::contributions(cx, prim, n, g, &inputs, &want, phys_in0.as_deref())
-        {
+        for (i, c, space) in rules::contributions(cx, prim, n, g, &inputs, &want, phys_in0.as_deref()) {
             let c = match space {
                 Space::Logical => unview(cx, c, &srcs[i].2),
                 Space::Buffer => c,
@@ -85,26 +76,15 @@ pub fn backward(cx: &mut Graph, loss: NodeIndex, wrt: &[NodeIndex]) -> Result<Ve
 
     wrt.iter()
         .map(|w| {
-            let dims = phys.get(w).ok_or_else(|| Error::UnknownShape {
-                name: node_name(cx, *w),
-            })?;
-            let g = grads
-                .get(w)
-                .copied()
-                .unwrap_or_else(|| constant(cx, 0.0, dims));
+            let dims = phys.get(w).ok_or_else(|| Error::UnknownShape { name: node_name(cx, *w) })?;
+            let g = grads.get(w).copied().unwrap_or_else(|| constant(cx, 0.0, dims));
             Ok(materialize(cx, g))
         })
         .collect()
 }
 
 /// Add a contribution (logical dims: some factorization of the buffer's) to `grads[src]`.
-fn accumulate(
-    cx: &mut Graph,
-    grads: &mut FxHashMap<NodeIndex, View>,
-    phys: &PhysShapes,
-    src: NodeIndex,
-    mut c: View,
-) {
+fn accumulate(cx: &mut Graph, grads: &mut FxHashMap<NodeIndex, View>, phys: &PhysShapes, src: NodeIndex, mut c: View) {
     let want = &phys[&src];
     if &c.dims() != want {
         c = materialize(cx, c).reshaped(want);
@@ -122,16 +102,8 @@ fn reachable(cx: &Graph, start: &[NodeIndex], dir: Direction) -> FxHashSet<NodeI
     let mut stack = start.to_vec();
     while let Some(n) = stack.pop() {
         if seen.insert(n) {
-            for e in cx
-                .graph
-                .edges_directed(n, dir)
-                .filter(|e| !e.weight().is_schedule())
-            {
-                stack.push(if dir == Direction::Incoming {
-                    e.source()
-                } else {
-                    e.target()
-                });
+            for e in cx.graph.edges_directed(n, dir).filter(|e| !e.weight().is_schedule()) {
+                stack.push(if dir == Direction::Incoming { e.source() } else { e.target() });
             }
         }
     }
@@ -140,8 +112,5 @@ fn reachable(cx: &Graph, start: &[NodeIndex], dir: Direction) -> FxHashSet<NodeI
 
 /// A node's display name (the `Function` name for inputs and parameters).
 pub fn node_name(cx: &Graph, n: NodeIndex) -> String {
-    cx.graph
-        .node_weight(n)
-        .map(|o| format!("{o:?}"))
-        .unwrap_or_else(|| format!("{n:?}"))
+    cx.graph.node_weight(n).map(|o| format!("{o:?}")).unwrap_or_else(|| format!("{n:?}"))
 }

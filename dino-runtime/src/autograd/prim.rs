@@ -1,7 +1,6 @@
-//! Classification of graph nodes into luminal's primitive ops.
+//! Classification of graph nodes into luminal's primitive ops (plus our `Detach`).
 use luminal::op::{
-    self, Constant, Contiguous, Exp2, Function, LessThan, Log2, MaxReduce, Mod, Operator, Recip,
-    Sin, Sqrt, SumReduce,
+    self, Constant, Contiguous, Exp2, Function, LessThan, Log2, MaxReduce, Mod, Operator, Recip, Sin, Sqrt, SumReduce,
 };
 
 /// A luminal 0.2.0 primitive, the unit autograd differentiates.
@@ -23,6 +22,8 @@ pub enum Prim {
     SumReduce(usize),
     MaxReduce(usize),
     Contiguous,
+    /// Our identity with no gradient (`graph::Detach`).
+    Detach,
 }
 
 impl Prim {
@@ -57,6 +58,8 @@ impl Prim {
             Prim::MaxReduce(*d)
         } else if a.is::<Contiguous>() {
             Prim::Contiguous
+        } else if a.is::<crate::graph::Detach>() {
+            Prim::Detach
         } else {
             return None;
         })
@@ -64,10 +67,7 @@ impl Prim {
 
     /// Unary primitives map their input's physical buffer and ignore the edge view.
     pub fn is_unary(self) -> bool {
-        matches!(
-            self,
-            Prim::Log2 | Prim::Exp2 | Prim::Sin | Prim::Sqrt | Prim::Recip
-        )
+        matches!(self, Prim::Log2 | Prim::Exp2 | Prim::Sin | Prim::Sqrt | Prim::Recip)
     }
 
     /// Leaves of the graph: no inputs, nothing to differentiate through.

@@ -71,11 +71,7 @@ pub fn contributions(
                     scale(cx, yy, -1.0)
                 }
             };
-            let g = if g.dims() == pd {
-                g
-            } else {
-                View::contiguous(g.id, pd)
-            };
+            let g = if g.dims() == pd { g } else { View::contiguous(g.id, pd) };
             out.push((0, mul(cx, g, d), Space::Buffer));
         }
 
@@ -143,6 +139,8 @@ pub fn contributions(
                 out.push((0, g, Space::Logical));
             }
         }
+        // Stops the gradient.
+        Prim::Detach => {}
     }
     out
 }

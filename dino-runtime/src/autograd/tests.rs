@@ -12,26 +12,11 @@ use crate::graph::View;
 use crate::testing::{check_gradients, Problem, Rng};
 
 /// `sum(y * r)` for a fresh random input `r` shaped like `y`; returns the loss id and r.
-fn dot_random<S: Shape>(
-    cx: &mut Graph,
-    y: GraphTensor<S>,
-    rng: &mut Rng,
-) -> (NodeIndex, (NodeIndex, Vec<f32>)) {
+fn dot_random<S: Shape>(cx: &mut Graph, y: GraphTensor<S>, rng: &mut Rng) -> (NodeIndex, (NodeIndex, Vec<f32>)) {
     let r = cx.named_tensor::<S>("r");
-    let n: usize = y
-        .shape
-        .shape()
-        .iter()
-        .map(|d| d.to_usize().expect("static test shape"))
-        .product();
+    let n: usize = y.shape.shape().iter().map(|d| d.to_usize().expect("static test shape")).product();
     let prod = y * r;
-    let loss = sum_all(
-        cx,
-        View {
-            id: prod.id,
-            st: prod.shape,
-        },
-    );
+    let loss = sum_all(cx, View { id: prod.id, st: prod.shape });
     (loss.id, (r.id, rng.uniform(n, 1.0)))
 }
 
@@ -60,18 +45,9 @@ fn var<S: Shape>(cx: &mut Graph, name: &str) -> GraphTensor<S> {
     cx.named_tensor::<S>(name)
 }
 
-fn finish<S: Shape>(
-    cx: &mut Graph,
-    y: GraphTensor<S>,
-    vars: Vec<(NodeIndex, Vec<f32>)>,
-    rng: &mut Rng,
-) -> Problem {
+fn finish<S: Shape>(cx: &mut Graph, y: GraphTensor<S>, vars: Vec<(NodeIndex, Vec<f32>)>, rng: &mut Rng) -> Problem {
     let (loss, r) = dot_random(cx, y, rng);
-    Problem {
-        loss,
-        vars,
-        inputs: vec![r],
-    }
+    Problem { loss, vars, inputs: vec![r] }
 }
 
 // ---- unary rules, on views (unary ops map the physical buffer) ----------------------------
@@ -123,9 +99,7 @@ case!(mod_both_inputs, 7, |cx, rng| {
     let bv = rng.range(6, 1.0, 2.0);
     let k = [-2.0f32, -1.0, 0.0, 1.0, 2.0, 3.0];
     let f = rng.range(6, 0.2, 0.8);
-    let av: Vec<f32> = (0..6)
-        .map(|i| bv[i] * (k[i] + if k[i] < 0.0 { -f[i] } else { f[i] }))
-        .collect();
+    let av: Vec<f32> = (0..6).map(|i| bv[i] * (k[i] + if k[i] < 0.0 { -f[i] } else { f[i] })).collect();
     finish(cx, y, vec![(a.id, av), (b.id, bv)], rng)
 });
 case!(less_than_masks_without_gradient, 8, |cx, rng| {
@@ -168,11 +142,7 @@ case!(pad_front_and_back, 12, |cx, rng| {
 });
 case!(interior_slice, 13, |cx, rng| {
     let x = var::<R2<4, 5>>(cx, "x");
-    let y = x
-        .slice((span(1, 3), span(1, 4)))
-        .contiguous()
-        .realize::<R2<2, 3>>()
-        * 3.0;
+    let y = x.slice((span(1, 3), span(1, 4))).contiguous().realize::<R2<2, 3>>() * 3.0;
     let xv = rng.uniform(20, 1.0);
     finish(cx, y, vec![(x.id, xv)], rng)
 });
@@ -221,19 +191,10 @@ fn dynamic_batch_dim() {
             let r = cx.named_tensor::<(Dyn<'b'>, Const<4>)>("r");
             cx.set_dyn_dim('b', batch);
             let y = (x.matmul(w) * r).sin();
-            let loss = sum_all(
-                cx,
-                View {
-                    id: y.id,
-                    st: y.shape,
-                },
-            );
+            let loss = sum_all(cx, View { id: y.id, st: y.shape });
             Problem {
                 loss: loss.id,
-                vars: vec![
-                    (x.id, rng.uniform(batch * 3, 1.0)),
-                    (w.id, rng.uniform(12, 1.0)),
-                ],
+                vars: vec![(x.id, rng.uniform(batch * 3, 1.0)), (w.id, rng.uniform(12, 1.0))],
                 inputs: vec![(r.id, rng.uniform(batch * 4, 1.0))],
             }
         });

@@ -9,41 +9,57 @@ use luminal::prelude::symbolic::Expression;
 use luminal::prelude::*;
 
 use crate::graph::ops::{materialize, sum_reduce};
-use crate::graph::view::{is_plain, is_unbounded, logical_dims, phys_dims, View};
+use crate::graph::view::{is_plain, is_unbounded, phys_dims, View};
 
 fn is_zero(e: Expression) -> bool {
     e.to_usize() == Some(0)
 }
 
 /// Map `g` (logical dims == logical dims of `st`) to a contiguous gradient over the buffer
-/// dims of `st` (`phys_dims(st)`), in three steps:
-/// 1. slices and pads become pads and slices (one materialization each: luminal cannot pad and
-///    slice the same dim in one view);
-/// 2. broadcast (fake) axes are summed;
-/// 3. the permutation is undone.
+/// dims of `st` (`phys_dims(st)`), in four steps:
+/// 1. broadcast (fake) axes are summed first, so everything after works on the small tensor
+///    (a weight gradient is summed over batch and tokens before any pad);
+/// 2. slices and pads become pads and slices (one materialization each: luminal cannot pad
+///    and slice the same dim in one view);
+/// 3. broadcast axes that were themselves padded or sliced are summed after step 2;
+/// 4. the permutation is undone.
 pub fn unview(cx: &mut Graph, g: View, st: &ShapeTracker) -> View {
     if is_plain(st) {
         return g;
     }
-    let n = st.len();
     let mut g = g;
+    // the physical axis behind each logical axis of g, as axes get summed away
+    let mut axes: Vec<usize> = (0..st.len()).map(|i| st.indexes[i]).collect();
+    let cropped = |p: usize| {
+        let (p0, p1) = st.padding[p];
+        let (s0, s1) = st.slices[p];
+        !(is_zero(p0) && is_zero(p1) && is_zero(s0) && is_unbounded(s1))
+    };
 
-    // 1. slice/pad -> pad/slice, per logical axis i (physical axis p):
+    // 1. plain broadcast axes -> sum
+    for i in (0..axes.len()).rev() {
+        if st.fake[axes[i]] && !cropped(axes[i]) {
+            g = sum_reduce(cx, g, i);
+            axes.remove(i);
+        }
+    }
+
+    // 2. slice/pad -> pad/slice, per remaining axis i (physical axis p):
     //    grad_buffer[k] = g[k + p0 - s0] where that index is inside g, else 0.
-    if st.is_sliced() || st.is_padded() {
+    if axes.iter().any(|&p| cropped(p)) {
         g = materialize(cx, g);
-        let len = logical_dims(st);
+        let len = g.dims();
         let zero = Expression::from(0);
+        let n = axes.len();
         let mut pads = vec![(zero, zero); n];
         let mut cuts = vec![(zero, Expression::from(i32::MAX)); n];
         let (mut any_pad, mut any_cut) = (false, false);
-        for i in 0..n {
-            let p = st.indexes[i];
-            let (p0, _) = st.padding[p];
-            let (s0, s1) = st.slices[p];
-            if is_zero(p0) && is_zero(st.padding[p].1) && is_zero(s0) && is_unbounded(s1) {
+        for (i, &p) in axes.iter().enumerate() {
+            if !cropped(p) {
                 continue;
             }
+            let (p0, _) = st.padding[p];
+            let (s0, _) = st.slices[p];
             let d = st.dims[p];
             let front_pad = (s0 - p0).max(0);
             let front_cut = (p0 - s0).max(0);
@@ -63,13 +79,7 @@ pub fn unview(cx: &mut Graph, g: View, st: &ShapeTracker) -> View {
         if any_pad {
             let mut padded = ShapeTracker::new(&g.dims());
             padded.pad(&pads);
-            g = materialize(
-                cx,
-                View {
-                    id: g.id,
-                    st: padded,
-                },
-            );
+            g = materialize(cx, View { id: g.id, st: padded });
         }
         if any_cut {
             let mut cut = ShapeTracker::new(&g.dims());
@@ -78,22 +88,18 @@ pub fn unview(cx: &mut Graph, g: View, st: &ShapeTracker) -> View {
         }
     }
 
-    // 2. broadcast axes -> sum, from the last logical axis down so indices stay valid.
-    let mut remaining: Vec<usize> = (0..n).map(|i| st.indexes[i]).collect();
-    for i in (0..n).rev() {
-        if st.fake[st.indexes[i]] {
+    // 3. broadcast axes that were cropped -> sum (now of their full length)
+    for i in (0..axes.len()).rev() {
+        if st.fake[axes[i]] {
             g = sum_reduce(cx, g, i);
-            remaining.remove(i);
+            axes.remove(i);
         }
     }
 
-    // 3. permutation -> inverse permutation (remaining axes back into physical order).
-    let mut order = remaining.clone();
+    // 4. permutation -> inverse permutation (remaining axes back into physical order)
+    let mut order = axes.clone();
     order.sort_unstable();
-    let perm: Vec<usize> = order
-        .iter()
-        .map(|p| remaining.iter().position(|r| r == p).expect("axis present"))
-        .collect();
+    let perm: Vec<usize> = order.iter().map(|p| axes.iter().position(|r| r == p).expect("axis present")).collect();
     if perm.iter().enumerate().any(|(a, b)| a != *b) {
         g = g.permute(&perm);
     }

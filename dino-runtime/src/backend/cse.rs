@@ -51,32 +51,18 @@ pub struct DeadCodePass;
 impl Compiler for DeadCodePass {
     fn compile<T: ToIdsMut>(&self, cx: &mut Graph, _: T) {
         let mut live: FxHashSet<NodeIndex> = FxHashSet::default();
-        let mut stack: Vec<NodeIndex> = cx
-            .no_delete
-            .iter()
-            .chain(cx.to_retrieve.iter())
-            .copied()
-            .collect();
+        let mut stack: Vec<NodeIndex> = cx.no_delete.iter().chain(cx.to_retrieve.iter()).copied().collect();
         while let Some(n) = stack.pop() {
             if !cx.graph.contains_node(n) || !live.insert(n) {
                 continue;
             }
-            stack.extend(
-                cx.graph
-                    .edges_directed(n, Direction::Incoming)
-                    .map(|e| e.source()),
-            );
+            stack.extend(cx.graph.edges_directed(n, Direction::Incoming).map(|e| e.source()));
         }
         let dead: Vec<NodeIndex> = cx
             .graph
             .node_indices()
             .filter(|n| !live.contains(n))
-            .filter(|n| {
-                !matches!(
-                    Prim::of(cx.graph.node_weight(*n).expect("node").as_ref()),
-                    Some(Prim::Function)
-                )
-            })
+            .filter(|n| !matches!(Prim::of(cx.graph.node_weight(*n).expect("node").as_ref()), Some(Prim::Function)))
             .collect();
         for n in dead {
             cx.graph.remove_node(n);

@@ -46,10 +46,7 @@ impl std::fmt::Debug for FusedOp {
 impl FusedOp {
     /// Concrete iteration dims.
     pub fn resolve_dims(&self, dyn_map: &FxHashMap<char, usize>) -> crate::Result<Vec<usize>> {
-        self.dims
-            .iter()
-            .map(|d| eval(*d, dyn_map).map(|v| v as usize))
-            .collect()
+        self.dims.iter().map(|d| eval(*d, dyn_map).map(|v| v as usize)).collect()
     }
 
     /// Symbolic output dims.
@@ -66,23 +63,11 @@ impl Operator for FusedOp {
     fn process(&mut self, inp: Vec<(InputTensor, ShapeTracker)>) -> Vec<Tensor> {
         // luminal's executor has already substituted the dynamic dims into the trackers.
         let dyn_map = unsafe { self.dyn_map.as_ref().expect("graph outlives its ops") };
-        let dims = self
-            .resolve_dims(dyn_map)
-            .expect("dims resolvable at execution");
-        let layouts: Vec<Layout> = inp
-            .iter()
-            .map(|(_, st)| Layout::of(st, dyn_map).expect("resolved view"))
-            .collect();
+        let dims = self.resolve_dims(dyn_map).expect("dims resolvable at execution");
+        let layouts: Vec<Layout> = inp.iter().map(|(_, st)| Layout::of(st, dyn_map).expect("resolved view")).collect();
         let bufs: Vec<&[f32]> = inp
             .iter()
-            .map(|(t, _)| {
-                t.borrowed()
-                    .data
-                    .as_any()
-                    .downcast_ref::<Vec<f32>>()
-                    .expect("f32 buffer")
-                    .as_slice()
-            })
+            .map(|(t, _)| t.borrowed().data.as_any().downcast_ref::<Vec<f32>>().expect("f32 buffer").as_slice())
             .collect();
         let kernel = super::cpu::fused::FusedKernel::new(self, &dims, &layouts);
         let mut out = vec![0f32; kernel.out_len()];

@@ -61,7 +61,7 @@ impl Kind {
             Some(Prim::Mul) => Kind::Binary(BinaryOp::Mul),
             Some(Prim::Mod) => Kind::Binary(BinaryOp::Mod),
             Some(Prim::LessThan) => Kind::Binary(BinaryOp::Lt),
-            Some(Prim::Contiguous) => Kind::Copy,
+            Some(Prim::Contiguous) | Some(Prim::Detach) => Kind::Copy,
             Some(Prim::SumReduce(a)) => Kind::Reduce(a, ReduceKind::Sum),
             Some(Prim::MaxReduce(a)) => Kind::Reduce(a, ReduceKind::Max),
             _ => Kind::Opaque,
@@ -126,11 +126,8 @@ fn composes(w: &ShapeTracker, dims: &[Expression]) -> bool {
 /// through `inner` (a view whose logical dims are the node's dims).
 pub fn compose(inner: ShapeTracker, outer: &ShapeTracker) -> ShapeTracker {
     let rank_of = |p: usize| (0..p).filter(|&q| !outer.fake[q]).count();
-    let order: Vec<usize> = (0..outer.len())
-        .map(|i| outer.indexes[i])
-        .filter(|&p| !outer.fake[p])
-        .map(rank_of)
-        .collect();
+    let order: Vec<usize> =
+        (0..outer.len()).map(|i| outer.indexes[i]).filter(|&p| !outer.fake[p]).map(rank_of).collect();
     let mut t = inner;
     if order.iter().enumerate().any(|(a, b)| a != *b) {
         t.permute(&order);
@@ -151,11 +148,7 @@ struct Analysis {
 }
 
 fn analyse(cx: &Graph, order: &[NodeIndex]) -> Analysis {
-    let mut a = Analysis {
-        kind: FxHashMap::default(),
-        dims: FxHashMap::default(),
-        inline: FxHashSet::default(),
-    };
+    let mut a = Analysis { kind: FxHashMap::default(), dims: FxHashMap::default(), inline: FxHashSet::default() };
     let mut cost: FxHashMap<NodeIndex, u32> = FxHashMap::default();
     for &n in order {
         let k = Kind::of(cx.graph.node_weight(n).expect("node").as_ref());
@@ -164,11 +157,7 @@ fn analyse(cx: &Graph, order: &[NodeIndex]) -> Analysis {
             a.dims.insert(n, d);
         }
         let own = k.cost()
-            + cx.get_sources(n)
-                .iter()
-                .filter(|(s, _, _)| a.inline.contains(s))
-                .map(|(s, _, _)| cost[s])
-                .sum::<u32>();
+            + cx.get_sources(n).iter().filter(|(s, _, _)| a.inline.contains(s)).map(|(s, _, _)| cost[s]).sum::<u32>();
         cost.insert(n, own);
         if !k.elementwise() || cx.no_delete.contains(&n) || cx.to_retrieve.contains(&n) {
             continue;
@@ -183,8 +172,7 @@ fn analyse(cx: &Graph, order: &[NodeIndex]) -> Analysis {
             continue;
         }
         let all_fuse = consumers.iter().all(|(c, st)| {
-            Kind::of(cx.graph.node_weight(*c).expect("consumer").as_ref()).fusible()
-                && composes(st, dims)
+            Kind::of(cx.graph.node_weight(*c).expect("consumer").as_ref()).fusible() && composes(st, dims)
         });
         let distinct: FxHashSet<NodeIndex> = consumers.iter().map(|c| c.0).collect();
         if all_fuse && (distinct.len() == 1 || own <= DUPLICATION_BUDGET) {
@@ -265,22 +253,13 @@ impl Compiler for FusionPass {
     fn compile<T: ToIdsMut>(&self, cx: &mut Graph, mut remap: T) {
         let order = toposort(&cx.graph, None).expect("luminal graphs are acyclic");
         let an = analyse(cx, &order);
-        let roots: Vec<NodeIndex> = order
-            .iter()
-            .copied()
-            .filter(|n| an.kind[n].fusible() && !an.inline.contains(n))
-            .collect();
+        let roots: Vec<NodeIndex> =
+            order.iter().copied().filter(|n| an.kind[n].fusible() && !an.inline.contains(n)).collect();
 
         // Build every kernel from the original graph, then rewire.
         let mut built = vec![];
         for &root in &roots {
-            let mut e = Emitter {
-                cx,
-                an: &an,
-                b: ProgramBuilder::default(),
-                inputs: vec![],
-                labels: vec![],
-            };
+            let mut e = Emitter { cx, an: &an, b: ProgramBuilder::default(), inputs: vec![], labels: vec![] };
             let (dims, reduce, result) = match an.kind[&root] {
                 Kind::Reduce(axis, kind) => {
                     let (src, _, st) = cx.get_sources(root)[0];
@@ -298,9 +277,7 @@ impl Compiler for FusionPass {
                 .inputs
                 .iter()
                 .map(|(_, st)| match reduce {
-                    Some((_, ReduceKind::Max))
-                        if !is_plain(st) && (st.is_padded() || st.is_sliced()) =>
-                    {
+                    Some((_, ReduceKind::Max)) if !is_plain(st) && (st.is_padded() || st.is_sliced()) => {
                         f32::NEG_INFINITY
                     }
                     _ => 0.0,
@@ -328,13 +305,7 @@ impl Compiler for FusionPass {
         }
         for (&root, &new) in &new_of {
             move_outgoing_edge(root, new, &mut cx.graph);
-            move_references(
-                &mut remap,
-                &mut cx.no_delete,
-                &mut cx.to_retrieve,
-                root,
-                new,
-            );
+            move_references(&mut remap, &mut cx.no_delete, &mut cx.to_retrieve, root, new);
         }
         for n in order {
             if new_of.contains_key(&n) || an.inline.contains(&n) {
@@ -362,9 +333,6 @@ mod tests {
         let l = super::super::layout::Layout::of(&c, &FxHashMap::default()).unwrap();
         // logical (i, k, j) reads a[i][j]: strides (3, 0, 1)
         assert_eq!(l.dims(), vec![2, 4, 3]);
-        assert_eq!(
-            l.axes.iter().map(|a| a.stride).collect::<Vec<_>>(),
-            vec![3, 0, 1]
-        );
+        assert_eq!(l.axes.iter().map(|a| a.stride).collect::<Vec<_>>(), vec![3, 0, 1]);
     }
 }

@@ -94,13 +94,7 @@ impl Program {
     pub fn n_inputs(&self) -> usize {
         self.instrs
             .iter()
-            .filter_map(|i| {
-                if let Instr::Load(k) = i {
-                    Some(*k as usize + 1)
-                } else {
-                    None
-                }
-            })
+            .filter_map(|i| if let Instr::Load(k) = i { Some(*k as usize + 1) } else { None })
             .max()
             .unwrap_or(0)
     }
@@ -168,20 +162,30 @@ impl ProgramBuilder {
         self.push(Key::Unary(op, a), Instr::Unary(op, a))
     }
 
+    /// `Some(x)` when `r` is `x * -1` (or `-1 * x`).
+    fn negation_of(&self, r: Reg) -> Option<Reg> {
+        match self.program.instrs[r as usize] {
+            Instr::Binary(BinaryOp::Mul, x, m) if self.constant_of(m) == Some(-1.0) => Some(x),
+            Instr::Binary(BinaryOp::Mul, m, x) if self.constant_of(m) == Some(-1.0) => Some(x),
+            _ => None,
+        }
+    }
+
+    /// Add `op(a, b)`, folding constants and the identities `x * 1 = x`, `x + 0 = x`,
+    /// `x + (-x) = 0` and `x * 0 = 0` (the last two as in fast-math: they ignore infinities and
+    /// NaN, which is what lets `x - detach(x)` vanish from forward kernels).
     pub fn binary(&mut self, op: BinaryOp, a: Reg, b: Reg) -> Reg {
+        if op == BinaryOp::Add && (self.negation_of(b) == Some(a) || self.negation_of(a) == Some(b)) {
+            return self.constant(0.0);
+        }
+        if op == BinaryOp::Mul && (self.constant_of(a) == Some(0.0) || self.constant_of(b) == Some(0.0)) {
+            return self.constant(0.0);
+        }
         match (self.constant_of(a), self.constant_of(b)) {
             (Some(x), Some(y)) => return self.constant(eval_binary(op, x, y)),
             // x * 1 = x and x + 0 = x (the latter differs only in the sign of a zero)
-            (_, Some(y))
-                if (op == BinaryOp::Mul && y == 1.0) || (op == BinaryOp::Add && y == 0.0) =>
-            {
-                return a
-            }
-            (Some(x), _)
-                if (op == BinaryOp::Mul && x == 1.0) || (op == BinaryOp::Add && x == 0.0) =>
-            {
-                return b
-            }
+            (_, Some(y)) if (op == BinaryOp::Mul && y == 1.0) || (op == BinaryOp::Add && y == 0.0) => return a,
+            (Some(x), _) if (op == BinaryOp::Mul && x == 1.0) || (op == BinaryOp::Add && x == 0.0) => return b,
             _ => {}
         }
         self.push(Key::Binary(op, a, b), Instr::Binary(op, a, b))
@@ -218,9 +222,7 @@ fn reorder_result_last(p: Program, result: Reg) -> Program {
     }
     let mut map = vec![0 as Reg; n];
     let mut out = Program::default();
-    let order = (0..n)
-        .filter(|&i| needed[i] && i != result as usize)
-        .chain([result as usize]);
+    let order = (0..n).filter(|&i| needed[i] && i != result as usize).chain([result as usize]);
     for i in order {
         map[i] = out.instrs.len() as Reg;
         out.instrs.push(match p.instrs[i] {
@@ -272,10 +274,7 @@ mod tests {
         let out = b.binary(BinaryOp::Mul, s1, c);
         let p = b.finish(out);
         assert_eq!(p.n_inputs(), 1);
-        assert!(matches!(
-            p.instrs.last(),
-            Some(Instr::Binary(BinaryOp::Mul, _, _))
-        ));
+        assert!(matches!(p.instrs.last(), Some(Instr::Binary(BinaryOp::Mul, _, _))));
     }
 
     #[test]

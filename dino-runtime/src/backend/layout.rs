@@ -70,52 +70,25 @@ impl Layout {
         for i in 0..n {
             let p = st.indexes[i];
             let d = dims[p];
-            let (p0, p1) = (
-                eval(st.padding[p].0, dyn_map)?,
-                eval(st.padding[p].1, dyn_map)?,
-            );
-            let (s0, s1) = (
-                eval(st.slices[p].0, dyn_map)?,
-                eval(st.slices[p].1, dyn_map)?,
-            );
+            let (p0, p1) = (eval(st.padding[p].0, dyn_map)?, eval(st.padding[p].1, dyn_map)?);
+            let (s0, s1) = (eval(st.slices[p].0, dyn_map)?, eval(st.slices[p].1, dyn_map)?);
             let len = (d + p0 + p1).min(s1) - s0;
             let stride = if st.fake[p] { 0 } else { pstride[p] };
             // logical j reads physical k = j + s0 - p0 when 0 <= k < d
             let lo = (p0 - s0).clamp(0, len.max(0));
             let hi = (d + p0 - s0).clamp(lo, len.max(0));
             offset += (s0 - p0) * stride;
-            axes.push(Axis {
-                len: len.max(0) as usize,
-                stride: stride as isize,
-                lo: lo as usize,
-                hi: hi as usize,
-            });
+            axes.push(Axis { len: len.max(0) as usize, stride: stride as isize, lo: lo as usize, hi: hi as usize });
         }
-        Ok(Layout {
-            axes,
-            offset: offset as isize,
-        })
+        Ok(Layout { axes, offset: offset as isize })
     }
 
     /// A contiguous row-major layout over `dims`.
     pub fn contiguous(dims: &[usize]) -> Layout {
-        let mut axes = vec![
-            Axis {
-                len: 0,
-                stride: 0,
-                lo: 0,
-                hi: 0
-            };
-            dims.len()
-        ];
+        let mut axes = vec![Axis { len: 0, stride: 0, lo: 0, hi: 0 }; dims.len()];
         let mut acc = 1isize;
         for i in (0..dims.len()).rev() {
-            axes[i] = Axis {
-                len: dims[i],
-                stride: acc,
-                lo: 0,
-                hi: dims[i],
-            };
+            axes[i] = Axis { len: dims[i], stride: acc, lo: 0, hi: dims[i] };
             acc *= dims[i] as isize;
         }
         Layout { axes, offset: 0 }
@@ -164,18 +137,12 @@ mod tests {
         st.expand(0, 4.into());
         let l = Layout::of(&st, &map).unwrap();
         assert_eq!(l.dims(), vec![4, 3, 2]);
-        assert_eq!(
-            l.axes.iter().map(|a| a.stride).collect::<Vec<_>>(),
-            vec![0, 1, 3]
-        );
+        assert_eq!(l.axes.iter().map(|a| a.stride).collect::<Vec<_>>(), vec![0, 1, 3]);
 
         let mut st = ShapeTracker::new(&exprs(&[3]));
         st.pad(&[(2.into(), 1.into())]);
         let l = Layout::of(&st, &map).unwrap();
-        assert_eq!(
-            (l.axes[0].len, l.axes[0].lo, l.axes[0].hi, l.offset),
-            (6, 2, 5, -2)
-        );
+        assert_eq!((l.axes[0].len, l.axes[0].lo, l.axes[0].hi, l.offset), (6, 2, 5, -2));
         assert_eq!(l.extent(), 3);
     }
 

@@ -20,23 +20,16 @@ pub fn set(cx: &mut Graph, id: NodeIndex, data: Vec<f32>) {
 
 /// The f32 buffer in a node's slot, if it has one.
 pub fn get(cx: &Graph, id: NodeIndex) -> Option<&[f32]> {
-    cx.get_tensor_ref(id, 0)
-        .and_then(|t| t.data.as_any().downcast_ref::<Vec<f32>>())
-        .map(|v| v.as_slice())
+    cx.get_tensor_ref(id, 0).and_then(|t| t.data.as_any().downcast_ref::<Vec<f32>>()).map(|v| v.as_slice())
 }
 
 /// Like [`get`], with an error naming the node when the slot is empty.
 pub fn get_or_err<'a>(cx: &'a Graph, id: NodeIndex, name: &str) -> Result<&'a [f32]> {
-    get(cx, id).ok_or_else(|| Error::MissingInput {
-        name: name.to_string(),
-    })
+    get(cx, id).ok_or_else(|| Error::MissingInput { name: name.to_string() })
 }
 
 /// Take the buffer out of a node's slot.
 pub fn take(cx: &mut Graph, id: NodeIndex) -> Option<Vec<f32>> {
     let mut t = cx.get_tensor(id, 0)?;
-    t.data
-        .as_any_mut()
-        .downcast_mut::<Vec<f32>>()
-        .map(std::mem::take)
+    t.data.as_any_mut().downcast_mut::<Vec<f32>>().map(std::mem::take)
 }

@@ -5,9 +5,7 @@
 //! contiguous view of its output. Binary ops, reduces and `Contiguous` write a contiguous buffer
 //! in the logical shape of their first input; unary ops map their input's *physical* buffer
 //! (luminal 0.2.0 semantics), so [`unary`] materializes non-plain inputs first.
-use luminal::op::{
-    self, Constant, ConstantValue, Contiguous, LessThan, MaxReduce, Operator, SumReduce,
-};
+use luminal::op::{self, Constant, ConstantValue, Contiguous, LessThan, MaxReduce, Operator, SumReduce};
 use luminal::prelude::symbolic::Expression;
 use luminal::prelude::*;
 
@@ -20,17 +18,12 @@ pub fn op1<O: Operator + 'static>(cx: &mut Graph, o: O, a: View) -> NodeIndex {
 
 /// Add an op with two inputs.
 pub fn op2<O: Operator + 'static>(cx: &mut Graph, o: O, a: View, b: View) -> NodeIndex {
-    cx.add_op(o)
-        .input(a.id, 0, a.st)
-        .input(b.id, 0, b.st)
-        .finish()
+    cx.add_op(o).input(a.id, 0, a.st).input(b.id, 0, b.st).finish()
 }
 
 /// A float constant broadcast to `dims`.
 pub fn constant(cx: &mut Graph, v: f32, dims: &[Expression]) -> View {
-    let id = cx
-        .add_op(Constant(ConstantValue::Float(v), &cx.dyn_map))
-        .finish();
+    let id = cx.add_op(Constant(ConstantValue::Float(v), &cx.dyn_map)).finish();
     View::broadcast(id, dims)
 }
 

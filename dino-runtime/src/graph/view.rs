@@ -27,27 +27,18 @@ pub fn physical_axis_len(st: &ShapeTracker, p: usize) -> Expression {
     let (p0, p1) = st.padding[p];
     let (s0, s1) = st.slices[p];
     let padded = st.dims[p] + p0 + p1;
-    let end = if is_unbounded(s1) {
-        padded
-    } else {
-        padded.min(s1)
-    };
+    let end = if is_unbounded(s1) { padded } else { padded.min(s1) };
     end - s0
 }
 
 /// Logical dims of a view, in logical order.
 pub fn logical_dims(st: &ShapeTracker) -> Vec<Expression> {
-    (0..st.len())
-        .map(|i| physical_axis_len(st, st.indexes[i]))
-        .collect()
+    (0..st.len()).map(|i| physical_axis_len(st, st.indexes[i])).collect()
 }
 
 /// Dims of the buffer under a view: physical order, expanded (fake) dims removed.
 pub fn phys_dims(st: &ShapeTracker) -> Vec<Expression> {
-    (0..st.len())
-        .filter(|&p| !st.fake[p])
-        .map(|p| st.dims[p])
-        .collect()
+    (0..st.len()).filter(|&p| !st.fake[p]).map(|p| st.dims[p]).collect()
 }
 
 /// A view that reads its buffer as-is: no permutation, broadcast, slice or padding.
@@ -68,18 +59,12 @@ pub fn concrete(dims: &[Expression]) -> Option<Vec<usize>> {
 impl View {
     /// A plain contiguous view of a buffer with these dims.
     pub fn contiguous(id: NodeIndex, dims: &[Expression]) -> View {
-        View {
-            id,
-            st: ShapeTracker::new(dims),
-        }
+        View { id, st: ShapeTracker::new(dims) }
     }
 
     /// A 1-element buffer broadcast to `dims` (every axis fake).
     pub fn broadcast(id: NodeIndex, dims: &[Expression]) -> View {
-        View {
-            id,
-            st: ShapeTracker::fake(dims),
-        }
+        View { id, st: ShapeTracker::fake(dims) }
     }
 
     /// Logical dims of the view.

@@ -1,6 +1,8 @@
 //! Activations and normalized exponentials built from luminal primitives.
 use luminal::prelude::*;
 
+use crate::graph::with_gradient;
+
 /// Coefficients of the Chebyshev-fitted approximation of `erfc` of Numerical Recipes
 /// (`erfcc`): `erfc(z) ~ t exp(-z^2 + P(t))`, `t = 1 / (1 + z/2)`, fractional error below
 /// 1.2e-7 for every z >= 0.
@@ -28,9 +30,12 @@ fn erfc_nonneg<S: Shape>(z: GraphTensor<S>) -> GraphTensor<S> {
     t * exponent.exp()
 }
 
-/// Exact (erf) GELU: `x * Phi(x) = x/2 (1 + erf(x / sqrt 2))`, written as
-/// `x [x >= 0] - |x|/2 erfc(|x| / sqrt 2)` so only `erfc` of a non-negative argument is
-/// needed. Within 2e-7 * (1 + |x|) of the exact function (test below).
+/// Exact (erf) GELU: `x Phi(x) = x/2 (1 + erf(x / sqrt 2))`, with
+/// `Phi(x) = [x >= 0] - sign(x)/2 erfc(|x| / sqrt 2)` so only `erfc` of a non-negative
+/// argument is needed. Within 2e-7 * (1 + |x|) of the exact function (test below).
+///
+/// The gradient is the exact derivative `Phi(x) + x phi(x)` (as PyTorch computes it), not the
+/// derivative of the erfc approximation: see [`with_gradient`].
 ///
 /// PyTorch equivalent: `torch.nn.GELU()` (`approximate='none'`).
 pub fn gelu<S: Shape>(x: GraphTensor<S>) -> GraphTensor<S> {
@@ -39,27 +44,24 @@ pub fn gelu<S: Shape>(x: GraphTensor<S>) -> GraphTensor<S> {
     let step = -negative + 1.0; // 1 where x >= 0
     let sign = step * 2.0 - 1.0;
     let abs = x * sign;
-    x * step - abs * erfc_nonneg(abs * std::f32::consts::FRAC_1_SQRT_2) * 0.5
+    let tail = erfc_nonneg(abs * std::f32::consts::FRAC_1_SQRT_2) * 0.5;
+    let cdf = step - sign * tail; // Phi(x)
+    let pdf = (x * x * -0.5).exp() * (0.5 * std::f32::consts::FRAC_2_SQRT_PI * std::f32::consts::FRAC_1_SQRT_2);
+    with_gradient(x, x * cdf, cdf + x * pdf)
 }
 
 /// Softmax over the last axis of a `(B, K)` tensor: `exp(x - max) / sum exp(x - max)`.
 ///
 /// PyTorch equivalent: `x.softmax(-1)`.
-pub fn softmax<B: Dimension, const K: usize>(
-    x: GraphTensor<(B, Const<K>)>,
-) -> GraphTensor<(B, Const<K>)> {
+pub fn softmax<B: Dimension, const K: usize>(x: GraphTensor<(B, Const<K>)>) -> GraphTensor<(B, Const<K>)> {
     x.softmax::<1>()
 }
 
 /// Log-softmax over the last axis of a `(B, K)` tensor: `x - max - ln sum exp(x - max)`.
 ///
 /// PyTorch equivalent: `torch.nn.functional.log_softmax(x, -1)`.
-pub fn log_softmax<B: Dimension, const K: usize>(
-    x: GraphTensor<(B, Const<K>)>,
-) -> GraphTensor<(B, Const<K>)> {
-    let shifted = x - x
-        .max_reduce::<(B,), Axis<1>>()
-        .expand::<(B, Const<K>), Axis<1>>();
+pub fn log_softmax<B: Dimension, const K: usize>(x: GraphTensor<(B, Const<K>)>) -> GraphTensor<(B, Const<K>)> {
+    let shifted = x - x.max_reduce::<(B,), Axis<1>>().expand::<(B, Const<K>), Axis<1>>();
     let lse = shifted.exp().sum_reduce::<(B,), Axis<1>>().ln();
     shifted - lse.expand::<(B, Const<K>), Axis<1>>()
 }
@@ -78,9 +80,7 @@ mod tests {
     #[test]
     fn gelu_matches_the_exact_function() {
         let n = 20001;
-        let xs: Vec<f32> = (0..n)
-            .map(|i| -10.0 + 20.0 * i as f32 / (n - 1) as f32)
-            .collect();
+        let xs: Vec<f32> = (0..n).map(|i| -10.0 + 20.0 * i as f32 / (n - 1) as f32).collect();
         let mut cx = Graph::new();
         let x = cx.named_tensor::<(Dyn<'n'>,)>("x");
         cx.set_dyn_dim('n', n);
@@ -104,14 +104,7 @@ mod tests {
                 let mut rng = Rng::new(4);
                 let x = cx.named_tensor::<R2<3, 8>>("x");
                 let y = gelu(x);
-                layer_problem(
-                    cx,
-                    &ParamSet::default(),
-                    vec![(x.id, rng.uniform(24, 3.0))],
-                    y,
-                    1.0,
-                    &mut rng,
-                )
+                layer_problem(cx, &ParamSet::default(), vec![(x.id, rng.uniform(24, 3.0))], y, 1.0, &mut rng)
             },
             2e-3,
             2e-2,
@@ -126,14 +119,7 @@ mod tests {
                 let mut rng = Rng::new(5);
                 let x = cx.named_tensor::<R2<3, 5>>("x");
                 let y = softmax(x);
-                layer_problem(
-                    cx,
-                    &ParamSet::default(),
-                    vec![(x.id, rng.uniform(15, 2.0))],
-                    y,
-                    1.0,
-                    &mut rng,
-                )
+                layer_problem(cx, &ParamSet::default(), vec![(x.id, rng.uniform(15, 2.0))], y, 1.0, &mut rng)
             },
             2e-3,
             2e-2,
@@ -144,14 +130,7 @@ mod tests {
                 let mut rng = Rng::new(6);
                 let x = cx.named_tensor::<R2<3, 5>>("x");
                 let y = log_softmax(x);
-                layer_problem(
-                    cx,
-                    &ParamSet::default(),
-                    vec![(x.id, rng.uniform(15, 2.0))],
-                    y,
-                    1.0,
-                    &mut rng,
-                )
+                layer_problem(cx, &ParamSet::default(), vec![(x.id, rng.uniform(15, 2.0))], y, 1.0, &mut rng)
             },
             2e-3,
             2e-2,

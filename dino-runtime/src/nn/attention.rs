@@ -22,43 +22,36 @@ pub struct Attention<const D: usize, const H: usize, const DH: usize, const QKV:
 }
 
 impl<const D: usize, const H: usize, const DH: usize, const QKV: usize> Attention<D, H, DH, QKV> {
-    const DIMS_AGREE: () = assert!(
-        D == H * DH && QKV == 3 * D,
-        "Attention<D, H, DH, QKV> needs D = H * DH and QKV = 3 * D"
-    );
+    const DIMS_AGREE: () =
+        assert!(D == H * DH && QKV == 3 * D, "Attention<D, H, DH, QKV> needs D = H * DH and QKV = 3 * D");
 
     pub fn new(cx: &mut Graph, qkv_bias: bool) -> Self {
         #[allow(clippy::let_unit_value)]
         let _ = Self::DIMS_AGREE;
-        Attention {
-            qkv: Linear::new(cx, qkv_bias),
-            proj: Linear::new(cx, true),
-        }
+        Attention { qkv: Linear::new(cx, qkv_bias), proj: Linear::new(cx, true) }
     }
 
     /// Output and attention weights (softmaxed, per head).
     pub fn forward_with_weights<B: Dimension, N: Dimension>(
         &self,
         x: GraphTensor<(B, N, Const<D>)>,
-    ) -> (
-        GraphTensor<(B, N, Const<D>)>,
-        GraphTensor<(B, Const<H>, N, N)>,
-    ) {
-        let qkv = self
-            .qkv
-            .forward(x)
-            .reshape::<(B, N, Const<3>, Const<H>, Const<DH>)>();
+    ) -> (GraphTensor<(B, N, Const<D>)>, GraphTensor<(B, Const<H>, N, N)>) {
+        // q, k, v through row blocks of the fused qkv weight: slicing the weight (a view)
+        // rather than the (B, N, 3D) activation leaves nothing to copy or concatenate.
         let part = |i: usize| -> GraphTensor<(B, Const<H>, N, Const<DH>)> {
-            let r = Expression::from(i)..Expression::from(i + 1);
-            qkv.slice((.., .., r, .., ..))
-                .contiguous() // (B, N, 1, H, Dh): a slice must be made contiguous before reshaping
-                .reshape::<(B, N, Const<H>, Const<DH>)>()
-                .permute::<_, Axes4<0, 2, 1, 3>>() // (B, H, N, Dh)
+            let rows = Expression::from(i * D)..Expression::from((i + 1) * D);
+            let w = self.qkv.weight.slice((rows.clone(), ..)).realize::<R2<D, D>>(); // (D, D)
+            let y = x.matmul(w.permute::<R2<D, D>, Axes2<1, 0>>()); // (B, N, D)
+            let y = match self.qkv.bias {
+                Some(b) => y + b.slice((rows,)).realize::<R1<D>>().expand::<(B, N, Const<D>), Axes2<0, 1>>(),
+                None => y,
+            };
+            y.reshape::<(B, N, Const<H>, Const<DH>)>().permute::<_, Axes4<0, 2, 1, 3>>()
+            // (B, H, N, Dh)
         };
         let (q, k, v) = (part(0), part(1), part(2));
         let scale = (DH as f32).powf(-0.5);
-        let scores =
-            q.matmul(k.permute::<(B, Const<H>, Const<DH>, N), Axes4<0, 1, 3, 2>>()) * scale; // (B, H, N, N)
+        let scores = q.matmul(k.permute::<(B, Const<H>, Const<DH>, N), Axes4<0, 1, 3, 2>>()) * scale; // (B, H, N, N)
         let attn = scores.softmax::<3>();
         let out = attn
             .matmul(v) // (B, H, N, Dh)
@@ -68,23 +61,15 @@ impl<const D: usize, const H: usize, const DH: usize, const QKV: usize> Attentio
     }
 }
 
-impl<const D: usize, const H: usize, const DH: usize, const QKV: usize> Parameters
-    for Attention<D, H, DH, QKV>
-{
+impl<const D: usize, const H: usize, const DH: usize, const QKV: usize> Parameters for Attention<D, H, DH, QKV> {
     fn visit(&self, v: &mut ParamVisitor) {
         v.module("qkv", &self.qkv);
         v.module("proj", &self.proj);
     }
 }
 
-impl<
-        const D: usize,
-        const H: usize,
-        const DH: usize,
-        const QKV: usize,
-        B: Dimension,
-        N: Dimension,
-    > Module<GraphTensor<(B, N, Const<D>)>> for Attention<D, H, DH, QKV>
+impl<const D: usize, const H: usize, const DH: usize, const QKV: usize, B: Dimension, N: Dimension>
+    Module<GraphTensor<(B, N, Const<D>)>> for Attention<D, H, DH, QKV>
 {
     type Output = GraphTensor<(B, N, Const<D>)>;
 

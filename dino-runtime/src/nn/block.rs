@@ -13,17 +13,14 @@ use super::param::{ParamVisitor, Parameters};
 ///
 /// PyTorch equivalent: the `Block` of DINO's `vision_transformer.py` (drop path arrives with
 /// the DINO objective).
-pub struct Block<const D: usize, const H: usize, const DH: usize, const QKV: usize, const F: usize>
-{
+pub struct Block<const D: usize, const H: usize, const DH: usize, const QKV: usize, const F: usize> {
     pub norm1: LayerNorm<D>,
     pub attn: Attention<D, H, DH, QKV>,
     pub norm2: LayerNorm<D>,
     pub mlp: Mlp<D, F>,
 }
 
-impl<const D: usize, const H: usize, const DH: usize, const QKV: usize, const F: usize>
-    Block<D, H, DH, QKV, F>
-{
+impl<const D: usize, const H: usize, const DH: usize, const QKV: usize, const F: usize> Block<D, H, DH, QKV, F> {
     pub fn new(cx: &mut Graph, qkv_bias: bool, eps: f32) -> Self {
         Block {
             norm1: LayerNorm::new(cx, eps),
@@ -37,10 +34,7 @@ impl<const D: usize, const H: usize, const DH: usize, const QKV: usize, const F:
     pub fn forward_with_weights<B: Dimension, N: Dimension>(
         &self,
         x: GraphTensor<(B, N, Const<D>)>,
-    ) -> (
-        GraphTensor<(B, N, Const<D>)>,
-        GraphTensor<(B, Const<H>, N, N)>,
-    ) {
+    ) -> (GraphTensor<(B, N, Const<D>)>, GraphTensor<(B, Const<H>, N, N)>) {
         let (a, w) = self.attn.forward_with_weights(self.norm1.forward(x));
         let x = x + a;
         (x + self.mlp.forward(self.norm2.forward(x)), w)
@@ -58,15 +52,8 @@ impl<const D: usize, const H: usize, const DH: usize, const QKV: usize, const F:
     }
 }
 
-impl<
-        const D: usize,
-        const H: usize,
-        const DH: usize,
-        const QKV: usize,
-        const F: usize,
-        B: Dimension,
-        N: Dimension,
-    > Module<GraphTensor<(B, N, Const<D>)>> for Block<D, H, DH, QKV, F>
+impl<const D: usize, const H: usize, const DH: usize, const QKV: usize, const F: usize, B: Dimension, N: Dimension>
+    Module<GraphTensor<(B, N, Const<D>)>> for Block<D, H, DH, QKV, F>
 {
     type Output = GraphTensor<(B, N, Const<D>)>;
 

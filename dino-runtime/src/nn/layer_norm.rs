@@ -18,11 +18,7 @@ pub struct LayerNorm<const D: usize> {
 
 impl<const D: usize> LayerNorm<D> {
     pub fn new(cx: &mut Graph, eps: f32) -> Self {
-        LayerNorm {
-            weight: cx.named_tensor("weight"),
-            bias: cx.named_tensor("bias"),
-            eps,
-        }
+        LayerNorm { weight: cx.named_tensor("weight"), bias: cx.named_tensor("bias"), eps }
     }
 }
 
@@ -42,9 +38,7 @@ impl<const D: usize, B: Dimension> Module<GraphTensor<(B, Const<D>)>> for LayerN
     }
 }
 
-impl<const D: usize, B: Dimension, N: Dimension> Module<GraphTensor<(B, N, Const<D>)>>
-    for LayerNorm<D>
-{
+impl<const D: usize, B: Dimension, N: Dimension> Module<GraphTensor<(B, N, Const<D>)>> for LayerNorm<D> {
     type Output = GraphTensor<(B, N, Const<D>)>;
 
     fn forward(&self, x: GraphTensor<(B, N, Const<D>)>) -> Self::Output {

@@ -17,10 +17,7 @@ pub struct Linear<const I: usize, const O: usize> {
 
 impl<const I: usize, const O: usize> Linear<I, O> {
     pub fn new(cx: &mut Graph, bias: bool) -> Self {
-        Linear {
-            weight: cx.named_tensor("weight"),
-            bias: bias.then(|| cx.named_tensor("bias")),
-        }
+        Linear { weight: cx.named_tensor("weight"), bias: bias.then(|| cx.named_tensor("bias")) }
     }
 
     /// `W^T` as a view: `(I, O)`.
@@ -38,9 +35,7 @@ impl<const I: usize, const O: usize> Parameters for Linear<I, O> {
     }
 }
 
-impl<const I: usize, const O: usize, B: Dimension> Module<GraphTensor<(B, Const<I>)>>
-    for Linear<I, O>
-{
+impl<const I: usize, const O: usize, B: Dimension> Module<GraphTensor<(B, Const<I>)>> for Linear<I, O> {
     type Output = GraphTensor<(B, Const<O>)>;
 
     fn forward(&self, x: GraphTensor<(B, Const<I>)>) -> Self::Output {
@@ -52,8 +47,8 @@ impl<const I: usize, const O: usize, B: Dimension> Module<GraphTensor<(B, Const<
     }
 }
 
-impl<const I: usize, const O: usize, B: Dimension, N: Dimension>
-    Module<GraphTensor<(B, N, Const<I>)>> for Linear<I, O>
+impl<const I: usize, const O: usize, B: Dimension, N: Dimension> Module<GraphTensor<(B, N, Const<I>)>>
+    for Linear<I, O>
 {
     type Output = GraphTensor<(B, N, Const<O>)>;
 
@@ -107,17 +102,7 @@ mod tests {
         let mut cx = Graph::new();
         let l: Linear<4, 3> = Linear::new(&mut cx, true);
         let p = ParamSet::of(&l, &mut cx);
-        let got: Vec<(String, Vec<usize>)> = p
-            .params
-            .iter()
-            .map(|p| (p.name.clone(), p.shape.clone()))
-            .collect();
-        assert_eq!(
-            got,
-            vec![
-                ("weight".to_string(), vec![3, 4]),
-                ("bias".to_string(), vec![3])
-            ]
-        );
+        let got: Vec<(String, Vec<usize>)> = p.params.iter().map(|p| (p.name.clone(), p.shape.clone())).collect();
+        assert_eq!(got, vec![("weight".to_string(), vec![3, 4]), ("bias".to_string(), vec![3])]);
     }
 }

@@ -18,10 +18,7 @@ pub struct Mlp<const D: usize, const F: usize> {
 
 impl<const D: usize, const F: usize> Mlp<D, F> {
     pub fn new(cx: &mut Graph) -> Self {
-        Mlp {
-            fc1: Linear::new(cx, true),
-            fc2: Linear::new(cx, true),
-        }
+        Mlp { fc1: Linear::new(cx, true), fc2: Linear::new(cx, true) }
     }
 }
 
@@ -32,9 +29,7 @@ impl<const D: usize, const F: usize> Parameters for Mlp<D, F> {
     }
 }
 
-impl<const D: usize, const F: usize, B: Dimension, N: Dimension>
-    Module<GraphTensor<(B, N, Const<D>)>> for Mlp<D, F>
-{
+impl<const D: usize, const F: usize, B: Dimension, N: Dimension> Module<GraphTensor<(B, N, Const<D>)>> for Mlp<D, F> {
     type Output = GraphTensor<(B, N, Const<D>)>;
 
     fn forward(&self, x: GraphTensor<(B, N, Const<D>)>) -> Self::Output {

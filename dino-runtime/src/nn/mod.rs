@@ -2,15 +2,22 @@
 pub mod activation;
 pub mod attention;
 pub mod block;
+pub mod dino_head;
 pub mod layer_norm;
 pub mod linear;
 pub mod mlp;
 pub mod param;
+pub mod patch_embed;
+pub mod pos_embed;
+pub mod vit;
 
 pub use activation::{gelu, log_softmax, softmax};
 pub use attention::Attention;
 pub use block::Block;
+pub use dino_head::DinoHead;
 pub use layer_norm::LayerNorm;
 pub use linear::Linear;
 pub use mlp::Mlp;
 pub use param::{Init, ParamInfo, ParamSet, ParamVisitor, Parameters};
+pub use patch_embed::PatchEmbed;
+pub use vit::{cls_of, VisionTransformer};

@@ -86,18 +86,10 @@ pub struct ParamVisitor {
 impl ParamVisitor {
     /// A parameter tensor of this module.
     pub fn tensor<S: Shape>(&mut self, name: &str, t: GraphTensor<S>, init: Init) {
-        let shape = S::realized_shape()
-            .iter()
-            .map(|d| d.to_usize().expect("parameters have static shapes"))
-            .collect();
+        let shape = S::realized_shape().iter().map(|d| d.to_usize().expect("parameters have static shapes")).collect();
         let mut full = self.path.clone();
         full.push(name.to_string());
-        self.params.push(ParamInfo {
-            name: full.join("."),
-            id: t.id,
-            shape,
-            init,
-        });
+        self.params.push(ParamInfo { name: full.join("."), id: t.id, shape, init });
     }
 
     /// A submodule's parameters under `name`.
@@ -124,11 +116,7 @@ impl ParamSet {
         let mut v = ParamVisitor::default();
         v.module("", model);
         for p in &v.params {
-            if let Some(f) = cx
-                .graph
-                .node_weight_mut(p.id)
-                .and_then(|o| o.as_any_mut().downcast_mut::<Function>())
-            {
+            if let Some(f) = cx.graph.node_weight_mut(p.id).and_then(|o| o.as_any_mut().downcast_mut::<Function>()) {
                 f.0 = p.name.clone();
             }
         }
@@ -154,9 +142,7 @@ impl ParamSet {
     /// a parameter does not change the others) and keep it in the graph between runs.
     pub fn init(&self, cx: &mut Graph, seed: u64) {
         for (i, p) in self.params.iter().enumerate() {
-            let mut rng = ChaCha8Rng::seed_from_u64(
-                seed ^ (0x9e37_79b9_7f4a_7c15u64.wrapping_mul(i as u64 + 1)),
-            );
+            let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (0x9e37_79b9_7f4a_7c15u64.wrapping_mul(i as u64 + 1)));
             data::set(cx, p.id, p.init.sample(p.numel(), &mut rng));
             cx.no_delete.insert(p.id);
         }
@@ -164,10 +150,7 @@ impl ParamSet {
 
     /// Set one parameter's values (checked against its shape) and keep it.
     pub fn set(&self, cx: &mut Graph, name: &str, values: Vec<f32>) -> Result<()> {
-        let p = self.get(name).ok_or_else(|| Error::UnknownName {
-            name: name.into(),
-            hint: String::new(),
-        })?;
+        let p = self.get(name).ok_or_else(|| Error::UnknownName { name: name.into(), hint: String::new() })?;
         if values.len() != p.numel() {
             return Err(Error::WrongSize {
                 name: name.into(),
@@ -183,10 +166,7 @@ impl ParamSet {
 
     /// A parameter's current values.
     pub fn values<'a>(&self, cx: &'a Graph, name: &str) -> Result<&'a [f32]> {
-        let p = self.get(name).ok_or_else(|| Error::UnknownName {
-            name: name.into(),
-            hint: String::new(),
-        })?;
+        let p = self.get(name).ok_or_else(|| Error::UnknownName { name: name.into(), hint: String::new() })?;
         data::get_or_err(cx, p.id, name)
     }
 }

@@ -20,24 +20,13 @@ pub struct AdamWConfig {
 
 impl Default for AdamWConfig {
     fn default() -> Self {
-        AdamWConfig {
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-        }
+        AdamWConfig { beta1: 0.9, beta2: 0.999, eps: 1e-8 }
     }
 }
 
 /// Per-group scalar inputs, in this order.
-pub const SCALARS: &[&str] = &[
-    "decay",
-    "step_size",
-    "beta1",
-    "one_minus_beta1",
-    "beta2",
-    "one_minus_beta2",
-    "inv_sqrt_bc2",
-];
+pub const SCALARS: &[&str] =
+    &["decay", "step_size", "beta1", "one_minus_beta1", "beta2", "one_minus_beta2", "inv_sqrt_bc2"];
 
 /// Values of [`SCALARS`] for a step; a frozen group gets the identity update.
 pub fn scalar_values(c: &AdamWConfig, lr: f32, wd: f32, step: u64, frozen: bool) -> Vec<f32> {

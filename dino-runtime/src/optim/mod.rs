@@ -85,11 +85,7 @@ impl Optimizer {
         if grads.len() != params.params.len() {
             return Err(Error::Config {
                 what: "optimizer".into(),
-                why: format!(
-                    "{} gradients for {} parameters",
-                    grads.len(),
-                    params.params.len()
-                ),
+                why: format!("{} gradients for {} parameters", grads.len(), params.params.len()),
             });
         }
         if let Some(c) = clip {
@@ -191,9 +187,7 @@ impl Optimizer {
             if !g.frozen {
                 g.steps += 1;
             }
-            let values = self
-                .kind
-                .scalar_values(lr * g.lr_scale, weight_decay, g.steps, g.frozen);
+            let values = self.kind.scalar_values(lr * g.lr_scale, weight_decay, g.steps, g.frozen);
             for (id, v) in g.scalars.iter().zip(values) {
                 data::set(cx, *id, vec![v]);
             }
@@ -242,10 +236,7 @@ impl OptimizerKind {
             OptimizerKind::AdamW(_) => adamw::SCALARS,
             OptimizerKind::Sgd(_) => sgd::SCALARS,
         };
-        names
-            .iter()
-            .map(|n| cx.named_tensor::<R0>(&format!("optim.{group}.{n}")).id)
-            .collect()
+        names.iter().map(|n| cx.named_tensor::<R0>(&format!("optim.{group}.{n}")).id).collect()
     }
 
     fn scalar_values(&self, lr: f32, wd: f32, step: u64, frozen: bool) -> Vec<f32> {

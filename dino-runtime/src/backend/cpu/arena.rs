@@ -65,32 +65,14 @@ mod tests {
     #[test]
     fn reuses_memory_of_dead_buffers() {
         let iv = [
-            Interval {
-                len: 100,
-                first: 0,
-                last: 1,
-            },
-            Interval {
-                len: 100,
-                first: 2,
-                last: 3,
-            },
-            Interval {
-                len: 50,
-                first: 1,
-                last: 2,
-            },
+            Interval { len: 100, first: 0, last: 1 },
+            Interval { len: 100, first: 2, last: 3 },
+            Interval { len: 50, first: 1, last: 2 },
         ];
         let (offs, size) = plan(&iv);
         check(&iv, &offs);
-        assert_eq!(
-            offs[0], offs[1],
-            "second buffer reuses the first one's memory"
-        );
-        assert!(
-            size <= 176,
-            "arena {size}: 112 + 64 floats after 64-byte alignment"
-        );
+        assert_eq!(offs[0], offs[1], "second buffer reuses the first one's memory");
+        assert!(size <= 176, "arena {size}: 112 + 64 floats after 64-byte alignment");
     }
 
     #[test]
@@ -105,11 +87,7 @@ mod tests {
         let iv: Vec<Interval> = (0..300)
             .map(|_| {
                 let first = (next() % 200) as usize;
-                Interval {
-                    len: 1 + (next() % 1000) as usize,
-                    first,
-                    last: first + (next() % 30) as usize,
-                }
+                Interval { len: 1 + (next() % 1000) as usize, first, last: first + (next() % 30) as usize }
             })
             .collect();
         let (offs, _) = plan(&iv);

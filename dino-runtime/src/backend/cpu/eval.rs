@@ -66,11 +66,7 @@ impl Scratch {
                 }
             }
         }
-        Scratch {
-            slots: vec![[0.0; BLOCK]; n_slots],
-            slot_of,
-            vals: vec![Val::Scalar(0.0); p.instrs.len()],
-        }
+        Scratch { slots: vec![[0.0; BLOCK]; n_slots], slot_of, vals: vec![Val::Scalar(0.0); p.instrs.len()] }
     }
 }
 
@@ -90,9 +86,7 @@ impl Isa {
         *ISA.get_or_init(|| {
             #[cfg(target_arch = "x86_64")]
             {
-                if std::is_x86_feature_detected!("avx512f")
-                    && std::is_x86_feature_detected!("avx512vl")
-                {
+                if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512vl") {
                     return Isa::Avx512;
                 }
                 if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
@@ -169,29 +163,19 @@ unsafe fn eval_generic(
     sink: Sink,
 ) -> f32 {
     for (i, ins) in p.instrs.iter().enumerate() {
-        let dst = if sc.slot_of[i] == usize::MAX {
-            std::ptr::null_mut()
-        } else {
-            sc.slots[sc.slot_of[i]].as_mut_ptr()
-        };
+        let dst = if sc.slot_of[i] == usize::MAX { std::ptr::null_mut() } else { sc.slots[sc.slot_of[i]].as_mut_ptr() };
         let v = match *ins {
             Instr::Const(c) => Val::Scalar(c),
             Instr::Load(k) => load(inputs[k as usize], &loads[k as usize], s, n, dst),
             Instr::Unary(op, a) => match sc.vals[a as usize] {
                 Val::Scalar(x) => Val::Scalar(crate::backend::ir::eval_unary(op, x)),
                 Val::Block(x) => {
-                    unary(
-                        op,
-                        std::slice::from_raw_parts(x, n),
-                        std::slice::from_raw_parts_mut(dst, n),
-                    );
+                    unary(op, std::slice::from_raw_parts(x, n), std::slice::from_raw_parts_mut(dst, n));
                     Val::Block(dst)
                 }
             },
             Instr::Binary(op, a, b) => match (sc.vals[a as usize], sc.vals[b as usize]) {
-                (Val::Scalar(x), Val::Scalar(y)) => {
-                    Val::Scalar(crate::backend::ir::eval_binary(op, x, y))
-                }
+                (Val::Scalar(x), Val::Scalar(y)) => Val::Scalar(crate::backend::ir::eval_binary(op, x, y)),
                 (x, y) => {
                     binary(op, x, y, std::slice::from_raw_parts_mut(dst, n));
                     Val::Block(dst)
@@ -213,14 +197,12 @@ unsafe fn eval_generic(
             match (v, kind) {
                 (Val::Scalar(x), ReduceKind::Sum) => out.iter_mut().for_each(|o| *o += x),
                 (Val::Scalar(x), ReduceKind::Max) => out.iter_mut().for_each(|o| *o = o.max(x)),
-                (Val::Block(x), ReduceKind::Sum) => out
-                    .iter_mut()
-                    .zip(std::slice::from_raw_parts(x, n))
-                    .for_each(|(o, x)| *o += x),
-                (Val::Block(x), ReduceKind::Max) => out
-                    .iter_mut()
-                    .zip(std::slice::from_raw_parts(x, n))
-                    .for_each(|(o, x)| *o = o.max(*x)),
+                (Val::Block(x), ReduceKind::Sum) => {
+                    out.iter_mut().zip(std::slice::from_raw_parts(x, n)).for_each(|(o, x)| *o += x)
+                }
+                (Val::Block(x), ReduceKind::Max) => {
+                    out.iter_mut().zip(std::slice::from_raw_parts(x, n)).for_each(|(o, x)| *o = o.max(*x))
+                }
             }
             0.0
         }
@@ -281,23 +263,15 @@ unsafe fn binary(op: BinaryOp, a: Val, b: Val, d: &mut [f32]) {
             let f = $f;
             match (a, b) {
                 (Val::Block(x), Val::Block(y)) => {
-                    let (x, y) = (
-                        std::slice::from_raw_parts(x, n),
-                        std::slice::from_raw_parts(y, n),
-                    );
-                    d.iter_mut()
-                        .zip(x)
-                        .zip(y)
-                        .for_each(|((d, x), y)| *d = f(*x, *y))
+                    let (x, y) = (std::slice::from_raw_parts(x, n), std::slice::from_raw_parts(y, n));
+                    d.iter_mut().zip(x).zip(y).for_each(|((d, x), y)| *d = f(*x, *y))
                 }
-                (Val::Block(x), Val::Scalar(y)) => d
-                    .iter_mut()
-                    .zip(std::slice::from_raw_parts(x, n))
-                    .for_each(|(d, x)| *d = f(*x, y)),
-                (Val::Scalar(x), Val::Block(y)) => d
-                    .iter_mut()
-                    .zip(std::slice::from_raw_parts(y, n))
-                    .for_each(|(d, y)| *d = f(x, *y)),
+                (Val::Block(x), Val::Scalar(y)) => {
+                    d.iter_mut().zip(std::slice::from_raw_parts(x, n)).for_each(|(d, x)| *d = f(*x, y))
+                }
+                (Val::Scalar(x), Val::Block(y)) => {
+                    d.iter_mut().zip(std::slice::from_raw_parts(y, n)).for_each(|(d, y)| *d = f(x, *y))
+                }
                 (Val::Scalar(x), Val::Scalar(y)) => d.fill(f(x, y)),
             }
         }};

@@ -82,6 +82,12 @@ impl FusedKernel {
         self.out_len
     }
 
+    /// Iteration dims (after merging), reduced axis and program length, for profiles.
+    pub fn shape_summary(&self) -> String {
+        let red = self.reduce.map(|(a, k)| format!(" {k:?}@{a}")).unwrap_or_default();
+        format!("{:?}{red} ({} instrs, {} inputs)", self.dims, self.program.instrs.len(), self.loads.len())
+    }
+
     /// Elements evaluated (the iteration space).
     pub fn work(&self) -> usize {
         self.dims.iter().product()
@@ -156,9 +162,7 @@ impl FusedKernel {
             _ => (self.dims[rank - 1], self.reduce.map(|r| (r.0, r.1))),
         };
         // rows: all axes but the last, and for an outer reduction also not the reduced axis
-        let row_axes: Vec<usize> = (0..rank.saturating_sub(1))
-            .filter(|&a| red.map(|r| r.0) != Some(a))
-            .collect();
+        let row_axes: Vec<usize> = (0..rank.saturating_sub(1)).filter(|&a| red.map(|r| r.0) != Some(a)).collect();
         let n_rows: usize = row_axes.iter().map(|&a| self.dims[a]).product();
         if let Some((_, kind)) = red {
             // identity for accumulating reductions; inner reductions overwrite anyway
@@ -170,27 +174,14 @@ impl FusedKernel {
             let mut scratch = Scratch::new(&self.program);
             // SAFETY: rows write disjoint output elements (the output is contiguous over the
             // non-reduced axes and every row owns its own output positions).
-            unsafe {
-                self.rows(
-                    isa,
-                    inputs,
-                    out_ptr,
-                    &row_axes,
-                    row_len,
-                    start,
-                    end,
-                    &mut scratch,
-                )
-            }
+            unsafe { self.rows(isa, inputs, out_ptr, &row_axes, row_len, start, end, &mut scratch) }
         };
         let threads = rayon::current_num_threads();
         if work < PARALLEL_MIN_ELEMENTS || threads == 1 || n_rows == 1 {
             run_rows(0, n_rows);
         } else {
             let chunks = (threads * 4).min(n_rows);
-            (0..chunks)
-                .into_par_iter()
-                .for_each(|c| run_rows(c * n_rows / chunks, (c + 1) * n_rows / chunks));
+            (0..chunks).into_par_iter().for_each(|c| run_rows(c * n_rows / chunks, (c + 1) * n_rows / chunks));
         }
     }
 
@@ -231,22 +222,10 @@ impl FusedKernel {
                     valid &= idx[j] >= spec.lo[a] && idx[j] < spec.hi[a];
                 }
                 *l = match inner {
-                    Some(i) => Load {
-                        base,
-                        valid,
-                        stride: spec.strides[i],
-                        lo: spec.lo[i],
-                        hi: spec.hi[i],
-                        fill: spec.fill,
-                    },
-                    None => Load {
-                        base,
-                        valid,
-                        stride: 0,
-                        lo: 0,
-                        hi: 1,
-                        fill: spec.fill,
-                    },
+                    Some(i) => {
+                        Load { base, valid, stride: spec.strides[i], lo: spec.lo[i], hi: spec.hi[i], fill: spec.fill }
+                    }
+                    None => Load { base, valid, stride: 0, lo: 0, hi: 1, fill: spec.fill },
                 };
             }
             match self.reduce {
@@ -256,16 +235,7 @@ impl FusedKernel {
                     let mut s = 0;
                     while s < row_len {
                         let n = BLOCK.min(row_len - s);
-                        acc = eval_block(
-                            isa,
-                            &self.program,
-                            inputs,
-                            &loads,
-                            s,
-                            n,
-                            scratch,
-                            Sink::Reduce(kind, acc),
-                        );
+                        acc = eval_block(isa, &self.program, inputs, &loads, s, n, scratch, Sink::Reduce(kind, acc));
                         s += n;
                     }
                     *out.0.offset(out_base) = acc;
@@ -301,16 +271,7 @@ impl FusedKernel {
                     let mut s = 0;
                     while s < row_len {
                         let n = BLOCK.min(row_len - s);
-                        eval_block(
-                            isa,
-                            &self.program,
-                            inputs,
-                            &loads,
-                            s,
-                            n,
-                            scratch,
-                            Sink::Store(&mut row[s..s + n]),
-                        );
+                        eval_block(isa, &self.program, inputs, &loads, s, n, scratch, Sink::Store(&mut row[s..s + n]));
                         s += n;
                     }
                 }

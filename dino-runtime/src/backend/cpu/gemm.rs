@@ -14,13 +14,17 @@ struct Ax {
     sc: isize,
 }
 
-/// A contraction resolved to strides: one `m x k x n` sgemm per point of the loop axes.
+/// A contraction resolved to strides: one `m x k x n` sgemm per point of the loop axes,
+/// accumulated over the points of the extra K axes (K axes that could not be merged).
 #[derive(Debug, Clone)]
 pub struct GemmPlan {
     m: Ax,
     n: Ax,
     k: Ax,
     loops: Vec<Ax>,
+    k_loops: Vec<Ax>,
+    /// Base offsets of A and B (views that slice start inside their buffer).
+    base: (isize, isize),
     out_len: usize,
 }
 
@@ -28,7 +32,7 @@ pub struct GemmPlan {
 const PARALLEL_MIN_WORK: usize = 1 << 16;
 
 impl GemmPlan {
-    /// Plan `a * b` summed over the K axis, for views resolved to `la` and `lb`.
+    /// Plan `a * b` summed over the K axes, for views resolved to `la` and `lb`.
     pub fn new(axes: &[GemmAxis], la: &Layout, lb: &Layout) -> GemmPlan {
         let dims = la.dims();
         // Output strides: contiguous over the non-K axes in logical order.
@@ -40,55 +44,21 @@ impl GemmPlan {
                 acc *= dims[i] as isize;
             }
         }
-        let ax = |i: usize| Ax {
-            len: dims[i],
-            sa: la.axes[i].stride,
-            sb: lb.axes[i].stride,
-            sc: sc[i],
-        };
-        let group = |role: GemmAxis| {
-            merge(
-                (0..dims.len())
-                    .filter(|&i| axes[i] == role)
-                    .map(ax)
-                    .collect(),
-            )
-        };
-        let (mut ms, mut ns, batch) = (
-            group(GemmAxis::M),
-            group(GemmAxis::N),
-            group(GemmAxis::Batch),
-        );
-        let k = (0..dims.len())
-            .find(|&i| axes[i] == GemmAxis::K)
-            .map(ax)
-            .expect("a K axis");
-        let unit = Ax {
-            len: 1,
-            sa: 0,
-            sb: 0,
-            sc: 0,
-        };
+        let ax = |i: usize| Ax { len: dims[i], sa: la.axes[i].stride, sb: lb.axes[i].stride, sc: sc[i] };
+        let group = |role: GemmAxis| merge((0..dims.len()).filter(|&i| axes[i] == role).map(ax).collect());
+        let (mut ms, mut ns, batch) = (group(GemmAxis::M), group(GemmAxis::N), group(GemmAxis::Batch));
+        let mut ks = group(GemmAxis::K);
+        let unit = Ax { len: 1, sa: 0, sb: 0, sc: 0 };
         let take_largest = |v: &mut Vec<Ax>| {
-            v.iter()
-                .enumerate()
-                .max_by_key(|(_, a)| a.len)
-                .map(|(i, _)| i)
-                .map(|i| v.remove(i))
-                .unwrap_or(unit)
+            v.iter().enumerate().max_by_key(|(_, a)| a.len).map(|(i, _)| i).map(|i| v.remove(i)).unwrap_or(unit)
         };
         let m = take_largest(&mut ms);
         let n = take_largest(&mut ns);
+        let k = take_largest(&mut ks);
         let mut loops = batch;
         loops.extend(ms);
         loops.extend(ns);
-        GemmPlan {
-            m,
-            n,
-            k,
-            loops,
-            out_len: acc as usize,
-        }
+        GemmPlan { m, n, k, loops, k_loops: ks, base: (la.offset, lb.offset), out_len: acc as usize }
     }
 
     /// Output elements.
@@ -96,9 +66,24 @@ impl GemmPlan {
         self.out_len
     }
 
+    /// `batch x m x n x k` and strides, for profiles.
+    pub fn shape_summary(&self) -> String {
+        format!(
+            "{}x[{}x{}x{}] a({},{}) b({},{})",
+            self.batch(),
+            self.m.len,
+            self.n.len,
+            self.k.len,
+            self.m.sa,
+            self.k.sa,
+            self.k.sb,
+            self.n.sb
+        )
+    }
+
     /// Multiply-adds.
     pub fn work(&self) -> usize {
-        self.batch() * self.m.len * self.n.len * self.k.len
+        self.batch() * self.m.len * self.n.len * self.k.len * self.k_loops.iter().map(|a| a.len).product::<usize>()
     }
 
     fn batch(&self) -> usize {
@@ -107,7 +92,7 @@ impl GemmPlan {
 
     /// Offsets of A, B and C at loop point `idx`.
     fn offsets(&self, mut idx: usize) -> (isize, isize, isize) {
-        let (mut oa, mut ob, mut oc) = (0, 0, 0);
+        let (mut oa, mut ob, mut oc) = (self.base.0, self.base.1, 0);
         for a in self.loops.iter().rev() {
             let j = (idx % a.len) as isize;
             idx /= a.len;
@@ -124,61 +109,59 @@ impl GemmPlan {
         if self.out_len == 0 {
             return;
         }
-        if self.k.len == 0 {
+        let k_points: usize = self.k_loops.iter().map(|a| a.len).product();
+        if self.k.len == 0 || k_points == 0 {
             out[..self.out_len].fill(0.0);
             return;
         }
         let batch = self.batch();
-        let per = self.m.len * self.n.len * self.k.len;
+        let per = self.m.len * self.n.len * self.k.len * k_points;
         let threads = rayon::current_num_threads();
-        let (pa, pb, pc) = (
-            a.as_ptr() as usize,
-            b.as_ptr() as usize,
-            out.as_mut_ptr() as usize,
-        );
+        let (pa, pb, pc) = (a.as_ptr() as usize, b.as_ptr() as usize, out.as_mut_ptr() as usize);
         let one = |i: usize, par: Parallelism| {
             let (oa, ob, oc) = self.offsets(i);
-            // SAFETY: offsets and strides come from views of these buffers (checked against
-            // their lengths when the plan was built by the runtime); distinct loop points
-            // write disjoint parts of the contiguous output.
-            unsafe {
-                gemm::gemm(
-                    self.m.len,
-                    self.n.len,
-                    self.k.len,
-                    (pc as *mut f32).offset(oc),
-                    self.n.sc,
-                    self.m.sc,
-                    false,
-                    (pa as *const f32).offset(oa),
-                    self.k.sa,
-                    self.m.sa,
-                    (pb as *const f32).offset(ob),
-                    self.n.sb,
-                    self.k.sb,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    par,
-                )
+            for kp in 0..k_points {
+                // offsets of this point of the extra K axes (none for a merged K)
+                let (mut ka, mut kb, mut rest) = (0isize, 0isize, kp);
+                for a in self.k_loops.iter().rev() {
+                    let j = (rest % a.len) as isize;
+                    rest /= a.len;
+                    ka += j * a.sa;
+                    kb += j * a.sb;
+                }
+                // SAFETY: offsets and strides come from views of these buffers (checked against
+                // their lengths when the plan was built by the runtime); distinct loop points
+                // write disjoint parts of the contiguous output.
+                unsafe {
+                    gemm::gemm(
+                        self.m.len,
+                        self.n.len,
+                        self.k.len,
+                        (pc as *mut f32).offset(oc),
+                        self.n.sc,
+                        self.m.sc,
+                        kp > 0,
+                        (pa as *const f32).offset(oa + ka),
+                        self.k.sa,
+                        self.m.sa,
+                        (pb as *const f32).offset(ob + kb),
+                        self.n.sb,
+                        self.k.sb,
+                        1.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        par,
+                    )
+                }
             }
         };
-        if batch >= threads
-            && threads > 1
-            && per < PARALLEL_MIN_WORK * 16
-            && batch * per >= PARALLEL_MIN_WORK
-        {
-            (0..batch)
-                .into_par_iter()
-                .for_each(|i| one(i, Parallelism::None));
+        if batch >= threads && threads > 1 && per < PARALLEL_MIN_WORK * 16 && batch * per >= PARALLEL_MIN_WORK {
+            (0..batch).into_par_iter().for_each(|i| one(i, Parallelism::None));
         } else {
-            let par = if per >= PARALLEL_MIN_WORK && threads > 1 {
-                Parallelism::Rayon(threads)
-            } else {
-                Parallelism::None
-            };
+            let par =
+                if per >= PARALLEL_MIN_WORK && threads > 1 { Parallelism::Rayon(threads) } else { Parallelism::None };
             (0..batch).for_each(|i| one(i, par));
         }
     }
@@ -193,12 +176,7 @@ fn merge(mut v: Vec<Ax>) -> Vec<Ax> {
         let (outer, inner) = (v[i - 1], v[i]);
         let ok = |so: isize, si: isize| so == si * inner.len as isize;
         if ok(outer.sa, inner.sa) && ok(outer.sb, inner.sb) && ok(outer.sc, inner.sc) {
-            v[i - 1] = Ax {
-                len: outer.len * inner.len,
-                sa: inner.sa,
-                sb: inner.sb,
-                sc: inner.sc,
-            };
+            v[i - 1] = Ax { len: outer.len * inner.len, sa: inner.sa, sb: inner.sb, sc: inner.sc };
             v.remove(i);
         }
     }
@@ -226,59 +204,19 @@ mod tests {
         let w: Vec<f32> = (0..20).map(|i| (i as f32 - 7.0) * 0.2).collect();
         let la = Layout {
             axes: vec![
-                crate::backend::layout::Axis {
-                    len: 2,
-                    stride: 12,
-                    lo: 0,
-                    hi: 2,
-                },
-                crate::backend::layout::Axis {
-                    len: 3,
-                    stride: 4,
-                    lo: 0,
-                    hi: 3,
-                },
-                crate::backend::layout::Axis {
-                    len: 5,
-                    stride: 0,
-                    lo: 0,
-                    hi: 5,
-                },
-                crate::backend::layout::Axis {
-                    len: 4,
-                    stride: 1,
-                    lo: 0,
-                    hi: 4,
-                },
+                crate::backend::layout::Axis { len: 2, stride: 12, lo: 0, hi: 2 },
+                crate::backend::layout::Axis { len: 3, stride: 4, lo: 0, hi: 3 },
+                crate::backend::layout::Axis { len: 5, stride: 0, lo: 0, hi: 5 },
+                crate::backend::layout::Axis { len: 4, stride: 1, lo: 0, hi: 4 },
             ],
             offset: 0,
         };
         let lb = Layout {
             axes: vec![
-                crate::backend::layout::Axis {
-                    len: 2,
-                    stride: 0,
-                    lo: 0,
-                    hi: 2,
-                },
-                crate::backend::layout::Axis {
-                    len: 3,
-                    stride: 0,
-                    lo: 0,
-                    hi: 3,
-                },
-                crate::backend::layout::Axis {
-                    len: 5,
-                    stride: 1,
-                    lo: 0,
-                    hi: 5,
-                },
-                crate::backend::layout::Axis {
-                    len: 4,
-                    stride: 5,
-                    lo: 0,
-                    hi: 4,
-                },
+                crate::backend::layout::Axis { len: 2, stride: 0, lo: 0, hi: 2 },
+                crate::backend::layout::Axis { len: 3, stride: 0, lo: 0, hi: 3 },
+                crate::backend::layout::Axis { len: 5, stride: 1, lo: 0, hi: 5 },
+                crate::backend::layout::Axis { len: 4, stride: 5, lo: 0, hi: 4 },
             ],
             offset: 0,
         };

@@ -6,26 +6,32 @@
 //! |x| < 1e5 (reduction in f64).
 use std::f64::consts::PI;
 
+/// Adding 1.5 * 2^23 to a float of magnitude below 2^22 rounds it to an integer (ties to even)
+/// held in the low mantissa bits.
+const ROUND_MAGIC: f32 = 12_582_912.0;
+const ROUND_MAGIC_F64: f64 = 6_755_399_441_055_744.0;
+
 /// 2^x: x = n + f with |f| <= 1/2, 2^f by its degree-7 Taylor series in f ln 2 (truncation
 /// error below 6e-9), 2^n built from exponent bits in two halves so that results near the
 /// overflow and underflow limits are scaled without spurious overflow.
 #[inline(always)]
 pub fn exp2(x: f32) -> f32 {
     let xc = x.clamp(-160.0, 130.0);
-    let n = xc.round();
+    // n = round(xc) and its integer value through the 1.5 * 2^23 trick: float-to-int
+    // conversions (`as i32`) saturate and do not vectorize
+    let big = xc + ROUND_MAGIC;
+    let ni = (big.to_bits() as i32).wrapping_sub(ROUND_MAGIC.to_bits() as i32);
+    let n = big - ROUND_MAGIC;
     let f = xc - n;
     let t = f * std::f32::consts::LN_2;
     let p = 1.0
         + t * (1.0
             + t * (0.5
-                + t * (1.0 / 6.0
-                    + t * (1.0 / 24.0
-                        + t * (1.0 / 120.0 + t * (1.0 / 720.0 + t * (1.0 / 5040.0)))))));
-    let ni = n as i32;
+                + t * (1.0 / 6.0 + t * (1.0 / 24.0 + t * (1.0 / 120.0 + t * (1.0 / 720.0 + t * (1.0 / 5040.0)))))));
     let n1 = ni >> 1;
-    let n2 = ni - n1;
-    let s1 = f32::from_bits(((n1 + 127) as u32) << 23);
-    let s2 = f32::from_bits(((n2 + 127) as u32) << 23);
+    let n2 = ni.wrapping_sub(n1);
+    let s1 = f32::from_bits((n1.wrapping_add(127) as u32) << 23);
+    let s2 = f32::from_bits((n2.wrapping_add(127) as u32) << 23);
     let r = p * s1 * s2;
     // clamp kept NaN as NaN; restore exact infinities of the clamped range
     if x.is_nan() {
@@ -50,10 +56,7 @@ pub fn log2(x: f32) -> f32 {
     e += big as i32;
     let t = (m - 1.0) / (m + 1.0);
     let t2 = t * t;
-    let s = t
-        * (1.0
-            + t2 * (1.0 / 3.0
-                + t2 * (1.0 / 5.0 + t2 * (1.0 / 7.0 + t2 * (1.0 / 9.0 + t2 * (1.0 / 11.0))))));
+    let s = t * (1.0 + t2 * (1.0 / 3.0 + t2 * (1.0 / 5.0 + t2 * (1.0 / 7.0 + t2 * (1.0 / 9.0 + t2 * (1.0 / 11.0))))));
     let r = e as f32 + s * (2.0 / std::f32::consts::LN_2);
     // special values: log2(0) = -inf, log2(x<0) = NaN, log2(inf) = inf, NaN stays NaN
     if x == 0.0 {
@@ -72,7 +75,10 @@ pub fn log2(x: f32) -> f32 {
 #[inline(always)]
 pub fn sin(x: f32) -> f32 {
     let xd = x as f64;
-    let k = (xd * (1.0 / PI)).round();
+    // k = round(x / pi) and its parity through the 1.5 * 2^52 trick (see exp2)
+    let big = xd * (1.0 / PI) + ROUND_MAGIC_F64;
+    let odd = big.to_bits() & 1 == 1;
+    let k = big - ROUND_MAGIC_F64;
     let r = (xd - k * PI) as f32;
     let r2 = r * r;
     let s = r
@@ -81,9 +87,7 @@ pub fn sin(x: f32) -> f32 {
                 + r2 * (1.0 / 120.0
                     + r2 * (-1.0 / 5040.0
                         + r2 * (1.0 / 362880.0
-                            + r2 * (-1.0 / 39916800.0
-                                + r2 * (1.0 / 6227020800.0 + r2 * (-1.0 / 1307674368000.0))))))));
-    let odd = (k as i64) & 1 == 1;
+                            + r2 * (-1.0 / 39916800.0 + r2 * (1.0 / 6227020800.0 + r2 * (-1.0 / 1307674368000.0))))))));
     let v = if odd { -s } else { s };
     if x.is_finite() {
         v

@@ -60,6 +60,8 @@ pub struct RunStats {
     pub kernels: usize,
     /// Seconds per kernel kind over the last profiled run (`DINO_DEBUG` >= 2).
     pub profile: Vec<(String, f64, usize)>,
+    /// Seconds of each kernel of the last profiled run, with a description, slowest first.
+    pub kernel_times: Vec<(String, f64)>,
 }
 
 struct Plan {
@@ -85,18 +87,8 @@ impl CpuRuntime {
     /// Prepare to run `cx` (after compilation; rebuild if the graph changes).
     pub fn new(cx: &Graph) -> CpuRuntime {
         let order = toposort(&cx.graph, None).expect("luminal graphs are acyclic");
-        let profile = std::env::var("DINO_DEBUG")
-            .ok()
-            .and_then(|v| v.parse::<u32>().ok())
-            .unwrap_or(0)
-            >= 2;
-        CpuRuntime {
-            order,
-            plan: None,
-            arena: vec![],
-            stats: RunStats::default(),
-            profile,
-        }
+        let profile = std::env::var("DINO_DEBUG").ok().and_then(|v| v.parse::<u32>().ok()).unwrap_or(0) >= 2;
+        CpuRuntime { order, plan: None, arena: vec![], stats: RunStats::default(), profile }
     }
 
     /// Turn per-kernel profiling on or off.
@@ -117,11 +109,8 @@ impl CpuRuntime {
         let mut input_extent = vec![];
         for &n in &self.order {
             let op = cx.graph.node_weight(n).expect("node");
-            let consumers = cx
-                .graph
-                .edges_directed(n, Direction::Outgoing)
-                .filter(|e| !e.weight().is_schedule())
-                .count();
+            let consumers =
+                cx.graph.edges_directed(n, Direction::Outgoing).filter(|e| !e.weight().is_schedule()).count();
             let kept = cx.no_delete.contains(&n) || cx.to_retrieve.contains(&n);
             let any = op.as_any();
             if any.is::<Function>() && cx.get_sources(n).is_empty() {
@@ -131,9 +120,7 @@ impl CpuRuntime {
                 step_of.insert(n, steps.len());
                 steps.push(Step {
                     node: n,
-                    work: Work::Input {
-                        name: format!("{op:?}"),
-                    },
+                    work: Work::Input { name: format!("{op:?}") },
                     srcs: vec![],
                     out_len: 0,
                     loc: Loc::Input(n_inputs),
@@ -145,19 +132,17 @@ impl CpuRuntime {
             if consumers == 0 && !kept {
                 continue; // nothing reads it
             }
-            let srcs: Vec<(usize, ShapeTracker)> =
-                cx.get_sources(n)
-                    .into_iter()
-                    .map(|(s, _, st)| {
-                        step_of.get(&s).map(|&i| (i, st)).ok_or_else(|| {
-                            Error::Backend(format!("{op:?} reads a node with no value"))
-                        })
-                    })
-                    .collect::<Result<_>>()?;
-            let layouts: Vec<Layout> = srcs
-                .iter()
-                .map(|(_, st)| Layout::of(st, dm))
+            let srcs: Vec<(usize, ShapeTracker)> = cx
+                .get_sources(n)
+                .into_iter()
+                .map(|(s, _, st)| {
+                    step_of
+                        .get(&s)
+                        .map(|&i| (i, st))
+                        .ok_or_else(|| Error::Backend(format!("{op:?} reads a node with no value")))
+                })
                 .collect::<Result<_>>()?;
+            let layouts: Vec<Layout> = srcs.iter().map(|(_, st)| Layout::of(st, dm)).collect::<Result<_>>()?;
             // every view must stay inside its buffer
             for ((si, _), l) in srcs.iter().zip(&layouts) {
                 let ext = l.extent();
@@ -183,16 +168,14 @@ impl CpuRuntime {
             } else if let Some(Constant(v, _)) = any.downcast_ref::<Constant>() {
                 let v = match v {
                     ConstantValue::Float(f) => *f,
-                    ConstantValue::Expression(e) => e.exec(dm).ok_or_else(|| {
-                        Error::Backend(format!("constant {e:?} needs an unset dynamic dim"))
-                    })? as f32,
+                    ConstantValue::Expression(e) => e
+                        .exec(dm)
+                        .ok_or_else(|| Error::Backend(format!("constant {e:?} needs an unset dynamic dim")))?
+                        as f32,
                 };
                 (Work::Value(v), 1)
             } else {
-                let len = srcs
-                    .first()
-                    .map(|(_, st)| st.n_elements().exec(dm).unwrap_or(0))
-                    .unwrap_or(1);
+                let len = srcs.first().map(|(_, st)| st.n_elements().exec(dm).unwrap_or(0)).unwrap_or(1);
                 (Work::Other, len)
             };
             let loc = if kept {
@@ -202,13 +185,7 @@ impl CpuRuntime {
                 Loc::Arena(0)
             };
             step_of.insert(n, steps.len());
-            steps.push(Step {
-                node: n,
-                work,
-                srcs,
-                out_len,
-                loc,
-            });
+            steps.push(Step { node: n, work, srcs, out_len, loc });
         }
         // lifetimes of arena buffers: from definition to last read
         let mut last = (0..steps.len()).collect::<Vec<_>>();
@@ -217,51 +194,27 @@ impl CpuRuntime {
                 last[*si] = last[*si].max(i);
             }
         }
-        let arena_steps: Vec<usize> = (0..steps.len())
-            .filter(|&i| steps[i].loc == Loc::Arena(0))
-            .collect();
-        let intervals: Vec<Interval> = arena_steps
-            .iter()
-            .map(|&i| Interval {
-                len: steps[i].out_len.max(1),
-                first: i,
-                last: last[i],
-            })
-            .collect();
+        let arena_steps: Vec<usize> = (0..steps.len()).filter(|&i| steps[i].loc == Loc::Arena(0)).collect();
+        let intervals: Vec<Interval> =
+            arena_steps.iter().map(|&i| Interval { len: steps[i].out_len.max(1), first: i, last: last[i] }).collect();
         let (offsets, arena_len) = arena::plan(&intervals);
         for (&i, off) in arena_steps.iter().zip(offsets) {
             steps[i].loc = Loc::Arena(off);
         }
         let mut dyn_dims: Vec<(char, usize)> = dm.iter().map(|(k, v)| (*k, *v)).collect();
         dyn_dims.sort();
-        Ok(Plan {
-            dyn_dims,
-            steps,
-            arena_len,
-            n_inputs,
-            n_kept,
-            input_extent,
-        })
+        Ok(Plan { dyn_dims, steps, arena_len, n_inputs, n_kept, input_extent })
     }
 
     /// Run the graph once: reads the inputs set in `cx`, leaves kept outputs in it.
     pub fn execute(&mut self, cx: &mut Graph) -> Result<()> {
         let mut dyn_dims: Vec<(char, usize)> = cx.dyn_map.iter().map(|(k, v)| (*k, *v)).collect();
         dyn_dims.sort();
-        if self
-            .plan
-            .as_ref()
-            .map(|p| p.dyn_dims != dyn_dims)
-            .unwrap_or(true)
-        {
+        if self.plan.as_ref().map(|p| p.dyn_dims != dyn_dims).unwrap_or(true) {
             let plan = self.build_plan(cx)?;
             self.arena = vec![0.0; plan.arena_len];
             self.stats.arena_bytes = plan.arena_len * 4;
-            self.stats.kernels = plan
-                .steps
-                .iter()
-                .filter(|s| !matches!(s.work, Work::Input { .. }))
-                .count();
+            self.stats.kernels = plan.steps.iter().filter(|s| !matches!(s.work, Work::Input { .. })).count();
             self.plan = Some(plan);
         }
         let plan = self.plan.as_mut().expect("planned");
@@ -289,9 +242,7 @@ impl CpuRuntime {
                     }
                     None => {
                         cx.tensors.insert((s.node, 0), t);
-                        failure = Some(Error::Backend(format!(
-                            "input `{name}` does not hold f32 data on the CPU"
-                        )));
+                        failure = Some(Error::Backend(format!("input `{name}` does not hold f32 data on the CPU")));
                         break;
                     }
                 }
@@ -299,11 +250,7 @@ impl CpuRuntime {
         }
         if let Some(e) = failure {
             // give back what was taken: a failed run loses no data
-            let taken = plan
-                .steps
-                .iter()
-                .filter(|s| matches!(s.work, Work::Input { .. }))
-                .map(|s| s.node);
+            let taken = plan.steps.iter().filter(|s| matches!(s.work, Work::Input { .. })).map(|s| s.node);
             for (node, v) in taken.zip(inputs) {
                 cx.tensors.insert((node, 0), Tensor::new(v));
             }
@@ -311,6 +258,7 @@ impl CpuRuntime {
         }
         let mut kept: Vec<Vec<f32>> = vec![vec![]; plan.n_kept];
         let mut prof: FxHashMap<&'static str, (f64, usize)> = FxHashMap::default();
+        let mut kernel_times: Vec<(String, f64)> = vec![];
         let arena = self.arena.as_mut_ptr();
         for i in 0..plan.steps.len() {
             let s = &plan.steps[i];
@@ -327,17 +275,13 @@ impl CpuRuntime {
                         Loc::Kept(k) => &kept[k][..],
                         // SAFETY: arena buffers alive at the same step never overlap (arena.rs),
                         // so this slice is disjoint from the output slice below.
-                        Loc::Arena(off) => unsafe {
-                            std::slice::from_raw_parts(arena.add(off), src.out_len.max(1))
-                        },
+                        Loc::Arena(off) => unsafe { std::slice::from_raw_parts(arena.add(off), src.out_len.max(1)) },
                     }
                 })
                 .collect();
             let mut own = Vec::new();
             let out: &mut [f32] = match s.loc {
-                Loc::Arena(off) => unsafe {
-                    std::slice::from_raw_parts_mut(arena.add(off), s.out_len.max(1))
-                },
+                Loc::Arena(off) => unsafe { std::slice::from_raw_parts_mut(arena.add(off), s.out_len.max(1)) },
                 _ => {
                     own = vec![0f32; s.out_len.max(1)];
                     &mut own[..]
@@ -359,13 +303,8 @@ impl CpuRuntime {
                 }
                 Work::Other => {
                     let op = cx.graph.node_weight_mut(s.node).expect("node");
-                    let tensors: Vec<Tensor> =
-                        srcs.iter().map(|b| Tensor::new(b.to_vec())).collect();
-                    let ins = tensors
-                        .iter()
-                        .zip(&s.srcs)
-                        .map(|(t, (_, st))| (InputTensor::Borrowed(t), *st))
-                        .collect();
+                    let tensors: Vec<Tensor> = srcs.iter().map(|b| Tensor::new(b.to_vec())).collect();
+                    let ins = tensors.iter().zip(&s.srcs).map(|(t, (_, st))| (InputTensor::Borrowed(t), *st)).collect();
                     let res = op.process(ins);
                     let v = res
                         .first()
@@ -379,9 +318,11 @@ impl CpuRuntime {
                 Work::Input { .. } => unreachable!(),
             };
             if let Some(t0) = t0 {
+                let dt = t0.elapsed().as_secs_f64();
                 let e = prof.entry(kind).or_default();
-                e.0 += t0.elapsed().as_secs_f64();
+                e.0 += dt;
                 e.1 += 1;
+                kernel_times.push((describe(cx, s), dt));
             }
             if let Loc::Kept(k) = s.loc {
                 kept[k] = own;
@@ -398,20 +339,28 @@ impl CpuRuntime {
                     }
                 }
                 Loc::Kept(k) => {
-                    cx.tensors
-                        .insert((s.node, 0), Tensor::new(std::mem::take(&mut kept[k])));
+                    cx.tensors.insert((s.node, 0), Tensor::new(std::mem::take(&mut kept[k])));
                 }
                 Loc::Arena(_) => {}
             }
         }
         if self.profile {
-            let mut p: Vec<(String, f64, usize)> = prof
-                .into_iter()
-                .map(|(k, (t, c))| (k.to_string(), t, c))
-                .collect();
+            let mut p: Vec<(String, f64, usize)> = prof.into_iter().map(|(k, (t, c))| (k.to_string(), t, c)).collect();
             p.sort_by(|a, b| b.1.total_cmp(&a.1));
             self.stats.profile = p;
+            kernel_times.sort_by(|a, b| b.1.total_cmp(&a.1));
+            self.stats.kernel_times = kernel_times;
         }
         Ok(())
+    }
+}
+
+/// A one-line description of a step for profiles.
+fn describe(cx: &Graph, s: &Step) -> String {
+    let op = cx.graph.node_weight(s.node).map(|o| format!("{o:?}")).unwrap_or_default();
+    match &s.work {
+        Work::Fused(k) => format!("{op} {}", k.shape_summary()),
+        Work::Gemm(g) => format!("Gemm {}", g.shape_summary()),
+        _ => op,
     }
 }

@@ -1,0 +1,232 @@
+//! The Vision Transformer backbone of DINO.
+use std::cell::RefCell;
+
+use luminal::prelude::*;
+use rustc_hash::FxHashMap;
+
+use super::block::Block;
+use super::layer_norm::LayerNorm;
+use super::param::{Init, ParamVisitor, Parameters};
+use super::patch_embed::PatchEmbed;
+use super::pos_embed::dino_interpolation_matrix;
+use crate::graph::data;
+
+/// ViT as in DINO's `vision_transformer.py`: patch embedding, a [CLS] token, learned position
+/// embeddings (interpolated for other crop sizes), pre-norm blocks and a final LayerNorm; the
+/// output is the normalized [CLS] token.
+///
+/// Type parameters: channels `C`, patch `P`, width `D`, heads `H` of `DH` (`D = H * DH`),
+/// `QKV = 3 * D`, MLP width `F`, `CPP = C * P * P`, native token count `N0 = 1 + G0 * G0`.
+/// The `vit!` macro writes them; forward calls name the crop (`IH x IW`), its patch count `NP`
+/// and token count `NT = NP + 1`.
+///
+/// # Shapes
+/// `x (B, C, IH, IW) -> (B, D)`; `cls_token (1, 1, D)`, `pos_embed (1, N0, D)`.
+///
+/// PyTorch equivalent: `vision_transformer.VisionTransformer(num_classes=0)` of DINO.
+pub struct VisionTransformer<
+    const C: usize,
+    const P: usize,
+    const D: usize,
+    const H: usize,
+    const DH: usize,
+    const QKV: usize,
+    const F: usize,
+    const CPP: usize,
+    const N0: usize,
+> {
+    pub cls_token: GraphTensor<R3<1, 1, D>>,
+    pub pos_embed: GraphTensor<R3<1, N0, D>>,
+    pub patch_embed: PatchEmbed<C, P, D, CPP>,
+    pub blocks: Vec<Block<D, H, DH, QKV, F>>,
+    pub norm: LayerNorm<D>,
+    /// Position-embedding resampling matrices (constant inputs), one per crop grid.
+    resample: RefCell<FxHashMap<(usize, usize), NodeIndex>>,
+}
+
+impl<
+        const C: usize,
+        const P: usize,
+        const D: usize,
+        const H: usize,
+        const DH: usize,
+        const QKV: usize,
+        const F: usize,
+        const CPP: usize,
+        const N0: usize,
+    > VisionTransformer<C, P, D, H, DH, QKV, F, CPP, N0>
+{
+    /// The native patch grid side `G0`.
+    pub fn native_grid() -> usize {
+        let g = ((N0 - 1) as f64).sqrt().round() as usize;
+        assert_eq!(g * g + 1, N0, "N0 = 1 + G0^2");
+        g
+    }
+
+    pub fn new(cx: &mut Graph, depth: usize, qkv_bias: bool, eps: f32) -> Self {
+        Self::native_grid();
+        VisionTransformer {
+            cls_token: cx.named_tensor("cls_token"),
+            pos_embed: cx.named_tensor("pos_embed"),
+            patch_embed: PatchEmbed::new(cx),
+            blocks: (0..depth).map(|_| Block::new(cx, qkv_bias, eps)).collect(),
+            norm: LayerNorm::new(cx, eps),
+            resample: RefCell::new(FxHashMap::default()),
+        }
+    }
+
+    /// `(NP, N0)` matrix taking `pos_embed` to the patch embeddings of a `gh x gw` grid: a
+    /// selection for the native grid, DINO's bicubic resampling otherwise; the [CLS] column
+    /// is zero. A constant input of the graph, created once per grid.
+    fn resample_matrix<const NP: usize>(&self, cx: &mut Graph, gh: usize, gw: usize) -> GraphTensor<R2<NP, N0>> {
+        let g0 = Self::native_grid();
+        let id = *self.resample.borrow_mut().entry((gh, gw)).or_insert_with(|| {
+            let m = if (gh, gw) == (g0, g0) {
+                (0..g0 * g0).map(|j| (0..g0 * g0).map(move |i| (i == j) as u8 as f32)).flatten().collect::<Vec<_>>()
+            } else {
+                dino_interpolation_matrix(g0, gh, gw)
+            };
+            let mut full = vec![0f32; NP * N0];
+            for j in 0..NP {
+                full[j * N0 + 1..(j + 1) * N0].copy_from_slice(&m[j * g0 * g0..(j + 1) * g0 * g0]);
+            }
+            let t = cx.named_tensor::<R2<NP, N0>>(&format!("pos_embed.resample.{gh}x{gw}"));
+            data::set(cx, t.id, full);
+            cx.no_delete.insert(t.id);
+            t.id
+        });
+        GraphTensor::from_id(id, ShapeTracker::new(&[NP.into(), N0.into()]), cx)
+    }
+
+    /// Token embeddings `(B, NT, D)`: [CLS] then the patches, position embeddings added.
+    pub fn tokens<B: Dimension, const IH: usize, const IW: usize, const NP: usize, const NT: usize>(
+        &self,
+        x: GraphTensor<(B, Const<C>, Const<IH>, Const<IW>)>,
+    ) -> GraphTensor<(B, Const<NT>, Const<D>)> {
+        assert_eq!(NT, NP + 1, "NT = NP + 1");
+        let patches = self.patch_embed.forward::<B, IH, IW, NP>(x); // (B, NP, D)
+        let m = self.resample_matrix::<NP>(x.graph(), IH / P, IW / P);
+        let pos = m.matmul(self.pos_embed.reshape::<R2<N0, D>>()); // (NP, D)
+        let patches = patches + pos.expand::<(B, Const<NP>, Const<D>), Axis<0>>();
+        let cls_pos =
+            self.pos_embed.slice((.., ..luminal::prelude::symbolic::Expression::from(1), ..)).realize::<R3<1, 1, D>>();
+        let cls = (self.cls_token + cls_pos).reshape::<R2<1, D>>().expand::<(B, Const<1>, Const<D>), Axis<0>>();
+        cls.concat_along::<(B, Const<NT>, Const<D>), Axis<1>, _>(patches)
+    }
+
+    /// All tokens after the last block and the final norm, `(B, NT, D)`.
+    pub fn forward_features<B: Dimension, const IH: usize, const IW: usize, const NP: usize, const NT: usize>(
+        &self,
+        x: GraphTensor<(B, Const<C>, Const<IH>, Const<IW>)>,
+    ) -> GraphTensor<(B, Const<NT>, Const<D>)> {
+        let mut t = self.tokens::<B, IH, IW, NP, NT>(x);
+        for b in &self.blocks {
+            t = b.forward(t);
+        }
+        self.norm.forward(t)
+    }
+
+    /// The normalized [CLS] token, `(B, D)`.
+    pub fn forward<B: Dimension, const IH: usize, const IW: usize, const NP: usize, const NT: usize>(
+        &self,
+        x: GraphTensor<(B, Const<C>, Const<IH>, Const<IW>)>,
+    ) -> GraphTensor<(B, Const<D>)> {
+        cls_of(self.forward_features::<B, IH, IW, NP, NT>(x))
+    }
+
+    /// The attention weights of the last block, `(B, H, NT, NT)` (DINO's
+    /// `get_last_selfattention`: blocks 0..L-1 run normally, then the last block's attention
+    /// on `norm1` of its input).
+    pub fn last_self_attention<B: Dimension, const IH: usize, const IW: usize, const NP: usize, const NT: usize>(
+        &self,
+        x: GraphTensor<(B, Const<C>, Const<IH>, Const<IW>)>,
+    ) -> GraphTensor<(B, Const<H>, Const<NT>, Const<NT>)> {
+        let mut t = self.tokens::<B, IH, IW, NP, NT>(x);
+        let (last, rest) = self.blocks.split_last().expect("at least one block");
+        for b in rest {
+            t = b.forward(t);
+        }
+        last.forward_with_weights(t).1
+    }
+}
+
+/// The [CLS] token (position 0) of `(B, NT, D)` tokens, `(B, D)`.
+pub fn cls_of<B: Dimension, const NT: usize, const D: usize>(
+    t: GraphTensor<(B, Const<NT>, Const<D>)>,
+) -> GraphTensor<(B, Const<D>)> {
+    t.slice((.., ..luminal::prelude::symbolic::Expression::from(1), ..))
+        .contiguous()
+        .realize::<(B, Const<1>, Const<D>)>()
+        .reshape::<(B, Const<D>)>()
+}
+
+impl<
+        const C: usize,
+        const P: usize,
+        const D: usize,
+        const H: usize,
+        const DH: usize,
+        const QKV: usize,
+        const F: usize,
+        const CPP: usize,
+        const N0: usize,
+    > Parameters for VisionTransformer<C, P, D, H, DH, QKV, F, CPP, N0>
+{
+    fn visit(&self, v: &mut ParamVisitor) {
+        v.tensor("cls_token", self.cls_token, Init::TruncNormal { std: 0.02 });
+        v.tensor("pos_embed", self.pos_embed, Init::TruncNormal { std: 0.02 });
+        v.module("patch_embed.proj", &self.patch_embed);
+        for (i, b) in self.blocks.iter().enumerate() {
+            v.module(&format!("blocks.{i}"), b);
+        }
+        v.module("norm", &self.norm);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::ParamSet;
+    use crate::testing::{check_gradients, layer_problem, Rng};
+
+    type Tiny = VisionTransformer<1, 2, 6, 2, 3, 18, 12, 4, 5>; // 4x4 images: 2x2 grid
+
+    #[test]
+    fn gradients_native_and_resampled() {
+        check_gradients(
+            "vit native",
+            &|cx| {
+                let mut rng = Rng::new(12);
+                let vit = Tiny::new(cx, 2, true, 1e-6);
+                let x = cx.named_tensor::<R4<2, 1, 4, 4>>("x");
+                let y = vit.forward::<Const<2>, 4, 4, 4, 5>(x);
+                let p = ParamSet::of(&vit, cx);
+                layer_problem(cx, &p, vec![(x.id, rng.uniform(32, 1.0))], y, 0.5, &mut rng)
+            },
+            2e-3,
+            2e-2,
+        );
+        check_gradients(
+            "vit 6x6 crop",
+            &|cx| {
+                let mut rng = Rng::new(13);
+                let vit = Tiny::new(cx, 1, true, 1e-6);
+                let x = cx.named_tensor::<R4<2, 1, 6, 6>>("x");
+                let y = vit.forward::<Const<2>, 6, 6, 9, 10>(x);
+                let p = ParamSet::of(&vit, cx);
+                layer_problem(cx, &p, vec![(x.id, rng.uniform(72, 1.0))], y, 0.5, &mut rng)
+            },
+            2e-3,
+            2e-2,
+        );
+    }
+
+    #[test]
+    fn parameter_count_of_vit_small_16() {
+        let mut cx = Graph::new();
+        let vit = VisionTransformer::<3, 16, 384, 6, 64, 1152, 1536, 768, 197>::new(&mut cx, 12, true, 1e-6);
+        let p = ParamSet::of(&vit, &mut cx);
+        assert_eq!(p.numel(), 21_665_664, "ViT-S/16 backbone (DINO's count)");
+        assert_eq!(p.params.len(), 150);
+    }
+}
