@@ -1,2 +1,5 @@
 //! dino: DINO self-supervised learning of Vision Transformers on luminal graphs.
 pub use dino_runtime as runtime;
+
+pub mod bench;
+pub mod cli;

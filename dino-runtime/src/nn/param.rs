@@ -170,3 +170,12 @@ impl ParamSet {
         data::get_or_err(cx, p.id, name)
     }
 }
+
+/// Several named modules as one model: `[("backbone", &vit), ("head", &head)]`.
+impl Parameters for [(&str, &dyn Parameters)] {
+    fn visit(&self, v: &mut ParamVisitor) {
+        for (name, m) in self {
+            v.module(name, *m);
+        }
+    }
+}

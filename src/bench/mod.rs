@@ -1,0 +1,7 @@
+//! The engine benchmark (`dino bench engine`): workloads, in-process measurement, and the
+//! driver that runs every implementation in its own process (clean peak-RSS figures).
+pub mod measure;
+pub mod workloads;
+
+pub use measure::{measure, Impl, Measurement};
+pub use workloads::Workload;
