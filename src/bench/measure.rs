@@ -5,6 +5,7 @@ use dino_runtime::backend::cpu::CpuRuntime;
 use dino_runtime::backend::cse::{CsePass, DeadCodePass};
 use dino_runtime::backend::fusion::FusionPass;
 use dino_runtime::backend::gemm::GemmPass;
+use dino_runtime::backend::row_fusion::RowFusionPass;
 use dino_runtime::graph::data;
 use dino_runtime::testing::Rng;
 use dino_runtime::Result;
@@ -44,6 +45,8 @@ pub struct Measurement {
     /// Kernel count and arena of our runtime.
     pub kernels: Option<usize>,
     pub arena_mb: Option<f64>,
+    /// The execution order our runtime chose.
+    pub order: Option<&'static str>,
     /// Where the time goes (ours, profiled run): seconds and count per kernel kind, and the
     /// slowest kernels.
     pub profile: Vec<(String, f64, usize)>,
@@ -124,6 +127,7 @@ pub fn measure(w: Workload, imp: Impl, warmup: usize, runs: usize) -> Result<Mea
         compile_total_s: 0.0,
         kernels: None,
         arena_mb: None,
+        order: None,
         profile: vec![],
         slowest: vec![],
     };
@@ -133,6 +137,7 @@ pub fn measure(w: Workload, imp: Impl, warmup: usize, runs: usize) -> Result<Mea
             timed(&mut b, "cse", CsePass, &mut m);
             timed(&mut b, "gemm", GemmPass, &mut m);
             timed(&mut b, "fusion", FusionPass, &mut m);
+            timed(&mut b, "row-fusion", RowFusionPass, &mut m);
         }
         Impl::Stock => {
             timed(&mut b, "GenericCompiler", GenericCompiler::default(), &mut m);
@@ -159,6 +164,7 @@ pub fn measure(w: Workload, imp: Impl, warmup: usize, runs: usize) -> Result<Mea
             let st = rt.stats();
             m.kernels = Some(st.kernels);
             m.arena_mb = Some(st.arena_bytes as f64 / 1e6);
+            m.order = Some(st.order);
             m.profile = st.profile.clone();
             let keep = std::env::var("DINO_BENCH_SLOWEST").ok().and_then(|v| v.parse().ok()).unwrap_or(12);
             m.slowest = st.kernel_times.iter().take(keep).cloned().collect();

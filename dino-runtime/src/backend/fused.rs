@@ -4,7 +4,7 @@ use luminal::prelude::symbolic::Expression;
 use luminal::prelude::*;
 use rustc_hash::FxHashMap;
 
-use super::ir::{Program, ReduceKind};
+use super::ir::{Program, ReduceKind, Stage};
 use super::layout::{eval, Layout};
 
 /// One graph node computing what a whole chain of luminal primitives computed.
@@ -14,6 +14,9 @@ use super::layout::{eval, Layout};
 #[derive(Clone)]
 pub struct FusedOp {
     pub program: Program,
+    /// Row reductions computed before `program`, over the innermost axis (per point of the
+    /// reduced axis when the kernel reduces an outer one).
+    pub stages: Vec<Stage>,
     /// The iteration space.
     pub dims: Vec<Expression>,
     /// Reduce this axis of the iteration space with this operation.

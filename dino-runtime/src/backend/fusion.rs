@@ -287,6 +287,7 @@ impl Compiler for FusionPass {
             labels.dedup();
             let op = FusedOp {
                 program: e.b.finish(result),
+                stages: vec![],
                 dims,
                 reduce,
                 fills,

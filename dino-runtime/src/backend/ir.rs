@@ -56,6 +56,18 @@ pub enum Instr {
     Const(f32),
     Unary(UnaryOp, Reg),
     Binary(BinaryOp, Reg, Reg),
+    /// The value of stage `k` for the current row (see [`Stage`]).
+    Stage(u16),
+}
+
+/// A reduction over the whole current row (the innermost axis of the iteration space)
+/// computed before the kernel's main program: LayerNorm's mean and variance, softmax's max
+/// and sum. Its value is a scalar per row; later stages and the main program read it with
+/// [`Instr::Stage`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stage {
+    pub program: Program,
+    pub kind: ReduceKind,
 }
 
 /// A straight-line program; its value is the value of the last instruction.
@@ -90,6 +102,20 @@ impl Program {
         last
     }
 
+    /// The same program with every load and stage reference renumbered.
+    pub fn remap(&self, load: impl Fn(u16) -> Instr, stage: impl Fn(u16) -> u16) -> Program {
+        let instrs = self
+            .instrs
+            .iter()
+            .map(|i| match *i {
+                Instr::Load(k) => load(k),
+                Instr::Stage(k) => Instr::Stage(stage(k)),
+                other => other,
+            })
+            .collect();
+        Program { instrs }
+    }
+
     /// Number of inputs read (one past the highest load index).
     pub fn n_inputs(&self) -> usize {
         self.instrs
@@ -105,6 +131,7 @@ impl fmt::Display for Program {
         for (i, ins) in self.instrs.iter().enumerate() {
             match ins {
                 Instr::Load(k) => writeln!(f, "  r{i} = in{k}")?,
+                Instr::Stage(k) => writeln!(f, "  r{i} = stage{k}")?,
                 Instr::Const(c) => writeln!(f, "  r{i} = {c:?}")?,
                 Instr::Unary(op, a) => writeln!(f, "  r{i} = {op:?}(r{a})")?,
                 Instr::Binary(op, a, b) => writeln!(f, "  r{i} = {op:?}(r{a}, r{b})")?,

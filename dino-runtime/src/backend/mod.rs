@@ -11,3 +11,4 @@ pub mod fusion;
 pub mod gemm;
 pub mod ir;
 pub mod layout;
+pub mod row_fusion;

@@ -54,7 +54,7 @@ impl Scratch {
             }
         }
         for (i, ins) in p.instrs.iter().enumerate() {
-            if !matches!(ins, Instr::Const(_)) {
+            if !matches!(ins, Instr::Const(_) | Instr::Stage(_)) {
                 slot_of[i] = free.pop().unwrap_or_else(|| {
                     n_slots += 1;
                     n_slots - 1
@@ -106,6 +106,7 @@ pub fn eval_block(
     p: &Program,
     inputs: &[&[f32]],
     loads: &[Load],
+    stages: &[f32],
     s: usize,
     n: usize,
     sc: &mut Scratch,
@@ -116,10 +117,10 @@ pub fn eval_block(
     unsafe {
         match isa {
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => eval_avx512(p, inputs, loads, s, n, sc, sink),
+            Isa::Avx512 => eval_avx512(p, inputs, loads, stages, s, n, sc, sink),
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => eval_avx2(p, inputs, loads, s, n, sc, sink),
-            _ => eval_generic(p, inputs, loads, s, n, sc, sink),
+            Isa::Avx2 => eval_avx2(p, inputs, loads, stages, s, n, sc, sink),
+            _ => eval_generic(p, inputs, loads, stages, s, n, sc, sink),
         }
     }
 }
@@ -130,12 +131,13 @@ unsafe fn eval_avx512(
     p: &Program,
     inputs: &[&[f32]],
     loads: &[Load],
+    stages: &[f32],
     s: usize,
     n: usize,
     sc: &mut Scratch,
     sink: Sink,
 ) -> f32 {
-    eval_generic(p, inputs, loads, s, n, sc, sink)
+    eval_generic(p, inputs, loads, stages, s, n, sc, sink)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -144,12 +146,13 @@ unsafe fn eval_avx2(
     p: &Program,
     inputs: &[&[f32]],
     loads: &[Load],
+    stages: &[f32],
     s: usize,
     n: usize,
     sc: &mut Scratch,
     sink: Sink,
 ) -> f32 {
-    eval_generic(p, inputs, loads, s, n, sc, sink)
+    eval_generic(p, inputs, loads, stages, s, n, sc, sink)
 }
 
 #[inline(always)]
@@ -157,6 +160,7 @@ unsafe fn eval_generic(
     p: &Program,
     inputs: &[&[f32]],
     loads: &[Load],
+    stages: &[f32],
     s: usize,
     n: usize,
     sc: &mut Scratch,
@@ -166,6 +170,7 @@ unsafe fn eval_generic(
         let dst = if sc.slot_of[i] == usize::MAX { std::ptr::null_mut() } else { sc.slots[sc.slot_of[i]].as_mut_ptr() };
         let v = match *ins {
             Instr::Const(c) => Val::Scalar(c),
+            Instr::Stage(k) => Val::Scalar(stages[k as usize]),
             Instr::Load(k) => load(inputs[k as usize], &loads[k as usize], s, n, dst),
             Instr::Unary(op, a) => match sc.vals[a as usize] {
                 Val::Scalar(x) => Val::Scalar(crate::backend::ir::eval_unary(op, x)),

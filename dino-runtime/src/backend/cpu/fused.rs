@@ -19,6 +19,8 @@ const PARALLEL_MIN_ELEMENTS: usize = 1 << 15;
 #[derive(Debug, Clone)]
 pub struct FusedKernel {
     program: Program,
+    /// Row reductions before the program (see `ir::Stage`).
+    stages: Vec<(Program, ReduceKind)>,
     /// Iteration dims after merging axes; the last one is the row.
     dims: Vec<usize>,
     /// Per input: strides and valid ranges per iteration axis, base offset, fill value.
@@ -67,6 +69,7 @@ impl FusedKernel {
             .collect();
         let mut k = FusedKernel {
             program: op.program.clone(),
+            stages: op.stages.iter().map(|s| (s.program.clone(), s.kind)).collect(),
             dims: dims.to_vec(),
             loads,
             out_strides,
@@ -97,11 +100,13 @@ impl FusedKernel {
     /// length-1 axes; never touch the reduced axis.
     fn merge_axes(&mut self) {
         let red = self.reduce.map(|r| r.0);
+        // stages reduce whole rows: the innermost axis must stay as it is
+        let row = (!self.stages.is_empty()).then(|| self.dims.len() - 1);
         let mut i = self.dims.len();
         while i >= 2 {
             i -= 1;
             let (o, n) = (i - 1, i);
-            if red == Some(o) || red == Some(n) {
+            if red == Some(o) || red == Some(n) || row == Some(n) {
                 continue;
             }
             let len_n = self.dims[n] as isize;
@@ -128,7 +133,8 @@ impl FusedKernel {
         let mut i = 0;
         while i < self.dims.len() {
             let full = self.loads.iter().all(|l| l.lo[i] == 0 && l.hi[i] == 1);
-            if self.dims[i] == 1 && red != Some(i) && full && self.dims.len() > 1 {
+            let last_with_stages = !self.stages.is_empty() && i + 1 == self.dims.len();
+            if self.dims[i] == 1 && red != Some(i) && full && self.dims.len() > 1 && !last_with_stages {
                 self.remove_axis(i);
             } else {
                 i += 1;
@@ -172,9 +178,10 @@ impl FusedKernel {
         let out_ptr = SendPtr(out.as_mut_ptr());
         let run_rows = |start: usize, end: usize| {
             let mut scratch = Scratch::new(&self.program);
+            let mut stage_scratch: Vec<Scratch> = self.stages.iter().map(|(p, _)| Scratch::new(p)).collect();
             // SAFETY: rows write disjoint output elements (the output is contiguous over the
             // non-reduced axes and every row owns its own output positions).
-            unsafe { self.rows(isa, inputs, out_ptr, &row_axes, row_len, start, end, &mut scratch) }
+            unsafe { self.rows(isa, inputs, out_ptr, &row_axes, row_len, start, end, &mut scratch, &mut stage_scratch) }
         };
         let threads = rayon::current_num_threads();
         if work < PARALLEL_MIN_ELEMENTS || threads == 1 || n_rows == 1 {
@@ -197,6 +204,7 @@ impl FusedKernel {
         start: usize,
         end: usize,
         scratch: &mut Scratch,
+        stage_scratch: &mut [Scratch],
     ) {
         let rank = self.dims.len();
         let inner = rank.checked_sub(1);
@@ -208,6 +216,7 @@ impl FusedKernel {
             r /= self.dims[a];
         }
         let mut loads: Vec<Load> = vec![Load::default(); self.loads.len()];
+        let mut stage_vals = vec![0f32; self.stages.len()];
         for _ in start..end {
             // base offsets and validity of this row, before the reduced (outer) axis
             let mut out_base = 0isize;
@@ -228,6 +237,11 @@ impl FusedKernel {
                     None => Load { base, valid, stride: 0, lo: 0, hi: 1, fill: spec.fill },
                 };
             }
+            // row reductions first, each seeing the ones before it (for an outer reduction
+            // they depend on the reduced coordinate too and run inside its loop below)
+            if !matches!(self.reduce, Some((a, _)) if Some(a) != inner) {
+                self.stages_of_row(isa, inputs, &loads, row_len, &mut stage_vals, stage_scratch);
+            }
             match self.reduce {
                 // reduce along the row: one output value per row
                 Some((a, kind)) if Some(a) == inner => {
@@ -235,7 +249,17 @@ impl FusedKernel {
                     let mut s = 0;
                     while s < row_len {
                         let n = BLOCK.min(row_len - s);
-                        acc = eval_block(isa, &self.program, inputs, &loads, s, n, scratch, Sink::Reduce(kind, acc));
+                        acc = eval_block(
+                            isa,
+                            &self.program,
+                            inputs,
+                            &loads,
+                            &stage_vals,
+                            s,
+                            n,
+                            scratch,
+                            Sink::Reduce(kind, acc),
+                        );
                         s += n;
                     }
                     *out.0.offset(out_base) = acc;
@@ -249,6 +273,7 @@ impl FusedKernel {
                             l.base += j as isize * spec.strides[a];
                             l.valid &= j >= spec.lo[a] && j < spec.hi[a];
                         }
+                        self.stages_of_row(isa, inputs, &step, row_len, &mut stage_vals, stage_scratch);
                         let mut s = 0;
                         while s < row_len {
                             let n = BLOCK.min(row_len - s);
@@ -257,6 +282,7 @@ impl FusedKernel {
                                 &self.program,
                                 inputs,
                                 &step,
+                                &stage_vals,
                                 s,
                                 n,
                                 scratch,
@@ -271,7 +297,17 @@ impl FusedKernel {
                     let mut s = 0;
                     while s < row_len {
                         let n = BLOCK.min(row_len - s);
-                        eval_block(isa, &self.program, inputs, &loads, s, n, scratch, Sink::Store(&mut row[s..s + n]));
+                        eval_block(
+                            isa,
+                            &self.program,
+                            inputs,
+                            &loads,
+                            &stage_vals,
+                            s,
+                            n,
+                            scratch,
+                            Sink::Store(&mut row[s..s + n]),
+                        );
                         s += n;
                     }
                 }
@@ -284,6 +320,30 @@ impl FusedKernel {
                 }
                 idx[j] = 0;
             }
+        }
+    }
+}
+
+impl FusedKernel {
+    /// Compute every stage's value for the row the loads point at.
+    fn stages_of_row(
+        &self,
+        isa: Isa,
+        inputs: &[&[f32]],
+        loads: &[Load],
+        row_len: usize,
+        vals: &mut [f32],
+        scratch: &mut [Scratch],
+    ) {
+        for (k, ((p, kind), sc)) in self.stages.iter().zip(scratch.iter_mut()).enumerate() {
+            let mut acc = kind.identity();
+            let mut s = 0;
+            while s < row_len {
+                let n = BLOCK.min(row_len - s);
+                acc = eval_block(isa, p, inputs, loads, vals, s, n, sc, Sink::Reduce(*kind, acc));
+                s += n;
+            }
+            vals[k] = acc;
         }
     }
 }

@@ -9,7 +9,7 @@
 use std::time::Instant;
 
 use luminal::op::{Constant, ConstantValue, Function, InputTensor};
-use luminal::prelude::petgraph::{algo::toposort, Direction};
+use luminal::prelude::petgraph::Direction;
 use luminal::prelude::*;
 use rustc_hash::FxHashMap;
 
@@ -58,6 +58,8 @@ pub struct RunStats {
     pub arena_bytes: usize,
     /// Kernels run per execution.
     pub kernels: usize,
+    /// The execution order chosen (the one with the smallest arena).
+    pub order: &'static str,
     /// Seconds per kernel kind over the last profiled run (`DINO_DEBUG` >= 2).
     pub profile: Vec<(String, f64, usize)>,
     /// Seconds of each kernel of the last profiled run, with a description, slowest first.
@@ -72,11 +74,12 @@ struct Plan {
     n_kept: usize,
     /// Per input step: the largest extent any view reads.
     input_extent: Vec<usize>,
+    order_name: &'static str,
 }
 
 /// Runs a graph compiled by [`super::CpuCompiler`] on the CPU.
 pub struct CpuRuntime {
-    order: Vec<NodeIndex>,
+    orders: Vec<(&'static str, Vec<NodeIndex>)>,
     plan: Option<Plan>,
     arena: Vec<f32>,
     stats: RunStats,
@@ -86,9 +89,9 @@ pub struct CpuRuntime {
 impl CpuRuntime {
     /// Prepare to run `cx` (after compilation; rebuild if the graph changes).
     pub fn new(cx: &Graph) -> CpuRuntime {
-        let order = toposort(&cx.graph, None).expect("luminal graphs are acyclic");
+        let orders = super::schedule::candidates(cx);
         let profile = std::env::var("DINO_DEBUG").ok().and_then(|v| v.parse::<u32>().ok()).unwrap_or(0) >= 2;
-        CpuRuntime { order, plan: None, arena: vec![], stats: RunStats::default(), profile }
+        CpuRuntime { orders, plan: None, arena: vec![], stats: RunStats::default(), profile }
     }
 
     /// Turn per-kernel profiling on or off.
@@ -101,13 +104,25 @@ impl CpuRuntime {
         &self.stats
     }
 
-    fn build_plan(&self, cx: &Graph) -> Result<Plan> {
+    /// Plan every candidate order and keep the one with the smallest arena.
+    fn best_plan(&self, cx: &Graph) -> Result<Plan> {
+        let mut best: Option<Plan> = None;
+        for (name, order) in &self.orders {
+            let p = Self::build_plan(cx, order, name)?;
+            if best.as_ref().map(|b| p.arena_len < b.arena_len).unwrap_or(true) {
+                best = Some(p);
+            }
+        }
+        best.ok_or_else(|| Error::Backend("no execution order".into()))
+    }
+
+    fn build_plan(cx: &Graph, order: &[NodeIndex], order_name: &'static str) -> Result<Plan> {
         let dm = &cx.dyn_map;
         let mut step_of: FxHashMap<NodeIndex, usize> = FxHashMap::default();
         let mut steps: Vec<Step> = vec![];
         let (mut n_inputs, mut n_kept) = (0, 0);
         let mut input_extent = vec![];
-        for &n in &self.order {
+        for &n in order {
             let op = cx.graph.node_weight(n).expect("node");
             let consumers =
                 cx.graph.edges_directed(n, Direction::Outgoing).filter(|e| !e.weight().is_schedule()).count();
@@ -203,7 +218,7 @@ impl CpuRuntime {
         }
         let mut dyn_dims: Vec<(char, usize)> = dm.iter().map(|(k, v)| (*k, *v)).collect();
         dyn_dims.sort();
-        Ok(Plan { dyn_dims, steps, arena_len, n_inputs, n_kept, input_extent })
+        Ok(Plan { dyn_dims, steps, arena_len, n_inputs, n_kept, input_extent, order_name })
     }
 
     /// Run the graph once: reads the inputs set in `cx`, leaves kept outputs in it.
@@ -211,7 +226,8 @@ impl CpuRuntime {
         let mut dyn_dims: Vec<(char, usize)> = cx.dyn_map.iter().map(|(k, v)| (*k, *v)).collect();
         dyn_dims.sort();
         if self.plan.as_ref().map(|p| p.dyn_dims != dyn_dims).unwrap_or(true) {
-            let plan = self.build_plan(cx)?;
+            let plan = self.best_plan(cx)?;
+            self.stats.order = plan.order_name;
             self.arena = vec![0.0; plan.arena_len];
             self.stats.arena_bytes = plan.arena_len * 4;
             self.stats.kernels = plan.steps.iter().filter(|s| !matches!(s.work, Work::Input { .. })).count();
