@@ -32,6 +32,7 @@ fn main() {
         let program = b.finish(r);
         let op = FusedOp {
             program,
+            stages: vec![],
             dims: vec![],
             reduce: None,
             fills: vec![0.0],

@@ -8,6 +8,7 @@ fn main() {
         _ => Workload::DinoStep,
     };
     let m = measure(w, Impl::Ours, 1, 3).unwrap();
+    println!("order {:?} kernels {:?}", m.order, m.kernels);
     println!(
         "step {:.1} ms (runs {:?}), peak rss {:.0} MB, arena {:.0} MB",
         m.step_s * 1e3,

@@ -27,9 +27,17 @@ use super::ir::{BinaryOp, ProgramBuilder, ReduceKind, Reg, UnaryOp};
 use crate::autograd::Prim;
 use crate::graph::view::{is_plain, logical_dims, phys_dims};
 
-/// Recomputing an inlined expression in several kernels is allowed up to this cost
-/// (transcendentals count 4, other primitives 1).
-pub const DUPLICATION_BUDGET: u32 = 24;
+/// Recomputing an inlined expression in several kernels is allowed up to this arithmetic cost
+/// (transcendentals count 4, other primitives 1)...
+pub const DUPLICATION_BUDGET: u32 = 40;
+
+/// ...and only when it does not add memory traffic: an expression reading `k` buffers, inlined
+/// into `m` kernels, reads `m * k` buffers instead of `k + 1 + m` (compute once, write, read
+/// back `m` times). Without this rule a residual stream, a chain of additions, would be
+/// recomputed from every earlier block's outputs by each later one.
+fn duplication_pays(k: usize, m: usize) -> bool {
+    m * k <= k + 1 + m
+}
 
 /// The elementwise-fusion pass. See the module documentation.
 #[derive(Debug, Default)]
@@ -150,6 +158,8 @@ struct Analysis {
 fn analyse(cx: &Graph, order: &[NodeIndex]) -> Analysis {
     let mut a = Analysis { kind: FxHashMap::default(), dims: FxHashMap::default(), inline: FxHashSet::default() };
     let mut cost: FxHashMap<NodeIndex, u32> = FxHashMap::default();
+    // the materialized buffers each inlined expression reads
+    let mut reads: FxHashMap<NodeIndex, Vec<NodeIndex>> = FxHashMap::default();
     for &n in order {
         let k = Kind::of(cx.graph.node_weight(n).expect("node").as_ref());
         a.kind.insert(n, k);
@@ -159,6 +169,18 @@ fn analyse(cx: &Graph, order: &[NodeIndex]) -> Analysis {
         let own = k.cost()
             + cx.get_sources(n).iter().filter(|(s, _, _)| a.inline.contains(s)).map(|(s, _, _)| cost[s]).sum::<u32>();
         cost.insert(n, own);
+        let mut r: Vec<NodeIndex> = vec![];
+        for (src, _, _) in cx.get_sources(n) {
+            match reads.get(&src) {
+                Some(rs) if a.inline.contains(&src) => r.extend(rs.iter().copied()),
+                _ if matches!(a.kind.get(&src), Some(Kind::Const(_))) => {}
+                _ => r.push(src),
+            }
+        }
+        r.sort_unstable();
+        r.dedup();
+        let k_reads = r.len();
+        reads.insert(n, r);
         if !k.elementwise() || cx.no_delete.contains(&n) || cx.to_retrieve.contains(&n) {
             continue;
         }
@@ -175,7 +197,8 @@ fn analyse(cx: &Graph, order: &[NodeIndex]) -> Analysis {
             Kind::of(cx.graph.node_weight(*c).expect("consumer").as_ref()).fusible() && composes(st, dims)
         });
         let distinct: FxHashSet<NodeIndex> = consumers.iter().map(|c| c.0).collect();
-        if all_fuse && (distinct.len() == 1 || own <= DUPLICATION_BUDGET) {
+        let m = distinct.len();
+        if all_fuse && (m == 1 || (own <= DUPLICATION_BUDGET && duplication_pays(k_reads, m))) {
             a.inline.insert(n);
         }
     }

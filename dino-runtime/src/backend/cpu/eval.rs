@@ -9,7 +9,7 @@ use super::math;
 use crate::backend::ir::{BinaryOp, Instr, Program, ReduceKind, UnaryOp};
 
 /// Elements per block.
-pub const BLOCK: usize = 256;
+pub const BLOCK: usize = 512;
 
 /// One input's addressing along the current row.
 #[derive(Debug, Clone, Copy, Default)]

@@ -88,7 +88,15 @@ impl FusedKernel {
     /// Iteration dims (after merging), reduced axis and program length, for profiles.
     pub fn shape_summary(&self) -> String {
         let red = self.reduce.map(|(a, k)| format!(" {k:?}@{a}")).unwrap_or_default();
-        format!("{:?}{red} ({} instrs, {} inputs)", self.dims, self.program.instrs.len(), self.loads.len())
+        let stage_instrs: usize = self.stages.iter().map(|(p, _)| p.instrs.len()).sum();
+        format!(
+            "{:?}{red} ({} instrs, {} stages of {} instrs, {} inputs)",
+            self.dims,
+            self.program.instrs.len(),
+            self.stages.len(),
+            stage_instrs,
+            self.loads.len()
+        )
     }
 
     /// Elements evaluated (the iteration space).
