@@ -5,6 +5,7 @@
 //! (`optim`) and the backends that compile and run graphs (`backend`).
 pub mod autograd;
 pub mod backend;
+pub mod debug;
 pub mod dino;
 pub mod error;
 pub mod graph;

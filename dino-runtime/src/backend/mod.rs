@@ -11,4 +11,5 @@ pub mod fusion;
 pub mod gemm;
 pub mod ir;
 pub mod layout;
+pub mod logged;
 pub mod row_fusion;

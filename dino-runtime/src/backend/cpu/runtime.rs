@@ -90,7 +90,7 @@ impl CpuRuntime {
     /// Prepare to run `cx` (after compilation; rebuild if the graph changes).
     pub fn new(cx: &Graph) -> CpuRuntime {
         let orders = super::schedule::candidates(cx);
-        let profile = std::env::var("DINO_DEBUG").ok().and_then(|v| v.parse::<u32>().ok()).unwrap_or(0) >= 2;
+        let profile = crate::debug::level() >= 2;
         CpuRuntime { orders, plan: None, arena: vec![], stats: RunStats::default(), profile }
     }
 
@@ -109,6 +109,9 @@ impl CpuRuntime {
         let mut best: Option<Plan> = None;
         for (name, order) in &self.orders {
             let p = Self::build_plan(cx, order, name)?;
+            if crate::debug::level() >= 1 {
+                eprintln!("[dino] order {name}: arena {:.1} MB", p.arena_len as f64 * 4e-6);
+            }
             if best.as_ref().map(|b| p.arena_len < b.arena_len).unwrap_or(true) {
                 best = Some(p);
             }
@@ -228,6 +231,25 @@ impl CpuRuntime {
         if self.plan.as_ref().map(|p| p.dyn_dims != dyn_dims).unwrap_or(true) {
             let plan = self.best_plan(cx)?;
             self.stats.order = plan.order_name;
+            if crate::debug::level() >= 1 {
+                let kernels = plan.steps.iter().filter(|s| !matches!(s.work, Work::Input { .. })).count();
+                eprintln!(
+                    "[dino] plan: {kernels} kernels, arena {:.1} MB, order {}",
+                    plan.arena_len as f64 * 4e-6,
+                    plan.order_name
+                );
+            }
+            if crate::debug::level() >= 3 {
+                for s in &plan.steps {
+                    if let Some(f) = cx.graph.node_weight(s.node).and_then(|o| o.as_any().downcast_ref::<FusedOp>()) {
+                        eprintln!("[dino] {} {:?} reduce {:?}", describe(cx, s), f.dims, f.reduce);
+                        for (k, st) in f.stages.iter().enumerate() {
+                            eprint!("  stage {k} ({:?}):\n{}", st.kind, st.program);
+                        }
+                        eprint!("{}", f.program);
+                    }
+                }
+            }
             self.arena = vec![0.0; plan.arena_len];
             self.stats.arena_bytes = plan.arena_len * 4;
             self.stats.kernels = plan.steps.iter().filter(|s| !matches!(s.work, Work::Input { .. })).count();
