@@ -155,54 +155,98 @@ struct Analysis {
     inline: FxHashSet<NodeIndex>,
 }
 
+/// Root sets larger than this count as "many".
+const MANY: usize = 16;
+
 fn analyse(cx: &Graph, order: &[NodeIndex]) -> Analysis {
     let mut a = Analysis { kind: FxHashMap::default(), dims: FxHashMap::default(), inline: FxHashSet::default() };
-    let mut cost: FxHashMap<NodeIndex, u32> = FxHashMap::default();
-    // the materialized buffers each inlined expression reads
-    let mut reads: FxHashMap<NodeIndex, Vec<NodeIndex>> = FxHashMap::default();
+    let consumers = |n: NodeIndex| -> Vec<(NodeIndex, ShapeTracker)> {
+        cx.graph
+            .edges_directed(n, Direction::Outgoing)
+            .filter_map(|e| e.weight().as_data().map(|(_, _, st)| (e.target(), st)))
+            .collect()
+    };
+    // 1. candidates: elementwise, not kept, every consumer fusible and reading a composable view
     for &n in order {
         let k = Kind::of(cx.graph.node_weight(n).expect("node").as_ref());
         a.kind.insert(n, k);
         if let Some(d) = buffer_dims(cx, n, k, &a.dims) {
             a.dims.insert(n, d);
         }
-        let own = k.cost()
-            + cx.get_sources(n).iter().filter(|(s, _, _)| a.inline.contains(s)).map(|(s, _, _)| cost[s]).sum::<u32>();
-        cost.insert(n, own);
-        let mut r: Vec<NodeIndex> = vec![];
-        for (src, _, _) in cx.get_sources(n) {
-            match reads.get(&src) {
-                Some(rs) if a.inline.contains(&src) => r.extend(rs.iter().copied()),
-                _ if matches!(a.kind.get(&src), Some(Kind::Const(_))) => {}
-                _ => r.push(src),
-            }
-        }
-        r.sort_unstable();
-        r.dedup();
-        let k_reads = r.len();
-        reads.insert(n, r);
         if !k.elementwise() || cx.no_delete.contains(&n) || cx.to_retrieve.contains(&n) {
             continue;
         }
         let Some(dims) = a.dims.get(&n) else { continue };
-        let consumers: Vec<(NodeIndex, ShapeTracker)> = cx
-            .graph
-            .edges_directed(n, Direction::Outgoing)
-            .filter_map(|e| e.weight().as_data().map(|(_, _, st)| (e.target(), st)))
-            .collect();
-        if consumers.is_empty() {
-            continue;
-        }
-        let all_fuse = consumers.iter().all(|(c, st)| {
-            Kind::of(cx.graph.node_weight(*c).expect("consumer").as_ref()).fusible() && composes(st, dims)
-        });
-        let distinct: FxHashSet<NodeIndex> = consumers.iter().map(|c| c.0).collect();
-        let m = distinct.len();
-        if all_fuse && (m == 1 || (own <= DUPLICATION_BUDGET && duplication_pays(k_reads, m))) {
+        let cons = consumers(n);
+        let fuse = !cons.is_empty()
+            && cons.iter().all(|(c, st)| {
+                Kind::of(cx.graph.node_weight(*c).expect("consumer").as_ref()).fusible() && composes(st, dims)
+            });
+        if fuse {
             a.inline.insert(n);
         }
     }
-    a
+    // 2. un-inline what would be recomputed in several kernels at a cost, until stable: the
+    //    kernels a node lands in are the roots reached through inlined consumers
+    loop {
+        let mut roots: FxHashMap<NodeIndex, Vec<NodeIndex>> = FxHashMap::default();
+        for &n in order.iter().rev() {
+            if !a.inline.contains(&n) {
+                continue;
+            }
+            let mut r: Vec<NodeIndex> = vec![];
+            for (c, _) in consumers(n) {
+                match roots.get(&c) {
+                    Some(rc) if a.inline.contains(&c) => r.extend(rc.iter().copied()),
+                    _ => r.push(c),
+                }
+                if r.len() > 4 * MANY {
+                    r.sort_unstable();
+                    r.dedup();
+                }
+            }
+            r.sort_unstable();
+            r.dedup();
+            r.truncate(MANY + 1);
+            roots.insert(n, r);
+        }
+        let mut cost: FxHashMap<NodeIndex, u32> = FxHashMap::default();
+        let mut reads: FxHashMap<NodeIndex, Vec<NodeIndex>> = FxHashMap::default();
+        let mut changed = false;
+        for &n in order {
+            let k = a.kind[&n];
+            let srcs = cx.get_sources(n);
+            let own =
+                k.cost() + srcs.iter().filter(|(s, _, _)| a.inline.contains(s)).map(|(s, _, _)| cost[s]).sum::<u32>();
+            cost.insert(n, own);
+            let mut r: Vec<NodeIndex> = vec![];
+            for (src, _, _) in &srcs {
+                match reads.get(src) {
+                    Some(rs) if a.inline.contains(src) => r.extend(rs.iter().copied()),
+                    _ if matches!(a.kind.get(src), Some(Kind::Const(_))) => {}
+                    _ => r.push(*src),
+                }
+            }
+            r.sort_unstable();
+            r.dedup();
+            let k_reads = r.len();
+            reads.insert(n, r);
+            if !a.inline.contains(&n) {
+                continue;
+            }
+            // kernels that would recompute it: its roots, but a node read by one consumer adds
+            // no traffic whatever that consumer's fate
+            let distinct: FxHashSet<NodeIndex> = consumers(n).into_iter().map(|c| c.0).collect();
+            let m = roots[&n].len().min(distinct.len());
+            if m > 1 && (own > DUPLICATION_BUDGET || !duplication_pays(k_reads, m)) {
+                a.inline.remove(&n);
+                changed = true;
+            }
+        }
+        if !changed {
+            return a;
+        }
+    }
 }
 
 /// Builds the program of one kernel.

@@ -402,3 +402,68 @@ fn describe(cx: &Graph, s: &Step) -> String {
         _ => op,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::cpu::CpuCompiler;
+    use crate::graph::{data, Handles};
+    use crate::testing::Rng;
+
+    /// `y = sin(x W)` with a dynamic batch.
+    fn graph() -> (Box<Graph>, NodeIndex, NodeIndex, Handles) {
+        let mut cx = Box::new(Graph::new());
+        let x = cx.named_tensor::<(Dyn<'b'>, Const<3>)>("x");
+        let w = cx.named_tensor::<R2<3, 4>>("w");
+        let y = x.matmul(w).sin();
+        cx.no_delete.insert(y.id);
+        (cx, x.id, w.id, Handles(vec![y.id]))
+    }
+
+    #[test]
+    fn one_compiled_graph_runs_at_several_batch_sizes() {
+        let (mut cx, x, w, mut h) = graph();
+        let (mut reference, rx, rw, rh) = graph();
+        cx.compile(<CpuCompiler>::default(), &mut h);
+        let mut rt = CpuRuntime::new(&cx);
+        let mut rng = Rng::new(3);
+        let wv = rng.uniform(12, 1.0);
+        for (g, id) in [(&mut cx, w), (&mut reference, rw)] {
+            data::set(g, id, wv.clone());
+            g.no_delete.insert(id);
+        }
+        for b in [2usize, 5, 1] {
+            let xv = rng.uniform(b * 3, 1.0);
+            cx.set_dyn_dim('b', b);
+            reference.set_dyn_dim('b', b);
+            data::set(&mut cx, x, xv.clone());
+            data::set(&mut reference, rx, xv);
+            rt.execute(&mut cx).unwrap();
+            reference.execute();
+            let got = data::take(&mut cx, h.0[0]).unwrap();
+            let want = data::take(&mut reference, rh.0[0]).unwrap();
+            assert_eq!(got.len(), b * 4);
+            for (g, r) in got.iter().zip(&want) {
+                assert!((g - r).abs() < 1e-6, "batch {b}: {g} vs {r}");
+            }
+        }
+    }
+
+    #[test]
+    fn missing_or_short_input_is_an_error_and_loses_nothing() {
+        let (mut cx, x, w, mut h) = graph();
+        cx.compile(<CpuCompiler>::default(), &mut h);
+        cx.set_dyn_dim('b', 2);
+        let mut rt = CpuRuntime::new(&cx);
+        data::set(&mut cx, w, vec![0.5; 12]);
+        cx.no_delete.insert(w);
+        let e = rt.execute(&mut cx).unwrap_err().to_string();
+        assert!(e.contains("input `x Load` has no value"), "{e}");
+        assert_eq!(data::get(&cx, w).map(|v| v.len()), Some(12), "the weight is still there");
+        data::set(&mut cx, x, vec![1.0; 5]); // 2 x 3 needed
+        let e = rt.execute(&mut cx).unwrap_err().to_string();
+        assert!(e.contains("expected 6 elements") && e.contains("got 5"), "{e}");
+        assert_eq!(data::get(&cx, x).map(|v| v.len()), Some(5), "the short input is given back");
+        assert_eq!(data::get(&cx, w).map(|v| v.len()), Some(12));
+    }
+}
