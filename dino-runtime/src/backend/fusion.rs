@@ -350,8 +350,12 @@ impl Compiler for FusionPass {
                     _ => 0.0,
                 })
                 .collect();
-            let mut labels = e.labels.clone();
-            labels.dedup();
+            let mut labels: Vec<&str> = vec![];
+            for l in &e.labels {
+                if !labels.contains(l) {
+                    labels.push(l);
+                }
+            }
             let op = FusedOp {
                 program: e.b.finish(result),
                 stages: vec![],
