@@ -1,4 +1,42 @@
 //! dino: DINO self-supervised learning of Vision Transformers on luminal graphs.
+//!
+//! Declare backbones and objectives with [`vit!`] and [`dino!`] (grammar below), train and
+//! evaluate them with the `dino` command line, or drive the runtime directly.
+//!
+//! ```ignore
+//! dino::vit! {
+//!     /// ViT-S/16 (DINO Table 1).
+//!     pub VitSmall16 { image: 224, patch: 16, channels: 3, dim: 384, depth: 12, heads: 6,
+//!                      mlp_ratio: 4, qkv_bias: true, norm_eps: 1e-6, drop_path: 0.1 }
+//! }
+//! dino::dino! {
+//!     /// DINO ViT-S/16, 2x224 + 10x96 crops.
+//!     pub DinoVitS16 for VitSmall16 {
+//!         head: { hidden: 2048, bottleneck: 256, out: 65536, layers: 3, norm_last_layer: true },
+//!         crops: { global: 2 x 224 scale 0.4..1.0, local: 10 x 96 scale 0.05..0.4 },
+//!         student_temp: 0.1, teacher_temp: 0.04 -> 0.07 warmup 30 epochs,
+//!         center_momentum: 0.9, teacher_momentum: 0.996 -> 1.0 cosine,
+//!         optimizer: adamw { lr: 5e-4 per 256, warmup: 10 epochs, min_lr: 1e-6,
+//!                            weight_decay: 0.04 -> 0.4 },
+//!         clip_grad: 3.0, freeze_last_layer: 1 epochs,
+//!     }
+//! }
+//! ```
+//!
+//! `vit!` keys: `image`, `patch`, `dim`, `depth`, `heads` (required), `channels` (3),
+//! `mlp_ratio` (4) or `mlp`, `qkv_bias` (true), `norm_eps` (1e-6), `drop_path` (0).
+//!
+//! `dino!` keys: `head { hidden, bottleneck, out, layers (3), norm_last_layer (true) }`,
+//! `crops { global: 2 x SIZE scale LO..HI, local: N x SIZE scale LO..HI }`, `student_temp`,
+//! `teacher_temp: START (-> END warmup N epochs)`, `teacher_momentum: START -> END cosine`,
+//! `optimizer: adamw|sgd { lr: X (per N), warmup: N epochs, min_lr, weight_decay: A -> B,
+//! momentum (sgd) }` (required); `center_momentum` (0.9), `clip_grad` (3.0, 0 = off),
+//! `freeze_last_layer: N epochs` (1), `epochs` (100), `batch_size` (64), `augment { flip: P,
+//! color_jitter: [B, C, S, H] p P | off, grayscale: P | off, blur: sigma LO..HI p [P1, P2, PL]
+//! (kernel K) | off, solarize: threshold T p P | off, normalize: mean [..] std [..] }`
+//! (DINO's ImageNet pipeline by default).
+pub use dino_macros::{dino, vit};
+pub use dino_models as models;
 pub use dino_runtime as runtime;
 
 pub mod bench;

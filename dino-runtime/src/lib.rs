@@ -5,10 +5,12 @@
 //! (`optim`) and the backends that compile and run graphs (`backend`).
 pub mod autograd;
 pub mod backend;
+pub mod config;
 pub mod debug;
 pub mod dino;
 pub mod error;
 pub mod graph;
+pub mod model;
 pub mod nn;
 pub mod optim;
 pub mod tensors;
@@ -16,3 +18,9 @@ pub mod tensors;
 pub mod testing;
 
 pub use error::{Error, Result};
+
+/// Paths used by code the `vit!` and `dino!` macros generate. Not a stable API.
+#[doc(hidden)]
+pub mod __private {
+    pub use luminal::prelude::{Axes2, Axis, Const, Dimension, Graph, GraphTensor, Module};
+}

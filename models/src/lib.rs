@@ -1,1 +1,72 @@
-//! The dino model zoo, written only as `vit!`/`dino!` declarations (arriving with the model DSL).
+//! The dino model zoo, written only as `vit!` / `dino!` declarations.
+//!
+//! Backbones as in DINO's `vision_transformer.py` (`vit_tiny/small/base` at patch 16 and 8),
+//! the DINO recipes of the paper, of the code defaults and of the released runs
+//! (notes/dino-reference.md section 3), and presets sized for a CPU on Fashion-MNIST.
+#![allow(clippy::excessive_precision)]
+
+mod dino;
+mod fmnist;
+mod registry;
+mod vit;
+
+pub use dino::*;
+pub use fmnist::*;
+pub use registry::{find, Entry, Preset, REGISTRY};
+pub use vit::*;
+
+#[cfg(test)]
+mod tests {
+    use dino_runtime::model::{DinoModel, VitModel};
+    use dino_runtime::nn::ParamSet;
+    use luminal::prelude::Graph;
+
+    use super::*;
+
+    fn counted<M: VitModel>() -> usize {
+        let mut cx = Graph::new();
+        let m = M::new(&mut cx);
+        ParamSet::of(&m, &mut cx).numel()
+    }
+
+    /// DINO's official backbone sizes (notes/dino-reference.md 7.1), from the declarations
+    /// and from the parameter tensors actually built.
+    #[test]
+    fn backbone_parameter_counts_are_the_official_ones() {
+        for (cfg, built, want) in [
+            (VitSmall16::CONFIG, counted::<VitSmall16>(), 21_665_664),
+            (VitSmall8::CONFIG, counted::<VitSmall8>(), 21_670_272),
+            (VitBase16::CONFIG, counted::<VitBase16>(), 85_798_656),
+            (VitBase8::CONFIG, counted::<VitBase8>(), 85_807_872),
+        ] {
+            assert_eq!(cfg.num_params(), want, "{}", cfg.name);
+            assert_eq!(built, want, "{} as built", cfg.name);
+        }
+    }
+
+    #[test]
+    fn dino_parameter_counts_match_the_built_networks() {
+        fn built<M: DinoModel>() -> usize {
+            let mut cx = Graph::new();
+            let m = M::new(&mut cx);
+            ParamSet::of(&m, &mut cx).numel()
+        }
+        assert_eq!(FmnistSmall::CONFIG.num_params(), built::<FmnistSmall>());
+        assert_eq!(FmnistTiny::CONFIG.num_params(), built::<FmnistTiny>());
+        // ViT-S/16's DINO head alone is ~22.35M parameters (K x 256 = 16.8M of them)
+        let head = DinoVitS16::CONFIG.head.num_params(384);
+        assert!((22_300_000..22_400_000).contains(&head), "{head}");
+    }
+
+    #[test]
+    fn registry_names_are_unique_and_findable() {
+        for (i, e) in REGISTRY.iter().enumerate() {
+            assert!(REGISTRY[i + 1..].iter().all(|o| o.name != e.name), "{} twice", e.name);
+            assert_eq!(find(e.name).map(|f| f.name), Some(e.name));
+        }
+        let Preset::Dino(c) = find("fmnist-small").unwrap().preset else { panic!("a dino preset") };
+        assert_eq!((c.global.size, c.local.unwrap().count, c.local.unwrap().size), (28, 6, 12));
+        assert_eq!(c.augment.mean, &[0.2860]);
+        assert_eq!(c.peak_lr(64), 5e-4 * 64.0 / 256.0);
+    }
+}

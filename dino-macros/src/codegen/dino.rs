@@ -1,0 +1,200 @@
+//! The items a `dino!` declaration expands to.
+use proc_macro2::TokenStream;
+use quote::{quote, quote_spanned};
+
+use super::{float, int};
+use crate::ir::{CropIr, DinoIr, OptKind};
+
+fn opt_pair(x: Option<(f64, f64)>) -> TokenStream {
+    match x {
+        Some((a, b)) => {
+            let (a, b) = (float(a), float(b));
+            quote!(::core::option::Option::Some((#a, #b)))
+        }
+        None => quote!(::core::option::Option::None),
+    }
+}
+
+fn crop_config(c: &CropIr, rt: &TokenStream) -> TokenStream {
+    let (n, s, lo, hi) = (int(c.count), int(c.size), float(c.scale.0), float(c.scale.1));
+    quote!(#rt::config::CropConfig { count: #n, size: #s, scale: (#lo, #hi) })
+}
+
+pub fn expand(ir: &DinoIr, rt: &TokenStream) -> TokenStream {
+    let DinoIr { attrs, vis, name, doc, backbone: bb, .. } = ir;
+    let p_ = quote!(#rt::__private);
+    let vm = quote!(#rt::model::VitModel);
+    let (hid, bot, out, layers, nll) =
+        (int(ir.head.hidden), int(ir.head.bottleneck), int(ir.head.out), int(ir.head.layers), ir.head.norm_last_layer);
+    let dim = quote!({ <#bb as #vm>::DIM });
+    let ch = quote!({ <#bb as #vm>::CHANNELS });
+    let name_str = name.to_string();
+
+    // crop sizes must be whole grids of the backbone's patches: checked where the size is written
+    let mut checks = vec![];
+    let mut forwards = vec![];
+    let groups = std::iter::once(("global", &ir.global)).chain(ir.local.as_ref().map(|l| ("local", l)));
+    for (which, c) in groups {
+        let size = int(c.size);
+        let msg = format!("{which} crops of {} px are not a whole number of the backbone's patches", c.size);
+        checks.push(quote_spanned! {c.size_span=>
+            const _: () = ::core::assert!(#size % <#bb as #vm>::PATCH == 0, #msg);
+        });
+        let np = quote!({ (#size / <#bb as #vm>::PATCH) * (#size / <#bb as #vm>::PATCH) });
+        let nt = quote!({ (#size / <#bb as #vm>::PATCH) * (#size / <#bb as #vm>::PATCH) + 1 });
+        let backbone_fn = quote::format_ident!("backbone_{which}");
+        let forward_fn = quote::format_ident!("forward_{which}");
+        let doc_b = format!(" The backbone's [CLS] features of {which} crops ({} px).", c.size);
+        let doc_f = format!(" The head's outputs (logits over the {} prototypes) for {which} crops.", ir.head.out);
+        forwards.push(quote! {
+            #[doc = #doc_b]
+            pub fn #backbone_fn<B: #p_::Dimension>(
+                &self,
+                x: #p_::GraphTensor<(B, #p_::Const<#ch>, #p_::Const<#size>, #p_::Const<#size>)>,
+            ) -> #p_::GraphTensor<(B, #p_::Const<#dim>)> {
+                #vm::vit(&self.backbone).forward::<B, #size, #size, #np, #nt>(x)
+            }
+
+            #[doc = #doc_f]
+            pub fn #forward_fn<B: #p_::Dimension>(
+                &self,
+                x: #p_::GraphTensor<(B, #p_::Const<#ch>, #p_::Const<#size>, #p_::Const<#size>)>,
+            ) -> #p_::GraphTensor<(B, #p_::Const<#out>)> {
+                #p_::Module::forward(&self.head, self.#backbone_fn(x))
+            }
+        });
+    }
+    let a = &ir.augment;
+    let n_channels = int(a.mean.len());
+    let (span, msg) = match a.normalize_span {
+        Some(s) => (s, format!("normalize gives {} values per statistic, not one per channel of the backbone", a.mean.len())),
+        None => (name.span(), "the default normalization is ImageNet's (3 channels): give `augment: { normalize: mean [..] std [..] }` with one value per channel".to_string()),
+    };
+    let msg = msg.replace('{', "{{").replace('}', "}}"); // a format string
+    checks.push(quote_spanned! {span=>
+        const _: () = ::core::assert!(<#bb as #vm>::CHANNELS == #n_channels, #msg);
+    });
+
+    let (st, cm) = (float(ir.student_temp), float(ir.center_momentum));
+    let (tt0, tt1, ttw) = (float(ir.teacher_temp.0), float(ir.teacher_temp.1), float(ir.teacher_temp.2));
+    let (tm0, tm1) = (float(ir.teacher_momentum.0), float(ir.teacher_momentum.1));
+    let o = &ir.optimizer;
+    let kind = match o.kind {
+        OptKind::AdamW => "adamw",
+        OptKind::Sgd => "sgd",
+    };
+    let lr_per = match o.lr_per {
+        Some(n) => {
+            let n = int(n);
+            quote!(::core::option::Option::Some(#n))
+        }
+        None => quote!(::core::option::Option::None),
+    };
+    let (lr, warm, min_lr, wd0, wd1, mom) = (
+        float(o.lr),
+        float(o.warmup_epochs),
+        float(o.min_lr),
+        float(o.weight_decay.0),
+        float(o.weight_decay.1),
+        float(o.momentum),
+    );
+    let global = crop_config(&ir.global, rt);
+    let local = match &ir.local {
+        Some(l) => {
+            let c = crop_config(l, rt);
+            quote!(::core::option::Option::Some(#c))
+        }
+        None => quote!(::core::option::Option::None),
+    };
+    let (clip, freeze, epochs, batch) =
+        (float(ir.clip_grad), int(ir.freeze_last_layer), int(ir.epochs), int(ir.batch_size));
+    let flip = float(a.flip);
+    let jitter = match a.color_jitter {
+        Some((s, p)) => {
+            let (s0, s1, s2, s3, p) = (float(s[0]), float(s[1]), float(s[2]), float(s[3]), float(p));
+            quote!(::core::option::Option::Some(([#s0, #s1, #s2, #s3], #p)))
+        }
+        None => quote!(::core::option::Option::None),
+    };
+    let gray = float(a.grayscale);
+    let blur = match a.blur {
+        Some(((lo, hi), p, k)) => {
+            let (lo, hi, p0, p1, p2, k) = (float(lo), float(hi), float(p[0]), float(p[1]), float(p[2]), int(k));
+            quote!(::core::option::Option::Some(((#lo, #hi), [#p0, #p1, #p2], #k)))
+        }
+        None => quote!(::core::option::Option::None),
+    };
+    let solarize = opt_pair(a.solarize);
+    let mean: Vec<_> = a.mean.iter().map(|v| float(*v)).collect();
+    let std: Vec<_> = a.std.iter().map(|v| float(*v)).collect();
+
+    quote! {
+        #(#attrs)*
+        #vis struct #name {
+            pub backbone: #bb,
+            pub head: #rt::nn::DinoHead<#dim, #hid, #bot, #out>,
+        }
+
+        #(#checks)*
+
+        impl #name {
+            /// The declaration, as data.
+            pub const CONFIG: #rt::config::DinoConfig = #rt::config::DinoConfig {
+                name: #name_str,
+                doc: #doc,
+                backbone: <#bb as #vm>::CONFIG,
+                head: #rt::config::HeadConfig { hidden: #hid, bottleneck: #bot, out: #out, layers: #layers, norm_last_layer: #nll },
+                global: #global,
+                local: #local,
+                student_temp: #st,
+                teacher_temp: (#tt0, #tt1, #ttw),
+                center_momentum: #cm,
+                teacher_momentum: (#tm0, #tm1),
+                optimizer: #rt::config::OptimizerConfig {
+                    kind: #kind,
+                    lr: #lr,
+                    lr_per: #lr_per,
+                    warmup_epochs: #warm,
+                    min_lr: #min_lr,
+                    weight_decay: (#wd0, #wd1),
+                    momentum: #mom,
+                },
+                clip_grad: #clip,
+                freeze_last_layer: #freeze,
+                epochs: #epochs,
+                batch_size: #batch,
+                augment: #rt::config::AugmentConfig {
+                    flip: #flip,
+                    color_jitter: #jitter,
+                    grayscale: #gray,
+                    blur: #blur,
+                    solarize: #solarize,
+                    mean: &[#(#mean),*],
+                    std: &[#(#std),*],
+                },
+            };
+
+            /// Create the parameter nodes of one network (call twice: student and teacher).
+            pub fn new(cx: &mut #p_::Graph) -> Self {
+                Self { backbone: <#bb as #vm>::new(cx), head: #rt::nn::DinoHead::new(cx, #layers, #nll) }
+            }
+
+            #(#forwards)*
+        }
+
+        impl #rt::nn::Parameters for #name {
+            fn visit(&self, v: &mut #rt::nn::ParamVisitor) {
+                v.module("backbone", &self.backbone);
+                v.module("head", &self.head);
+            }
+        }
+
+        impl #rt::model::DinoModel for #name {
+            const CONFIG: #rt::config::DinoConfig = #name::CONFIG;
+            type Backbone = #bb;
+            fn new(cx: &mut #p_::Graph) -> Self {
+                #name::new(cx)
+            }
+        }
+    }
+}

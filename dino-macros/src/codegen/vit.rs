@@ -1,0 +1,88 @@
+//! The items a `vit!` declaration expands to.
+use proc_macro2::{Literal, TokenStream};
+use quote::quote;
+
+use super::{float, int};
+use crate::ir::VitIr;
+
+pub fn expand(ir: &VitIr, rt: &TokenStream) -> TokenStream {
+    let VitIr { attrs, vis, name, doc, .. } = ir;
+    let (c, p, d, h, dh, qkv, f) =
+        (int(ir.channels), int(ir.patch), int(ir.dim), int(ir.heads), int(ir.head_dim()), int(3 * ir.dim), int(ir.mlp));
+    let (cpp, n0, img, np) =
+        (int(ir.channels * ir.patch * ir.patch), int(ir.tokens()), int(ir.image), int(ir.grid() * ir.grid()));
+    let (depth, heads_n, mlp_n) = (int(ir.depth), int(ir.heads), int(ir.mlp));
+    let (qkv_bias, eps32) = (ir.qkv_bias, Literal::f32_unsuffixed(ir.norm_eps as f32));
+    let (eps, drop_path) = (float(ir.norm_eps), float(ir.drop_path));
+    let name_str = name.to_string();
+    let vit = quote!(#rt::nn::VisionTransformer<#c, #p, #d, #h, #dh, #qkv, #f, #cpp, #n0>);
+    let p_ = quote!(#rt::__private);
+    quote! {
+        #(#attrs)*
+        #vis struct #name(pub #vit);
+
+        impl #name {
+            /// The declaration, as data.
+            pub const CONFIG: #rt::config::VitConfig = #rt::config::VitConfig {
+                name: #name_str,
+                doc: #doc,
+                image: #img,
+                patch: #p,
+                channels: #c,
+                dim: #d,
+                depth: #depth,
+                heads: #heads_n,
+                mlp: #mlp_n,
+                qkv_bias: #qkv_bias,
+                norm_eps: #eps,
+                drop_path: #drop_path,
+            };
+
+            /// Create the parameter nodes in `cx` (named as in DINO's state_dict).
+            pub fn new(cx: &mut #p_::Graph) -> Self {
+                Self(#rt::nn::VisionTransformer::new(cx, #depth, #qkv_bias, #eps32))
+            }
+
+            /// The normalized [CLS] token of images at the native size.
+            pub fn forward<B: #p_::Dimension>(
+                &self,
+                x: #p_::GraphTensor<(B, #p_::Const<#c>, #p_::Const<#img>, #p_::Const<#img>)>,
+            ) -> #p_::GraphTensor<(B, #p_::Const<#d>)> {
+                self.0.forward::<B, #img, #img, #np, #n0>(x)
+            }
+
+            /// All tokens after the final norm, at the native size.
+            pub fn forward_features<B: #p_::Dimension>(
+                &self,
+                x: #p_::GraphTensor<(B, #p_::Const<#c>, #p_::Const<#img>, #p_::Const<#img>)>,
+            ) -> #p_::GraphTensor<(B, #p_::Const<#n0>, #p_::Const<#d>)> {
+                self.0.forward_features::<B, #img, #img, #np, #n0>(x)
+            }
+
+            /// The last block's attention weights at the native size.
+            pub fn last_self_attention<B: #p_::Dimension>(
+                &self,
+                x: #p_::GraphTensor<(B, #p_::Const<#c>, #p_::Const<#img>, #p_::Const<#img>)>,
+            ) -> #p_::GraphTensor<(B, #p_::Const<#h>, #p_::Const<#n0>, #p_::Const<#n0>)> {
+                self.0.last_self_attention::<B, #img, #img, #np, #n0>(x)
+            }
+        }
+
+        impl #rt::nn::Parameters for #name {
+            fn visit(&self, v: &mut #rt::nn::ParamVisitor) {
+                #rt::nn::Parameters::visit(&self.0, v)
+            }
+        }
+
+        impl #rt::model::VitModel for #name {
+            const CONFIG: #rt::config::VitConfig = #name::CONFIG;
+            type Vit = #vit;
+            fn new(cx: &mut #p_::Graph) -> Self {
+                #name::new(cx)
+            }
+            fn vit(&self) -> &Self::Vit {
+                &self.0
+            }
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! Validated declarations as plain data: what code generation reads.
+use proc_macro2::Span;
+use syn::{Attribute, Ident, Path, Visibility};
+
+/// A validated `vit!` declaration.
+pub struct VitIr {
+    pub attrs: Vec<Attribute>,
+    pub vis: Visibility,
+    pub name: Ident,
+    pub doc: String,
+    pub image: usize,
+    pub patch: usize,
+    pub channels: usize,
+    pub dim: usize,
+    pub depth: usize,
+    pub heads: usize,
+    pub mlp: usize,
+    pub qkv_bias: bool,
+    pub norm_eps: f64,
+    pub drop_path: f64,
+}
+
+impl VitIr {
+    pub fn head_dim(&self) -> usize {
+        self.dim / self.heads
+    }
+    /// Patches per side at the native size.
+    pub fn grid(&self) -> usize {
+        self.image / self.patch
+    }
+    /// Tokens at the native size ([CLS] + patches).
+    pub fn tokens(&self) -> usize {
+        1 + self.grid() * self.grid()
+    }
+}
+
+/// A group of crops.
+pub struct CropIr {
+    pub count: usize,
+    pub size: usize,
+    /// Where the size was written (for the patch-divisibility check in generated code).
+    pub size_span: Span,
+    pub scale: (f64, f64),
+}
+
+pub struct HeadIr {
+    pub hidden: usize,
+    pub bottleneck: usize,
+    pub out: usize,
+    pub layers: usize,
+    pub norm_last_layer: bool,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+pub enum OptKind {
+    AdamW,
+    Sgd,
+}
+
+pub struct OptimizerIr {
+    pub kind: OptKind,
+    /// Base learning rate (for `lr_per` images per batch when set).
+    pub lr: f64,
+    pub lr_per: Option<usize>,
+    pub warmup_epochs: f64,
+    pub min_lr: f64,
+    pub weight_decay: (f64, f64),
+    pub momentum: f64,
+}
+
+pub struct AugmentIr {
+    pub flip: f64,
+    /// brightness, contrast, saturation, hue and the probability; none when off.
+    pub color_jitter: Option<([f64; 4], f64)>,
+    pub grayscale: f64,
+    /// sigma range, probabilities (global 1, global 2, local), kernel size (0: from sigma).
+    pub blur: Option<((f64, f64), [f64; 3], usize)>,
+    /// threshold in [0, 1], probability (global 2 only).
+    pub solarize: Option<(f64, f64)>,
+    pub mean: Vec<f64>,
+    pub std: Vec<f64>,
+    /// Where `normalize` was written, if it was (its length is checked against the channels).
+    pub normalize_span: Option<Span>,
+}
+
+/// A validated `dino!` declaration.
+pub struct DinoIr {
+    pub attrs: Vec<Attribute>,
+    pub vis: Visibility,
+    pub name: Ident,
+    pub doc: String,
+    pub backbone: Path,
+    pub head: HeadIr,
+    pub global: CropIr,
+    pub local: Option<CropIr>,
+    pub student_temp: f64,
+    /// start, end, linear warmup in epochs.
+    pub teacher_temp: (f64, f64, f64),
+    pub center_momentum: f64,
+    /// start, end (cosine per iteration).
+    pub teacher_momentum: (f64, f64),
+    pub optimizer: OptimizerIr,
+    /// 0: no clipping.
+    pub clip_grad: f64,
+    pub freeze_last_layer: usize,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub augment: AugmentIr,
+}

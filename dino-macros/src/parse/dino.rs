@@ -1,0 +1,432 @@
+//! The `dino!` form and its blocks.
+use syn::parse::{Parse, ParseStream};
+use syn::{Attribute, Ident, Path, Token, Visibility};
+
+use super::value::{parse_epochs, Crops, Flag, Num, NumList, Range, Schedule};
+use super::{fields, set, skip_value, Errors, Keyed};
+use crate::kw;
+
+/// Parse one `kw: value` pair into `slot` (value parsed by `T::parse`).
+macro_rules! key {
+    ($input:ident, $errors:expr, $slot:expr, $kw:ident) => {{
+        let k = $input.parse::<kw::$kw>()?;
+        $input.parse::<Token![:]>()?;
+        let value = $input.parse()?;
+        set(&mut $slot, k.span, stringify!($kw), value, $errors);
+    }};
+}
+
+/// Parse one `kw: NUM (epochs|epoch)` pair.
+macro_rules! epochs_key {
+    ($input:ident, $errors:expr, $slot:expr, $kw:ident) => {{
+        let k = $input.parse::<kw::$kw>()?;
+        $input.parse::<Token![:]>()?;
+        let value: Num = $input.parse()?;
+        parse_epochs($input)?;
+        set(&mut $slot, k.span, stringify!($kw), value, $errors);
+    }};
+}
+
+/// A DINO objective over a declared ViT.
+///
+/// Grammar:
+/// ```text
+/// ATTR* VIS NAME for PATH {
+///     head: HEAD, crops: CROPS,
+///     student_temp: NUM, teacher_temp: SCHEDULE, center_momentum: NUM,
+///     teacher_momentum: SCHEDULE, optimizer: OPTIMIZER,
+///     clip_grad: NUM, freeze_last_layer: NUM epochs,
+///     epochs: INT, batch_size: INT, augment: AUGMENT
+/// }
+/// ```
+/// `head`, `crops`, `student_temp`, `teacher_temp`, `teacher_momentum` and `optimizer` are
+/// required; the rest default to DINO's code defaults (center momentum 0.9, clip 3.0,
+/// freeze 1 epoch, 100 epochs, batch 64, ImageNet augmentations).
+pub struct DinoInput {
+    pub attrs: Vec<Attribute>,
+    pub vis: Visibility,
+    pub name: Ident,
+    pub backbone: Path,
+    pub head: Option<Keyed<HeadInput>>,
+    pub crops: Option<Keyed<CropsInput>>,
+    pub student_temp: Option<Keyed<Num>>,
+    pub teacher_temp: Option<Keyed<Schedule>>,
+    pub center_momentum: Option<Keyed<Num>>,
+    pub teacher_momentum: Option<Keyed<Schedule>>,
+    pub optimizer: Option<Keyed<OptimizerInput>>,
+    pub clip_grad: Option<Keyed<Num>>,
+    pub freeze_last_layer: Option<Keyed<Num>>,
+    pub epochs: Option<Keyed<Num>>,
+    pub batch_size: Option<Keyed<Num>>,
+    pub augment: Option<Keyed<AugmentInput>>,
+    pub errors: Errors,
+}
+
+impl Parse for DinoInput {
+    fn parse(input: ParseStream) -> syn::Result<Self> {
+        let attrs = input.call(Attribute::parse_outer)?;
+        let vis: Visibility = input.parse()?;
+        let name: Ident = input.parse()?;
+        input.parse::<Token![for]>()?;
+        let backbone: Path = input.parse()?;
+        let body;
+        syn::braced!(body in input);
+        let mut d = DinoInput {
+            attrs,
+            vis,
+            name,
+            backbone,
+            head: None,
+            crops: None,
+            student_temp: None,
+            teacher_temp: None,
+            center_momentum: None,
+            teacher_momentum: None,
+            optimizer: None,
+            clip_grad: None,
+            freeze_last_layer: None,
+            epochs: None,
+            batch_size: None,
+            augment: None,
+            errors: Errors::default(),
+        };
+        fields(&body, |input| {
+            let la = input.lookahead1();
+            let e = &mut d.errors;
+            if la.peek(kw::head) {
+                key!(input, e, d.head, head)
+            } else if la.peek(kw::crops) {
+                key!(input, e, d.crops, crops)
+            } else if la.peek(kw::student_temp) {
+                key!(input, e, d.student_temp, student_temp)
+            } else if la.peek(kw::teacher_temp) {
+                key!(input, e, d.teacher_temp, teacher_temp)
+            } else if la.peek(kw::center_momentum) {
+                key!(input, e, d.center_momentum, center_momentum)
+            } else if la.peek(kw::teacher_momentum) {
+                key!(input, e, d.teacher_momentum, teacher_momentum)
+            } else if la.peek(kw::optimizer) {
+                key!(input, e, d.optimizer, optimizer)
+            } else if la.peek(kw::clip_grad) {
+                key!(input, e, d.clip_grad, clip_grad)
+            } else if la.peek(kw::freeze_last_layer) {
+                epochs_key!(input, e, d.freeze_last_layer, freeze_last_layer)
+            } else if la.peek(kw::epochs) {
+                key!(input, e, d.epochs, epochs)
+            } else if la.peek(kw::batch_size) {
+                key!(input, e, d.batch_size, batch_size)
+            } else if la.peek(kw::augment) {
+                key!(input, e, d.augment, augment)
+            } else {
+                e.push(la.error());
+                skip_value(input)?;
+            }
+            Ok(())
+        })?;
+        Ok(d)
+    }
+}
+
+/// The projection head.
+///
+/// Grammar: `{ hidden: INT, bottleneck: INT, out: INT, layers: INT, norm_last_layer: BOOL }`
+/// (`layers` defaults to 3, `norm_last_layer` to true).
+pub struct HeadInput {
+    pub hidden: Option<Keyed<Num>>,
+    pub bottleneck: Option<Keyed<Num>>,
+    pub out: Option<Keyed<Num>>,
+    pub layers: Option<Keyed<Num>>,
+    pub norm_last_layer: Option<Keyed<Flag>>,
+    pub errors: Errors,
+}
+
+impl Parse for HeadInput {
+    fn parse(input: ParseStream) -> syn::Result<Self> {
+        let body;
+        syn::braced!(body in input);
+        let mut h = HeadInput {
+            hidden: None,
+            bottleneck: None,
+            out: None,
+            layers: None,
+            norm_last_layer: None,
+            errors: Errors::default(),
+        };
+        fields(&body, |input| {
+            let la = input.lookahead1();
+            let e = &mut h.errors;
+            if la.peek(kw::hidden) {
+                key!(input, e, h.hidden, hidden)
+            } else if la.peek(kw::bottleneck) {
+                key!(input, e, h.bottleneck, bottleneck)
+            } else if la.peek(kw::out) {
+                key!(input, e, h.out, out)
+            } else if la.peek(kw::layers) {
+                key!(input, e, h.layers, layers)
+            } else if la.peek(kw::norm_last_layer) {
+                key!(input, e, h.norm_last_layer, norm_last_layer)
+            } else {
+                e.push(la.error());
+                skip_value(input)?;
+            }
+            Ok(())
+        })?;
+        Ok(h)
+    }
+}
+
+/// The multi-crop views.
+///
+/// Grammar: `{ global: CROP, local: CROP }` with `CROP = INT x INT scale NUM..NUM`
+/// (`local` is optional: no local crops).
+pub struct CropsInput {
+    pub global: Option<Keyed<Crops>>,
+    pub local: Option<Keyed<Crops>>,
+    pub errors: Errors,
+}
+
+impl Parse for CropsInput {
+    fn parse(input: ParseStream) -> syn::Result<Self> {
+        let body;
+        syn::braced!(body in input);
+        let mut c = CropsInput { global: None, local: None, errors: Errors::default() };
+        fields(&body, |input| {
+            let la = input.lookahead1();
+            let e = &mut c.errors;
+            if la.peek(kw::global) {
+                key!(input, e, c.global, global)
+            } else if la.peek(kw::local) {
+                key!(input, e, c.local, local)
+            } else {
+                e.push(la.error());
+                skip_value(input)?;
+            }
+            Ok(())
+        })?;
+        Ok(c)
+    }
+}
+
+/// Which optimizer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum OptimizerKind {
+    AdamW,
+    Sgd,
+}
+
+/// `NUM` or `NUM per INT` (the lr scales with the batch size over that base).
+pub struct Lr {
+    pub value: Num,
+    pub per: Option<Num>,
+}
+
+impl Parse for Lr {
+    fn parse(input: ParseStream) -> syn::Result<Self> {
+        let value = input.parse()?;
+        let per = if input.peek(kw::per) {
+            input.parse::<kw::per>()?;
+            Some(input.parse()?)
+        } else {
+            None
+        };
+        Ok(Lr { value, per })
+    }
+}
+
+/// The optimizer and its schedules.
+///
+/// Grammar: `(adamw | sgd) { lr: NUM (per INT)?, warmup: NUM epochs, min_lr: NUM,
+/// weight_decay: SCHEDULE, momentum: NUM }` (`momentum` for sgd only).
+pub struct OptimizerInput {
+    pub kind: OptimizerKind,
+    pub lr: Option<Keyed<Lr>>,
+    pub warmup: Option<Keyed<Num>>,
+    pub min_lr: Option<Keyed<Num>>,
+    pub weight_decay: Option<Keyed<Schedule>>,
+    pub momentum: Option<Keyed<Num>>,
+    pub errors: Errors,
+}
+
+impl Parse for OptimizerInput {
+    fn parse(input: ParseStream) -> syn::Result<Self> {
+        let la = input.lookahead1();
+        let kind = if la.peek(kw::adamw) {
+            input.parse::<kw::adamw>()?;
+            OptimizerKind::AdamW
+        } else if la.peek(kw::sgd) {
+            input.parse::<kw::sgd>()?;
+            OptimizerKind::Sgd
+        } else {
+            return Err(la.error());
+        };
+        let body;
+        syn::braced!(body in input);
+        let mut o = OptimizerInput {
+            kind,
+            lr: None,
+            warmup: None,
+            min_lr: None,
+            weight_decay: None,
+            momentum: None,
+            errors: Errors::default(),
+        };
+        fields(&body, |input| {
+            let la = input.lookahead1();
+            let e = &mut o.errors;
+            if la.peek(kw::lr) {
+                key!(input, e, o.lr, lr)
+            } else if la.peek(kw::warmup) {
+                epochs_key!(input, e, o.warmup, warmup)
+            } else if la.peek(kw::min_lr) {
+                key!(input, e, o.min_lr, min_lr)
+            } else if la.peek(kw::weight_decay) {
+                key!(input, e, o.weight_decay, weight_decay)
+            } else if la.peek(kw::momentum) {
+                key!(input, e, o.momentum, momentum)
+            } else {
+                e.push(la.error());
+                skip_value(input)?;
+            }
+            Ok(())
+        })?;
+        Ok(o)
+    }
+}
+
+/// Either `off` or a value.
+pub enum Switch<T> {
+    Off,
+    On(T),
+}
+
+impl<T: Parse> Parse for Switch<T> {
+    fn parse(input: ParseStream) -> syn::Result<Self> {
+        if input.peek(kw::off) {
+            input.parse::<kw::off>()?;
+            Ok(Switch::Off)
+        } else {
+            Ok(Switch::On(input.parse()?))
+        }
+    }
+}
+
+/// Color jitter. Grammar: `[brightness, contrast, saturation, hue] p NUM`
+pub struct Jitter {
+    pub strengths: NumList,
+    pub p: Num,
+}
+
+impl Parse for Jitter {
+    fn parse(input: ParseStream) -> syn::Result<Self> {
+        let strengths = input.parse()?;
+        input.parse::<kw::p>()?;
+        Ok(Jitter { strengths, p: input.parse()? })
+    }
+}
+
+/// Gaussian blur. Grammar: `sigma NUM..NUM p [NUM, NUM, NUM] (kernel INT)?` with the
+/// probabilities of global 1, global 2 and the local crops.
+pub struct Blur {
+    pub sigma: Range,
+    pub p: NumList,
+    pub kernel: Option<Num>,
+}
+
+impl Parse for Blur {
+    fn parse(input: ParseStream) -> syn::Result<Self> {
+        input.parse::<kw::sigma>()?;
+        let sigma = input.parse()?;
+        input.parse::<kw::p>()?;
+        let p = input.parse()?;
+        let kernel = if input.peek(kw::kernel) {
+            input.parse::<kw::kernel>()?;
+            Some(input.parse()?)
+        } else {
+            None
+        };
+        Ok(Blur { sigma, p, kernel })
+    }
+}
+
+/// Solarization of global view 2. Grammar: `threshold NUM p NUM` (threshold in [0, 1]).
+pub struct Solarize {
+    pub threshold: Num,
+    pub p: Num,
+}
+
+impl Parse for Solarize {
+    fn parse(input: ParseStream) -> syn::Result<Self> {
+        input.parse::<kw::threshold>()?;
+        let threshold = input.parse()?;
+        input.parse::<kw::p>()?;
+        Ok(Solarize { threshold, p: input.parse()? })
+    }
+}
+
+/// Normalization. Grammar: `mean [NUM, ...] std [NUM, ...]` (one value per channel).
+pub struct Normalize {
+    pub mean: NumList,
+    pub std: NumList,
+}
+
+impl Parse for Normalize {
+    fn parse(input: ParseStream) -> syn::Result<Self> {
+        input.parse::<kw::mean>()?;
+        let mean = input.parse()?;
+        input.parse::<kw::std>()?;
+        Ok(Normalize { mean, std: input.parse()? })
+    }
+}
+
+/// The augmentations of the multi-crop views.
+///
+/// Grammar: `{ flip: NUM, color_jitter: JITTER | off, grayscale: NUM | off,
+/// blur: BLUR | off, solarize: SOLARIZE | off, normalize: NORMALIZE }`, every key optional
+/// (defaults: DINO's ImageNet pipeline).
+pub struct AugmentInput {
+    pub flip: Option<Keyed<Num>>,
+    pub color_jitter: Option<Keyed<Switch<Jitter>>>,
+    pub grayscale: Option<Keyed<Switch<Num>>>,
+    pub blur: Option<Keyed<Switch<Blur>>>,
+    pub solarize: Option<Keyed<Switch<Solarize>>>,
+    pub normalize: Option<Keyed<Normalize>>,
+    pub errors: Errors,
+}
+
+impl Parse for AugmentInput {
+    fn parse(input: ParseStream) -> syn::Result<Self> {
+        let body;
+        syn::braced!(body in input);
+        let mut a = AugmentInput {
+            flip: None,
+            color_jitter: None,
+            grayscale: None,
+            blur: None,
+            solarize: None,
+            normalize: None,
+            errors: Errors::default(),
+        };
+        fields(&body, |input| {
+            let la = input.lookahead1();
+            let e = &mut a.errors;
+            if la.peek(kw::flip) {
+                key!(input, e, a.flip, flip)
+            } else if la.peek(kw::color_jitter) {
+                key!(input, e, a.color_jitter, color_jitter)
+            } else if la.peek(kw::grayscale) {
+                key!(input, e, a.grayscale, grayscale)
+            } else if la.peek(kw::blur) {
+                key!(input, e, a.blur, blur)
+            } else if la.peek(kw::solarize) {
+                key!(input, e, a.solarize, solarize)
+            } else if la.peek(kw::normalize) {
+                key!(input, e, a.normalize, normalize)
+            } else {
+                e.push(la.error());
+                skip_value(input)?;
+            }
+            Ok(())
+        })?;
+        Ok(a)
+    }
+}

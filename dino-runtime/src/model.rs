@@ -1,0 +1,34 @@
+//! What declared models are, for code generic over them (the trainer, the CLI).
+use luminal::prelude::*;
+
+use crate::config::{DinoConfig, VitConfig};
+use crate::nn::Parameters;
+
+/// A ViT backbone declared with `vit!`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a ViT declared with `vit!`",
+    label = "this must name a `vit!` declaration",
+    note = "declare it first: `dino::vit! {{ pub MyVit {{ image: 224, patch: 16, dim: 384, depth: 12, heads: 6 }} }}`"
+)]
+pub trait VitModel: Parameters + Sized {
+    /// The declaration.
+    const CONFIG: VitConfig;
+    const IMAGE: usize = Self::CONFIG.image;
+    const PATCH: usize = Self::CONFIG.patch;
+    const CHANNELS: usize = Self::CONFIG.channels;
+    const DIM: usize = Self::CONFIG.dim;
+    const HEADS: usize = Self::CONFIG.heads;
+    /// The backbone's layers (a `nn::VisionTransformer`).
+    type Vit;
+    /// Create the parameter nodes in `cx`.
+    fn new(cx: &mut Graph) -> Self;
+    fn vit(&self) -> &Self::Vit;
+}
+
+/// A DINO objective declared with `dino!`: a student/teacher network (backbone + head).
+pub trait DinoModel: Parameters + Sized {
+    const CONFIG: DinoConfig;
+    type Backbone: VitModel;
+    /// Create the parameter nodes in `cx` (call twice for student and teacher).
+    fn new(cx: &mut Graph) -> Self;
+}
