@@ -23,12 +23,18 @@ pub trait VitModel: Parameters + Sized {
     /// Create the parameter nodes in `cx`.
     fn new(cx: &mut Graph) -> Self;
     fn vit(&self) -> &Self::Vit;
+    /// `Parameters::visit`, reachable through this trait (generated code names only this
+    /// trait, so a type that is not a declared ViT gets one error, not one per use).
+    fn visit_backbone(&self, v: &mut crate::nn::ParamVisitor) {
+        Parameters::visit(self, v)
+    }
 }
 
 /// A DINO objective declared with `dino!`: a student/teacher network (backbone + head).
 pub trait DinoModel: Parameters + Sized {
     const CONFIG: DinoConfig;
-    type Backbone: VitModel;
+    /// The `vit!` backbone.
+    type Backbone;
     /// Create the parameter nodes in `cx` (call twice for student and teacher).
     fn new(cx: &mut Graph) -> Self;
 }

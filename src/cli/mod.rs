@@ -1,5 +1,6 @@
 //! The `dino` command line.
 pub mod bench;
+pub mod models;
 
 use clap::{Parser, Subcommand};
 
@@ -14,6 +15,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The model zoo: every declared backbone and DINO recipe with its parameter counts
+    /// (`dino models NAME` prints one declaration as JSON).
+    Models(models::ModelsArgs),
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -25,5 +29,6 @@ pub enum Command {
 pub fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
         Command::Bench { which } => bench::run(which),
+        Command::Models(args) => models::run(args),
     }
 }

@@ -23,11 +23,15 @@ fn crop_config(c: &CropIr, rt: &TokenStream) -> TokenStream {
 pub fn expand(ir: &DinoIr, rt: &TokenStream) -> TokenStream {
     let DinoIr { attrs, vis, name, doc, backbone: bb, .. } = ir;
     let p_ = quote!(#rt::__private);
-    let vm = quote!(#rt::model::VitModel);
+    // every use of the backbone goes through `VitModel`, spanned on the backbone's name, so a
+    // type that is not a declared ViT gives one error there
+    let bb_span = syn::spanned::Spanned::span(bb);
+    let vm = quote_spanned!(bb_span=> #rt::model::VitModel);
+    let bbv = quote_spanned!(bb_span=> <#bb as #vm>);
     let (hid, bot, out, layers, nll) =
         (int(ir.head.hidden), int(ir.head.bottleneck), int(ir.head.out), int(ir.head.layers), ir.head.norm_last_layer);
-    let dim = quote!({ <#bb as #vm>::DIM });
-    let ch = quote!({ <#bb as #vm>::CHANNELS });
+    let dim = quote_spanned!(bb_span=> { #bbv::DIM });
+    let ch = quote_spanned!(bb_span=> { #bbv::CHANNELS });
     let name_str = name.to_string();
 
     // crop sizes must be whole grids of the backbone's patches: checked where the size is written
@@ -38,21 +42,22 @@ pub fn expand(ir: &DinoIr, rt: &TokenStream) -> TokenStream {
         let size = int(c.size);
         let msg = format!("{which} crops of {} px are not a whole number of the backbone's patches", c.size);
         checks.push(quote_spanned! {c.size_span=>
-            const _: () = ::core::assert!(#size % <#bb as #vm>::PATCH == 0, #msg);
+            const _: () = ::core::assert!(#size % #bbv::PATCH == 0, #msg);
         });
-        let np = quote!({ (#size / <#bb as #vm>::PATCH) * (#size / <#bb as #vm>::PATCH) });
-        let nt = quote!({ (#size / <#bb as #vm>::PATCH) * (#size / <#bb as #vm>::PATCH) + 1 });
+        let np = quote_spanned!(bb_span=> { (#size / #bbv::PATCH) * (#size / #bbv::PATCH) });
+        let nt = quote_spanned!(bb_span=> { (#size / #bbv::PATCH) * (#size / #bbv::PATCH) + 1 });
         let backbone_fn = quote::format_ident!("backbone_{which}");
         let forward_fn = quote::format_ident!("forward_{which}");
         let doc_b = format!(" The backbone's [CLS] features of {which} crops ({} px).", c.size);
         let doc_f = format!(" The head's outputs (logits over the {} prototypes) for {which} crops.", ir.head.out);
+        let call = quote_spanned!(bb_span=> #bbv::vit(&self.backbone).forward::<B, #size, #size, #np, #nt>(x));
         forwards.push(quote! {
             #[doc = #doc_b]
             pub fn #backbone_fn<B: #p_::Dimension>(
                 &self,
                 x: #p_::GraphTensor<(B, #p_::Const<#ch>, #p_::Const<#size>, #p_::Const<#size>)>,
             ) -> #p_::GraphTensor<(B, #p_::Const<#dim>)> {
-                #vm::vit(&self.backbone).forward::<B, #size, #size, #np, #nt>(x)
+                #call
             }
 
             #[doc = #doc_f]
@@ -67,12 +72,12 @@ pub fn expand(ir: &DinoIr, rt: &TokenStream) -> TokenStream {
     let a = &ir.augment;
     let n_channels = int(a.mean.len());
     let (span, msg) = match a.normalize_span {
-        Some(s) => (s, format!("normalize gives {} values per statistic, not one per channel of the backbone", a.mean.len())),
+        Some(s) => (s, format!("normalize has {} mean/std value(s) but the backbone has a different number of channels", a.mean.len())),
         None => (name.span(), "the default normalization is ImageNet's (3 channels): give `augment: { normalize: mean [..] std [..] }` with one value per channel".to_string()),
     };
     let msg = msg.replace('{', "{{").replace('}', "}}"); // a format string
     checks.push(quote_spanned! {span=>
-        const _: () = ::core::assert!(<#bb as #vm>::CHANNELS == #n_channels, #msg);
+        const _: () = ::core::assert!(#bbv::CHANNELS == #n_channels, #msg);
     });
 
     let (st, cm) = (float(ir.student_temp), float(ir.center_momentum));
@@ -142,7 +147,7 @@ pub fn expand(ir: &DinoIr, rt: &TokenStream) -> TokenStream {
             pub const CONFIG: #rt::config::DinoConfig = #rt::config::DinoConfig {
                 name: #name_str,
                 doc: #doc,
-                backbone: <#bb as #vm>::CONFIG,
+                backbone: #bbv::CONFIG,
                 head: #rt::config::HeadConfig { hidden: #hid, bottleneck: #bot, out: #out, layers: #layers, norm_last_layer: #nll },
                 global: #global,
                 local: #local,
@@ -176,7 +181,7 @@ pub fn expand(ir: &DinoIr, rt: &TokenStream) -> TokenStream {
 
             /// Create the parameter nodes of one network (call twice: student and teacher).
             pub fn new(cx: &mut #p_::Graph) -> Self {
-                Self { backbone: <#bb as #vm>::new(cx), head: #rt::nn::DinoHead::new(cx, #layers, #nll) }
+                Self { backbone: #bbv::new(cx), head: #rt::nn::DinoHead::new(cx, #layers, #nll) }
             }
 
             #(#forwards)*
@@ -184,7 +189,14 @@ pub fn expand(ir: &DinoIr, rt: &TokenStream) -> TokenStream {
 
         impl #rt::nn::Parameters for #name {
             fn visit(&self, v: &mut #rt::nn::ParamVisitor) {
-                v.module("backbone", &self.backbone);
+                // the backbone's parameters through `VitModel` (see above)
+                struct BackboneParams<'a>(&'a #bb);
+                impl #rt::nn::Parameters for BackboneParams<'_> {
+                    fn visit(&self, v: &mut #rt::nn::ParamVisitor) {
+                        #bbv::visit_backbone(self.0, v)
+                    }
+                }
+                v.module("backbone", &BackboneParams(&self.backbone));
                 v.module("head", &self.head);
             }
         }

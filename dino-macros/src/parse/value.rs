@@ -31,11 +31,22 @@ impl Parse for Num {
         let la = input.lookahead1();
         if la.peek(LitInt) {
             let l: LitInt = input.parse()?;
+            if !l.suffix().is_empty() {
+                let hint = if l.suffix().starts_with('x') {
+                    format!(": write the count and the size apart, `{} x {}`", l.base10_digits(), &l.suffix()[1..])
+                } else {
+                    String::new()
+                };
+                return Err(syn::Error::new(l.span(), format!("`{l}` is not a number{hint}")));
+            }
             let v: f64 = l.base10_parse::<u64>()? as f64;
             let span = neg.map(|n| n.span.join(l.span()).unwrap_or(l.span())).unwrap_or(l.span());
             Ok(Num { value: sign * v, is_int: true, text: format!("{prefix}{}", l.base10_digits()), span })
         } else if la.peek(LitFloat) {
             let l: LitFloat = input.parse()?;
+            if !l.suffix().is_empty() {
+                return Err(syn::Error::new(l.span(), format!("`{l}` is not a number (no type suffix)")));
+            }
             let v: f64 = l.base10_parse()?;
             let span = neg.map(|n| n.span.join(l.span()).unwrap_or(l.span())).unwrap_or(l.span());
             Ok(Num { value: sign * v, is_int: false, text: format!("{prefix}{}", l.base10_digits()), span })

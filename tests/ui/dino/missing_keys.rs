@@ -1,0 +1,11 @@
+dino::vit! {
+    pub Vit { image: 224, patch: 16, dim: 192, depth: 2, heads: 3 }
+}
+dino::dino! {
+    pub Objective for Vit {
+        head: { hidden: 64, bottleneck: 32, out: 128 },
+        crops: { global: 2 x 224 scale 0.4..1.0, local: 8 x 96 scale 0.05..0.4 },
+        student_temp: 0.1,
+    }
+}
+fn main() {}
