@@ -1,5 +1,6 @@
 //! Shared helpers of the integration tests: fixtures and comparisons.
 #![allow(dead_code)]
+pub mod splitmix;
 use std::path::PathBuf;
 
 use dino::runtime::tensors::{NamedTensor, TensorFile};

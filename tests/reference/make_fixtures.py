@@ -140,7 +140,101 @@ def pos_resample():
     save("pos_resample", t)
 
 
+# ---- deterministic weights, reproduced bit for bit by tests/common/splitmix.rs -------------
+MASK = (1 << 64) - 1
+
+
+def splitmix_uniform(seed, offset, n):
+    """n values uniform in [-1, 1) with 24 random bits each: element k is
+    mix(seed + (offset + k + 1) * golden), splitmix64's finalizer."""
+    import numpy as np
+    k = np.arange(offset + 1, offset + n + 1, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        z = np.uint64(seed) + k * np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(40)).astype(np.float64) / float(1 << 23) - 1.0
+
+
+def param_scale(name):
+    """(offset, scale) of the splitmix weights of a parameter, by name."""
+    if name.endswith("norm1.weight") or name.endswith("norm2.weight") or name == "norm.weight":
+        return 1.0, 0.1
+    if name.endswith(".bias"):
+        return 0.0, 0.02
+    return 0.0, 0.05
+
+
+def splitmix_params(model, seed):
+    """Fill every parameter, in state_dict order, from one splitmix stream."""
+    offset = 0
+    with torch.no_grad():
+        for name, p in model.state_dict().items():
+            base, scale = param_scale(name)
+            v = (base + scale * splitmix_uniform(seed, offset, p.numel())).astype("float32").astype("float64")
+            p.copy_(torch.from_numpy(v).reshape(p.shape))
+            offset += p.numel()
+
+
+def dino_pos_embed(model, h, w):
+    """DINO's interpolate_pos_encoding (bicubic, scale (w0 + 0.1) / sqrt(N), no antialias)."""
+    pos = model.pos_embed
+    n = pos.shape[1] - 1
+    p = model.patch_embed.patch_size[0]
+    w0, h0 = w // p, h // p
+    if w0 * h0 == n and w0 == h0:
+        return pos
+    g = int(n ** 0.5)
+    patch_pos = pos[:, 1:].reshape(1, g, g, -1).permute(0, 3, 1, 2)
+    patch_pos = nn.functional.interpolate(patch_pos, scale_factor=((w0 + 0.1) / g, (h0 + 0.1) / g),
+                                          mode="bicubic", align_corners=False)
+    assert patch_pos.shape[-2:] == (w0, h0)
+    patch_pos = patch_pos.permute(0, 2, 3, 1).reshape(1, -1, pos.shape[-1])
+    return torch.cat([pos[:, :1], patch_pos], dim=1)
+
+
+def vit_cls_and_attention(model, img):
+    """[CLS] after the final norm and the last block's attention, DINO's way at any size."""
+    x = model.patch_embed.proj(img).flatten(2).transpose(1, 2)
+    x = torch.cat([model.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+    x = x + dino_pos_embed(model, img.shape[2], img.shape[3])
+    for blk in model.blocks[:-1]:
+        x = blk(x)
+    last = model.blocks[-1]
+    h = last.norm1(x)
+    b, n, c = h.shape
+    heads = last.attn.num_heads
+    qkv = last.attn.qkv(h).reshape(b, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv[0], qkv[1], qkv[2]
+    attn = ((q * last.attn.scale) @ k.transpose(-2, -1)).softmax(dim=-1)
+    x = last(x)
+    return model.norm(x)[:, 0], attn
+
+
+def timm_vit(name, dim, heads, depth, seed):
+    """A shallow timm ViT with DINO's settings and splitmix weights: [CLS] output and the
+    last block's attention at the native 224 px and at a 96 px local crop."""
+    from timm.models.vision_transformer import VisionTransformer
+    model = VisionTransformer(img_size=224, patch_size=16, embed_dim=dim, depth=depth, num_heads=heads,
+                              mlp_ratio=4.0, qkv_bias=True, num_classes=0,
+                              norm_layer=functools.partial(nn.LayerNorm, eps=1e-6), act_layer=nn.GELU).double()
+    splitmix_params(model, seed)
+    t = {}
+    for size, batch in [(224, 2), (96, 2)]:
+        img = torch.from_numpy(splitmix_uniform(seed + size, 0, batch * 3 * size * size)).reshape(batch, 3, size, size)
+        with torch.no_grad():
+            cls, attn = vit_cls_and_attention(model, img)
+            assert torch.allclose(cls, model(img), atol=1e-10) if size == 224 else True
+        t[f"cls_{size}"] = cls
+        t[f"attn_{size}"] = attn[:, :, 0, :] if size == 224 else attn  # [CLS] rows at 224 (size)
+    keys = ",".join(f"{k}:{v.numel()}" for k, v in model.state_dict().items())
+    save(name, t, {"seed": str(seed), "depth": str(depth), "dim": str(dim), "heads": str(heads), "keys": keys})
+
+
 CASES = {
+    "timm_vit_s16": lambda: timm_vit("timm_vit_s16", 384, 6, 2, 16),
+    "timm_vit_ti16": lambda: timm_vit("timm_vit_ti16", 192, 3, 2, 17),
     "pos_resample": pos_resample,
     "vit_block": vit_block,
     "adamw_steps": lambda: optimizer_steps("adamw"),
