@@ -30,11 +30,34 @@ pub trait VitModel: Parameters + Sized {
     }
 }
 
-/// A DINO objective declared with `dino!`: a student/teacher network (backbone + head).
+/// A DINO objective declared with `dino!`: a student/teacher network (backbone + head), with
+/// its dimensions as types so generic code (the training step) stays shape-checked.
 pub trait DinoModel: Parameters + Sized {
     const CONFIG: DinoConfig;
     /// The `vit!` backbone.
     type Backbone;
+    /// Image channels.
+    type Channels: Dimension;
+    /// Side of the global crops.
+    type Global: Dimension;
+    /// Side of the local crops (unused without local crops).
+    type Local: Dimension;
+    /// Backbone width.
+    type Embed: Dimension;
+    /// Prototypes K.
+    type Out: Dimension;
     /// Create the parameter nodes in `cx` (call twice for student and teacher).
     fn new(cx: &mut Graph) -> Self;
+    /// The backbone's [CLS] features of global crops.
+    fn backbone_global<B: Dimension>(
+        &self,
+        x: GraphTensor<(B, Self::Channels, Self::Global, Self::Global)>,
+    ) -> GraphTensor<(B, Self::Embed)>;
+    /// The backbone's [CLS] features of local crops.
+    fn backbone_local<B: Dimension>(
+        &self,
+        x: GraphTensor<(B, Self::Channels, Self::Local, Self::Local)>,
+    ) -> GraphTensor<(B, Self::Embed)>;
+    /// The projection head.
+    fn head<B: Dimension>(&self, z: GraphTensor<(B, Self::Embed)>) -> GraphTensor<(B, Self::Out)>;
 }

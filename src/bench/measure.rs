@@ -144,6 +144,19 @@ pub fn measure(w: Workload, imp: Impl, warmup: usize, runs: usize) -> Result<Mea
             timed(&mut b, "CPUCompiler", CPUCompiler::default(), &mut m);
         }
     }
+    if w == Workload::DinoVits16Compile {
+        // compile only: plan the execution (kernels bound, arena laid out), run nothing
+        let t = Instant::now();
+        let mut rt = CpuRuntime::new(&b.cx);
+        rt.plan(&b.cx)?;
+        m.compile_s.push(("plan".to_string(), t.elapsed().as_secs_f64()));
+        m.compile_total_s = m.compile_s.iter().map(|c| c.1).sum();
+        m.kernels = Some(rt.stats().kernels);
+        m.arena_mb = Some(rt.stats().arena_bytes as f64 / 1e6);
+        m.order = Some(rt.stats().order);
+        m.peak_rss_mb = rss_mb().1;
+        return Ok(m);
+    }
     m.compile_total_s = m.compile_s.iter().map(|c| c.1).sum();
     let mut rng = Rng::new(7);
     let feed: Vec<Vec<f32>> = b.inputs.iter().map(|(_, n)| rng.uniform(*n, 1.0)).collect();

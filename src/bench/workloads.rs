@@ -1,9 +1,11 @@
 //! The graphs the engine benchmark runs.
+use dino_models::{DinoVitS16Paper, FmnistSmall};
 use dino_runtime::autograd::backward;
-use dino_runtime::dino::{center_update, dino_loss, ema_update, DinoLossConfig};
+use dino_runtime::dino::DinoStep;
 use dino_runtime::graph::{ops::sum_all, Handles, View};
-use dino_runtime::nn::{Block, DinoHead, ParamSet, Parameters, VisionTransformer};
-use dino_runtime::optim::{AdamWConfig, Optimizer, OptimizerKind};
+use dino_runtime::model::DinoModel;
+use dino_runtime::nn::{Block, ParamSet};
+use dino_runtime::optim::Optimizer;
 use dino_runtime::Result;
 use luminal::prelude::*;
 
@@ -19,6 +21,9 @@ pub enum Workload {
     /// teacher on the globals, student on all crops, DINO loss, backward, clipping, AdamW,
     /// teacher and center EMA.
     DinoStep,
+    /// The full DINO ViT-S/16 step (2x224 + 10x96 crops, batch 64): graph building, autograd
+    /// and every pass, timed; not executed (3.5 TFLOP per step is for the GPU).
+    DinoVits16Compile,
 }
 
 impl Workload {
@@ -27,6 +32,7 @@ impl Workload {
             Workload::BlockFwd => "block-fwd",
             Workload::BlockFwdbwd => "block-fwdbwd",
             Workload::DinoStep => "dino-step",
+            Workload::DinoVits16Compile => "dino-vits16-compile",
         }
     }
 }
@@ -105,93 +111,27 @@ fn block(backward_too: bool) -> Result<Built> {
     Ok(Built { cx, inputs, outputs, transfers: Handles::default(), optimizer: None, stages, flops })
 }
 
-type SmallVit = VisionTransformer<1, 4, 128, 4, 32, 384, 512, 16, 50>;
-type SmallHead = DinoHead<128, 512, 128, 1024>;
-const BATCH: usize = 64;
-const LOCALS: usize = 6;
-
-fn dino_step() -> Result<Built> {
-    let mut cx = Box::new(Graph::new());
-    let student = SmallVit::new(&mut cx, 6, true, 1e-6);
-    let student_head = SmallHead::new(&mut cx, 3, true);
-    let teacher = SmallVit::new(&mut cx, 6, true, 1e-6);
-    let teacher_head = SmallHead::new(&mut cx, 3, true);
-    let globals = cx.named_tensor::<R4<{ 2 * BATCH }, 1, 28, 28>>("global_crops");
-    let locals = cx.named_tensor::<R4<{ LOCALS * BATCH }, 1, 12, 12>>("local_crops");
-    let center = cx.named_tensor::<R1<1024>>("center");
-    let teacher_temp = cx.named_tensor::<R0>("teacher_temp");
-    let momentum = cx.named_tensor::<R0>("momentum");
-
-    // teacher on the 2 global crops only; student on all crops with shared parameters
-    let t_out = teacher_head.forward(teacher.forward::<Const<{ 2 * BATCH }>, 28, 28, 49, 50>(globals));
-    let s_global = student_head.forward(student.forward::<Const<{ 2 * BATCH }>, 28, 28, 49, 50>(globals));
-    let s_local = student_head.forward(student.forward::<Const<{ LOCALS * BATCH }>, 12, 12, 9, 10>(locals));
-    let mut stages = vec![("forward".to_string(), cx.graph.node_count())];
-    let cfg = DinoLossConfig { student_temp: 0.1, global_views: 2, local_views: LOCALS };
-    let loss = dino_loss::<{ 2 * BATCH }, { LOCALS * BATCH }, 1024, 2, LOCALS, { BATCH * 1024 }>(
-        &cfg,
-        s_global,
-        Some(s_local),
-        t_out,
-        center,
-        teacher_temp,
-    );
-    let new_center = center_update(center, t_out, 0.9);
-
-    let mut s_params = ParamSet::of(&[("backbone", &student as &dyn Parameters), ("head", &student_head)][..], &mut cx);
-    let t_params = ParamSet::of(
-        &[("teacher.backbone", &teacher as &dyn Parameters), ("teacher.head", &teacher_head)][..],
-        &mut cx,
-    );
-    s_params.init(&mut cx, 0);
-    t_params.init(&mut cx, 0); // same seed: the teacher starts equal to the student
-                               // weight_g stays 1 (norm_last_layer): not trained
-    s_params.params.retain(|p| !p.name.ends_with("last_layer.weight_g"));
-    let grads = backward(&mut cx, loss.id, &s_params.ids())?;
-    stages.push(("+backward".to_string(), cx.graph.node_count()));
-    let opt = Optimizer::build(
-        &mut cx,
-        OptimizerKind::AdamW(AdamWConfig::default()),
-        &s_params,
-        &grads,
-        Some(3.0),
-        &["default", "last_layer"],
-        |n| n.contains("last_layer") as usize,
-    )?;
-    opt.init_state(&mut cx);
-    // EMA over the trained parameters (teacher's weight_g is 1 like the student's)
-    let teacher_trained: Vec<(NodeIndex, Vec<usize>)> = t_params
-        .params
-        .iter()
-        .filter(|p| !p.name.ends_with("last_layer.weight_g"))
-        .map(|p| (p.id, p.shape.clone()))
-        .collect();
-    let new_teacher = ema_update(&mut cx, &teacher_trained, &opt.new_params, momentum.id);
-    stages.push(("+adamw+ema".to_string(), cx.graph.node_count()));
-
+/// A DINO step of a declared objective, as a workload.
+fn dino_step<M: DinoModel>(batch: usize) -> Result<Built> {
+    let mut step = DinoStep::<M>::build(batch)?;
+    step.init(0);
+    for (id, v) in [(step.teacher_temp, 0.04), (step.momentum, 0.996)] {
+        dino_runtime::graph::data::set(&mut step.cx, id, vec![v]);
+    }
+    let cfg = M::CONFIG;
+    let g = cfg.global.size;
+    let mut inputs = vec![(step.global_crops, 2 * batch * cfg.backbone.channels * g * g)];
+    if let (Some(id), Some(l)) = (step.local_crops, cfg.local) {
+        inputs.push((id, l.count * batch * cfg.backbone.channels * l.size * l.size));
+    }
     let mut transfers = Handles(vec![]);
-    for ((old, _), new) in teacher_trained.iter().zip(&new_teacher) {
+    for (new, old) in step.new_teacher.iter().zip(&step.teacher_trained) {
         transfers.0.extend([*new, *old]);
     }
-    transfers.0.extend([new_center.id, center.id]);
-    for id in transfers.0.iter().step_by(2) {
-        cx.no_delete.insert(*id);
-    }
-    cx.no_delete.insert(loss.id);
-    for (id, v) in [(center.id, vec![0.0; 1024]), (teacher_temp.id, vec![0.04]), (momentum.id, vec![0.996])] {
-        dino_runtime::graph::data::set(&mut cx, id, v);
-        cx.no_delete.insert(id);
-    }
-    let flops = matmul_flops(&cx);
-    Ok(Built {
-        cx,
-        inputs: vec![(globals.id, 2 * BATCH * 28 * 28), (locals.id, LOCALS * BATCH * 12 * 12)],
-        outputs: Handles(vec![loss.id]),
-        transfers,
-        optimizer: Some(opt),
-        stages,
-        flops,
-    })
+    transfers.0.extend([step.new_center, step.center]);
+    let flops = matmul_flops(&step.cx);
+    let DinoStep { cx, optimizer, stages, loss, .. } = step;
+    Ok(Built { cx, inputs, outputs: Handles(vec![loss]), transfers, optimizer: Some(optimizer), stages, flops })
 }
 
 /// Build a workload's graph (before any compiler pass).
@@ -199,6 +139,7 @@ pub fn build(w: Workload) -> Result<Built> {
     match w {
         Workload::BlockFwd => block(false),
         Workload::BlockFwdbwd => block(true),
-        Workload::DinoStep => dino_step(),
+        Workload::DinoStep => dino_step::<FmnistSmall>(64),
+        Workload::DinoVits16Compile => dino_step::<DinoVitS16Paper>(64),
     }
 }

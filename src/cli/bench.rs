@@ -145,7 +145,7 @@ fn runs_of(v: &Value) -> Vec<f64> {
 
 fn engine(args: EngineArgs) -> Result<(), String> {
     let workloads = if args.workload.is_empty() {
-        vec![Workload::BlockFwd, Workload::BlockFwdbwd, Workload::DinoStep]
+        vec![Workload::BlockFwd, Workload::BlockFwdbwd, Workload::DinoStep, Workload::DinoVits16Compile]
     } else {
         args.workload.clone()
     };
@@ -155,6 +155,17 @@ fn engine(args: EngineArgs) -> Result<(), String> {
     }
     let long = Duration::from_secs(3600);
     for w in workloads {
+        if w == Workload::DinoVits16Compile {
+            eprintln!("[{}] compiling (not run)", w.name());
+            let v = run_json(worker(w, "ours", 0, 0, args.threads), long).map_err(|e| format!("{}: {e}", w.name()))?;
+            let result = json!({"workload": w.name(), "threads": args.threads, "ours": v, "compile_only": true});
+            if args.json {
+                println!("{result}");
+            } else {
+                print_report(&result);
+            }
+            continue;
+        }
         // alternate ours and PyTorch, each round a fresh process
         let (mut ours, mut torch_res): (Option<Value>, Option<Value>) = (None, None);
         let (mut ours_runs, mut torch_runs) = (vec![], vec![]);
@@ -240,7 +251,19 @@ fn print_report(r: &Value) {
     let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
     println!("== {} ({} threads) ==", r["workload"].as_str().unwrap_or("?"), r["threads"]);
     let line = |name: &str, v: &Value| {
-        if v.get("step_s").is_some() {
+        if r["compile_only"].as_bool() == Some(true) {
+            if v.is_null() {
+                return;
+            }
+            println!(
+                "  {name:<14} compile only: {:.2} s, {} kernels, arena {:.0} MB planned, peak RSS {:.0} MB, {:.1} TFLOP per step",
+                f(&v["compile_total_s"]),
+                v["kernels"],
+                f(&v["arena_mb"]),
+                f(&v["peak_rss_mb"]),
+                f(&v["flops_per_step"]) / 1e12
+            );
+        } else if v.get("step_s").is_some() {
             println!(
                 "  {name:<14} step {:>9.2} ms  {:>7.1} GFLOP/s  peak RSS {:>7.1} MB (at start {:.1})",
                 f(&v["step_s"]) * 1e3,

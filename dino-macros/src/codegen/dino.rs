@@ -69,6 +69,15 @@ pub fn expand(ir: &DinoIr, rt: &TokenStream) -> TokenStream {
             }
         });
     }
+    let gsize = int(ir.global.size);
+    let lsize = int(ir.local.as_ref().map(|l| l.size).unwrap_or(1));
+    let local_call = match ir.local {
+        Some(_) => quote!(self.backbone_local(x)),
+        None => quote!({
+            let _ = x;
+            ::core::unreachable!("this objective has no local crops")
+        }),
+    };
     let a = &ir.augment;
     let n_channels = int(a.mean.len());
     let (span, msg) = match a.normalize_span {
@@ -204,8 +213,28 @@ pub fn expand(ir: &DinoIr, rt: &TokenStream) -> TokenStream {
         impl #rt::model::DinoModel for #name {
             const CONFIG: #rt::config::DinoConfig = #name::CONFIG;
             type Backbone = #bb;
+            type Channels = #p_::Const<#ch>;
+            type Global = #p_::Const<#gsize>;
+            type Local = #p_::Const<#lsize>;
+            type Embed = #p_::Const<#dim>;
+            type Out = #p_::Const<#out>;
             fn new(cx: &mut #p_::Graph) -> Self {
                 #name::new(cx)
+            }
+            fn backbone_global<B: #p_::Dimension>(
+                &self,
+                x: #p_::GraphTensor<(B, Self::Channels, Self::Global, Self::Global)>,
+            ) -> #p_::GraphTensor<(B, Self::Embed)> {
+                self.backbone_global(x)
+            }
+            fn backbone_local<B: #p_::Dimension>(
+                &self,
+                x: #p_::GraphTensor<(B, Self::Channels, Self::Local, Self::Local)>,
+            ) -> #p_::GraphTensor<(B, Self::Embed)> {
+                #local_call
+            }
+            fn head<B: #p_::Dimension>(&self, z: #p_::GraphTensor<(B, Self::Embed)>) -> #p_::GraphTensor<(B, Self::Out)> {
+                #p_::Module::forward(&self.head, z)
             }
         }
     }

@@ -4,64 +4,55 @@ use luminal::prelude::*;
 
 use crate::nn::log_softmax;
 
-/// Temperatures and view counts of the loss.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct DinoLossConfig {
-    pub student_temp: f32,
-    /// Views seen by the teacher (DINO: the 2 global crops).
-    pub global_views: usize,
-    /// Views seen only by the student.
-    pub local_views: usize,
+/// `(views, batch, K)` view of `(views * batch, K)` rows grouped by view (crops of one view
+/// are consecutive, as DINO's multi-crop wrapper concatenates them).
+fn by_view<V: Dimension, N: Dimension, K: Dimension>(x: GraphTensor<(N, K)>) -> GraphTensor<(V, Dyn<'b'>, K)> {
+    x.reshape::<(V, Dyn<'b'>, K)>()
 }
 
-/// The loss of one step, in the graph.
+/// The loss of one step, in the graph (dynamic dims: `'b'` batch, `'g'` = 2 * batch global
+/// rows, `'l'` = local crops * batch local rows, `'v'` local crops).
 ///
 /// With `q_i = softmax((t_i - c) / teacher_temp)` for teacher view `i` and
 /// `p_v = log_softmax(s_v / student_temp)` for student view `v`:
-/// `loss = sum_{i, v != i} mean_b sum_k -q_i[b, k] p_v[b, k] / n_pairs`,
-/// `n_pairs = global * (global + local) - global`. The cross terms of all pairs are one product
-/// `(G, B*K) x (B*K, V)`, the skipped same-view terms are subtracted.
-///
+/// `loss = sum_{i, v != i} mean_b sum_k -q_i[b, k] p_v[b, k] / n_pairs`, `n_pairs = 2 * views - 2`.
+/// Summing pairs is `sum (sum_i q_i) (sum_v p_v) - sum_i q_i p_i`: no pair is formed.
 /// `teacher_temp` is a 1-element input (it follows a schedule); `center` is `(K,)`.
 ///
 /// PyTorch equivalent: `DINOLoss.forward` of DINO's `main_dino.py`.
-#[allow(clippy::too_many_arguments)]
-pub fn dino_loss<const GB: usize, const LB: usize, const K: usize, const G: usize, const L: usize, const BK: usize>(
-    cfg: &DinoLossConfig,
-    student_global: GraphTensor<(Const<GB>, Const<K>)>,
-    student_local: Option<GraphTensor<(Const<LB>, Const<K>)>>,
-    teacher: GraphTensor<(Const<GB>, Const<K>)>,
-    center: GraphTensor<(Const<K>,)>,
+pub fn dino_loss<K: Dimension>(
+    student_global: GraphTensor<(Dyn<'g'>, K)>,
+    student_local: Option<GraphTensor<(Dyn<'l'>, K)>>,
+    teacher: GraphTensor<(Dyn<'g'>, K)>,
+    center: GraphTensor<(K,)>,
     teacher_temp: GraphTensor<R0>,
+    student_temp: f32,
+    batch: usize,
+    local_views: usize,
 ) -> GraphTensor<R0> {
-    assert_eq!(G, cfg.global_views);
-    assert_eq!(GB % G, 0);
-    let batch = GB / G;
-    assert_eq!(BK, batch * K, "BK = batch * K");
-    let inv_tt = teacher_temp.recip().expand::<(Const<GB>, Const<K>), _>();
-    let centered = (teacher - center.expand::<(Const<GB>, Const<K>), Axis<0>>()) * inv_tt;
-    let q = centered.softmax::<1>().reshape::<(Const<G>, Const<BK>)>(); // (G, B*K)
-    let logp_g = log_softmax(student_global * (1.0 / cfg.student_temp)).reshape::<(Const<G>, Const<BK>)>();
-    // all global x global pairs, minus the same-view ones
-    let cross_g = q.matmul(logp_g.permute::<(Const<BK>, Const<G>), Axes2<1, 0>>()); // (G, G)
-    let same = (q * logp_g).sum_reduce::<R0, Axes2<0, 1>>();
-    let mut total = cross_g.sum_reduce::<R0, Axes2<0, 1>>() - same;
+    let inv_tt = teacher_temp.recip().expand::<(Dyn<'g'>, K), _>();
+    let q = ((teacher - center.expand::<(Dyn<'g'>, K), Axis<0>>()) * inv_tt).softmax::<1>();
+    let q = by_view::<Const<2>, _, _>(q); // (2, B, K)
+    let logp_g = by_view::<Const<2>, _, _>(log_softmax(student_global * (1.0 / student_temp)));
+    let q_sum = q.sum_reduce::<(Dyn<'b'>, K), Axis<0>>();
+    let mut p_sum = logp_g.sum_reduce::<(Dyn<'b'>, K), Axis<0>>();
     if let Some(sl) = student_local {
-        assert_eq!(LB, L * batch, "LB = local views * batch");
-        let logp_l = log_softmax(sl * (1.0 / cfg.student_temp)).reshape::<(Const<L>, Const<BK>)>();
-        let cross_l = q.matmul(logp_l.permute::<(Const<BK>, Const<L>), Axes2<1, 0>>()); // (G, L)
-        total += cross_l.sum_reduce::<R0, Axes2<0, 1>>();
+        let logp_l = by_view::<Dyn<'v'>, _, _>(log_softmax(sl * (1.0 / student_temp)));
+        p_sum += logp_l.sum_reduce::<(Dyn<'b'>, K), Axis<0>>();
     }
-    let pairs = G * (G + cfg.local_views) - G;
-    total * (-1.0 / (pairs * batch) as f32)
+    let all_pairs = (q_sum * p_sum).sum_reduce::<R0, Axes2<0, 1>>();
+    let same_view = (q * logp_g).sum_reduce::<R0, Axes3<0, 1, 2>>();
+    let pairs = 2 * (2 + local_views) - 2;
+    (all_pairs - same_view) * (-1.0 / (pairs * batch) as f32)
 }
 
-/// DINO's center update from the teacher's raw outputs: `c' = m c + (1 - m) mean_b t`.
-pub fn center_update<const GB: usize, const K: usize>(
-    center: GraphTensor<(Const<K>,)>,
-    teacher: GraphTensor<(Const<GB>, Const<K>)>,
+/// DINO's center update from the teacher's raw outputs: `c' = m c + (1 - m) mean_rows t`.
+pub fn center_update<K: Dimension>(
+    center: GraphTensor<(K,)>,
+    teacher: GraphTensor<(Dyn<'g'>, K)>,
     momentum: f32,
-) -> GraphTensor<(Const<K>,)> {
-    let mean = teacher.sum_reduce::<(Const<K>,), Axis<0>>() * (1.0 / GB as f32);
+    rows: usize,
+) -> GraphTensor<(K,)> {
+    let mean = teacher.sum_reduce::<(K,), Axis<0>>() * (1.0 / rows as f32);
     center * momentum + mean * (1.0 - momentum)
 }

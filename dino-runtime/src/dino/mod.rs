@@ -1,6 +1,9 @@
-//! DINO's objective: the loss, the center and the momentum teacher, in the graph.
+//! DINO's objective: the loss, the center and the momentum teacher, in the graph; one
+//! training step as one graph.
 pub mod ema;
 pub mod loss;
+pub mod step;
 
 pub use ema::ema_update;
-pub use loss::{center_update, dino_loss, DinoLossConfig};
+pub use loss::{center_update, dino_loss};
+pub use step::DinoStep;

@@ -41,17 +41,17 @@ pub fn gelu<S: Shape>(x: GraphTensor<S>) -> GraphTensor<S> {
 /// Softmax over the last axis of a `(B, K)` tensor: `exp(x - max) / sum exp(x - max)`.
 ///
 /// PyTorch equivalent: `x.softmax(-1)`.
-pub fn softmax<B: Dimension, const K: usize>(x: GraphTensor<(B, Const<K>)>) -> GraphTensor<(B, Const<K>)> {
+pub fn softmax<B: Dimension, K: Dimension>(x: GraphTensor<(B, K)>) -> GraphTensor<(B, K)> {
     x.softmax::<1>()
 }
 
 /// Log-softmax over the last axis of a `(B, K)` tensor: `x - max - ln sum exp(x - max)`.
 ///
 /// PyTorch equivalent: `torch.nn.functional.log_softmax(x, -1)`.
-pub fn log_softmax<B: Dimension, const K: usize>(x: GraphTensor<(B, Const<K>)>) -> GraphTensor<(B, Const<K>)> {
-    let shifted = x - x.max_reduce::<(B,), Axis<1>>().expand::<(B, Const<K>), Axis<1>>();
+pub fn log_softmax<B: Dimension, K: Dimension>(x: GraphTensor<(B, K)>) -> GraphTensor<(B, K)> {
+    let shifted = x - x.max_reduce::<(B,), Axis<1>>().expand::<(B, K), Axis<1>>();
     let lse = shifted.exp().sum_reduce::<(B,), Axis<1>>().ln();
-    shifted - lse.expand::<(B, Const<K>), Axis<1>>()
+    shifted - lse.expand::<(B, K), Axis<1>>()
 }
 
 #[cfg(test)]

@@ -224,6 +224,16 @@ impl CpuRuntime {
         Ok(Plan { dyn_dims, steps, arena_len, n_inputs, n_kept, input_extent, order_name })
     }
 
+    /// Plan for the current dynamic dims without running or allocating (the arena size lands
+    /// in `stats`).
+    pub fn plan(&mut self, cx: &Graph) -> Result<()> {
+        let plan = self.best_plan(cx)?;
+        self.stats.arena_bytes = plan.arena_len * 4;
+        self.stats.order = plan.order_name;
+        self.stats.kernels = plan.steps.iter().filter(|s| !matches!(s.work, Work::Input { .. })).count();
+        Ok(())
+    }
+
     /// Run the graph once: reads the inputs set in `cx`, leaves kept outputs in it.
     pub fn execute(&mut self, cx: &mut Graph) -> Result<()> {
         let mut dyn_dims: Vec<(char, usize)> = cx.dyn_map.iter().map(|(k, v)| (*k, *v)).collect();
