@@ -6,6 +6,7 @@
 pub mod autograd;
 pub mod backend;
 pub mod config;
+pub mod data;
 pub mod debug;
 pub mod dino;
 pub mod error;

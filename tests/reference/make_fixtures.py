@@ -232,11 +232,54 @@ def timm_vit(name, dim, heads, depth, seed):
     save(name, t, {"seed": str(seed), "depth": str(depth), "dim": str(dim), "heads": str(heads), "keys": keys})
 
 
+def pil_ops():
+    """PIL/torchvision pixel operations of DINO's augmentation on two small images (RGB and
+    L), each output as HWC floats holding the 8-bit values."""
+    import numpy as np
+    from PIL import Image, ImageFilter, ImageOps
+    import torchvision.transforms.functional as F
+    from torchvision.transforms import GaussianBlur
+
+    rng = np.random.default_rng(5)
+    yy, xx = np.mgrid[0:13, 0:17]
+    base = np.stack([xx * 15, yy * 19, (xx * yy) % 255], -1) + rng.integers(0, 60, (13, 17, 3))
+    rgb = Image.fromarray(np.clip(base, 0, 255).astype(np.uint8), "RGB")
+    gray = Image.fromarray(rng.integers(0, 256, (28, 28)).astype(np.uint8), "L")
+    out = {"rgb": rgb, "gray": gray}
+    for name, img in (("rgb", rgb), ("gray", gray)):
+        w, h = img.size
+        out[f"{name}.resize_down"] = img.resize((w // 2 + 1, h // 2), Image.BICUBIC)
+        out[f"{name}.resize_up"] = img.resize((w * 2 - 3, h + 7), Image.BICUBIC)
+        out[f"{name}.resize_h_only"] = img.resize((w, 5), Image.BICUBIC)
+        out[f"{name}.resized_crop"] = F.resized_crop(img, 2, 3, 9, 11, [12, 12], F.InterpolationMode.BICUBIC)
+        out[f"{name}.hflip"] = F.hflip(img)
+        for f in (0.65, 1.3):
+            out[f"{name}.brightness_{f}"] = F.adjust_brightness(img, f)
+            out[f"{name}.contrast_{f}"] = F.adjust_contrast(img, f)
+            out[f"{name}.saturation_{f}"] = F.adjust_saturation(img, f)
+        for f in (-0.1, 0.07):
+            out[f"{name}.hue_{f}"] = F.adjust_hue(img, f)
+        out[f"{name}.grayscale"] = F.rgb_to_grayscale(img, num_output_channels=len(img.getbands()))
+        out[f"{name}.solarize"] = ImageOps.solarize(img, 128)
+        for r in (0.1, 0.7, 1.5, 2.0):
+            out[f"{name}.blur_pil_{r}"] = img.filter(ImageFilter.GaussianBlur(radius=r))
+        for sg in (0.1, 0.5, 1.0):
+            out[f"{name}.blur_k3_{sg}"] = GaussianBlur(3, sigma=(sg, sg))(img)
+    tensors = {}
+    for k, im in out.items():
+        a = np.asarray(im)
+        if a.ndim == 2:
+            a = a[:, :, None]
+        tensors[k] = torch.from_numpy(a.astype(np.float32))
+    save("pil_ops", tensors)
+
+
 CASES = {
     "timm_vit_s16": lambda: timm_vit("timm_vit_s16", 384, 6, 2, 16),
     "timm_vit_ti16": lambda: timm_vit("timm_vit_ti16", 192, 3, 2, 17),
     "pos_resample": pos_resample,
     "vit_block": vit_block,
+    "pil_ops": pil_ops,
     "adamw_steps": lambda: optimizer_steps("adamw"),
     "sgd_steps": lambda: optimizer_steps("sgd"),
 }
