@@ -2,7 +2,7 @@
 use luminal::prelude::*;
 
 use crate::config::{DinoConfig, VitConfig};
-use crate::nn::Parameters;
+use crate::nn::{BranchMasks, Parameters};
 
 /// A ViT backbone declared with `vit!`.
 #[diagnostic::on_unimplemented(
@@ -57,6 +57,19 @@ pub trait DinoModel: Parameters + Sized {
     fn backbone_local<B: Dimension>(
         &self,
         x: GraphTensor<(B, Self::Channels, Self::Local, Self::Local)>,
+    ) -> GraphTensor<(B, Self::Embed)>;
+    /// [`backbone_global`](Self::backbone_global) with stochastic depth: `drop[i]` are the
+    /// branch masks of block `i` (see [`crate::nn::drop_path`]).
+    fn backbone_global_drop<B: Dimension>(
+        &self,
+        x: GraphTensor<(B, Self::Channels, Self::Global, Self::Global)>,
+        drop: &[BranchMasks<B>],
+    ) -> GraphTensor<(B, Self::Embed)>;
+    /// [`backbone_local`](Self::backbone_local) with stochastic depth.
+    fn backbone_local_drop<B: Dimension>(
+        &self,
+        x: GraphTensor<(B, Self::Channels, Self::Local, Self::Local)>,
+        drop: &[BranchMasks<B>],
     ) -> GraphTensor<(B, Self::Embed)>;
     /// The projection head.
     fn head<B: Dimension>(&self, z: GraphTensor<(B, Self::Embed)>) -> GraphTensor<(B, Self::Out)>;

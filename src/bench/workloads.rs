@@ -124,6 +124,8 @@ fn dino_step<M: DinoModel>(batch: usize) -> Result<Built> {
     if let (Some(id), Some(l)) = (step.local_crops, cfg.local) {
         inputs.push((id, l.count * batch * cfg.backbone.channels * l.size * l.size));
     }
+    // the student's stochastic-depth masks are fed every step too
+    inputs.extend(step.drop_inputs.iter().map(|d| (d.id, d.rows)));
     let mut transfers = Handles(vec![]);
     for (new, old) in step.new_teacher.iter().zip(&step.teacher_trained) {
         transfers.0.extend([*new, *old]);

@@ -274,12 +274,160 @@ def pil_ops():
     save("pil_ops", tensors)
 
 
+class DinoHeadRef(nn.Module):
+    """DINO's projection head: MLP (GELU) to a bottleneck, L2 normalization, weight-normed
+    linear layer without bias (weight_g fixed at 1 when norm_last_layer)."""
+
+    def __init__(self, dim, out, hidden, bottleneck, norm_last_layer):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(),
+                                 nn.Linear(hidden, bottleneck))
+        self.last_layer = nn.utils.weight_norm(nn.Linear(bottleneck, out, bias=False))
+        self.last_layer.weight_g.data.fill_(1)
+        if norm_last_layer:
+            self.last_layer.weight_g.requires_grad = False
+
+    def forward(self, x):
+        return self.last_layer(nn.functional.normalize(self.mlp(x), dim=-1, p=2))
+
+
+class FedDropPath(nn.Module):
+    """DropPath whose per-sample mask (0 or 1/keep) is given, so Rust can feed the same one."""
+
+    def __init__(self):
+        super().__init__()
+        self.mask = None
+
+    def forward(self, x):
+        return x if self.mask is None else x * self.mask[:, None, None]
+
+
+class DinoNet(nn.Module):
+    """backbone + head, with state_dict keys as DINO's MultiCropWrapper (less `module.`)."""
+
+    def __init__(self, backbone, head):
+        super().__init__()
+        self.backbone, self.head = backbone, head
+
+    def features(self, img, masks=None):
+        m = self.backbone
+        for i, blk in enumerate(m.blocks):
+            if isinstance(blk.drop_path1, FedDropPath):
+                blk.drop_path1.mask = None if masks is None else masks[i][0]
+                blk.drop_path2.mask = None if masks is None else masks[i][1]
+        x = m.patch_embed.proj(img).flatten(2).transpose(1, 2)
+        x = torch.cat([m.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        x = x + dino_pos_embed(m, img.shape[2], img.shape[3])
+        for blk in m.blocks:
+            x = blk(x)
+        return m.norm(x)[:, 0]
+
+
+def dino_steps(name, norm_last_layer):
+    """Two consecutive DINO training steps (main_dino.py's train_one_epoch) on a tiny model:
+    ViT 8x8x1, patch 4, dim 8, depth 2, heads 2, mlp 16, drop path (0, 0.2) on the student;
+    head 16/8/12; 2 global 8 px + 2 local 4 px crops of 3 images. Step 1 is in epoch 0 (last
+    layer frozen), step 2 in epoch 1; lr, wd, teacher momentum and temperature differ per
+    step; per-parameter clipping at 0.05 bites on most tensors."""
+    from timm.models.vision_transformer import VisionTransformer
+    gen = torch.Generator().manual_seed(11 + int(norm_last_layer))
+    B, L, K = 3, 2, 12
+
+    def vit():
+        return VisionTransformer(img_size=8, patch_size=4, in_chans=1, embed_dim=8, depth=2, num_heads=2,
+                                 mlp_ratio=2.0, qkv_bias=True, num_classes=0,
+                                 norm_layer=functools.partial(nn.LayerNorm, eps=1e-6), act_layer=nn.GELU)
+
+    student = DinoNet(vit(), DinoHeadRef(8, K, 16, 8, norm_last_layer)).double()
+    for blk in student.backbone.blocks:
+        blk.drop_path1, blk.drop_path2 = FedDropPath(), FedDropPath()
+    with torch.no_grad():
+        for k, p in student.named_parameters():
+            if k.endswith("weight_g"):
+                p.copy_(1.0 + 0.3 * torch.rand(p.shape, generator=gen, dtype=torch.float64) * (not norm_last_layer))
+            else:
+                p.copy_(f32(torch.randn(p.shape, generator=gen, dtype=torch.float64) * 0.3).double())
+    teacher = DinoNet(vit(), DinoHeadRef(8, K, 16, 8, norm_last_layer)).double()
+    teacher.load_state_dict(student.state_dict())
+    for p in teacher.parameters():
+        p.requires_grad = False
+    t = {"init." + k: v.detach().clone() for k, v in student.state_dict().items()}
+
+    regularized = [p for n, p in student.named_parameters() if p.requires_grad and not (n.endswith(".bias") or p.ndim == 1)]
+    plain = [p for n, p in student.named_parameters() if p.requires_grad and (n.endswith(".bias") or p.ndim == 1)]
+    opt = torch.optim.AdamW([{"params": regularized}, {"params": plain, "weight_decay": 0.0}])
+    center = torch.zeros(1, K, dtype=torch.float64)
+    student_temp, center_momentum, clip = 0.1, 0.9, 0.05
+    keep = 1.0 - 0.2
+    hyper = [  # lr, wd, momentum, teacher temp, epoch
+        (2e-3, 0.04, 0.9, 0.04, 0),
+        (1e-3, 0.2, 0.95, 0.06, 1),
+    ]
+    for step, (lr, wd, mom, ttemp, epoch) in enumerate(hyper):
+        g = f32(torch.randn(2 * B, 1, 8, 8, generator=gen)).double()
+        l = f32(torch.randn(L * B, 1, 4, 4, generator=gen)).double()
+        masks = {}
+        for which, rows in (("global", 2 * B), ("local", L * B)):
+            mk = lambda: (torch.rand(rows, generator=gen) >= 0.2).double() / keep
+            masks[which] = [(None, None), (mk(), mk())]
+            for j, br in enumerate(("attn", "mlp")):
+                t[f"step{step}.drop_path.{which}.1.{br}"] = masks[which][1][j]
+        for i, pg in enumerate(opt.param_groups):
+            pg["lr"] = lr
+            if i == 0:
+                pg["weight_decay"] = wd
+        with torch.no_grad():
+            t_out = teacher.head(teacher.features(g))
+        s_out = student.head(torch.cat([student.features(g, masks["global"]), student.features(l, masks["local"])]))
+        # DINOLoss.forward
+        s_chunks = (s_out / student_temp).chunk(2 + L)
+        q_chunks = nn.functional.softmax((t_out - center) / ttemp, dim=-1).detach().chunk(2)
+        total, terms = 0.0, 0
+        for iq, q in enumerate(q_chunks):
+            for v in range(len(s_chunks)):
+                if v == iq:
+                    continue
+                total = total + torch.sum(-q * nn.functional.log_softmax(s_chunks[v], dim=-1), dim=-1).mean()
+                terms += 1
+        loss = total / terms
+        new_center = center * center_momentum + t_out.sum(0, keepdim=True) / len(t_out) * (1 - center_momentum)
+        q_all = nn.functional.softmax((t_out - center) / ttemp, dim=-1)
+        entropy = -(q_all * torch.log(q_all)).sum(-1).mean()
+        opt.zero_grad()
+        loss.backward()
+        grad_norm = torch.sqrt(sum((p.grad ** 2).sum() for p in student.parameters() if p.grad is not None))
+        clip_gradients(student, clip)
+        if epoch < 1:  # cancel_gradients_last_layer, freeze_last_layer = 1
+            for n, p in student.named_parameters():
+                if "last_layer" in n:
+                    p.grad = None
+        opt.step()
+        with torch.no_grad():
+            for ps, pt in zip(student.parameters(), teacher.parameters()):
+                pt.mul_(mom).add_((1 - mom) * ps.detach())
+        center = new_center
+        t[f"step{step}.global_crops"] = g
+        t[f"step{step}.local_crops"] = l
+        t[f"step{step}.hyper"] = torch.tensor([lr, wd, mom, ttemp, float(epoch < 1)])
+        t[f"step{step}.loss"] = loss.reshape(1)
+        t[f"step{step}.grad_norm"] = grad_norm.reshape(1)
+        t[f"step{step}.teacher_entropy"] = entropy.reshape(1)
+        t[f"step{step}.center"] = center.reshape(-1)
+        for k, v in student.state_dict().items():
+            t[f"step{step}.student.{k}"] = v.detach().clone()
+        for k, v in teacher.state_dict().items():
+            t[f"step{step}.teacher.{k}"] = v.detach().clone()
+    save(name, t, {"batch": str(B), "clip": str(clip), "norm_last_layer": str(norm_last_layer)})
+
+
 CASES = {
     "timm_vit_s16": lambda: timm_vit("timm_vit_s16", 384, 6, 2, 16),
     "timm_vit_ti16": lambda: timm_vit("timm_vit_ti16", 192, 3, 2, 17),
     "pos_resample": pos_resample,
     "vit_block": vit_block,
     "pil_ops": pil_ops,
+    "dino_steps": lambda: dino_steps("dino_steps", False),
+    "dino_steps_nll": lambda: dino_steps("dino_steps_nll", True),
     "adamw_steps": lambda: optimizer_steps("adamw"),
     "sgd_steps": lambda: optimizer_steps("sgd"),
 }

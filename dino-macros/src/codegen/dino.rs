@@ -50,12 +50,24 @@ pub fn expand(ir: &DinoIr, rt: &TokenStream) -> TokenStream {
         let forward_fn = quote::format_ident!("forward_{which}");
         let doc_b = format!(" The backbone's [CLS] features of {which} crops ({} px).", c.size);
         let doc_f = format!(" The head's outputs (logits over the {} prototypes) for {which} crops.", ir.head.out);
-        let call = quote_spanned!(bb_span=> #bbv::vit(&self.backbone).forward::<B, #size, #size, #np, #nt>(x));
+        let drop_fn = quote::format_ident!("backbone_{which}_drop");
+        let doc_d = format!(" [`{backbone_fn}`](Self::{backbone_fn}) with stochastic depth (per-block branch masks).");
+        let call =
+            quote_spanned!(bb_span=> #bbv::vit(&self.backbone).forward_drop::<B, #size, #size, #np, #nt>(x, drop));
         forwards.push(quote! {
             #[doc = #doc_b]
             pub fn #backbone_fn<B: #p_::Dimension>(
                 &self,
                 x: #p_::GraphTensor<(B, #p_::Const<#ch>, #p_::Const<#size>, #p_::Const<#size>)>,
+            ) -> #p_::GraphTensor<(B, #p_::Const<#dim>)> {
+                self.#drop_fn(x, &[])
+            }
+
+            #[doc = #doc_d]
+            pub fn #drop_fn<B: #p_::Dimension>(
+                &self,
+                x: #p_::GraphTensor<(B, #p_::Const<#ch>, #p_::Const<#size>, #p_::Const<#size>)>,
+                drop: &[#rt::nn::BranchMasks<B>],
             ) -> #p_::GraphTensor<(B, #p_::Const<#dim>)> {
                 #call
             }
@@ -71,12 +83,21 @@ pub fn expand(ir: &DinoIr, rt: &TokenStream) -> TokenStream {
     }
     let gsize = int(ir.global.size);
     let lsize = int(ir.local.as_ref().map(|l| l.size).unwrap_or(1));
-    let local_call = match ir.local {
-        Some(_) => quote!(self.backbone_local(x)),
-        None => quote!({
-            let _ = x;
-            ::core::unreachable!("this objective has no local crops")
-        }),
+    let (local_call, local_drop_call) = match ir.local {
+        Some(_) => (quote!(self.backbone_local(x)), quote!(self.backbone_local_drop(x, drop))),
+        None => {
+            let none = quote!({
+                let _ = x;
+                ::core::unreachable!("this objective has no local crops")
+            });
+            (
+                none.clone(),
+                quote!({
+                    let _ = drop;
+                    #none
+                }),
+            )
+        }
     };
     let a = &ir.augment;
     let n_channels = int(a.mean.len());
@@ -232,6 +253,20 @@ pub fn expand(ir: &DinoIr, rt: &TokenStream) -> TokenStream {
                 x: #p_::GraphTensor<(B, Self::Channels, Self::Local, Self::Local)>,
             ) -> #p_::GraphTensor<(B, Self::Embed)> {
                 #local_call
+            }
+            fn backbone_global_drop<B: #p_::Dimension>(
+                &self,
+                x: #p_::GraphTensor<(B, Self::Channels, Self::Global, Self::Global)>,
+                drop: &[#rt::nn::BranchMasks<B>],
+            ) -> #p_::GraphTensor<(B, Self::Embed)> {
+                self.backbone_global_drop(x, drop)
+            }
+            fn backbone_local_drop<B: #p_::Dimension>(
+                &self,
+                x: #p_::GraphTensor<(B, Self::Channels, Self::Local, Self::Local)>,
+                drop: &[#rt::nn::BranchMasks<B>],
+            ) -> #p_::GraphTensor<(B, Self::Embed)> {
+                #local_drop_call
             }
             fn head<B: #p_::Dimension>(&self, z: #p_::GraphTensor<(B, Self::Embed)>) -> #p_::GraphTensor<(B, Self::Out)> {
                 #p_::Module::forward(&self.head, z)

@@ -56,3 +56,85 @@ pub fn center_update<K: Dimension>(
     let mean = teacher.sum_reduce::<(K,), Axis<0>>() * (1.0 / rows as f32);
     center * momentum + mean * (1.0 - momentum)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::cpu::{CpuCompiler, CpuRuntime};
+    use crate::graph::{data, Handles};
+    use crate::testing::Rng;
+
+    const B: usize = 2;
+    const L: usize = 3;
+    const K: usize = 5;
+
+    fn log_softmax_row(x: &[f64]) -> Vec<f64> {
+        let m = x.iter().cloned().fold(f64::MIN, f64::max);
+        let lse = x.iter().map(|v| (v - m).exp()).sum::<f64>().ln();
+        x.iter().map(|v| v - m - lse).collect()
+    }
+
+    /// `DINOLoss.forward` in f64: average over (teacher view iq, student view v != iq) of the
+    /// batch-mean cross-entropy; with `skip_same = false`, every pair (the classic mistake).
+    fn reference(s: &[Vec<f64>], t: &[Vec<f64>], c: &[f64], tt: f64, st: f64, skip_same: bool) -> f64 {
+        let views = s.len() / B;
+        let (mut total, mut terms) = (0.0, 0);
+        for iq in 0..2 {
+            for v in 0..views {
+                if skip_same && v == iq {
+                    continue;
+                }
+                let mut mean = 0.0;
+                for b in 0..B {
+                    let z: Vec<f64> = t[iq * B + b].iter().zip(c).map(|(x, c)| (x - c) / tt).collect();
+                    let q: Vec<f64> = log_softmax_row(&z).iter().map(|v| v.exp()).collect();
+                    let p = log_softmax_row(&s[v * B + b].iter().map(|x| x / st).collect::<Vec<_>>());
+                    mean += q.iter().zip(&p).map(|(q, p)| -q * p).sum::<f64>() / B as f64;
+                }
+                total += mean;
+                terms += 1;
+            }
+        }
+        total / terms as f64
+    }
+
+    #[test]
+    fn loss_averages_every_pair_except_the_same_view() {
+        let mut rng = Rng::new(3);
+        let mut cx = Graph::new();
+        cx.set_dyn_dim('b', B);
+        cx.set_dyn_dim('g', 2 * B);
+        cx.set_dyn_dim('l', L * B);
+        cx.set_dyn_dim('v', L);
+        let sg = cx.named_tensor::<(Dyn<'g'>, Const<K>)>("sg");
+        let sl = cx.named_tensor::<(Dyn<'l'>, Const<K>)>("sl");
+        let t = cx.named_tensor::<(Dyn<'g'>, Const<K>)>("t");
+        let c = cx.named_tensor::<(Const<K>,)>("c");
+        let tt = cx.named_tensor::<R0>("tt");
+        let loss = dino_loss(sg, Some(sl), t, c, tt, 0.1, B, L);
+        let vals = [
+            rng.uniform(2 * B * K, 1.0),
+            rng.uniform(L * B * K, 1.0),
+            rng.uniform(2 * B * K, 1.0),
+            rng.uniform(K, 0.3),
+        ];
+        for (id, v) in [sg.id, sl.id, t.id, c.id].into_iter().zip(vals.iter()) {
+            data::set(&mut cx, id, v.clone());
+        }
+        data::set(&mut cx, tt.id, vec![0.07]);
+        cx.no_delete.insert(loss.id);
+        let mut outs = Handles(vec![loss.id]);
+        cx.compile(CpuCompiler::default(), &mut outs);
+        CpuRuntime::new(&cx).execute(&mut cx).unwrap();
+        let got = data::get(&cx, outs.0[0]).unwrap()[0] as f64;
+
+        let rows = |v: &[f32]| v.chunks(K).map(|r| r.iter().map(|x| *x as f64).collect()).collect::<Vec<Vec<f64>>>();
+        let mut s = rows(&vals[0]);
+        s.extend(rows(&vals[1]));
+        let (tr, cr) = (rows(&vals[2]), vals[3].iter().map(|x| *x as f64).collect::<Vec<_>>());
+        let want = reference(&s, &tr, &cr, 0.07, 0.1, true);
+        let all_pairs = reference(&s, &tr, &cr, 0.07, 0.1, false);
+        assert!((got - want).abs() < 1e-5 * want.abs(), "loss {got}, reference {want}");
+        assert!((want - all_pairs).abs() > 1e-3, "the test must tell the two rules apart");
+    }
+}

@@ -2,8 +2,10 @@
 //! training step as one graph.
 pub mod ema;
 pub mod loss;
+pub mod schedule;
 pub mod step;
 
 pub use ema::ema_update;
 pub use loss::{center_update, dino_loss};
-pub use step::DinoStep;
+pub use schedule::Schedules;
+pub use step::{DinoStep, StepHyper, StepOutputs};

@@ -1,14 +1,21 @@
 //! One DINO training step as one graph: teacher on the global crops, student on every crop
 //! with the same parameters, the DINO loss, backward, per-parameter clipping and AdamW with
 //! the last-layer freeze group, the teacher EMA and the center EMA.
+//!
+//! The host sets the crops, the stochastic-depth masks and the per-step scalars
+//! ([`DinoStep::set_batch`], [`DinoStep::set_drop_masks`], [`DinoStep::set_hyper`]), runs the
+//! compiled graph once, reads [`StepOutputs`] and moves the new state into place
+//! ([`DinoStep::advance`]).
 use luminal::prelude::*;
+use rand::Rng;
 
 use super::{center_update, dino_loss, ema_update};
 use crate::autograd::backward;
+use crate::config::DinoConfig;
 use crate::error::{Error, Result};
 use crate::graph::{data, Handles};
 use crate::model::DinoModel;
-use crate::nn::{ParamSet, Parameters};
+use crate::nn::{drop_path, log_softmax, BranchMasks, ParamSet, Parameters};
 use crate::optim::{AdamWConfig, Optimizer, OptimizerKind, SgdConfig};
 
 /// Does a parameter belong to the last layer (DINO's freeze group)?
@@ -39,20 +46,65 @@ pub struct DinoStep<M: DinoModel> {
     pub momentum: NodeIndex,
     pub loss: NodeIndex,
     pub new_center: NodeIndex,
+    /// Mean entropy of the teacher's (centered, sharpened) distributions, and the entropy of
+    /// their batch mean (1 element each; collapse shows as either going to 0).
+    pub teacher_entropy: NodeIndex,
+    pub teacher_mean_entropy: NodeIndex,
+    /// Stochastic-depth mask inputs of the student (blocks with a non-zero rate only).
+    pub drop_inputs: Vec<DropInput>,
     pub optimizer: Optimizer,
     /// Node counts after building each part.
     pub stages: Vec<(String, usize)>,
     pub batch: usize,
+    /// The objective the step was built for (the declaration, with run-time overrides).
+    pub config: DinoConfig,
+}
+
+/// One stochastic-depth mask input: `rows` samples, drop probability `rate`.
+#[derive(Debug, Clone)]
+pub struct DropInput {
+    pub id: NodeIndex,
+    pub name: String,
+    pub rows: usize,
+    pub rate: f64,
+}
+
+/// The per-step hyperparameters (from the schedules).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepHyper {
+    pub lr: f64,
+    pub weight_decay: f64,
+    pub momentum: f64,
+    pub teacher_temp: f64,
+    /// Skip the last layer's update (DINO's `freeze_last_layer` epochs).
+    pub freeze_last_layer: bool,
+}
+
+/// What one step reports.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepOutputs {
+    pub loss: f32,
+    /// Global norm of the student's gradients before clipping.
+    pub grad_norm: f32,
+    pub teacher_entropy: f32,
+    pub teacher_mean_entropy: f32,
 }
 
 impl<M: DinoModel> DinoStep<M> {
-    /// Build the step for `batch` images per step (global views `2 * batch` rows, local views
-    /// `locals * batch` rows).
+    /// Build the step of the declared objective for `batch` images per step (global views
+    /// `2 * batch` rows, local views `locals * batch` rows).
     pub fn build(batch: usize) -> Result<Self> {
-        let cfg = M::CONFIG;
+        Self::build_with(M::CONFIG, batch)
+    }
+
+    /// Build the step with run-time overrides of the declaration (temperatures, momenta,
+    /// optimizer, clipping, drop path, number of local crops...). Crop sizes are part of the
+    /// model's type and cannot change.
+    pub fn build_with(cfg: DinoConfig, batch: usize) -> Result<Self> {
         if batch == 0 {
             return Err(Error::Config { what: "batch size".into(), why: "must be at least 1".into() });
         }
+        check_overrides(&cfg, &M::CONFIG)?;
         let locals = cfg.local.map(|l| l.count).unwrap_or(0);
         let mut cx = Box::new(Graph::new());
         cx.set_dyn_dim('b', batch);
@@ -66,18 +118,25 @@ impl<M: DinoModel> DinoStep<M> {
         let teacher_temp = cx.named_tensor::<R0>("teacher_temp");
         let momentum = cx.named_tensor::<R0>("teacher_momentum");
 
+        // stochastic depth on the student only: one (rows,) mask input per dropped branch
+        let rates = drop_path::rates(cfg.backbone.drop_path, cfg.backbone.depth);
+        let mut drop_inputs = vec![];
+        let g_masks: Vec<BranchMasks<Dyn<'g'>>> = masks(&mut cx, &rates, "global", 2 * batch, &mut drop_inputs);
+
         // teacher: global crops only; student: every crop, shared parameters
         let t_out = teacher.head(teacher.backbone_global(globals));
-        let s_global = student.head(student.backbone_global(globals));
+        let s_global = student.head(student.backbone_global_drop(globals, &g_masks));
         let (local_crops, s_local) = if locals > 0 {
             let x = cx.named_tensor::<(Dyn<'l'>, M::Channels, M::Local, M::Local)>("local_crops");
-            (Some(x.id), Some(student.head(student.backbone_local(x))))
+            let l_masks: Vec<BranchMasks<Dyn<'l'>>> = masks(&mut cx, &rates, "local", locals * batch, &mut drop_inputs);
+            (Some(x.id), Some(student.head(student.backbone_local_drop(x, &l_masks))))
         } else {
             (None, None)
         };
         let mut stages = vec![("forward".to_string(), cx.graph.node_count())];
         let loss = dino_loss(s_global, s_local, t_out, center, teacher_temp, cfg.student_temp as f32, batch, locals);
         let new_center = center_update(center, t_out, cfg.center_momentum as f32, 2 * batch);
+        let (teacher_entropy, teacher_mean_entropy) = teacher_entropies(t_out, center, teacher_temp, 2 * batch);
 
         let student_params = ParamSet::of(&[("", &student as &dyn Parameters)][..], &mut cx);
         let teacher_params = ParamSet::of(&[("teacher", &teacher as &dyn Parameters)][..], &mut cx);
@@ -109,7 +168,7 @@ impl<M: DinoModel> DinoStep<M> {
             .collect();
         let new_teacher = ema_update(&mut cx, &shapes, &optimizer.new_params, momentum.id);
         stages.push(("+optimizer+ema".to_string(), cx.graph.node_count()));
-        for id in new_teacher.iter().chain([&loss.id, &new_center.id]) {
+        for id in new_teacher.iter().chain([&loss.id, &new_center.id, &teacher_entropy.id, &teacher_mean_entropy.id]) {
             cx.no_delete.insert(*id);
         }
         for id in [center.id, teacher_temp.id, momentum.id] {
@@ -131,9 +190,13 @@ impl<M: DinoModel> DinoStep<M> {
             momentum: momentum.id,
             loss: loss.id,
             new_center: new_center.id,
+            teacher_entropy: teacher_entropy.id,
+            teacher_mean_entropy: teacher_mean_entropy.id,
+            drop_inputs,
             optimizer,
             stages,
             batch,
+            config: cfg,
         })
     }
 
@@ -146,17 +209,86 @@ impl<M: DinoModel> DinoStep<M> {
             data::set(&mut self.cx, t.id, v);
             self.cx.no_delete.insert(t.id);
         }
-        data::set(&mut self.cx, self.center, vec![0.0; M::CONFIG.head.out]);
+        data::set(&mut self.cx, self.center, vec![0.0; self.config.head.out]);
         self.optimizer.init_state(&mut self.cx);
     }
 
     /// Compile for a backend with the given pass pipeline, keeping every handle valid.
     pub fn compile<C: Compiler>(&mut self, pipeline: C) {
-        let mut outs = Handles(vec![self.loss, self.new_center]);
+        let mut outs = Handles(vec![self.loss, self.new_center, self.teacher_entropy, self.teacher_mean_entropy]);
         let mut teacher = Handles(self.new_teacher.clone());
         self.cx.compile(pipeline, (&mut outs, &mut teacher, &mut self.optimizer));
-        (self.loss, self.new_center) = (outs.0[0], outs.0[1]);
+        (self.loss, self.new_center, self.teacher_entropy, self.teacher_mean_entropy) =
+            (outs.0[0], outs.0[1], outs.0[2], outs.0[3]);
         self.new_teacher = teacher.0;
+    }
+
+    /// Element counts of the global and local crop inputs.
+    pub fn crop_sizes(&self) -> (usize, usize) {
+        let c = self.config.backbone.channels;
+        let g = self.config.global.size;
+        let local = self.config.local.map(|l| l.count * self.batch * c * l.size * l.size).unwrap_or(0);
+        (2 * self.batch * c * g * g, local)
+    }
+
+    /// Set the crops of this step (view-major, see the field docs).
+    pub fn set_batch(&mut self, global: Vec<f32>, local: Vec<f32>) -> Result<()> {
+        let (ng, nl) = self.crop_sizes();
+        let shape = |n: usize, s: usize, c: usize| format!("({n} x {c} x {s} x {s})");
+        let c = self.config.backbone.channels;
+        if global.len() != ng {
+            return Err(Error::WrongSize {
+                name: "global_crops".into(),
+                shape: shape(2 * self.batch, self.config.global.size, c),
+                expected: ng,
+                got: global.len(),
+            });
+        }
+        data::set(&mut self.cx, self.global_crops, global);
+        if let Some(id) = self.local_crops {
+            if local.len() != nl {
+                let l = self.config.local.expect("local crops");
+                return Err(Error::WrongSize {
+                    name: "local_crops".into(),
+                    shape: shape(l.count * self.batch, l.size, c),
+                    expected: nl,
+                    got: local.len(),
+                });
+            }
+            data::set(&mut self.cx, id, local);
+        }
+        Ok(())
+    }
+
+    /// Draw this step's stochastic-depth masks.
+    pub fn set_drop_masks(&mut self, rng: &mut impl Rng) {
+        for d in &self.drop_inputs {
+            data::set(&mut self.cx, d.id, drop_path::sample(rng, d.rows, d.rate));
+        }
+    }
+
+    /// Set this step's hyperparameters.
+    pub fn set_hyper(&mut self, h: &StepHyper) {
+        if let Some(g) = self.optimizer.group_mut("last_layer") {
+            g.frozen = h.freeze_last_layer;
+        }
+        self.optimizer.pre_step(&mut self.cx, h.lr as f32, h.weight_decay as f32);
+        data::set(&mut self.cx, self.teacher_temp, vec![h.teacher_temp as f32]);
+        data::set(&mut self.cx, self.momentum, vec![h.momentum as f32]);
+    }
+
+    /// Read (and take) the reported values after an execution.
+    pub fn outputs(&mut self) -> Result<StepOutputs> {
+        let mut take = |id: NodeIndex, name: &str| -> Result<f32> {
+            data::take(&mut self.cx, id)
+                .and_then(|v| v.first().copied())
+                .ok_or_else(|| Error::MissingInput { name: format!("step output `{name}` (was the step executed?)") })
+        };
+        let loss = take(self.loss, "loss")?;
+        let teacher_entropy = take(self.teacher_entropy, "teacher_entropy")?;
+        let teacher_mean_entropy = take(self.teacher_mean_entropy, "teacher_mean_entropy")?;
+        let grad_norm = self.optimizer.take_grad_norm(&mut self.cx).unwrap_or(f32::NAN);
+        Ok(StepOutputs { loss, grad_norm, teacher_entropy, teacher_mean_entropy })
     }
 
     /// After executing: move the new student, optimizer state, teacher and center into their
@@ -166,4 +298,95 @@ impl<M: DinoModel> DinoStep<M> {
         transfer_data_same_graph(self.new_teacher.clone(), self.teacher_trained.clone(), &mut self.cx);
         transfer_data_same_graph(vec![self.new_center], vec![self.center], &mut self.cx);
     }
+}
+
+/// Reject overrides the compiled model cannot honour, and values out of range.
+pub fn check_overrides(cfg: &DinoConfig, declared: &DinoConfig) -> Result<()> {
+    let bad = |what: &str, why: String| Err(Error::Config { what: what.into(), why });
+    if cfg.global.size != declared.global.size || cfg.global.count != 2 {
+        return bad("global crops", format!("the model is built for 2 global crops of {} px", declared.global.size));
+    }
+    match (cfg.local, declared.local) {
+        (Some(l), Some(d)) if l.size != d.size => {
+            return bad("local crops", format!("the model is built for local crops of {} px, not {}", d.size, l.size))
+        }
+        (Some(l), None) if l.count > 0 => {
+            return bad("local crops", format!("`{}` declares no local crops", declared.name))
+        }
+        _ => {}
+    }
+    for (what, c) in
+        std::iter::once(("global crop scale", cfg.global)).chain(cfg.local.map(|l| ("local crop scale", l)))
+    {
+        let (lo, hi) = c.scale;
+        if !(0.0 < lo && lo <= hi && hi <= 1.0) {
+            return bad(what, format!("({lo}, {hi}) must satisfy 0 < min <= max <= 1"));
+        }
+    }
+    let positive = [
+        ("student temperature", cfg.student_temp),
+        ("teacher temperature", cfg.teacher_temp.0),
+        ("teacher temperature", cfg.teacher_temp.1),
+    ];
+    for (what, v) in positive {
+        if !(v > 0.0) {
+            return bad(what, format!("{v} must be > 0"));
+        }
+    }
+    let unit = [
+        ("center momentum", cfg.center_momentum),
+        ("teacher momentum", cfg.teacher_momentum.0),
+        ("teacher momentum", cfg.teacher_momentum.1),
+        ("drop path rate", cfg.backbone.drop_path),
+    ];
+    for (what, v) in unit {
+        if !(0.0..=1.0).contains(&v) || (what == "drop path rate" && v >= 1.0) {
+            return bad(what, format!("{v} is outside [0, 1{}", if what == "drop path rate" { ")" } else { "]" }));
+        }
+    }
+    if !(cfg.clip_grad >= 0.0) {
+        return bad("clip_grad", format!("{} must be >= 0 (0 disables clipping)", cfg.clip_grad));
+    }
+    Ok(())
+}
+
+/// Mask inputs for the blocks with a non-zero drop rate.
+fn masks<B: Dimension>(
+    cx: &mut Graph,
+    rates: &[f64],
+    which: &str,
+    rows: usize,
+    out: &mut Vec<DropInput>,
+) -> Vec<BranchMasks<B>> {
+    rates
+        .iter()
+        .enumerate()
+        .map(|(i, &rate)| {
+            if rate <= 0.0 {
+                return [None, None];
+            }
+            let mut branch = |j: usize| {
+                let name = format!("drop_path.{which}.{i}.{}", ["attn", "mlp"][j]);
+                let t = cx.named_tensor::<(B,)>(&name);
+                out.push(DropInput { id: t.id, name, rows, rate });
+                Some(t)
+            };
+            [branch(0), branch(1)]
+        })
+        .collect()
+}
+
+/// Mean per-row entropy of `softmax((t - c) / temp)` and the entropy of its row mean.
+fn teacher_entropies<K: Dimension>(
+    t: GraphTensor<(Dyn<'g'>, K)>,
+    center: GraphTensor<(K,)>,
+    temp: GraphTensor<R0>,
+    rows: usize,
+) -> (GraphTensor<R0>, GraphTensor<R0>) {
+    let z = (t - center.expand::<(Dyn<'g'>, K), Axis<0>>()) * temp.recip().expand::<(Dyn<'g'>, K), _>();
+    let q = z.softmax::<1>();
+    let h = (q * log_softmax(z)).sum_reduce::<R0, Axes2<0, 1>>() * (-1.0 / rows as f32);
+    let mean = q.sum_reduce::<(K,), Axis<0>>() * (1.0 / rows as f32);
+    let hm = (mean * (mean + 1e-12).ln()).sum_reduce::<R0, Axis<0>>() * -1.0;
+    (h, hm)
 }

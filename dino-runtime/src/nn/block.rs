@@ -6,13 +6,17 @@ use super::layer_norm::LayerNorm;
 use super::mlp::Mlp;
 use super::param::{ParamVisitor, Parameters};
 
+/// Stochastic-depth masks of one block's two residual branches (attention, MLP), each
+/// `(B,)` or absent (always kept).
+pub type BranchMasks<B> = [Option<GraphTensor<(B,)>>; 2];
+
 /// `x = x + attn(norm1(x)); x = x + mlp(norm2(x))`.
 ///
 /// # Shapes
 /// `x (B, N, D) -> (B, N, D)`.
 ///
-/// PyTorch equivalent: the `Block` of DINO's `vision_transformer.py` (drop path arrives with
-/// the DINO objective).
+/// PyTorch equivalent: the `Block` of DINO's `vision_transformer.py`; stochastic depth
+/// (`DropPath`) is [`forward_drop`](Block::forward_drop) with per-sample masks fed as inputs.
 pub struct Block<const D: usize, const H: usize, const DH: usize, const QKV: usize, const F: usize> {
     pub norm1: LayerNorm<D>,
     pub attn: Attention<D, H, DH, QKV>,
@@ -28,6 +32,22 @@ impl<const D: usize, const H: usize, const DH: usize, const QKV: usize, const F:
             norm2: LayerNorm::new(cx, eps),
             mlp: Mlp::new(cx),
         }
+    }
+
+    /// With stochastic depth: each residual branch `i` (0 attention, 1 MLP) is multiplied by
+    /// its per-sample mask `masks[i]` when given (DINO's `drop_path`: 0 for a dropped sample,
+    /// `1 / keep_prob` for a kept one).
+    pub fn forward_drop<B: Dimension, N: Dimension>(
+        &self,
+        x: GraphTensor<(B, N, Const<D>)>,
+        masks: &BranchMasks<B>,
+    ) -> GraphTensor<(B, N, Const<D>)> {
+        let scaled = |y: GraphTensor<(B, N, Const<D>)>, m: Option<GraphTensor<(B,)>>| match m {
+            Some(m) => y * m.expand::<(B, N, Const<D>), Axes2<1, 2>>(),
+            None => y,
+        };
+        let x = x + scaled(self.attn.forward(self.norm1.forward(x)), masks[0]);
+        x + scaled(self.mlp.forward(self.norm2.forward(x)), masks[1])
     }
 
     /// Output and the attention weights of this block, `(B, H, N, N)`.

@@ -3,6 +3,7 @@ pub mod activation;
 pub mod attention;
 pub mod block;
 pub mod dino_head;
+pub mod drop_path;
 pub mod layer_norm;
 pub mod linear;
 pub mod mlp;
@@ -13,7 +14,7 @@ pub mod vit;
 
 pub use activation::{gelu, log_softmax, softmax};
 pub use attention::Attention;
-pub use block::Block;
+pub use block::{Block, BranchMasks};
 pub use dino_head::DinoHead;
 pub use layer_norm::LayerNorm;
 pub use linear::Linear;

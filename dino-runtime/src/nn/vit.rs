@@ -4,7 +4,7 @@ use std::cell::RefCell;
 use luminal::prelude::*;
 use rustc_hash::FxHashMap;
 
-use super::block::Block;
+use super::block::{Block, BranchMasks};
 use super::layer_norm::LayerNorm;
 use super::param::{Init, ParamVisitor, Parameters};
 use super::patch_embed::PatchEmbed;
@@ -119,11 +119,34 @@ impl<
         &self,
         x: GraphTensor<(B, Const<C>, Const<IH>, Const<IW>)>,
     ) -> GraphTensor<(B, Const<NT>, Const<D>)> {
+        self.forward_features_drop::<B, IH, IW, NP, NT>(x, &[])
+    }
+
+    /// [`forward_features`](Self::forward_features) with stochastic depth: `drop[i]` are the
+    /// masks of block `i` (blocks past the end of `drop` keep every sample).
+    pub fn forward_features_drop<B: Dimension, const IH: usize, const IW: usize, const NP: usize, const NT: usize>(
+        &self,
+        x: GraphTensor<(B, Const<C>, Const<IH>, Const<IW>)>,
+        drop: &[BranchMasks<B>],
+    ) -> GraphTensor<(B, Const<NT>, Const<D>)> {
         let mut t = self.tokens::<B, IH, IW, NP, NT>(x);
-        for b in &self.blocks {
-            t = b.forward(t);
+        for (i, b) in self.blocks.iter().enumerate() {
+            t = match drop.get(i) {
+                Some(m) => b.forward_drop(t, m),
+                None => b.forward(t),
+            };
         }
         self.norm.forward(t)
+    }
+
+    /// The normalized [CLS] token with stochastic depth (see
+    /// [`forward_features_drop`](Self::forward_features_drop)), `(B, D)`.
+    pub fn forward_drop<B: Dimension, const IH: usize, const IW: usize, const NP: usize, const NT: usize>(
+        &self,
+        x: GraphTensor<(B, Const<C>, Const<IH>, Const<IW>)>,
+        drop: &[BranchMasks<B>],
+    ) -> GraphTensor<(B, Const<D>)> {
+        cls_of(self.forward_features_drop::<B, IH, IW, NP, NT>(x, drop))
     }
 
     /// The normalized [CLS] token, `(B, D)`.

@@ -1,0 +1,217 @@
+//! One test per easy-to-miss rule of DINO's training step (STYLE.md item 18), each on the
+//! compiled step of a tiny objective, each able to fail if the rule were implemented the
+//! obvious wrong way: per-parameter (not global) clipping, no weight decay on biases and
+//! norm weights, the last-layer freeze, the teacher fed only global crops, and the center
+//! updated from the raw teacher outputs after the loss. (Same-view pairs: `dino::loss` unit
+//! tests; all of it together against PyTorch: `dino_step_parity.rs`.)
+use dino::runtime::backend::cpu::{CpuCompiler, CpuRuntime};
+use dino::runtime::config::DinoConfig;
+use dino::runtime::dino::{DinoStep, StepHyper, StepOutputs};
+use dino::runtime::graph::data;
+use dino::runtime::model::DinoModel;
+
+dino::vit! {
+    pub RuleVit { image: 8, patch: 4, channels: 1, dim: 8, depth: 2, heads: 2, mlp: 16, drop_path: 0.0 }
+}
+
+dino::dino! {
+    pub RuleDino for RuleVit {
+        head: { hidden: 16, bottleneck: 8, out: 12, layers: 3, norm_last_layer: false },
+        crops: { global: 2 x 8 scale 0.4..1.0, local: 2 x 4 scale 0.05..0.4 },
+        student_temp: 0.1, teacher_temp: 0.04, center_momentum: 0.9,
+        teacher_momentum: 0.996 -> 1.0 cosine,
+        optimizer: adamw { lr: 5e-4, warmup: 0 epochs, min_lr: 1e-6, weight_decay: 0.04 -> 0.4 },
+        clip_grad: 0.0, freeze_last_layer: 1 epochs,
+        augment: { normalize: mean [0.5] std [0.5] },
+    }
+}
+
+const BATCH: usize = 3;
+
+fn values(seed: u64, n: usize) -> Vec<f32> {
+    let mut s = seed;
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// A compiled step of `RuleDino` with overrides, weights from seed 0.
+fn step(change: impl Fn(&mut DinoConfig)) -> (DinoStep<RuleDino>, CpuRuntime) {
+    let mut cfg = RuleDino::CONFIG;
+    change(&mut cfg);
+    let mut s = DinoStep::<RuleDino>::build_with(cfg, BATCH).unwrap();
+    s.init(0);
+    s.compile(CpuCompiler::default());
+    let rt = CpuRuntime::new(&s.cx);
+    (s, rt)
+}
+
+fn hyper(lr: f64, wd: f64, freeze: bool) -> StepHyper {
+    StepHyper { lr, weight_decay: wd, momentum: 0.9, teacher_temp: 0.04, freeze_last_layer: freeze }
+}
+
+/// Run one step on crops from `seeds` (global, local).
+fn run(s: &mut DinoStep<RuleDino>, rt: &mut CpuRuntime, seeds: (u64, u64), h: StepHyper) -> StepOutputs {
+    let (ng, nl) = s.crop_sizes();
+    s.set_batch(values(seeds.0, ng), values(seeds.1, nl)).unwrap();
+    s.set_hyper(&h);
+    rt.execute(&mut s.cx).unwrap();
+    let out = s.outputs().unwrap();
+    s.advance();
+    out
+}
+
+fn student(s: &DinoStep<RuleDino>) -> Vec<(String, Vec<f32>)> {
+    s.student_params
+        .params
+        .iter()
+        .map(|p| (p.name.clone(), s.student_params.values(&s.cx, &p.name).unwrap().to_vec()))
+        .collect()
+}
+
+fn norm(v: &[f32]) -> f64 {
+    v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt()
+}
+
+#[test]
+fn gradient_clipping_is_per_parameter() {
+    let sgd = |clip: f64| {
+        move |c: &mut DinoConfig| {
+            c.optimizer.kind = "sgd";
+            c.optimizer.momentum = 0.0;
+            c.clip_grad = clip;
+        }
+    };
+    // lr 1, no decay: the first SGD update is minus the (clipped) gradient
+    let (mut free, mut rt) = step(sgd(0.0));
+    let w0 = student(&free);
+    run(&mut free, &mut rt, (1, 2), hyper(1.0, 0.0, false));
+    let clip = 0.02;
+    let (mut clipped, mut rt) = step(sgd(clip));
+    run(&mut clipped, &mut rt, (1, 2), hyper(1.0, 0.0, false));
+    let (g, c) = (student(&free), student(&clipped));
+    let mut factors = vec![];
+    for ((name, w), ((_, gw), (_, cw))) in w0.iter().zip(g.iter().zip(&c)) {
+        let grad: Vec<f32> = w.iter().zip(gw).map(|(a, b)| a - b).collect();
+        let upd: Vec<f32> = w.iter().zip(cw).map(|(a, b)| a - b).collect();
+        let gn = norm(&grad);
+        // DINO: each tensor's gradient scaled by min(1, clip / (its norm + 1e-6))
+        let factor = (clip / (gn + 1e-6)).min(1.0);
+        for (u, gr) in upd.iter().zip(&grad) {
+            assert!((*u as f64 - factor * *gr as f64).abs() <= 1e-6 + 1e-3 * (factor * *gr as f64).abs(), "{name}");
+        }
+        if gn > 0.0 {
+            factors.push(factor);
+        }
+    }
+    let clipped_count = factors.iter().filter(|f| **f < 1.0).count();
+    assert!(clipped_count > 3 && clipped_count < factors.len(), "some tensors clipped, some not: {factors:?}");
+    let distinct = factors.iter().filter(|f| (**f - factors[0]).abs() > 1e-3).count();
+    assert!(distinct > 0, "a global clip would scale every tensor by one factor");
+}
+
+#[test]
+fn weight_decay_skips_biases_and_one_dimensional_parameters() {
+    let (mut a, mut rt_a) = step(|_| {});
+    let w0 = student(&a);
+    run(&mut a, &mut rt_a, (3, 4), hyper(1e-2, 0.0, false));
+    let (mut b, mut rt_b) = step(|_| {});
+    run(&mut b, &mut rt_b, (3, 4), hyper(1e-2, 0.5, false));
+    let mut decayed = vec![];
+    for ((name, w), ((_, wa), (_, wb))) in w0.iter().zip(student(&a).iter().zip(&student(&b))) {
+        // AdamW: the decay term is -lr * wd * w, added to the same Adam update
+        let diff: Vec<f64> = wa.iter().zip(wb).map(|(x, y)| (*x - *y) as f64).collect();
+        let shape = &a.student_params.get(name).unwrap().shape;
+        let should = shape.len() > 1 && !name.ends_with(".bias");
+        if should {
+            for (d, w) in diff.iter().zip(w) {
+                assert!((d - 1e-2 * 0.5 * *w as f64).abs() < 2e-6, "{name} must decay");
+            }
+            decayed.push(name.clone());
+        } else {
+            assert!(diff.iter().all(|d| *d == 0.0), "{name} ({shape:?}) must not decay");
+        }
+    }
+    for must in
+        ["backbone.cls_token", "backbone.pos_embed", "head.last_layer.weight_g", "backbone.blocks.0.attn.qkv.weight"]
+    {
+        assert!(decayed.iter().any(|n| n == must), "{must} decays in DINO (more than one dimension)");
+    }
+}
+
+#[test]
+fn last_layer_is_frozen_in_the_first_epochs_only() {
+    let (mut s, mut rt) = step(|_| {});
+    let w0 = student(&s);
+    run(&mut s, &mut rt, (5, 6), hyper(1e-2, 0.04, true));
+    let w1 = student(&s);
+    for ((name, a), (_, b)) in w0.iter().zip(&w1) {
+        if name.contains("last_layer") {
+            assert_eq!(a, b, "{name} frozen");
+        } else {
+            assert_ne!(a, b, "{name} trains");
+        }
+    }
+    // its optimizer state was left untouched: it starts fresh when unfrozen
+    for (name, id, _) in s.optimizer.state_names() {
+        if name.contains("last_layer") {
+            assert!(data::get(&s.cx, id).unwrap().iter().all(|v| *v == 0.0), "{name} untouched while frozen");
+        }
+    }
+    run(&mut s, &mut rt, (7, 8), hyper(1e-2, 0.04, false));
+    for ((name, a), (_, b)) in w1.iter().zip(&student(&s)) {
+        if name.contains("last_layer") {
+            assert_ne!(a, b, "{name} trains after the freeze");
+        }
+    }
+}
+
+#[test]
+fn teacher_sees_only_the_global_crops() {
+    let outputs = |seeds: (u64, u64)| {
+        let (mut s, mut rt) = step(|_| {});
+        let out = run(&mut s, &mut rt, seeds, hyper(1e-3, 0.04, false));
+        let center = data::get(&s.cx, s.center).unwrap().to_vec();
+        (out, center)
+    };
+    let (base, c_base) = outputs((9, 10));
+    let (other_local, c_local) = outputs((9, 11));
+    let (other_global, c_global) = outputs((12, 10));
+    // the center is the teacher's: local crops cannot move it, global crops do
+    assert_eq!(c_base, c_local);
+    assert_eq!(base.teacher_entropy, other_local.teacher_entropy);
+    assert_ne!(c_base, c_global);
+    // while the student (and so the loss) sees the local crops
+    assert_ne!(base.loss, other_local.loss);
+    assert_ne!(base.loss, other_global.loss);
+}
+
+#[test]
+fn center_moves_after_the_loss_from_raw_teacher_outputs() {
+    let (mut s, mut rt) = step(|_| {});
+    let (ng, nl) = s.crop_sizes();
+    let once = |s: &mut DinoStep<RuleDino>, rt: &mut CpuRuntime, center: Vec<f32>| {
+        s.set_batch(values(13, ng), values(14, nl)).unwrap();
+        data::set(&mut s.cx, s.center, center);
+        // lr 0 and momentum 1: weights and teacher stay, so runs are comparable
+        s.set_hyper(&StepHyper { momentum: 1.0, ..hyper(0.0, 0.0, false) });
+        rt.execute(&mut s.cx).unwrap();
+        let out = s.outputs().unwrap();
+        s.advance();
+        (out.loss, data::get(&s.cx, s.center).unwrap().to_vec())
+    };
+    let (loss_0, c1) = once(&mut s, &mut rt, vec![0.0; 12]);
+    let (loss_0_again, c1_again) = once(&mut s, &mut rt, vec![0.0; 12]);
+    assert_eq!((loss_0, &c1), (loss_0_again, &c1_again), "deterministic");
+    let (loss_1, c2) = once(&mut s, &mut rt, c1.clone());
+    // c' = 0.9 c + 0.1 mean(teacher): from zero, c1 = 0.1 mean; from c1, c2 = 0.9 c1 + 0.1 mean
+    // = 1.9 c1 -- the raw teacher outputs, not the centered ones (those would give c2 = c1)
+    for (a, b) in c2.iter().zip(&c1) {
+        assert!((a - 1.9 * b).abs() <= 1e-5 + 1e-4 * b.abs(), "{a} vs 1.9 * {b}");
+    }
+    // the loss of a step uses the center it was given, not the one it produces
+    assert_ne!(loss_0, loss_1);
+}
