@@ -41,3 +41,8 @@ pub use dino_runtime as runtime;
 
 pub mod bench;
 pub mod cli;
+pub mod dataset;
+pub mod eval;
+pub mod plot;
+pub mod progress;
+pub mod train;

@@ -12,7 +12,7 @@ mod vit;
 
 pub use dino::*;
 pub use fmnist::*;
-pub use registry::{find, Entry, Preset, REGISTRY};
+pub use registry::{dino_names, find, with_dino, DinoVisitor, Entry, Preset, REGISTRY};
 pub use vit::*;
 
 #[cfg(test)]
@@ -68,5 +68,21 @@ mod tests {
         assert_eq!((c.global.size, c.local.unwrap().count, c.local.unwrap().size), (28, 6, 12));
         assert_eq!(c.augment.mean, &[0.2860]);
         assert_eq!(c.peak_lr(64), 5e-4 * 64.0 / 256.0);
+    }
+
+    #[test]
+    fn every_dino_preset_dispatches_to_its_type() {
+        struct Name;
+        impl DinoVisitor for Name {
+            type Output = &'static str;
+            fn visit<M: DinoModel>(self, _: &'static str) -> &'static str {
+                M::CONFIG.name
+            }
+        }
+        for name in dino_names() {
+            let Preset::Dino(c) = find(name).unwrap().preset else { unreachable!() };
+            assert_eq!(with_dino(name, Name), Some(c.name), "{name}");
+        }
+        assert_eq!(with_dino("vit-small-16", Name), None);
     }
 }

@@ -40,3 +40,29 @@ pub const REGISTRY: &[Entry] = &[
 pub fn find(name: &str) -> Option<&'static Entry> {
     REGISTRY.iter().find(|e| e.name == name)
 }
+
+/// Code generic over a DINO objective, run for one chosen by name ([`with_dino`]).
+pub trait DinoVisitor {
+    type Output;
+    fn visit<M: dino_runtime::model::DinoModel>(self, name: &'static str) -> Self::Output;
+}
+
+/// Run `v` for the DINO preset called `name`; `None` if there is no such preset.
+pub fn with_dino<V: DinoVisitor>(name: &str, v: V) -> Option<V::Output> {
+    Some(match name {
+        "dino-vits16" => v.visit::<DinoVitS16>("dino-vits16"),
+        "dino-vits16-paper" => v.visit::<DinoVitS16Paper>("dino-vits16-paper"),
+        "dino-vits16-boost" => v.visit::<DinoVitS16Boost>("dino-vits16-boost"),
+        "dino-vits16-release" => v.visit::<DinoVitS16Release>("dino-vits16-release"),
+        "dino-vits8-release" => v.visit::<DinoVitS8Release>("dino-vits8-release"),
+        "dino-vitb16-release" => v.visit::<DinoVitB16Release>("dino-vitb16-release"),
+        "fmnist-small" => v.visit::<FmnistSmall>("fmnist-small"),
+        "fmnist-tiny" => v.visit::<FmnistTiny>("fmnist-tiny"),
+        _ => return None,
+    })
+}
+
+/// Names of the DINO presets.
+pub fn dino_names() -> Vec<&'static str> {
+    REGISTRY.iter().filter(|e| matches!(e.preset, Preset::Dino(_))).map(|e| e.name).collect()
+}

@@ -1,6 +1,8 @@
 //! The `dino` command line.
 pub mod bench;
+pub mod knn;
 pub mod models;
+pub mod train;
 
 use clap::{Parser, Subcommand};
 
@@ -18,6 +20,12 @@ pub enum Command {
     /// The model zoo: every declared backbone and DINO recipe with its parameter counts
     /// (`dino models NAME` prints one declaration as JSON).
     Models(models::ModelsArgs),
+    /// DINO self-supervised training: multi-crop, momentum teacher, centering and sharpening,
+    /// one compiled graph per step; logs, loss plot, checkpoints, optional k-NN per epoch.
+    Train(Box<train::TrainArgs>),
+    /// Weighted k-NN accuracy of a checkpoint's teacher (or of a random initialization), with
+    /// the raw-pixel baseline.
+    Knn(knn::KnnArgs),
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -30,5 +38,16 @@ pub fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
         Command::Bench { which } => bench::run(which),
         Command::Models(args) => models::run(args),
+        Command::Train(args) => train::run(*args),
+        Command::Knn(args) => knn::run(args),
+    }
+}
+
+/// Size rayon's global pool (every kernel and the data loader use it).
+pub fn set_threads(threads: Option<usize>) -> Result<(), String> {
+    match threads {
+        Some(0) => Err("--threads must be at least 1".into()),
+        Some(n) => rayon::ThreadPoolBuilder::new().num_threads(n).build_global().map_err(|e| e.to_string()),
+        None => Ok(()),
     }
 }

@@ -1,0 +1,139 @@
+//! `dino train`: DINO self-supervised training of a preset on Fashion-MNIST or an image folder.
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::dataset::DataSpec;
+use crate::train::{self, format_knn, Hyper, RunConfig, TrainOptions};
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// The DINO preset to train (`dino models` lists them) [default: fmnist-small].
+    #[arg(long)]
+    pub model: Option<String>,
+    /// `fmnist` (Fashion-MNIST, installed by scripts/get-fmnist.sh), `fmnist:DIR`, or an image
+    /// folder: `DIR/<class>/*.jpg` (classes sorted) or unlabeled images directly in DIR
+    /// [default: fmnist].
+    #[arg(long)]
+    pub data: Option<DataSpec>,
+    /// A labeled image folder to evaluate k-NN on (Fashion-MNIST brings its test split).
+    #[arg(long)]
+    pub val: Option<PathBuf>,
+    /// Output directory: config.json, log.jsonl, loss.png and checkpoints
+    /// [default: runs/<model>].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Seed of the initialization, the image order, the crops and the drop-path masks.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Continue the run in --out from its checkpoint, exactly where it stopped.
+    #[arg(long)]
+    pub resume: bool,
+    /// Start from a run's config.json (flags given here override it).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Worker threads [default: all cores].
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Train on this many images only (spread evenly over the dataset): quick runs.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Evaluate k-NN on this many test images only.
+    #[arg(long)]
+    pub test_limit: Option<usize>,
+    /// Evaluate weighted k-NN of the teacher at random init and after every epoch, and raw
+    /// pixels at the end (needs labels: Fashion-MNIST, or --val).
+    #[arg(long)]
+    pub knn: bool,
+    /// Log every this many iterations.
+    #[arg(long, default_value_t = 10)]
+    pub log_every: usize,
+    /// Keep a numbered checkpoint every this many epochs (checkpoint.safetensors is always the
+    /// latest).
+    #[arg(long, default_value_t = 20)]
+    pub save_every: usize,
+    /// Stop after this many iterations in total, with a checkpoint (as an interruption would).
+    #[arg(long, hide = true)]
+    pub stop_after: Option<usize>,
+    /// Print the final report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub hyper: Hyper,
+}
+
+/// The run a command line describes (a --config file, then the flags over it).
+pub fn run_config(args: &TrainArgs) -> Result<RunConfig, String> {
+    let base: Option<RunConfig> = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let v: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| format!("{}: not JSON: {e}", path.display()))?;
+            let run = v.get("run").cloned().unwrap_or(v);
+            Some(serde_json::from_value(run).map_err(|e| format!("{}: not a dino run configuration: {e}", path.display()))?)
+        }
+        None => None,
+    };
+    let b = base.as_ref();
+    Ok(RunConfig {
+        preset: args.model.clone().or(b.map(|r| r.preset.clone())).unwrap_or_else(|| "fmnist-small".into()),
+        data: args.data.clone().or(b.map(|r| r.data.clone())).unwrap_or(DataSpec::Fmnist(None)),
+        val: args.val.clone().or(b.and_then(|r| r.val.clone())),
+        seed: args.seed.or(b.map(|r| r.seed)).unwrap_or(0),
+        limit: args.limit.or(b.and_then(|r| r.limit)),
+        test_limit: args.test_limit.or(b.and_then(|r| r.test_limit)),
+        knn: args.knn || b.is_some_and(|r| r.knn),
+        hyper: b.map(|r| r.hyper.clone()).unwrap_or_default().merged(&args.hyper),
+    })
+}
+
+pub fn run(args: TrainArgs) -> Result<(), String> {
+    super::set_threads(args.threads)?;
+    let run = run_config(&args)?;
+    let out = args.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(&run.preset));
+    let opts = TrainOptions {
+        run,
+        out,
+        resume: args.resume,
+        log_every: args.log_every,
+        save_every: args.save_every,
+        stop_after: args.stop_after,
+        quiet: false,
+    };
+    let r = train::train(&opts).map_err(|e| e.to_string())?;
+    if args.json {
+        let knn: Vec<_> = r.knn.iter().map(|(e, k)| serde_json::json!({"epoch": e, "knn": k})).collect();
+        let j = serde_json::json!({
+            "iterations": r.iterations,
+            "images_per_s": r.images_per_s,
+            "bad_images": r.bad_images,
+            "knn": knn,
+            "raw_pixels": r.raw_knn,
+            "checkpoint": r.checkpoint,
+            "last_loss": r.losses.last().map(|l| l.1),
+        });
+        println!("{j}");
+        return Ok(());
+    }
+    println!(
+        "trained {} iterations at {:.1} images/s; checkpoint {}; log, loss.png and config.json in {}",
+        r.iterations,
+        r.images_per_s,
+        r.checkpoint.display(),
+        opts.out.display()
+    );
+    if r.bad_images > 0 {
+        println!("{} unreadable image(s) were skipped (listed above)", r.bad_images);
+    }
+    if !r.knn.is_empty() {
+        println!("weighted k-NN of the teacher's [CLS] features (T = 0.07):");
+        for (epoch, k) in &r.knn {
+            let what = if *epoch == 0 { "random init".to_string() } else { format!("epoch {epoch}") };
+            println!("  {what:<12} {}", format_knn(k));
+        }
+        if let Some(raw) = &r.raw_knn {
+            println!("  {:<12} {}", "raw pixels", format_knn(raw));
+        }
+    }
+    Ok(())
+}

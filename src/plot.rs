@@ -1,0 +1,118 @@
+//! PNG plots of training runs (plotters, with an embedded font so they render anywhere).
+use std::path::Path;
+use std::sync::Once;
+
+use dino_runtime::{Error, Result};
+use plotters::prelude::*;
+
+use crate::train::log::{Record, StepRecord};
+
+const FONT: &str = "dino-sans";
+
+fn font() -> &'static str {
+    static REGISTER: Once = Once::new();
+    REGISTER.call_once(|| {
+        plotters::style::register_font(FONT, FontStyle::Normal, include_bytes!("assets/DejaVuSans-subset.ttf"))
+            .unwrap_or_else(|_| panic!("the embedded font is valid"));
+    });
+    FONT
+}
+
+fn plot_err(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::Format { path: path.to_path_buf(), why: format!("cannot draw the plot: {e}") }
+}
+
+/// One named line of a plot.
+pub struct Series<'a> {
+    pub name: &'a str,
+    pub points: Vec<(f64, f64)>,
+    pub color: RGBColor,
+    pub dashed: bool,
+}
+
+/// A line chart of `series` written to `path` as PNG.
+pub fn line_chart(path: &Path, title: &str, x_label: &str, y_label: &str, series: &[Series]) -> Result<()> {
+    let f = font();
+    let all: Vec<(f64, f64)> = series.iter().flat_map(|s| s.points.iter().copied()).filter(|p| p.1.is_finite()).collect();
+    if all.is_empty() {
+        return Err(plot_err(path, "no finite points"));
+    }
+    let (x0, x1) = all.iter().fold((f64::MAX, f64::MIN), |a, p| (a.0.min(p.0), a.1.max(p.0)));
+    let (y0, y1) = all.iter().fold((f64::MAX, f64::MIN), |a, p| (a.0.min(p.1), a.1.max(p.1)));
+    let pad = ((y1 - y0) * 0.05).max(1e-3);
+    let x1 = if x1 > x0 { x1 } else { x0 + 1.0 };
+    let root = BitMapBackend::new(path, (960, 600)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, (f, 26))
+        .margin(16)
+        .x_label_area_size(44)
+        .y_label_area_size(64)
+        .build_cartesian_2d(x0..x1, (y0 - pad)..(y1 + pad))
+        .map_err(|e| plot_err(path, e))?;
+    chart
+        .configure_mesh()
+        .x_desc(x_label)
+        .y_desc(y_label)
+        .label_style((f, 15))
+        .axis_desc_style((f, 17))
+        .light_line_style(RGBColor(235, 235, 235))
+        .draw()
+        .map_err(|e| plot_err(path, e))?;
+    for s in series {
+        let style = ShapeStyle::from(&s.color).stroke_width(2);
+        let pts: Vec<(f64, f64)> = s.points.iter().copied().filter(|p| p.1.is_finite()).collect();
+        let drawn = if s.dashed {
+            chart.draw_series(DashedLineSeries::new(pts, 8, 6, style))
+        } else if pts.len() < 20 {
+            chart.draw_series(LineSeries::new(pts.clone(), style).point_size(4))
+        } else {
+            chart.draw_series(LineSeries::new(pts, style))
+        };
+        let color = s.color;
+        drawn
+            .map_err(|e| plot_err(path, e))?
+            .label(s.name)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 22, y)], ShapeStyle::from(&color).stroke_width(3)));
+    }
+    chart
+        .configure_series_labels()
+        .label_font((f, 15))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()
+        .map_err(|e| plot_err(path, e))?;
+    root.present().map_err(|e| plot_err(path, e))
+}
+
+/// The loss curve of a training log, with the teacher's entropy and ln K for reference.
+pub fn loss_plot(path: &Path, records: &[Record], title: &str) -> Result<()> {
+    let steps: Vec<&StepRecord> = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Step(s) => Some(s),
+            _ => None,
+        })
+        .collect();
+    let Some(first) = steps.first() else { return Err(plot_err(path, "the log has no steps yet")) };
+    let ln_k = first.ln_k;
+    let last = steps.last().map(|s| s.iteration as f64).unwrap_or(0.0);
+    let series = [
+        Series { name: "loss", points: steps.iter().map(|s| (s.iteration as f64, s.loss)).collect(), color: RGBColor(31, 119, 180), dashed: false },
+        Series {
+            name: "teacher entropy",
+            points: steps.iter().map(|s| (s.iteration as f64, s.teacher_entropy)).collect(),
+            color: RGBColor(255, 127, 14),
+            dashed: false,
+        },
+        Series {
+            name: "entropy of the mean teacher output",
+            points: steps.iter().map(|s| (s.iteration as f64, s.teacher_mean_entropy)).collect(),
+            color: RGBColor(44, 160, 44),
+            dashed: false,
+        },
+        Series { name: "ln K", points: vec![(0.0, ln_k), (last.max(1.0), ln_k)], color: RGBColor(120, 120, 120), dashed: true },
+    ];
+    line_chart(path, title, "iteration", "nats", &series)
+}

@@ -1,0 +1,212 @@
+//! The DSL's hyperparameters as command-line flags (names as DINO's `main_dino.py`), each
+//! overriding the preset's declared value for one run.
+use dino_runtime::config::{CropConfig, DinoConfig};
+use dino_runtime::{Error, Result};
+
+/// Overrides of a preset's recipe. Unset flags keep the declared values (`dino models NAME`
+/// prints them).
+#[derive(Debug, Clone, Default, PartialEq, clap::Args, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Hyper {
+    /// Epochs to train (the cosine schedules span exactly this many).
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Images per step. The learning rate is scaled linearly with it (see --lr).
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Peak learning rate, reached at the end of the warmup, for a batch of 256 images: the
+    /// rate used is lr * batch_size / 256 (DINO's linear scaling rule; 5e-4 in DINO).
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Learning rate at the end of training; a cosine schedule leads there after the warmup.
+    #[arg(long)]
+    pub min_lr: Option<f64>,
+    /// Epochs of linear learning-rate warmup from 0 (fractions allowed).
+    #[arg(long)]
+    pub warmup_epochs: Option<f64>,
+    /// Weight decay at the start. ViTs train well with a small value early on (0.04 in DINO).
+    #[arg(long)]
+    pub weight_decay: Option<f64>,
+    /// Weight decay at the end, reached along a cosine; a larger final decay helps ViTs
+    /// (0.4 in DINO).
+    #[arg(long)]
+    pub weight_decay_end: Option<f64>,
+    /// Starting EMA momentum of the teacher; a cosine schedule raises it to 1. Small batches
+    /// want a value closer to 1 (DINO suggests 0.9995 for a batch of 256; 0.996 at 1024).
+    #[arg(long)]
+    pub momentum_teacher: Option<f64>,
+    /// Teacher temperature after its warmup. Above about 0.07 training tends to be unstable;
+    /// start from 0.04 and raise it a little only if needed.
+    #[arg(long)]
+    pub teacher_temp: Option<f64>,
+    /// Teacher temperature at the start of its warmup (0.04 usually works; lower it if the
+    /// loss does not go down).
+    #[arg(long)]
+    pub warmup_teacher_temp: Option<f64>,
+    /// Epochs of linear teacher-temperature warmup (0: no warmup; the paper uses 30).
+    #[arg(long)]
+    pub warmup_teacher_temp_epochs: Option<usize>,
+    /// Student temperature (0.1 in DINO).
+    #[arg(long)]
+    pub student_temp: Option<f64>,
+    /// Momentum of the center of the teacher outputs (0.9 in DINO).
+    #[arg(long)]
+    pub center_momentum: Option<f64>,
+    /// Largest gradient norm of each parameter tensor (clipped one tensor at a time, not
+    /// globally); 0 disables clipping. 0.3 to 1.0 can help large ViTs (3.0 in DINO).
+    #[arg(long)]
+    pub clip_grad: Option<f64>,
+    /// Epochs during which the last layer of the head is not updated. Freezing it in the first
+    /// epoch helps; raise this if the loss does not go down.
+    #[arg(long)]
+    pub freeze_last_layer: Option<usize>,
+    /// Stochastic-depth rate of the student (the teacher never drops).
+    #[arg(long)]
+    pub drop_path_rate: Option<f64>,
+    /// Number of small local views per image; 0 disables multi-crop (then a wider global
+    /// scale such as 0.14 1.0 is recommended).
+    #[arg(long)]
+    pub local_crops_number: Option<usize>,
+    /// Area range (fractions of the image) of the global crops before resizing.
+    #[arg(long, num_args = 2, value_names = ["MIN", "MAX"])]
+    pub global_crops_scale: Option<Vec<f64>>,
+    /// Area range (fractions of the image) of the local crops before resizing.
+    #[arg(long, num_args = 2, value_names = ["MIN", "MAX"])]
+    pub local_crops_scale: Option<Vec<f64>>,
+}
+
+fn scale(v: &[f64], what: &str) -> Result<(f64, f64)> {
+    match v {
+        [lo, hi] => Ok((*lo, *hi)),
+        _ => Err(Error::Config { what: what.into(), why: format!("needs 2 values (min max), got {}", v.len()) }),
+    }
+}
+
+impl Hyper {
+    /// `self` with every flag set in `over` replaced.
+    pub fn merged(&self, over: &Hyper) -> Hyper {
+        let j = |h: &Hyper| serde_json::to_value(h).expect("serializable");
+        let mut base = j(self);
+        for (k, v) in j(over).as_object().expect("object") {
+            if !v.is_null() {
+                base[k] = v.clone();
+            }
+        }
+        serde_json::from_value(base).expect("same type")
+    }
+
+    /// The preset's recipe with these overrides (checked by the step builder).
+    pub fn apply(&self, declared: &DinoConfig) -> Result<DinoConfig> {
+        let mut c = *declared;
+        let o = &mut c.optimizer;
+        if let Some(v) = self.epochs {
+            c.epochs = v;
+        }
+        if let Some(v) = self.batch_size {
+            c.batch_size = v;
+        }
+        if let Some(v) = self.lr {
+            o.lr = v;
+        }
+        if let Some(v) = self.min_lr {
+            o.min_lr = v;
+        }
+        if let Some(v) = self.warmup_epochs {
+            o.warmup_epochs = v;
+        }
+        if let Some(v) = self.weight_decay {
+            o.weight_decay.0 = v;
+        }
+        if let Some(v) = self.weight_decay_end {
+            o.weight_decay.1 = v;
+        }
+        if let Some(v) = self.momentum_teacher {
+            c.teacher_momentum.0 = v;
+        }
+        if let Some(v) = self.teacher_temp {
+            c.teacher_temp.1 = v;
+            if self.warmup_teacher_temp.is_none() && declared.teacher_temp.2 == 0.0 {
+                c.teacher_temp.0 = v; // no warmup declared: one temperature throughout
+            }
+        }
+        if let Some(v) = self.warmup_teacher_temp {
+            c.teacher_temp.0 = v;
+        }
+        if let Some(v) = self.warmup_teacher_temp_epochs {
+            c.teacher_temp.2 = v as f64;
+        }
+        if let Some(v) = self.student_temp {
+            c.student_temp = v;
+        }
+        if let Some(v) = self.center_momentum {
+            c.center_momentum = v;
+        }
+        if let Some(v) = self.clip_grad {
+            c.clip_grad = v;
+        }
+        if let Some(v) = self.freeze_last_layer {
+            c.freeze_last_layer = v;
+        }
+        if let Some(v) = self.drop_path_rate {
+            c.backbone.drop_path = v;
+        }
+        if let Some(v) = &self.global_crops_scale {
+            c.global.scale = scale(v, "--global-crops-scale")?;
+        }
+        if let Some(n) = self.local_crops_number {
+            c.local = match (c.local, declared.local) {
+                (_, None) if n > 0 => {
+                    return Err(Error::Config {
+                        what: "--local-crops-number".into(),
+                        why: format!("`{}` declares no local crops (their size is part of the model)", declared.name),
+                    })
+                }
+                (_, None) => None,
+                (Some(l), _) => Some(CropConfig { count: n, ..l }),
+                (None, Some(d)) => Some(CropConfig { count: n, ..d }),
+            };
+        }
+        if let Some(v) = &self.local_crops_scale {
+            let s = scale(v, "--local-crops-scale")?;
+            if let Some(l) = &mut c.local {
+                l.scale = s;
+            }
+        }
+        if c.epochs == 0 {
+            return Err(Error::Config { what: "--epochs".into(), why: "must be at least 1".into() });
+        }
+        if !(c.optimizer.lr >= 0.0 && c.optimizer.min_lr >= 0.0 && c.optimizer.warmup_epochs >= 0.0) {
+            return Err(Error::Config { what: "learning-rate schedule".into(), why: "lr, min-lr and warmup must be >= 0".into() });
+        }
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::FmnistSmall;
+
+    #[test]
+    fn overrides_replace_declared_values_and_bad_ones_are_named() {
+        let d = FmnistSmall::CONFIG;
+        let h = Hyper {
+            lr: Some(1e-3),
+            teacher_temp: Some(0.05),
+            local_crops_number: Some(2),
+            global_crops_scale: Some(vec![0.14, 1.0]),
+            ..Default::default()
+        };
+        let c = h.apply(&d).unwrap();
+        assert_eq!(c.optimizer.lr, 1e-3);
+        assert_eq!(c.teacher_temp, (0.05, 0.05, 0.0));
+        assert_eq!(c.local.unwrap().count, 2);
+        assert_eq!(c.local.unwrap().size, 12);
+        assert_eq!(c.global.scale, (0.14, 1.0));
+        assert_eq!(Hyper::default().apply(&d).unwrap(), d);
+        let e = Hyper { epochs: Some(0), ..Default::default() }.apply(&d).unwrap_err().to_string();
+        assert!(e.contains("--epochs"), "{e}");
+        let merged = h.merged(&Hyper { lr: Some(2e-3), ..Default::default() });
+        assert_eq!((merged.lr, merged.teacher_temp), (Some(2e-3), Some(0.05)));
+    }
+}
