@@ -33,7 +33,8 @@ pub struct Series<'a> {
 /// A line chart of `series` written to `path` as PNG.
 pub fn line_chart(path: &Path, title: &str, x_label: &str, y_label: &str, series: &[Series]) -> Result<()> {
     let f = font();
-    let all: Vec<(f64, f64)> = series.iter().flat_map(|s| s.points.iter().copied()).filter(|p| p.1.is_finite()).collect();
+    let all: Vec<(f64, f64)> =
+        series.iter().flat_map(|s| s.points.iter().copied()).filter(|p| p.1.is_finite()).collect();
     if all.is_empty() {
         return Err(plot_err(path, "no finite points"));
     }
@@ -70,10 +71,9 @@ pub fn line_chart(path: &Path, title: &str, x_label: &str, y_label: &str, series
             chart.draw_series(LineSeries::new(pts, style))
         };
         let color = s.color;
-        drawn
-            .map_err(|e| plot_err(path, e))?
-            .label(s.name)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 22, y)], ShapeStyle::from(&color).stroke_width(3)));
+        drawn.map_err(|e| plot_err(path, e))?.label(s.name).legend(move |(x, y)| {
+            PathElement::new(vec![(x, y), (x + 22, y)], ShapeStyle::from(&color).stroke_width(3))
+        });
     }
     chart
         .configure_series_labels()
@@ -99,7 +99,12 @@ pub fn loss_plot(path: &Path, records: &[Record], title: &str) -> Result<()> {
     let ln_k = first.ln_k;
     let last = steps.last().map(|s| s.iteration as f64).unwrap_or(0.0);
     let series = [
-        Series { name: "loss", points: steps.iter().map(|s| (s.iteration as f64, s.loss)).collect(), color: RGBColor(31, 119, 180), dashed: false },
+        Series {
+            name: "loss",
+            points: steps.iter().map(|s| (s.iteration as f64, s.loss)).collect(),
+            color: RGBColor(31, 119, 180),
+            dashed: false,
+        },
         Series {
             name: "teacher entropy",
             points: steps.iter().map(|s| (s.iteration as f64, s.teacher_entropy)).collect(),
@@ -112,7 +117,12 @@ pub fn loss_plot(path: &Path, records: &[Record], title: &str) -> Result<()> {
             color: RGBColor(44, 160, 44),
             dashed: false,
         },
-        Series { name: "ln K", points: vec![(0.0, ln_k), (last.max(1.0), ln_k)], color: RGBColor(120, 120, 120), dashed: true },
+        Series {
+            name: "ln K",
+            points: vec![(0.0, ln_k), (last.max(1.0), ln_k)],
+            color: RGBColor(120, 120, 120),
+            dashed: true,
+        },
     ];
     line_chart(path, title, "iteration", "nats", &series)
 }

@@ -93,16 +93,21 @@ pub fn run(args: KnnArgs) -> Result<(), String> {
         None if args.random_init => (None, None),
         None => return Err("give --checkpoint PATH, or --random-init".into()),
     };
-    let model = args.model.clone().or(saved.as_ref().map(|r| r.preset.clone())).unwrap_or_else(|| "fmnist-small".into());
+    let model =
+        args.model.clone().or(saved.as_ref().map(|r| r.preset.clone())).unwrap_or_else(|| "fmnist-small".into());
     let data = args.data.clone().or(saved.as_ref().map(|r| r.data.clone())).unwrap_or(DataSpec::Fmnist(None));
-    let (r, raw, ntrain, ntest) = crate::models::with_dino(&model, Eval(&args, weights, data))
-        .ok_or_else(|| format!("no DINO preset named `{model}`; choose one of {}", crate::models::dino_names().join(", ")))??;
+    let (r, raw, ntrain, ntest) = crate::models::with_dino(&model, Eval(&args, weights, data)).ok_or_else(|| {
+        format!("no DINO preset named `{model}`; choose one of {}", crate::models::dino_names().join(", "))
+    })??;
     let what = match &args.checkpoint {
         Some(p) => format!("teacher of {}", p.display()),
         None => format!("{model} at random init (seed {})", args.seed),
     };
     if args.json {
-        println!("{}", serde_json::json!({"model": model, "what": what, "train": ntrain, "test": ntest, "knn": r, "raw_pixels": raw}));
+        println!(
+            "{}",
+            serde_json::json!({"model": model, "what": what, "train": ntrain, "test": ntest, "knn": r, "raw_pixels": raw})
+        );
         return Ok(());
     }
     println!("weighted k-NN (T = 0.07, cosine similarity), {ntrain} training / {ntest} test images");

@@ -70,7 +70,10 @@ pub fn run_config(args: &TrainArgs) -> Result<RunConfig, String> {
             let v: serde_json::Value =
                 serde_json::from_str(&text).map_err(|e| format!("{}: not JSON: {e}", path.display()))?;
             let run = v.get("run").cloned().unwrap_or(v);
-            Some(serde_json::from_value(run).map_err(|e| format!("{}: not a dino run configuration: {e}", path.display()))?)
+            Some(
+                serde_json::from_value(run)
+                    .map_err(|e| format!("{}: not a dino run configuration: {e}", path.display()))?,
+            )
         }
         None => None,
     };

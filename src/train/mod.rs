@@ -140,10 +140,20 @@ pub fn knn_eval<M: DinoModel>(
 pub fn knn_of(train: &eval::Features, test: &eval::Features, classes: usize) -> Result<Vec<KnnResult>> {
     let unlabeled = || Error::Config { what: "k-NN".into(), why: "needs labeled train and test images".into() };
     let (ytr, yte) = (train.all_labels().ok_or_else(unlabeled)?, test.all_labels().ok_or_else(unlabeled)?);
-    Ok(eval::weighted_knn(&train.data, &ytr, &test.data, &yte, train.dim, classes, &eval::knn::KS, eval::knn::TEMPERATURE))
+    Ok(eval::weighted_knn(
+        &train.data,
+        &ytr,
+        &test.data,
+        &yte,
+        train.dim,
+        classes,
+        &eval::knn::KS,
+        eval::knn::TEMPERATURE,
+    ))
 }
 
-fn train_model<M: DinoModel>(opts: &TrainOptions) -> Result<TrainReport> {
+/// Train the objective `M` (any `dino!` declaration; `opts.run.preset` only names the run).
+pub fn train_model<M: DinoModel>(opts: &TrainOptions) -> Result<TrainReport> {
     let out = &opts.out;
     std::fs::create_dir_all(out).map_err(io(out))?;
     let ckpt_path = checkpoint_path(out);
@@ -164,7 +174,8 @@ fn train_model<M: DinoModel>(opts: &TrainOptions) -> Result<TrainReport> {
         if run.hyper != Hyper::default() && run.hyper != saved.hyper {
             return Err(Error::Config {
                 what: "--resume".into(),
-                why: "a resumed run keeps its configuration; drop the hyperparameter flags (or start a new --out)".into(),
+                why: "a resumed run keeps its configuration; drop the hyperparameter flags (or start a new --out)"
+                    .into(),
             });
         }
         run = saved;
@@ -173,7 +184,8 @@ fn train_model<M: DinoModel>(opts: &TrainOptions) -> Result<TrainReport> {
         if ckpt_path.exists() {
             return Err(Error::Config {
                 what: format!("--out {}", out.display()),
-                why: "already holds a checkpoint: pass --resume to continue that run, or choose another directory".into(),
+                why: "already holds a checkpoint: pass --resume to continue that run, or choose another directory"
+                    .into(),
             });
         }
         None
@@ -200,7 +212,10 @@ fn train_model<M: DinoModel>(opts: &TrainOptions) -> Result<TrainReport> {
         if meta.niter_per_ep != niter {
             return Err(Error::Config {
                 what: "--resume".into(),
-                why: format!("the checkpoint has {} iterations per epoch, the data now gives {niter}", meta.niter_per_ep),
+                why: format!(
+                    "the checkpoint has {} iterations per epoch, the data now gives {niter}",
+                    meta.niter_per_ep
+                ),
             });
         }
         start = meta.iteration;
@@ -361,7 +376,9 @@ fn train_model<M: DinoModel>(opts: &TrainOptions) -> Result<TrainReport> {
             elapsed_s: t0.elapsed().as_secs_f64(),
         }))?;
         let records = log::read(&log_path)?;
-        if let Err(e) = crate::plot::loss_plot(&out.join("loss.png"), &records, &format!("DINO {} training loss", run.preset)) {
+        if let Err(e) =
+            crate::plot::loss_plot(&out.join("loss.png"), &records, &format!("DINO {} training loss", run.preset))
+        {
             eprintln!("warning: {e}");
         }
     }
@@ -375,7 +392,11 @@ fn train_model<M: DinoModel>(opts: &TrainOptions) -> Result<TrainReport> {
         if !opts.quiet {
             eprintln!("raw pixels: {}", format_knn(&r));
         }
-        writer.write(&Record::Baseline(log::BaselineRecord { name: "raw pixels".into(), iteration: it, knn: r.clone() }))?;
+        writer.write(&Record::Baseline(log::BaselineRecord {
+            name: "raw pixels".into(),
+            iteration: it,
+            knn: r.clone(),
+        }))?;
         report.raw_knn = Some(r);
     }
     report.iterations = it;

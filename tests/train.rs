@@ -1,0 +1,176 @@
+//! The trainer end to end on real Fashion-MNIST images (a committed subset of 512 training
+//! and 256 test images): a smoke run that stays finite, below ln K and uncollapsed, exact resume, a
+//! diverging run that stops with the last good checkpoint kept, and the guards around the
+//! output directory and checkpoints.
+use std::path::{Path, PathBuf};
+
+use dino::dataset::DataSpec;
+use dino::train::log::{self, Record};
+use dino::train::{checkpoint, train_model, Hyper, RunConfig, TrainOptions};
+
+dino::vit! {
+    /// A very small ViT for 28x28 grayscale images (4x4 grid of 7 px patches).
+    pub MiniVit { image: 28, patch: 7, channels: 1, dim: 32, depth: 2, heads: 2, mlp: 64, drop_path: 0.1 }
+}
+
+dino::dino! {
+    /// DINO on MiniVit, as the fmnist-small recipe.
+    pub MiniDino for MiniVit {
+        head: { hidden: 64, bottleneck: 32, out: 128, layers: 3, norm_last_layer: true },
+        crops: { global: 2 x 28 scale 0.4..1.0, local: 2 x 14 scale 0.05..0.4 },
+        student_temp: 0.1, teacher_temp: 0.04, center_momentum: 0.9,
+        teacher_momentum: 0.996 -> 1.0 cosine,
+        optimizer: adamw { lr: 5e-4 per 256, warmup: 0.5 epochs, min_lr: 1e-6, weight_decay: 0.04 -> 0.4 },
+        clip_grad: 3.0, freeze_last_layer: 1 epochs, epochs: 2, batch_size: 16,
+        augment: {
+            flip: 0.5, color_jitter: [0.4, 0.4, 0.0, 0.0] p 0.8, grayscale: off,
+            blur: sigma 0.1..1.0 p [1.0, 0.1, 0.5] kernel 3, solarize: threshold 0.5 p 0.2,
+            normalize: mean [0.2860] std [0.3530],
+        },
+    }
+}
+
+fn subset() -> DataSpec {
+    DataSpec::Fmnist(Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fmnist-subset")))
+}
+
+fn out_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("dino-train-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn options(preset: &str, out: &Path, limit: Option<usize>, knn: bool, hyper: Hyper) -> TrainOptions {
+    TrainOptions {
+        run: RunConfig {
+            preset: preset.into(),
+            data: subset(),
+            val: None,
+            seed: 3,
+            limit,
+            test_limit: None,
+            knn,
+            hyper,
+        },
+        out: out.to_path_buf(),
+        resume: false,
+        log_every: 1,
+        save_every: 1,
+        stop_after: None,
+        quiet: true,
+    }
+}
+
+#[test]
+fn smoke_training_on_real_images_runs_without_collapse() {
+    let out = out_dir("smoke");
+    let hyper = Hyper { batch_size: Some(32), ..Default::default() };
+    let r = dino::train::train(&options("fmnist-small", &out, None, true, hyper)).unwrap();
+    assert_eq!(r.iterations, 2 * 512 / 32);
+    let records = log::read(&out.join("log.jsonl")).unwrap();
+    let steps: Vec<_> = records.iter().filter_map(|r| if let Record::Step(s) = r { Some(s) } else { None }).collect();
+    assert_eq!(steps.len(), r.iterations);
+    let ln_k = (1024f64).ln();
+    for s in &steps {
+        assert!(s.loss.is_finite() && s.loss < ln_k, "iteration {}: loss {} vs ln K {ln_k}", s.iteration, s.loss);
+    }
+    let last = steps.last().unwrap();
+    eprintln!(
+        "smoke: first loss {:.4}, last {:.4}, teacher entropy {:.3}, mean-output entropy {:.3}, knn {:?}, raw {:?}",
+        steps[0].loss, last.loss, last.teacher_entropy, last.teacher_mean_entropy, r.knn, r.raw_knn
+    );
+    // no collapse: the teacher neither puts every image on one prototype (the entropy of its
+    // mean output would fall towards 0) nor goes uniform (its own entropy would reach ln K)
+    assert!(last.teacher_mean_entropy > 3.0, "collapsed to few prototypes: {}", last.teacher_mean_entropy);
+    assert!(last.teacher_entropy < ln_k - 0.3, "uniform collapse: {}", last.teacher_entropy);
+    // k-NN was evaluated at random init and after both epochs, raw pixels at the end
+    assert_eq!(r.knn.iter().map(|k| k.0).collect::<Vec<_>>(), [0, 1, 2]);
+    let top1 = |k: &[dino::eval::KnnResult]| k.iter().find(|x| x.k == 20).unwrap().top1;
+    assert!(top1(&r.knn[2].1) > 30.0, "k-NN far above chance (10%) after training: {:?}", r.knn[2]);
+    assert!(top1(r.raw_knn.as_ref().unwrap()) > 50.0);
+    for f in ["config.json", "log.jsonl", "loss.png", "checkpoint.safetensors", "checkpoint0001.safetensors"] {
+        assert!(out.join(f).is_file(), "{f} written");
+    }
+    let (_, meta) = checkpoint::load(&out.join("checkpoint.safetensors")).unwrap();
+    assert_eq!((meta.iteration, meta.epoch(), meta.preset.as_str()), (32, 2, "fmnist-small"));
+    let png = image::open(out.join("loss.png")).unwrap();
+    assert_eq!((png.width(), png.height()), (960, 600));
+}
+
+fn losses(out: &Path) -> Vec<(usize, f64)> {
+    log::read(&out.join("log.jsonl"))
+        .unwrap()
+        .into_iter()
+        .filter_map(|r| if let Record::Step(s) = r { Some((s.iteration, s.loss)) } else { None })
+        .collect()
+}
+
+#[test]
+fn resumed_run_continues_exactly() {
+    let whole = out_dir("whole");
+    let r = train_model::<MiniDino>(&options("mini", &whole, Some(64), false, Hyper::default())).unwrap();
+    assert_eq!(r.iterations, 8);
+    // interrupted mid-epoch (after iteration 5 of 8), then resumed
+    let parts = out_dir("parts");
+    let first = TrainOptions { stop_after: Some(5), ..options("mini", &parts, Some(64), false, Hyper::default()) };
+    let r1 = train_model::<MiniDino>(&first).unwrap();
+    assert_eq!(r1.iterations, 5);
+    let again = TrainOptions { resume: true, ..options("mini", &parts, Some(64), false, Hyper::default()) };
+    let r2 = train_model::<MiniDino>(&again).unwrap();
+    assert_eq!(r2.losses.first().map(|l| l.0), Some(5));
+    // the resumed run's losses are the uninterrupted run's, bit for bit, and so is the log
+    let want: Vec<(usize, f32)> = r.losses[5..].to_vec();
+    assert_eq!(r2.losses, want);
+    assert_eq!(losses(&parts), losses(&whole));
+    let (a, _) = checkpoint::load(&whole.join("checkpoint.safetensors")).unwrap();
+    let (b, _) = checkpoint::load(&parts.join("checkpoint.safetensors")).unwrap();
+    assert_eq!(a.tensors, b.tensors, "same final student, teacher, optimizer state and center");
+}
+
+#[test]
+fn a_diverging_run_stops_and_keeps_the_last_good_checkpoint() {
+    let out = out_dir("diverge");
+    // one step per epoch; the cosine "decay" from 0 to 1e38 sends the weights to infinity
+    // from the second iteration on
+    let hyper =
+        Hyper { lr: Some(0.0), min_lr: Some(1e38), warmup_epochs: Some(0.0), epochs: Some(6), ..Default::default() };
+    let e = train_model::<MiniDino>(&options("mini", &out, Some(16), false, hyper)).unwrap_err().to_string();
+    assert!(e.contains("the loss is") && e.contains("training stopped") && e.contains("last good checkpoint"), "{e}");
+    let (_, meta) = checkpoint::load(&out.join("checkpoint.safetensors")).unwrap();
+    let failed_at: usize = e.split("at iteration ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+    assert_eq!(meta.iteration, failed_at, "the checkpoint is the one before the non-finite step");
+}
+
+#[test]
+fn output_directory_and_checkpoint_guards() {
+    let out = out_dir("guards");
+    let opts = TrainOptions { stop_after: Some(1), ..options("mini", &out, Some(16), false, Hyper::default()) };
+    train_model::<MiniDino>(&opts).unwrap();
+    // a second fresh run would overwrite the checkpoint: refused
+    let e = train_model::<MiniDino>(&opts).unwrap_err().to_string();
+    assert!(e.contains("already holds a checkpoint") && e.contains("--resume"), "{e}");
+    // resuming with other hyperparameters is refused
+    let other = Hyper { lr: Some(1.0), ..Default::default() };
+    let e = train_model::<MiniDino>(&TrainOptions { resume: true, ..options("mini", &out, Some(16), false, other) })
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("keeps its configuration"), "{e}");
+    // a corrupt checkpoint is named, not a crash
+    let ck = out.join("checkpoint.safetensors");
+    let bytes = std::fs::read(&ck).unwrap();
+    std::fs::write(&ck, &bytes[..bytes.len() / 3]).unwrap();
+    let e = train_model::<MiniDino>(&TrainOptions { resume: true, ..opts.clone() }).unwrap_err().to_string();
+    assert!(e.contains("checkpoint.safetensors"), "{e}");
+    // resuming where there is nothing
+    let empty = out_dir("guards-empty");
+    let e = train_model::<MiniDino>(&TrainOptions {
+        resume: true,
+        ..options("mini", &empty, Some(16), false, Hyper::default())
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("checkpoint.safetensors"), "{e}");
+    // an unknown preset names the choices
+    let e = dino::train::train(&options("fmnist-huge", &empty, None, false, Hyper::default())).unwrap_err().to_string();
+    assert!(e.contains("fmnist-small"), "{e}");
+}
