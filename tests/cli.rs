@@ -30,3 +30,61 @@ fn benchmark_worker_reports_json() {
     let nodes = v["nodes"].as_array().unwrap();
     assert_eq!(nodes.last().unwrap()[0], "after row-fusion");
 }
+
+fn failure(args: &[&str]) -> String {
+    let out = dino().args(args).output().unwrap();
+    assert!(!out.status.success(), "`dino {}` must fail", args.join(" "));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn train_and_knn_reject_bad_arguments_naming_them() {
+    let tmp = std::env::temp_dir().join(format!("dino-cli-{}", std::process::id()));
+    let out = tmp.to_str().unwrap();
+    let e = failure(&["train", "--model", "nope", "--out", out]);
+    assert!(e.contains("model `nope`") && e.contains("fmnist-small"), "{e}");
+    let e = failure(&["train", "--data", "/no/such/folder", "--out", out]);
+    assert!(e.contains("/no/such/folder") && e.contains("not a directory"), "{e}");
+    let e = failure(&["train", "--threads", "0", "--out", out]);
+    assert!(e.contains("--threads"), "{e}");
+    let e = failure(&["train", "--lr", "fast"]);
+    assert!(e.contains("invalid value 'fast'") && e.contains("--lr"), "{e}");
+    let e = failure(&["train", "--global-crops-scale", "0.4"]);
+    assert!(e.contains("--global-crops-scale"), "{e}");
+    let e = failure(&["train", "--epochs", "0", "--data", "fmnist:tests/fixtures/fmnist-subset", "--out", out]);
+    assert!(e.contains("--epochs"), "{e}");
+    let e = failure(&["train", "--resume", "--out", out]);
+    assert!(e.contains("checkpoint.safetensors"), "{e}");
+    let e = failure(&["knn"]);
+    assert!(e.contains("--checkpoint") && e.contains("--random-init"), "{e}");
+    let bogus = tmp.join("bogus.safetensors");
+    std::fs::create_dir_all(&tmp).unwrap();
+    std::fs::write(&bogus, b"not a checkpoint at all").unwrap();
+    let e = failure(&["knn", "--checkpoint", bogus.to_str().unwrap()]);
+    assert!(e.contains("bogus.safetensors") && e.contains("not a safetensors file"), "{e}");
+}
+
+#[test]
+fn train_help_carries_the_reference_guidance() {
+    let out = dino().args(["train", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for needle in
+        ["--teacher-temp", "0.07", "--momentum-teacher", "0.9995", "--clip-grad", "--freeze-last-layer", "--resume"]
+    {
+        assert!(help.contains(needle), "`dino train --help` mentions {needle}:\n{help}");
+    }
+}
+
+#[test]
+fn knn_of_a_random_init_on_the_fmnist_subset() {
+    let out = dino()
+        .args(["knn", "--random-init", "--data", "fmnist:tests/fixtures/fmnist-subset", "--json", "--threads", "2"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(out.stdout.trim_ascii()).unwrap();
+    assert_eq!((v["train"].as_u64(), v["test"].as_u64()), (Some(512), Some(256)));
+    let k20 = |key: &str| v[key].as_array().unwrap().iter().find(|r| r["k"] == 20).unwrap()["top1"].as_f64().unwrap();
+    // a random ViT is better than chance (10%); raw pixels better still on this data
+    assert!(k20("knn") > 20.0 && k20("raw_pixels") > k20("knn"), "{v}");
+}

@@ -4,7 +4,8 @@ use std::path::PathBuf;
 use clap::Args;
 
 use crate::dataset::DataSpec;
-use crate::train::{self, format_knn, Hyper, RunConfig, TrainOptions};
+use crate::train::log::Record;
+use crate::train::{self, Hyper, RunConfig, TrainOptions};
 
 #[derive(Debug, Args)]
 pub struct TrainArgs {
@@ -118,24 +119,41 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
         println!("{j}");
         return Ok(());
     }
-    println!(
-        "trained {} iterations at {:.1} images/s; checkpoint {}; log, loss.png and config.json in {}",
-        r.iterations,
-        r.images_per_s,
-        r.checkpoint.display(),
-        opts.out.display()
-    );
+    if r.losses.is_empty() {
+        println!("nothing left to train: the run in {} is complete ({} iterations)", opts.out.display(), r.iterations);
+    } else {
+        println!(
+            "trained {} iterations ({} in this session at {:.1} images/s); checkpoint {}; log, loss.png and \
+             config.json in {}",
+            r.iterations,
+            r.losses.len(),
+            r.images_per_s,
+            r.checkpoint.display(),
+            opts.out.display()
+        );
+    }
     if r.bad_images > 0 {
         println!("{} unreadable image(s) were skipped (listed above)", r.bad_images);
     }
-    if !r.knn.is_empty() {
-        println!("weighted k-NN of the teacher's [CLS] features (T = 0.07):");
-        for (epoch, k) in &r.knn {
-            let what = if *epoch == 0 { "random init".to_string() } else { format!("epoch {epoch}") };
-            println!("  {what:<12} {}", format_knn(k));
+    // the k-NN table of the whole run (earlier sessions of a resumed run included)
+    let records = crate::train::log::read(&opts.out.join("log.jsonl")).map_err(|e| e.to_string())?;
+    let mut rows = vec![];
+    for rec in &records {
+        match rec {
+            Record::Epoch(e) if e.knn.is_some() => {
+                let what = if e.epoch == 0 { "random init".to_string() } else { format!("epoch {}", e.epoch) };
+                rows.push((what, e.knn.clone().unwrap_or_default()));
+            }
+            Record::Baseline(b) => rows.push((b.name.clone(), b.knn.clone())),
+            _ => {}
         }
-        if let Some(raw) = &r.raw_knn {
-            println!("  {:<12} {}", "raw pixels", format_knn(raw));
+    }
+    if !rows.is_empty() {
+        println!("weighted k-NN of the teacher's [CLS] features (T = 0.07), top-1 %:");
+        println!("  {:<12} {:>7} {:>7} {:>7} {:>7}", "", "k=10", "k=20", "k=100", "k=200");
+        for (what, k) in rows {
+            let at = |kk: usize| k.iter().find(|x| x.k == kk).map(|x| format!("{:.2}", x.top1)).unwrap_or_default();
+            println!("  {what:<12} {:>7} {:>7} {:>7} {:>7}", at(10), at(20), at(100), at(200));
         }
     }
     Ok(())

@@ -382,7 +382,8 @@ pub fn train_model<M: DinoModel>(opts: &TrainOptions) -> Result<TrainReport> {
             eprintln!("warning: {e}");
         }
     }
-    if let (Some(_), Some(test), true) = (&extractor, &splits.test, it == total) {
+    let has_baseline = || log::read(&log_path).map(|r| r.iter().any(|r| matches!(r, Record::Baseline(_))));
+    if let (Some(_), Some(test), true) = (&extractor, &splits.test, it == total && !has_baseline()?) {
         let (size, aug) = (cfg.global.size, &cfg.augment);
         let mut f = [splits.train.as_ref(), test.as_ref()].map(|d| eval::features::raw_pixels(d, size, channels, aug));
         for x in &mut f {
