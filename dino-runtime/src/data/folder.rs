@@ -158,6 +158,54 @@ mod tests {
     }
 
     #[test]
+    fn jpeg_and_rgba_inputs_decode_to_the_requested_channels() {
+        let root = tempdir("folder-formats");
+        std::fs::create_dir_all(root.join("c")).unwrap();
+        image::RgbImage::from_pixel(6, 4, image::Rgb([200, 100, 50])).save(root.join("c/a.jpg")).unwrap();
+        image::RgbaImage::from_pixel(3, 3, image::Rgba([10, 20, 30, 0])).save(root.join("c/b.png")).unwrap();
+        let f = ImageFolder::open(&root, 3).unwrap();
+        let jpg = f.load(0).unwrap();
+        assert_eq!((jpg.width, jpg.height, jpg.channels), (6, 4, 3));
+        assert!(jpg.data[0].abs_diff(200) <= 3 && jpg.data[2].abs_diff(50) <= 3, "{:?}", &jpg.data[..3]);
+        // alpha is dropped, as PIL's convert("RGB")
+        assert_eq!(f.load(1).unwrap().data[..3], [10, 20, 30]);
+        // grayscale models get PIL's luma of color files
+        let gray = ImageFolder::open(&root, 1).unwrap().load(1).unwrap();
+        assert_eq!((gray.channels, gray.data[0]), (1, crate::data::image::luma(10, 20, 30)));
+    }
+
+    #[test]
+    fn a_loader_over_a_folder_with_broken_files_keeps_going() {
+        use crate::config::{AugmentConfig, CropConfig};
+        use crate::data::{Loader, MultiCrop};
+        let root = tempdir("folder-loader");
+        for i in 0..6 {
+            png(&root.join(format!("c/{i}.png")), 8, 8, 40 * i as u8);
+        }
+        std::fs::write(root.join("c/2.png"), b"\x89PNG truncated").unwrap();
+        std::fs::write(root.join("c/4.png"), b"").unwrap();
+        let aug = AugmentConfig {
+            flip: 0.5,
+            color_jitter: None,
+            grayscale: 0.0,
+            blur: None,
+            solarize: None,
+            mean: &[0.0],
+            std: &[1.0],
+        };
+        let crops = MultiCrop::new(CropConfig { count: 2, size: 4, scale: (0.5, 1.0) }, None, aug);
+        let ds: std::sync::Arc<dyn Dataset> = std::sync::Arc::new(ImageFolder::open(&root, 1).unwrap());
+        let loader = std::sync::Arc::new(Loader::new(ds, crops, 1, 3, 0).unwrap());
+        let batches: Vec<_> = loader.epoch(0, 0).map(|b| b.unwrap()).collect();
+        assert_eq!(batches.len(), 2);
+        assert!(batches.iter().all(|b| b.indices.iter().all(|i| *i != 2 && *i != 4)), "broken files never used");
+        assert!(batches.iter().all(|b| b.global.iter().all(|v| v.is_finite())));
+        let bad = loader.take_bad();
+        assert_eq!(loader.bad_count(), 2);
+        assert!(bad.iter().all(|b| b.source.ends_with("2.png") || b.source.ends_with("4.png")), "{bad:?}");
+    }
+
+    #[test]
     fn corrupt_and_missing_inputs_name_the_path() {
         let root = tempdir("folder-bad");
         std::fs::create_dir_all(root.join("c")).unwrap();
