@@ -88,3 +88,74 @@ fn vit_tiny_16_matches_timm() {
         [(cls224.id, "cls_224"), (attn224.id, "attn_224"), (cls96.id, "cls_96"), (attn96.id, "attn_96")]
     });
 }
+
+/// The dynamic-size path (patches and position-embedding matrix fed as inputs, any size in
+/// one compiled graph) against the same fixtures: one graph, run at 224 px and then at 96 px.
+fn check_dynamic<M: VitModel>(fixture_name: &str, seed: u64) {
+    use dino::runtime::nn::vit::{patchify, resample_matrix, VitLayers};
+    let f = fixture(fixture_name);
+    let mut cx = Box::new(Graph::new());
+    let model = M::new(&mut cx);
+    let (p, c) = (M::PATCH, M::CHANNELS);
+    let patches = cx.named_tensor::<(Dyn<'b'>, Dyn<'n'>, <M::Vit as VitLayers>::PatchPixels)>("patches");
+    let resample = cx.named_tensor::<(Dyn<'n'>, <M::Vit as VitLayers>::Native)>("resample");
+    let cls = model.vit().last_cls_dyn(patches, resample, 1)[0];
+    let attn = model.vit().last_attention_dyn(patches, resample);
+    let params = ParamSet::of(&model, &mut cx);
+    for (name, values) in splitmix::params(seed, &f.metadata["keys"]) {
+        params.set(&mut cx, &name, values).unwrap();
+    }
+    for id in [cls.id, attn.id] {
+        cx.no_delete.insert(id);
+    }
+    for (k, v) in [('b', 2), ('n', 196), ('t', 197)] {
+        cx.set_dyn_dim(k, v);
+    }
+    let mut handles = Handles(vec![cls.id, attn.id]);
+    cx.compile(<CpuCompiler>::default(), &mut handles);
+    let mut rt = CpuRuntime::new(&cx);
+    let g0 = M::IMAGE / p;
+    for size in [224usize, 96] {
+        let g = size / p;
+        let img = splitmix::uniform(seed + size as u64, 0, 2 * c * size * size);
+        let per = c * size * size;
+        let mut pv = patchify(&img[..per], c, size, size, p);
+        pv.extend(patchify(&img[per..], c, size, size, p));
+        for (k, v) in [('b', 2), ('n', g * g), ('t', g * g + 1)] {
+            cx.set_dyn_dim(k, v);
+        }
+        data::set(&mut cx, patches.id, pv);
+        data::set(&mut cx, resample.id, resample_matrix(g0, g, g));
+        rt.execute(&mut cx).unwrap();
+        let got_cls = data::take(&mut cx, handles.0[0]).unwrap();
+        let got_attn = data::take(&mut cx, handles.0[1]).unwrap();
+        assert_close(
+            &format!("{fixture_name} dynamic cls_{size}"),
+            &got_cls,
+            &tensor(&f, &format!("cls_{size}")).data,
+            1e-4,
+            0.0,
+        );
+        let n = g * g + 1;
+        let heads = got_attn.len() / (2 * n * n);
+        // the fixture holds [CLS] rows at 224 px and the full matrices at 96 px
+        let attn: Vec<f32> = if size == 224 {
+            (0..2 * heads).flat_map(|bh| got_attn[bh * n * n..bh * n * n + n].to_vec()).collect()
+        } else {
+            got_attn
+        };
+        assert_close(
+            &format!("{fixture_name} dynamic attn_{size}"),
+            &attn,
+            &tensor(&f, &format!("attn_{size}")).data,
+            1e-4,
+            0.0,
+        );
+    }
+}
+
+#[test]
+fn dynamic_size_path_matches_timm_at_both_sizes() {
+    check_dynamic::<ShallowVitS16>("timm_vit_s16", 16);
+    check_dynamic::<ShallowVitTi16>("timm_vit_ti16", 17);
+}

@@ -2,6 +2,7 @@
 use luminal::prelude::*;
 
 use crate::config::{DinoConfig, VitConfig};
+use crate::nn::vit::VitLayers;
 use crate::nn::{BranchMasks, Parameters};
 
 /// A ViT backbone declared with `vit!`.
@@ -19,7 +20,7 @@ pub trait VitModel: Parameters + Sized {
     const DIM: usize = Self::CONFIG.dim;
     const HEADS: usize = Self::CONFIG.heads;
     /// The backbone's layers (a `nn::VisionTransformer`).
-    type Vit;
+    type Vit: VitLayers;
     /// Create the parameter nodes in `cx`.
     fn new(cx: &mut Graph) -> Self;
     fn vit(&self) -> &Self::Vit;
@@ -35,7 +36,7 @@ pub trait VitModel: Parameters + Sized {
 pub trait DinoModel: Parameters + Sized {
     const CONFIG: DinoConfig;
     /// The `vit!` backbone.
-    type Backbone;
+    type Backbone: VitModel;
     /// Image channels.
     type Channels: Dimension;
     /// Side of the global crops.
@@ -48,6 +49,8 @@ pub trait DinoModel: Parameters + Sized {
     type Out: Dimension;
     /// Create the parameter nodes in `cx` (call twice for student and teacher).
     fn new(cx: &mut Graph) -> Self;
+    /// The backbone (its parameters are this network's `backbone.*`).
+    fn backbone(&self) -> &Self::Backbone;
     /// The backbone's [CLS] features of global crops.
     fn backbone_global<B: Dimension>(
         &self,

@@ -242,6 +242,9 @@ pub fn expand(ir: &DinoIr, rt: &TokenStream) -> TokenStream {
             fn new(cx: &mut #p_::Graph) -> Self {
                 #name::new(cx)
             }
+            fn backbone(&self) -> &Self::Backbone {
+                &self.backbone
+            }
             fn backbone_global<B: #p_::Dimension>(
                 &self,
                 x: #p_::GraphTensor<(B, Self::Channels, Self::Global, Self::Global)>,

@@ -75,21 +75,12 @@ impl<
         }
     }
 
-    /// `(NP, N0)` matrix taking `pos_embed` to the patch embeddings of a `gh x gw` grid: a
-    /// selection for the native grid, DINO's bicubic resampling otherwise; the [CLS] column
-    /// is zero. A constant input of the graph, created once per grid.
+    /// `(NP, N0)` matrix taking `pos_embed` to the patch embeddings of a `gh x gw` grid (see
+    /// [`resample_matrix`]). A constant input of the graph, created once per grid.
     fn resample_matrix<const NP: usize>(&self, cx: &mut Graph, gh: usize, gw: usize) -> GraphTensor<R2<NP, N0>> {
-        let g0 = Self::native_grid();
         let id = *self.resample.borrow_mut().entry((gh, gw)).or_insert_with(|| {
-            let m = if (gh, gw) == (g0, g0) {
-                (0..g0 * g0).map(|j| (0..g0 * g0).map(move |i| (i == j) as u8 as f32)).flatten().collect::<Vec<_>>()
-            } else {
-                dino_interpolation_matrix(g0, gh, gw)
-            };
-            let mut full = vec![0f32; NP * N0];
-            for j in 0..NP {
-                full[j * N0 + 1..(j + 1) * N0].copy_from_slice(&m[j * g0 * g0..(j + 1) * g0 * g0]);
-            }
+            let full = resample_matrix(Self::native_grid(), gh, gw);
+            assert_eq!(full.len(), NP * N0, "NP = gh * gw");
             let t = cx.named_tensor::<R2<NP, N0>>(&format!("pos_embed.resample.{gh}x{gw}"));
             data::set(cx, t.id, full);
             cx.no_delete.insert(t.id);
@@ -170,6 +161,168 @@ impl<
             t = b.forward(t);
         }
         last.forward_with_weights(t).1
+    }
+}
+
+/// The `(gh*gw) x (1 + g0*g0)` matrix taking `pos_embed` (\[CLS\] first) to the position
+/// embeddings of the patches of a `gh x gw` grid: a selection for the native grid, DINO's
+/// bicubic resampling otherwise; the [CLS] column is zero.
+pub fn resample_matrix(g0: usize, gh: usize, gw: usize) -> Vec<f32> {
+    let n0 = 1 + g0 * g0;
+    let m = if (gh, gw) == (g0, g0) {
+        (0..g0 * g0).flat_map(|j| (0..g0 * g0).map(move |i| (i == j) as u8 as f32)).collect::<Vec<_>>()
+    } else {
+        dino_interpolation_matrix(g0, gh, gw)
+    };
+    let np = gh * gw;
+    let mut full = vec![0f32; np * n0];
+    for j in 0..np {
+        full[j * n0 + 1..(j + 1) * n0].copy_from_slice(&m[j * g0 * g0..(j + 1) * g0 * g0]);
+    }
+    full
+}
+
+/// Patches of a CHW image, `(gh*gw, C*P*P)`, row-major over the grid, each patch laid out as
+/// the `(C, P, P)` convolution kernel: what the patch embedding multiplies.
+pub fn patchify(img: &[f32], c: usize, h: usize, w: usize, p: usize) -> Vec<f32> {
+    assert!(h % p == 0 && w % p == 0 && img.len() == c * h * w, "a {c}x{h}x{w} image of {p} px patches");
+    let (gh, gw) = (h / p, w / p);
+    let mut out = Vec::with_capacity(img.len());
+    for gy in 0..gh {
+        for gx in 0..gw {
+            for ch in 0..c {
+                for y in 0..p {
+                    let row = ch * h * w + (gy * p + y) * w + gx * p;
+                    out.extend_from_slice(&img[row..row + p]);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A ViT at any input size: the image arrives as patches (`'n'` of them, see [`patchify`])
+/// with its position-embedding matrix (`'n' x N0`, see [`resample_matrix`]); tokens are
+/// `'t' = 'n' + 1` (set both dynamic dims, and `'b'`, before running).
+pub trait VitLayers {
+    type Dim: Dimension;
+    type Heads: Dimension;
+    /// `C * P * P`.
+    type PatchPixels: Dimension;
+    /// `1 + G0^2`.
+    type Native: Dimension;
+    fn depth(&self) -> usize;
+    /// Tokens after block `upto - 1` (no final norm), `(b, t, D)`.
+    fn tokens_after(
+        &self,
+        patches: GraphTensor<(Dyn<'b'>, Dyn<'n'>, Self::PatchPixels)>,
+        resample: GraphTensor<(Dyn<'n'>, Self::Native)>,
+        upto: usize,
+    ) -> GraphTensor<(Dyn<'b'>, Dyn<'t'>, Self::Dim)>;
+    /// All tokens after the last block and the final norm.
+    fn features_dyn(
+        &self,
+        patches: GraphTensor<(Dyn<'b'>, Dyn<'n'>, Self::PatchPixels)>,
+        resample: GraphTensor<(Dyn<'n'>, Self::Native)>,
+    ) -> GraphTensor<(Dyn<'b'>, Dyn<'t'>, Self::Dim)>;
+    /// The [CLS] token after each of the last `n` blocks, each through the final norm (DINO's
+    /// `get_intermediate_layers` for the linear probe), oldest first.
+    fn last_cls_dyn(
+        &self,
+        patches: GraphTensor<(Dyn<'b'>, Dyn<'n'>, Self::PatchPixels)>,
+        resample: GraphTensor<(Dyn<'n'>, Self::Native)>,
+        n: usize,
+    ) -> Vec<GraphTensor<(Dyn<'b'>, Self::Dim)>>;
+    /// The last block's attention weights `(b, H, t, t)` (`get_last_selfattention`).
+    fn last_attention_dyn(
+        &self,
+        patches: GraphTensor<(Dyn<'b'>, Dyn<'n'>, Self::PatchPixels)>,
+        resample: GraphTensor<(Dyn<'n'>, Self::Native)>,
+    ) -> GraphTensor<(Dyn<'b'>, Self::Heads, Dyn<'t'>, Dyn<'t'>)>;
+}
+
+/// The [CLS] token of tokens with a dynamic count.
+fn cls_dyn<D: Dimension>(t: GraphTensor<(Dyn<'b'>, Dyn<'t'>, D)>) -> GraphTensor<(Dyn<'b'>, D)> {
+    t.slice((.., ..luminal::prelude::symbolic::Expression::from(1), ..))
+        .contiguous()
+        .realize::<(Dyn<'b'>, Const<1>, D)>()
+        .reshape::<(Dyn<'b'>, D)>()
+}
+
+impl<
+        const C: usize,
+        const P: usize,
+        const D: usize,
+        const H: usize,
+        const DH: usize,
+        const QKV: usize,
+        const F: usize,
+        const CPP: usize,
+        const N0: usize,
+    > VitLayers for VisionTransformer<C, P, D, H, DH, QKV, F, CPP, N0>
+{
+    type Dim = Const<D>;
+    type Heads = Const<H>;
+    type PatchPixels = Const<CPP>;
+    type Native = Const<N0>;
+
+    fn depth(&self) -> usize {
+        self.blocks.len()
+    }
+
+    fn tokens_after(
+        &self,
+        patches: GraphTensor<(Dyn<'b'>, Dyn<'n'>, Const<CPP>)>,
+        resample: GraphTensor<(Dyn<'n'>, Const<N0>)>,
+        upto: usize,
+    ) -> GraphTensor<(Dyn<'b'>, Dyn<'t'>, Const<D>)> {
+        let w = self.patch_embed.weight.reshape::<R2<D, CPP>>().permute::<R2<CPP, D>, Axes2<1, 0>>();
+        let x = patches.matmul(w) + self.patch_embed.bias.expand::<(Dyn<'b'>, Dyn<'n'>, Const<D>), Axes2<0, 1>>();
+        let pos = resample.matmul(self.pos_embed.reshape::<R2<N0, D>>()); // (n, D)
+        let x = x + pos.expand::<(Dyn<'b'>, Dyn<'n'>, Const<D>), Axis<0>>();
+        let cls_pos =
+            self.pos_embed.slice((.., ..luminal::prelude::symbolic::Expression::from(1), ..)).realize::<R3<1, 1, D>>();
+        let cls = (self.cls_token + cls_pos).reshape::<R2<1, D>>().expand::<(Dyn<'b'>, Const<1>, Const<D>), Axis<0>>();
+        let mut t = cls.concat_along::<(Dyn<'b'>, Dyn<'t'>, Const<D>), Axis<1>, _>(x);
+        for b in &self.blocks[..upto] {
+            t = b.forward(t);
+        }
+        t
+    }
+
+    fn features_dyn(
+        &self,
+        patches: GraphTensor<(Dyn<'b'>, Dyn<'n'>, Const<CPP>)>,
+        resample: GraphTensor<(Dyn<'n'>, Const<N0>)>,
+    ) -> GraphTensor<(Dyn<'b'>, Dyn<'t'>, Const<D>)> {
+        self.norm.forward(self.tokens_after(patches, resample, self.blocks.len()))
+    }
+
+    fn last_cls_dyn(
+        &self,
+        patches: GraphTensor<(Dyn<'b'>, Dyn<'n'>, Const<CPP>)>,
+        resample: GraphTensor<(Dyn<'n'>, Const<N0>)>,
+        n: usize,
+    ) -> Vec<GraphTensor<(Dyn<'b'>, Const<D>)>> {
+        let depth = self.blocks.len();
+        let first = depth - n.min(depth);
+        let mut t = self.tokens_after(patches, resample, first);
+        let mut out = vec![];
+        for b in &self.blocks[first..] {
+            t = b.forward(t);
+            out.push(cls_dyn(self.norm.forward(t)));
+        }
+        out
+    }
+
+    fn last_attention_dyn(
+        &self,
+        patches: GraphTensor<(Dyn<'b'>, Dyn<'n'>, Const<CPP>)>,
+        resample: GraphTensor<(Dyn<'n'>, Const<N0>)>,
+    ) -> GraphTensor<(Dyn<'b'>, Const<H>, Dyn<'t'>, Dyn<'t'>)> {
+        let depth = self.blocks.len();
+        let t = self.tokens_after(patches, resample, depth - 1);
+        self.blocks[depth - 1].forward_with_weights(t).1
     }
 }
 
