@@ -46,3 +46,4 @@ pub mod eval;
 pub mod plot;
 pub mod progress;
 pub mod train;
+pub mod weights;

@@ -9,7 +9,8 @@ use crate::train::log::{Record, StepRecord};
 
 const FONT: &str = "dino-sans";
 
-fn font() -> &'static str {
+/// The embedded font's family name (registered on first use).
+pub fn font() -> &'static str {
     static REGISTER: Once = Once::new();
     REGISTER.call_once(|| {
         plotters::style::register_font(FONT, FontStyle::Normal, include_bytes!("assets/DejaVuSans-subset.ttf"))

@@ -23,6 +23,8 @@ pub trait VitModel: Parameters + Sized {
     type Vit: VitLayers;
     /// Create the parameter nodes in `cx`.
     fn new(cx: &mut Graph) -> Self;
+    /// The same with another LayerNorm epsilon.
+    fn new_with_eps(cx: &mut Graph, eps: f32) -> Self;
     fn vit(&self) -> &Self::Vit;
     /// `Parameters::visit`, reachable through this trait (generated code names only this
     /// trait, so a type that is not a declared ViT gets one error, not one per use).

@@ -12,7 +12,9 @@ mod vit;
 
 pub use dino::*;
 pub use fmnist::*;
-pub use registry::{dino_names, find, with_dino, DinoVisitor, Entry, Preset, REGISTRY};
+pub use registry::{
+    dino_names, find, vit_names, with_dino, with_vit, DinoVisitor, Entry, Preset, VitVisitor, REGISTRY,
+};
 pub use vit::*;
 
 #[cfg(test)]

@@ -66,3 +66,32 @@ pub fn with_dino<V: DinoVisitor>(name: &str, v: V) -> Option<V::Output> {
 pub fn dino_names() -> Vec<&'static str> {
     REGISTRY.iter().filter(|e| matches!(e.preset, Preset::Dino(_))).map(|e| e.name).collect()
 }
+
+/// Code generic over a ViT backbone, run for one chosen by name ([`with_vit`]).
+pub trait VitVisitor {
+    type Output;
+    fn visit<V: dino_runtime::model::VitModel>(self, name: &'static str) -> Self::Output;
+}
+
+/// Run `v` for the backbone called `name`, or for the backbone of the DINO preset called
+/// `name`; `None` if there is neither.
+pub fn with_vit<V: VitVisitor>(name: &str, v: V) -> Option<V::Output> {
+    Some(match name {
+        "vit-tiny-16" => v.visit::<VitTiny16>("vit-tiny-16"),
+        "vit-tiny-8" => v.visit::<VitTiny8>("vit-tiny-8"),
+        "vit-small-16" | "dino-vits16" | "dino-vits16-paper" | "dino-vits16-boost" | "dino-vits16-release" => {
+            v.visit::<VitSmall16>("vit-small-16")
+        }
+        "vit-small-8" | "dino-vits8-release" => v.visit::<VitSmall8>("vit-small-8"),
+        "vit-base-16" | "dino-vitb16-release" => v.visit::<VitBase16>("vit-base-16"),
+        "vit-base-8" => v.visit::<VitBase8>("vit-base-8"),
+        "fmnist-small" => v.visit::<FmnistSmallVit>("fmnist-small"),
+        "fmnist-tiny" => v.visit::<FmnistTinyVit>("fmnist-tiny"),
+        _ => return None,
+    })
+}
+
+/// Names [`with_vit`] accepts.
+pub fn vit_names() -> Vec<&'static str> {
+    REGISTRY.iter().map(|e| e.name).collect()
+}

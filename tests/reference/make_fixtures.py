@@ -420,12 +420,72 @@ def dino_steps(name, norm_last_layer):
     save(name, t, {"batch": str(B), "clip": str(clip), "norm_last_layer": str(norm_last_layer)})
 
 
+def weight_formats():
+    """One small ViT (32 px, patch 8, dim 48, depth 2, heads 3) with random weights, saved in
+    every format the loaders read, with timm's [CLS] output for a fixed image batch:
+    timm-named safetensors, a backbone-only .pth state dict (float16 storage, as the released
+    files are not, to exercise the conversion), a DINO full checkpoint .pth (student with
+    `module.backbone.`, teacher with `backbone.`, optimizer state, an argparse Namespace),
+    and a Hugging Face ViTModel directory (model.safetensors + config.json)."""
+    import argparse
+    import shutil
+    from safetensors.torch import save_file as save_st
+    from timm.models.vision_transformer import VisionTransformer
+    from transformers import ViTConfig, ViTModel
+    torch.set_default_dtype(torch.float32)  # the released files are float32
+    out = os.path.join(OUT, "weights")
+    shutil.rmtree(out, ignore_errors=True)
+    os.makedirs(out)
+    gen = torch.Generator().manual_seed(21)
+    model = VisionTransformer(img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=3, mlp_ratio=4.0,
+                              qkv_bias=True, num_classes=0, norm_layer=functools.partial(nn.LayerNorm, eps=1e-6),
+                              act_layer=nn.GELU)
+    with torch.no_grad():
+        for k, p in model.named_parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * (0.3 if p.ndim > 1 else 0.1) + (1.0 if "norm" in k and k.endswith("weight") else 0.0))
+    sd = {k: v.contiguous() for k, v in model.state_dict().items()}
+    save_st(sd, os.path.join(out, "timm.safetensors"))
+    # the released .pth files are float32; one in float16 exercises the conversion, so the
+    # reference output is computed from the float16-rounded weights for that file
+    torch.save({k: v.half() for k, v in sd.items()}, os.path.join(out, "backbone_fp16.pth"))
+    ckpt = {
+        "student": {"module.backbone." + k: v for k, v in sd.items()} | {"module.head.last_layer.weight_g": torch.ones(7, 1)},
+        "teacher": {"backbone." + k: v for k, v in sd.items()} | {"head.mlp.0.weight": torch.zeros(5, 48)},
+        "optimizer": {"state": {0: {"step": torch.tensor(3.0), "exp_avg": torch.zeros(3)}}, "param_groups": [{"lr": 0.1, "params": [0]}]},
+        "epoch": 3,
+        "args": argparse.Namespace(arch="vit_tiny", patch_size=8, lr=0.0005),
+        "dino_loss": {"center": torch.zeros(1, 7)},
+    }
+    torch.save(ckpt, os.path.join(out, "full_checkpoint.pth"))
+    cfg = ViTConfig(hidden_size=48, num_hidden_layers=2, num_attention_heads=3, intermediate_size=192, image_size=32,
+                    patch_size=8, num_channels=3, qkv_bias=True, layer_norm_eps=1e-12, hidden_act="gelu")
+    hf = ViTModel(cfg, add_pooling_layer=False).eval()
+    with torch.no_grad():
+        for k, p in hf.named_parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * (0.3 if p.ndim > 1 else 0.1) + (1.0 if "layernorm" in k and k.endswith("weight") else 0.0))
+    hf.save_pretrained(os.path.join(out, "hf"), safe_serialization=True)
+    img = torch.randn(2, 3, 32, 32, generator=gen)
+    torch.set_default_dtype(torch.float64)  # references in float64 from the float32 weights
+    with torch.no_grad():
+        model, hf = model.double(), hf.double()
+        t = {"image": img, "timm_cls": model(img.double()), "hf_cls": hf(pixel_values=img.double()).last_hidden_state[:, 0]}
+        half = VisionTransformer(img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=3, mlp_ratio=4.0,
+                                 qkv_bias=True, num_classes=0,
+                                 norm_layer=functools.partial(nn.LayerNorm, eps=1e-6), act_layer=nn.GELU)
+        half.load_state_dict({k: v.half().double() for k, v in sd.items()})
+        t["fp16_cls"] = half(img.double())
+    save("weights/outputs", t)
+    for f in sorted(os.listdir(out)):
+        print("  ", f)
+
+
 CASES = {
     "timm_vit_s16": lambda: timm_vit("timm_vit_s16", 384, 6, 2, 16),
     "timm_vit_ti16": lambda: timm_vit("timm_vit_ti16", 192, 3, 2, 17),
     "pos_resample": pos_resample,
     "vit_block": vit_block,
     "pil_ops": pil_ops,
+    "weight_formats": weight_formats,
     "dino_steps": lambda: dino_steps("dino_steps", False),
     "dino_steps_nll": lambda: dino_steps("dino_steps_nll", True),
     "adamw_steps": lambda: optimizer_steps("adamw"),

@@ -43,6 +43,12 @@ pub fn expand(ir: &VitIr, rt: &TokenStream) -> TokenStream {
                 Self(#rt::nn::VisionTransformer::new(cx, #depth, #qkv_bias, #eps32))
             }
 
+            /// Create the parameter nodes with another LayerNorm epsilon (weights trained with
+            /// a different one, e.g. Hugging Face's 1e-12).
+            pub fn new_with_eps(cx: &mut #p_::Graph, eps: f32) -> Self {
+                Self(#rt::nn::VisionTransformer::new(cx, #depth, #qkv_bias, eps))
+            }
+
             /// The normalized [CLS] token of images at the native size.
             pub fn forward<B: #p_::Dimension>(
                 &self,
@@ -79,6 +85,9 @@ pub fn expand(ir: &VitIr, rt: &TokenStream) -> TokenStream {
             type Vit = #vit;
             fn new(cx: &mut #p_::Graph) -> Self {
                 #name::new(cx)
+            }
+            fn new_with_eps(cx: &mut #p_::Graph, eps: f32) -> Self {
+                #name::new_with_eps(cx, eps)
             }
             fn vit(&self) -> &Self::Vit {
                 &self.0

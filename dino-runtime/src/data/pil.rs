@@ -94,6 +94,21 @@ pub fn resize_bicubic(img: &Image, w: usize, h: usize) -> Image {
     cur
 }
 
+/// `img.resize((w, h), Image.NEAREST)`: the source pixel under each output pixel's center.
+pub fn resize_nearest(img: &Image, w: usize, h: usize) -> Image {
+    let c = img.channels;
+    let mut out = Vec::with_capacity(w * h * c);
+    for y in 0..h {
+        let sy = ((y as f64 + 0.5) * img.height as f64 / h as f64) as usize;
+        for x in 0..w {
+            let sx = ((x as f64 + 0.5) * img.width as f64 / w as f64) as usize;
+            let p = (sy.min(img.height - 1) * img.width + sx.min(img.width - 1)) * c;
+            out.extend_from_slice(&img.data[p..p + c]);
+        }
+    }
+    Image::new(w, h, c, out)
+}
+
 /// `img.crop((left, top, left + width, top + height))` inside the image.
 pub fn crop(img: &Image, top: usize, left: usize, height: usize, width: usize) -> Image {
     let c = img.channels;

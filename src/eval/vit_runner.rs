@@ -1,0 +1,140 @@
+//! A backbone compiled once for images of any size (divisible by the patch): patches and the
+//! position-embedding matrix are inputs, so one graph serves every size.
+use dino_runtime::backend::cpu::{CpuCompiler, CpuRuntime};
+use dino_runtime::graph::{data, Handles};
+use dino_runtime::model::VitModel;
+use dino_runtime::nn::vit::{patchify, resample_matrix, VitLayers};
+use dino_runtime::nn::ParamSet;
+use dino_runtime::{Error, Result};
+use luminal::prelude::*;
+
+use super::Weights;
+
+/// What the runner computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// The last block's attention weights `(b, H, t, t)`.
+    Attention,
+    /// The [CLS] token after each of the last `n` blocks (each through the final norm),
+    /// concatenated: `(b, n * D)`.
+    LastCls(usize),
+    /// The final [CLS] token and the mean of the final patch tokens: `(b, 2 * D)` (DINO's
+    /// linear-probe features for ViT-B).
+    ClsAndPatchMean,
+}
+
+pub struct VitRunner<V: VitModel> {
+    cx: Box<Graph>,
+    params: ParamSet,
+    patches: NodeIndex,
+    resample: NodeIndex,
+    outputs: Vec<NodeIndex>,
+    rt: CpuRuntime,
+    pub output: Output,
+    _model: V,
+}
+
+impl<V: VitModel> VitRunner<V> {
+    /// Build and compile; `eps` replaces the declared LayerNorm epsilon (weights trained with
+    /// another one).
+    pub fn new(output: Output, eps: Option<f32>) -> Result<Self> {
+        let mut cx = Box::new(Graph::new());
+        let g = V::IMAGE / V::PATCH;
+        for (k, v) in [('b', 1), ('n', g * g), ('t', g * g + 1)] {
+            cx.set_dyn_dim(k, v);
+        }
+        let model = match eps {
+            Some(e) => V::new_with_eps(&mut cx, e),
+            None => V::new(&mut cx),
+        };
+        let patches = cx.named_tensor::<(Dyn<'b'>, Dyn<'n'>, <V::Vit as VitLayers>::PatchPixels)>("patches");
+        let resample = cx.named_tensor::<(Dyn<'n'>, <V::Vit as VitLayers>::Native)>("resample");
+        let vit = model.vit();
+        let outputs: Vec<NodeIndex> = match output {
+            Output::Attention => vec![vit.last_attention_dyn(patches, resample).id],
+            Output::LastCls(n) => vit.last_cls_dyn(patches, resample, n).iter().map(|t| t.id).collect(),
+            Output::ClsAndPatchMean => {
+                let t = vit.features_dyn(patches, resample);
+                let sum = t.sum_reduce::<(Dyn<'b'>, <V::Vit as VitLayers>::Dim), Axis<1>>();
+                let cls = vit.last_cls_dyn(patches, resample, 1)[0];
+                // mean over patches = (sum over all tokens - cls) / n; 'n' is set per run
+                vec![cls.id, sum.id]
+            }
+        };
+        let params = ParamSet::of(&model, &mut cx);
+        for p in &params.params {
+            data::set(&mut cx, p.id, vec![0.0; p.numel()]);
+            cx.no_delete.insert(p.id);
+        }
+        for id in &outputs {
+            cx.no_delete.insert(*id);
+        }
+        let mut h = Handles(outputs);
+        cx.compile(CpuCompiler::default(), &mut h);
+        let rt = CpuRuntime::new(&cx);
+        Ok(VitRunner {
+            cx,
+            params,
+            patches: patches.id,
+            resample: resample.id,
+            outputs: h.0,
+            rt,
+            output,
+            _model: model,
+        })
+    }
+
+    /// Load backbone weights (`cls_token`, `blocks.0.norm1.weight`, ...): every one must be
+    /// present with its shape.
+    pub fn set_weights(&mut self, w: &Weights) -> Result<()> {
+        for p in &self.params.params {
+            let v = w.get(&p.name).ok_or_else(|| Error::UnknownName {
+                name: p.name.clone(),
+                hint: format!(" among the {} tensors of the weights", w.len()),
+            })?;
+            self.params.set(&mut self.cx, &p.name, v.clone())?;
+        }
+        Ok(())
+    }
+
+    /// Run on `images` (normalized CHW floats, all `h x w`, both divisible by the patch).
+    /// Returns the output rows, one `Vec` per image.
+    pub fn run(&mut self, images: &[Vec<f32>], h: usize, w: usize) -> Result<Vec<Vec<f32>>> {
+        let (p, c) = (V::PATCH, V::CHANNELS);
+        if h % p != 0 || w % p != 0 || h == 0 || w == 0 {
+            return Err(Error::Config {
+                what: "image size".into(),
+                why: format!("{h}x{w} is not a whole number of {p} px patches"),
+            });
+        }
+        let (gh, gw) = (h / p, w / p);
+        let (b, n) = (images.len(), gh * gw);
+        let mut pv = Vec::with_capacity(b * n * c * p * p);
+        for img in images {
+            pv.extend(patchify(img, c, h, w, p));
+        }
+        for (k, v) in [('b', b), ('n', n), ('t', n + 1)] {
+            self.cx.set_dyn_dim(k, v);
+        }
+        data::set(&mut self.cx, self.patches, pv);
+        data::set(&mut self.cx, self.resample, resample_matrix(V::IMAGE / p, gh, gw));
+        self.rt.execute(&mut self.cx)?;
+        let outs: Vec<Vec<f32>> = self
+            .outputs
+            .iter()
+            .map(|id| data::take(&mut self.cx, *id).ok_or_else(|| Error::Backend("missing output".into())))
+            .collect::<Result<_>>()?;
+        let per = |v: &Vec<f32>| v.len() / b;
+        Ok((0..b)
+            .map(|i| match self.output {
+                Output::ClsAndPatchMean => {
+                    let d = per(&outs[0]);
+                    let cls = &outs[0][i * d..(i + 1) * d];
+                    let sum = &outs[1][i * d..(i + 1) * d];
+                    cls.iter().copied().chain(sum.iter().zip(cls).map(|(s, c)| (s - c) / n as f32)).collect()
+                }
+                _ => outs.iter().flat_map(|o| o[i * per(o)..(i + 1) * per(o)].to_vec()).collect(),
+            })
+            .collect())
+    }
+}
