@@ -1,4 +1,5 @@
 //! The `dino` command line.
+pub mod attention;
 pub mod bench;
 pub mod knn;
 pub mod models;
@@ -26,6 +27,9 @@ pub enum Command {
     /// Weighted k-NN accuracy of a checkpoint's teacher (or of a random initialization), with
     /// the raw-pixel baseline.
     Knn(knn::KnnArgs),
+    /// The last block's [CLS] self-attention as pictures (per head, mean, 60%-mass masks) for
+    /// images of any size, and its Jaccard index with the foreground on Fashion-MNIST.
+    Attention(Box<attention::AttentionArgs>),
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -40,6 +44,7 @@ pub fn run(cli: Cli) -> Result<(), String> {
         Command::Models(args) => models::run(args),
         Command::Train(args) => train::run(*args),
         Command::Knn(args) => knn::run(args),
+        Command::Attention(args) => attention::run(*args),
     }
 }
 

@@ -1,0 +1,327 @@
+//! `dino attention`: the last block's [CLS] attention of a backbone as pictures (per head,
+//! mean, 60%-mass masks, one grid per image), and its Jaccard index with the object's
+//! foreground on Fashion-MNIST.
+use std::path::PathBuf;
+
+use clap::Args;
+use dino_runtime::data::{fashion_mnist, pil, Dataset, Image};
+use dino_runtime::model::VitModel;
+
+use crate::eval::attention::{self, AttentionMaps};
+use crate::eval::{Output, VitRunner, Weights};
+use crate::progress::Progress;
+use crate::train::checkpoint;
+use crate::{models, weights};
+
+#[derive(Debug, Clone, Args)]
+pub struct WeightArgs {
+    /// A training checkpoint of this project (its teacher, unless --key student).
+    #[arg(long, conflicts_with_all = ["weights", "random_init"])]
+    pub checkpoint: Option<PathBuf>,
+    /// Backbone weights: timm-named or Hugging Face safetensors (config.json beside it), or an
+    /// official DINO .pth (backbone-only or full checkpoint).
+    #[arg(long, conflicts_with = "random_init")]
+    pub weights: Option<PathBuf>,
+    /// The network of a training checkpoint to use: teacher (as DINO evaluates) or student.
+    #[arg(long, default_value = "teacher")]
+    pub key: String,
+    /// A randomly initialized backbone (seed --seed), for comparison.
+    #[arg(long)]
+    pub random_init: bool,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// The backbone or DINO preset [default: the checkpoint's preset, or inferred from the
+    /// weights' shapes].
+    #[arg(long)]
+    pub model: Option<String>,
+}
+
+/// Weights, their LayerNorm epsilon if not the declared one, and the model name.
+pub fn resolve(w: &WeightArgs) -> Result<(Option<Weights>, Option<f32>, String), String> {
+    if let Some(path) = &w.checkpoint {
+        let (f, meta) = checkpoint::load(path).map_err(|e| e.to_string())?;
+        let prefix = format!("{}.backbone.", w.key);
+        let wts: Weights = f
+            .tensors
+            .iter()
+            .filter_map(|(k, t)| k.strip_prefix(&prefix).map(|n| (n.to_string(), t.data.clone())))
+            .collect();
+        if wts.is_empty() {
+            return Err(format!("{}: no `{prefix}*` tensors (--key teacher or student)", path.display()));
+        }
+        return Ok((Some(wts), None, w.model.clone().unwrap_or(meta.preset)));
+    }
+    if let Some(path) = &w.weights {
+        let b = weights::load(path, &w.key).map_err(|e| e.to_string())?;
+        let name = match &w.model {
+            Some(m) => m.clone(),
+            None => b.zoo_name(path).map_err(|e| e.to_string())?.to_string(),
+        };
+        return Ok((Some(b.weights()), b.eps.map(|e| e as f32), name));
+    }
+    if w.random_init {
+        return Ok((None, None, w.model.clone().unwrap_or_else(|| "fmnist-small".into())));
+    }
+    Err("give --checkpoint PATH, --weights PATH or --random-init".into())
+}
+
+/// Mean and std of the preset's normalization (ImageNet's for bare backbones).
+pub fn normalization(name: &str) -> (Vec<f64>, Vec<f64>) {
+    match models::find(name).map(|e| e.preset) {
+        Some(models::Preset::Dino(c)) => (c.augment.mean.to_vec(), c.augment.std.to_vec()),
+        _ => (vec![0.485, 0.456, 0.406], vec![0.229, 0.224, 0.225]),
+    }
+}
+
+/// Random weights of a backbone (the student's initialization for `seed`).
+pub fn random_backbone<V: VitModel>(seed: u64) -> Weights {
+    let mut cx = luminal::prelude::Graph::new();
+    let m = V::new(&mut cx);
+    let p = dino_runtime::nn::ParamSet::of(&m, &mut cx);
+    p.init(&mut cx, seed);
+    p.params
+        .iter()
+        .map(|q| (q.name.clone(), dino_runtime::graph::data::get(&cx, q.id).expect("init").to_vec()))
+        .collect()
+}
+
+/// CHW floats of an 8-bit image.
+pub fn normalize(img: &Image, mean: &[f64], std: &[f64]) -> Vec<f32> {
+    let (c, n) = (img.channels, img.width * img.height);
+    let mut out = vec![0f32; c * n];
+    for ch in 0..c {
+        let (m, s) = (mean[ch % mean.len()] as f32, std[ch % std.len()] as f32);
+        for i in 0..n {
+            out[ch * n + i] = (img.data[i * c + ch] as f32 / 255.0 - m) / s;
+        }
+    }
+    out
+}
+
+#[derive(Debug, Args)]
+pub struct AttentionArgs {
+    #[command(flatten)]
+    pub w: WeightArgs,
+    /// Images (files, or folders of images) to draw the attention of.
+    #[arg(long, num_args = 1..)]
+    pub image: Vec<PathBuf>,
+    /// Also draw this many Fashion-MNIST test images (`--data fmnist`).
+    #[arg(long, default_value_t = 0)]
+    pub fmnist: usize,
+    /// Fashion-MNIST's directory (default: Debian's, or $DINO_FMNIST_DIR).
+    #[arg(long)]
+    pub fmnist_dir: Option<PathBuf>,
+    /// Output directory for the pictures.
+    #[arg(long, default_value = "attention")]
+    pub out: PathBuf,
+    /// Resize images to SIZE x SIZE first (the reference uses 480); default: the model's
+    /// native size for small-image models, 480 otherwise. Then cropped to whole patches.
+    #[arg(long)]
+    pub size: Option<usize>,
+    /// Keep this fraction of the attention mass in the masks.
+    #[arg(long, default_value_t = attention::THRESHOLD)]
+    pub threshold: f32,
+    /// Measure the mean Jaccard index between the masks of the mean attention and the
+    /// foreground (pixels > 0) over the Fashion-MNIST test set (or its first N images).
+    #[arg(long, num_args = 0..=1, default_missing_value = "10000")]
+    pub jaccard: Option<usize>,
+    /// Worker threads [default: all cores].
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Print the Jaccard result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn expand_images(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
+    let mut out = vec![];
+    for p in paths {
+        if p.is_dir() {
+            let f = dino_runtime::data::ImageFolder::open(p, 3).map_err(|e| e.to_string())?;
+            out.extend(f.files);
+        } else if p.is_file() {
+            out.push(p.clone());
+        } else {
+            return Err(format!("{}: no such image or folder", p.display()));
+        }
+    }
+    Ok(out)
+}
+
+struct Run<'a> {
+    args: &'a AttentionArgs,
+    weights: Option<Weights>,
+    eps: Option<f32>,
+    name: String,
+}
+
+/// What `dino attention` measured.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct JaccardResult {
+    pub model: String,
+    pub images: usize,
+    pub threshold: f32,
+    /// Mean over images of the Jaccard index of the head-mean attention mask.
+    pub jaccard_mean_map: f64,
+    /// Mean over images of the best head's Jaccard index.
+    pub jaccard_best_head: f64,
+}
+
+fn draw<V: VitModel>(
+    runner: &mut VitRunner<V>,
+    img: &Image,
+    stem: &str,
+    args: &AttentionArgs,
+    norm: &(Vec<f64>, Vec<f64>),
+) -> Result<PathBuf, String> {
+    let p = V::PATCH;
+    let size = args.size.unwrap_or(if V::IMAGE < 224 { V::IMAGE } else { 480 });
+    let img = img.with_channels(V::CHANNELS);
+    let resized = if img.width == size && img.height == size { img } else { pil::resize_bicubic(&img, size, size) };
+    let (h, w) = (resized.height / p * p, resized.width / p * p);
+    let x = pil::crop(&resized, 0, 0, h, w);
+    let out = runner.run(&[normalize(&x, &norm.0, &norm.1)], h, w).map_err(|e| e.to_string())?;
+    let maps = AttentionMaps::from_weights(&out[0], h / p, w / p, p);
+    let scale = (224 / h.max(w)).max(1);
+    let big = |i: &Image| attention::enlarge(i, scale);
+    let mean = maps.mean();
+    let keep = attention::upsample(&attention::mass_mask(&mean, args.threshold), maps.gh, maps.gw, p);
+    let mut tiles = vec![
+        ("image".to_string(), big(&x)),
+        ("mean of heads".to_string(), big(&attention::overlay(&x, &mean, maps.gh, maps.gw, p))),
+        (format!("{:.0}% of the mass", args.threshold * 100.0), big(&attention::masked(&x, &keep))),
+    ];
+    let save = |img: &Image, suffix: &str| {
+        img.save_png(&args.out.join(format!("{stem}-{suffix}.png"))).map_err(|e| e.to_string())
+    };
+    save(&tiles[1].1, "mean")?;
+    save(&tiles[2].1, "mask")?;
+    for (i, head) in maps.heads.iter().enumerate() {
+        let o = big(&attention::overlay(&x, head, maps.gh, maps.gw, p));
+        save(&o, &format!("head{i}"))?;
+        tiles.push((format!("head {i}"), o));
+    }
+    let grid = args.out.join(format!("{stem}-grid.png"));
+    let columns = if tiles.len() <= 9 { tiles.len() } else { 6 };
+    attention::grid(&grid, &tiles, columns).map_err(|e| e.to_string())?;
+    Ok(grid)
+}
+
+/// Mean Jaccard of attention masks with the foreground over Fashion-MNIST test images.
+fn jaccard<V: VitModel>(
+    runner: &mut VitRunner<V>,
+    test: &dyn Dataset,
+    n: usize,
+    threshold: f32,
+    norm: &(Vec<f64>, Vec<f64>),
+) -> Result<(f64, f64), String> {
+    let (p, size) = (V::PATCH, V::IMAGE);
+    let n = n.min(test.len());
+    let (mut sum_mean, mut sum_best) = (0.0, 0.0);
+    let mut bar = Progress::new("jaccard", n as u64, false);
+    let mut start = 0;
+    while start < n {
+        let end = (start + 256).min(n);
+        let imgs: Vec<Image> =
+            (start..end).map(|i| test.load(i)).collect::<Result<_, _>>().map_err(|e| e.to_string())?;
+        let xs: Vec<Vec<f32>> =
+            imgs.iter().map(|im| normalize(&im.with_channels(V::CHANNELS), &norm.0, &norm.1)).collect();
+        let out = runner.run(&xs, size, size).map_err(|e| e.to_string())?;
+        for (im, a) in imgs.iter().zip(&out) {
+            let maps = AttentionMaps::from_weights(a, size / p, size / p, p);
+            let fg: Vec<bool> = im.to_luma().data.iter().map(|v| *v > 0).collect();
+            let score = |m: &[f32]| {
+                attention::jaccard(
+                    &attention::upsample(&attention::mass_mask(m, threshold), size / p, size / p, p),
+                    &fg,
+                )
+            };
+            sum_mean += score(&maps.mean());
+            sum_best += maps.heads.iter().map(|h| score(h)).fold(0.0, f64::max);
+        }
+        start = end;
+        bar.set(end as u64, String::new);
+    }
+    bar.finish();
+    Ok((sum_mean / n as f64, sum_best / n as f64))
+}
+
+impl models::VitVisitor for Run<'_> {
+    type Output = Result<Option<JaccardResult>, String>;
+
+    fn visit<V: VitModel>(self, _: &'static str) -> Self::Output {
+        let a = self.args;
+        let weights = match self.weights {
+            Some(w) => w,
+            None => random_backbone::<V>(a.w.seed),
+        };
+        let mut runner = VitRunner::<V>::new(Output::Attention, self.eps).map_err(|e| e.to_string())?;
+        runner.set_weights(&weights).map_err(|e| e.to_string())?;
+        let norm = normalization(&self.name);
+        std::fs::create_dir_all(&a.out).map_err(|e| format!("{}: {e}", a.out.display()))?;
+        let files = expand_images(&a.image)?;
+        for f in &files {
+            let img = Image::open(f, 3).map_err(|e| e.to_string())?;
+            let stem = f.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "image".into());
+            let g = draw(&mut runner, &img, &stem, a, &norm)?;
+            println!("{} -> {}", f.display(), g.display());
+        }
+        let needs_fmnist = a.fmnist > 0 || a.jaccard.is_some();
+        let fm =
+            if needs_fmnist { Some(fashion_mnist(a.fmnist_dir.as_deref()).map_err(|e| e.to_string())?) } else { None };
+        if let Some(fm) = &fm {
+            for i in 0..a.fmnist.min(fm.test.len()) {
+                let img = fm.test.load(i).map_err(|e| e.to_string())?;
+                let g = draw(&mut runner, &img, &format!("fmnist-test-{i}"), a, &norm)?;
+                println!(
+                    "fashion-mnist test image {i} ({}) -> {}",
+                    fm.test.classes()[fm.test.label(i).unwrap_or(0)],
+                    g.display()
+                );
+            }
+        }
+        match (a.jaccard, &fm) {
+            (Some(n), Some(fm)) => {
+                let (jm, jb) = jaccard(&mut runner, &fm.test, n, a.threshold, &norm)?;
+                Ok(Some(JaccardResult {
+                    model: self.name.clone(),
+                    images: n.min(fm.test.len()),
+                    threshold: a.threshold,
+                    jaccard_mean_map: jm,
+                    jaccard_best_head: jb,
+                }))
+            }
+            _ => Ok(None),
+        }
+    }
+}
+
+pub fn run(args: AttentionArgs) -> Result<(), String> {
+    super::set_threads(args.threads)?;
+    if args.image.is_empty() && args.fmnist == 0 && args.jaccard.is_none() {
+        return Err("nothing to do: give --image PATH..., --fmnist N or --jaccard".into());
+    }
+    let (weights, eps, name) = resolve(&args.w)?;
+    let what = match (&args.w.checkpoint, &args.w.weights) {
+        (Some(p), _) | (_, Some(p)) => p.display().to_string(),
+        _ => format!("random init (seed {})", args.w.seed),
+    };
+    let r = models::with_vit(&name, Run { args: &args, weights, eps, name: name.clone() }).ok_or_else(|| {
+        format!("no backbone or DINO preset named `{name}`; choose one of {}", models::vit_names().join(", "))
+    })??;
+    if let Some(j) = r {
+        if args.json {
+            println!("{}", serde_json::json!({"weights": what, "result": j}));
+        } else {
+            println!(
+                "Jaccard of the {:.0}%-mass attention masks with the foreground, {} Fashion-MNIST test images, {what}: \
+                 mean-of-heads map {:.4}, best head {:.4}",
+                j.threshold * 100.0,
+                j.images,
+                j.jaccard_mean_map,
+                j.jaccard_best_head
+            );
+        }
+    }
+    Ok(())
+}
