@@ -3,6 +3,7 @@ pub mod attention;
 pub mod bench;
 pub mod knn;
 pub mod models;
+pub mod supervised;
 pub mod train;
 
 use clap::{Parser, Subcommand};
@@ -30,6 +31,9 @@ pub enum Command {
     /// The last block's [CLS] self-attention as pictures (per head, mean, 60%-mass masks) for
     /// images of any size, and its Jaccard index with the foreground on Fashion-MNIST.
     Attention(Box<attention::AttentionArgs>),
+    /// The supervised baseline: the same backbone trained with labels (cross-entropy) on
+    /// Fashion-MNIST, saved in official names.
+    Supervised(supervised::SupervisedArgs),
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -45,6 +49,7 @@ pub fn run(cli: Cli) -> Result<(), String> {
         Command::Train(args) => train::run(*args),
         Command::Knn(args) => knn::run(args),
         Command::Attention(args) => attention::run(*args),
+        Command::Supervised(args) => supervised::run(args),
     }
 }
 

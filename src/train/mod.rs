@@ -3,6 +3,7 @@
 pub mod checkpoint;
 pub mod hyper;
 pub mod log;
+pub mod supervised;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
