@@ -2,6 +2,7 @@
 pub mod attention;
 pub mod bench;
 pub mod knn;
+pub mod linear;
 pub mod models;
 pub mod supervised;
 pub mod train;
@@ -34,6 +35,9 @@ pub enum Command {
     /// The supervised baseline: the same backbone trained with labels (cross-entropy) on
     /// Fashion-MNIST, saved in official names.
     Supervised(supervised::SupervisedArgs),
+    /// Linear probe: a linear classifier on frozen features (last-4-block [CLS] tokens),
+    /// trained with SGD on the engine.
+    Linear(Box<linear::LinearArgs>),
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -50,6 +54,7 @@ pub fn run(cli: Cli) -> Result<(), String> {
         Command::Knn(args) => knn::run(args),
         Command::Attention(args) => attention::run(*args),
         Command::Supervised(args) => supervised::run(args),
+        Command::Linear(args) => linear::run(*args),
     }
 }
 

@@ -2,6 +2,7 @@
 pub mod attention;
 pub mod features;
 pub mod knn;
+pub mod linear;
 pub mod vit_runner;
 
 pub use features::{Extractor, Features, Weights};

@@ -138,3 +138,69 @@ impl<V: VitModel> VitRunner<V> {
             .collect())
     }
 }
+
+/// The runner's output rows for every readable image of `ds`, each preprocessed as DINO's
+/// evaluation does at the model's native size (see `eval_view`), unreadable images skipped
+/// and listed.
+pub fn dataset_features<V: VitModel>(
+    runner: &mut VitRunner<V>,
+    ds: &dyn dino_runtime::data::Dataset,
+    mean: &[f64],
+    std: &[f64],
+    label: &str,
+    quiet: bool,
+) -> Result<super::Features> {
+    use rayon::prelude::*;
+    let (size, c) = (V::IMAGE, V::CHANNELS);
+    let aug = dino_runtime::config::AugmentConfig {
+        flip: 0.0,
+        color_jitter: None,
+        grayscale: 0.0,
+        blur: None,
+        solarize: None,
+        mean: Box::leak(mean.to_vec().into_boxed_slice()),
+        std: Box::leak(std.to_vec().into_boxed_slice()),
+    };
+    let mut f = super::Features::default();
+    let mut bar = crate::progress::Progress::new(label, ds.len() as u64, quiet);
+    let mut start = 0;
+    while start < ds.len() {
+        let end = (start + 256).min(ds.len());
+        let loaded: Vec<(usize, Result<Vec<f32>>)> = (start..end)
+            .into_par_iter()
+            .map(|i| (i, ds.load(i).map(|im| super::features::eval_tensor(&im, size, c, &aug))))
+            .collect();
+        let mut xs = vec![];
+        let mut rows = vec![];
+        for (i, r) in loaded {
+            match r {
+                Ok(x) => {
+                    xs.push(x);
+                    rows.push(i);
+                }
+                Err(e) => {
+                    f.skipped.push(dino_runtime::data::BadImage { index: i, source: ds.source(i), why: e.to_string() })
+                }
+            }
+        }
+        if !xs.is_empty() {
+            for row in self_run(runner, &xs, size)? {
+                f.dim = row.len();
+                f.data.extend(row);
+            }
+            f.labels.extend(rows.iter().map(|&i| ds.label(i)));
+            f.indices.extend(rows);
+        }
+        start = end;
+        bar.set(end as u64, String::new);
+    }
+    bar.finish();
+    for b in &f.skipped {
+        bar.println(&format!("warning: skipped unreadable image {}: {}", b.source, b.why));
+    }
+    Ok(f)
+}
+
+fn self_run<V: VitModel>(runner: &mut VitRunner<V>, xs: &[Vec<f32>], size: usize) -> Result<Vec<Vec<f32>>> {
+    runner.run(xs, size, size)
+}
