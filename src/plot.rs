@@ -127,3 +127,50 @@ pub fn loss_plot(path: &Path, records: &[Record], title: &str) -> Result<()> {
     ];
     line_chart(path, title, "iteration", "nats", &series)
 }
+
+/// Teacher k-NN accuracy over the epochs of a training log (random init at epoch 0), with
+/// the raw-pixel baseline when the log has it.
+pub fn knn_plot(path: &Path, records: &[Record], title: &str) -> Result<()> {
+    let mut per_k: Vec<(usize, Vec<(f64, f64)>)> = vec![(20, vec![]), (200, vec![])];
+    let mut raw = None;
+    for r in records {
+        match r {
+            Record::Epoch(e) => {
+                for (k, pts) in &mut per_k {
+                    if let Some(x) = e.knn.as_ref().and_then(|v| v.iter().find(|x| x.k == *k)) {
+                        pts.push((e.epoch as f64, x.top1));
+                    }
+                }
+            }
+            Record::Baseline(b) => raw = b.knn.iter().find(|x| x.k == 20).map(|x| x.top1),
+            _ => {}
+        }
+    }
+    if per_k[0].1.is_empty() {
+        return Err(plot_err(path, "the log has no k-NN results (train with --knn)"));
+    }
+    let last = per_k[0].1.last().map(|p| p.0).unwrap_or(1.0).max(1.0);
+    let mut series = vec![
+        Series {
+            name: "teacher k-NN top-1, k = 20",
+            points: per_k[0].1.clone(),
+            color: RGBColor(31, 119, 180),
+            dashed: false,
+        },
+        Series {
+            name: "teacher k-NN top-1, k = 200",
+            points: per_k[1].1.clone(),
+            color: RGBColor(148, 103, 189),
+            dashed: false,
+        },
+    ];
+    if let Some(r) = raw {
+        series.push(Series {
+            name: "raw pixels, k = 20",
+            points: vec![(0.0, r), (last, r)],
+            color: RGBColor(120, 120, 120),
+            dashed: true,
+        });
+    }
+    line_chart(path, title, "epoch (0 = random initialization)", "top-1 accuracy (%)", &series)
+}

@@ -4,6 +4,7 @@ pub mod bench;
 pub mod knn;
 pub mod linear;
 pub mod models;
+pub mod plot;
 pub mod supervised;
 pub mod train;
 
@@ -38,6 +39,8 @@ pub enum Command {
     /// Linear probe: a linear classifier on frozen features (last-4-block [CLS] tokens),
     /// trained with SGD on the engine.
     Linear(Box<linear::LinearArgs>),
+    /// Redraw a run's loss and k-NN plots from its log.jsonl.
+    Plot(plot::PlotArgs),
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -55,6 +58,7 @@ pub fn run(cli: Cli) -> Result<(), String> {
         Command::Attention(args) => attention::run(*args),
         Command::Supervised(args) => supervised::run(args),
         Command::Linear(args) => linear::run(*args),
+        Command::Plot(args) => plot::run(args),
     }
 }
 

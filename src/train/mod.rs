@@ -382,6 +382,12 @@ pub fn train_model<M: DinoModel>(opts: &TrainOptions) -> Result<TrainReport> {
         {
             eprintln!("warning: {e}");
         }
+        if run.knn {
+            let title = format!("DINO {}: weighted k-NN of the teacher", run.preset);
+            if let Err(e) = crate::plot::knn_plot(&out.join("knn.png"), &records, &title) {
+                eprintln!("warning: {e}");
+            }
+        }
     }
     let has_baseline = || log::read(&log_path).map(|r| r.iter().any(|r| matches!(r, Record::Baseline(_))));
     if let (Some(_), Some(test), true) = (&extractor, &splits.test, it == total && !has_baseline()?) {
@@ -400,6 +406,11 @@ pub fn train_model<M: DinoModel>(opts: &TrainOptions) -> Result<TrainReport> {
             knn: r.clone(),
         }))?;
         report.raw_knn = Some(r);
+        let records = log::read(&log_path)?;
+        let title = format!("DINO {}: weighted k-NN of the teacher", run.preset);
+        if let Err(e) = crate::plot::knn_plot(&out.join("knn.png"), &records, &title) {
+            eprintln!("warning: {e}");
+        }
     }
     report.iterations = it;
     report.images_per_s = images_done as f64 / t0.elapsed().as_secs_f64().max(1e-9);

@@ -1,0 +1,29 @@
+//! `dino plot`: redraw a run's pictures from its log.
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::train::log;
+
+#[derive(Debug, Args)]
+pub struct PlotArgs {
+    /// A training output directory (with log.jsonl).
+    pub run: PathBuf,
+}
+
+pub fn run(args: PlotArgs) -> Result<(), String> {
+    let records = log::read(&args.run.join("log.jsonl")).map_err(|e| e.to_string())?;
+    if records.is_empty() {
+        return Err(format!("{}: no log.jsonl records", args.run.display()));
+    }
+    let name = args.run.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let loss = args.run.join("loss.png");
+    crate::plot::loss_plot(&loss, &records, &format!("DINO {name} training loss")).map_err(|e| e.to_string())?;
+    println!("{}", loss.display());
+    let knn = args.run.join("knn.png");
+    match crate::plot::knn_plot(&knn, &records, &format!("DINO {name}: weighted k-NN of the teacher")) {
+        Ok(()) => println!("{}", knn.display()),
+        Err(e) => eprintln!("note: {e}"),
+    }
+    Ok(())
+}
