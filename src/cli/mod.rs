@@ -1,6 +1,7 @@
 //! The `dino` command line.
 pub mod attention;
 pub mod bench;
+pub mod features;
 pub mod knn;
 pub mod linear;
 pub mod models;
@@ -41,6 +42,8 @@ pub enum Command {
     Linear(Box<linear::LinearArgs>),
     /// Redraw a run's loss and k-NN plots from its log.jsonl.
     Plot(plot::PlotArgs),
+    /// Export [CLS] (or all token) features of a dataset as .npy or .safetensors.
+    Features(Box<features::FeaturesArgs>),
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -59,6 +62,7 @@ pub fn run(cli: Cli) -> Result<(), String> {
         Command::Supervised(args) => supervised::run(args),
         Command::Linear(args) => linear::run(*args),
         Command::Plot(args) => plot::run(args),
+        Command::Features(args) => features::run(*args),
     }
 }
 

@@ -21,6 +21,8 @@ pub enum Output {
     /// The final [CLS] token and the mean of the final patch tokens: `(b, 2 * D)` (DINO's
     /// linear-probe features for ViT-B).
     ClsAndPatchMean,
+    /// Every final token through the norm, [CLS] first: `(b, t * D)`.
+    Tokens,
 }
 
 pub struct VitRunner<V: VitModel> {
@@ -53,6 +55,7 @@ impl<V: VitModel> VitRunner<V> {
         let outputs: Vec<NodeIndex> = match output {
             Output::Attention => vec![vit.last_attention_dyn(patches, resample).id],
             Output::LastCls(n) => vit.last_cls_dyn(patches, resample, n).iter().map(|t| t.id).collect(),
+            Output::Tokens => vec![vit.features_dyn(patches, resample).id],
             Output::ClsAndPatchMean => {
                 let t = vit.features_dyn(patches, resample);
                 let sum = t.sum_reduce::<(Dyn<'b'>, <V::Vit as VitLayers>::Dim), Axis<1>>();
