@@ -45,7 +45,7 @@ pub fn expand(ir: &VitIr, rt: &TokenStream) -> TokenStream {
 
             /// Create the parameter nodes with another LayerNorm epsilon (weights trained with
             /// a different one, e.g. Hugging Face's 1e-12).
-            pub fn new_with_eps(cx: &mut #p_::Graph, eps: f32) -> Self {
+            pub fn new_with_eps(cx: &mut #p_::Graph, eps: ::core::primitive::f32) -> Self {
                 Self(#rt::nn::VisionTransformer::new(cx, #depth, #qkv_bias, eps))
             }
 
@@ -86,7 +86,7 @@ pub fn expand(ir: &VitIr, rt: &TokenStream) -> TokenStream {
             fn new(cx: &mut #p_::Graph) -> Self {
                 #name::new(cx)
             }
-            fn new_with_eps(cx: &mut #p_::Graph, eps: f32) -> Self {
+            fn new_with_eps(cx: &mut #p_::Graph, eps: ::core::primitive::f32) -> Self {
                 #name::new_with_eps(cx, eps)
             }
             fn vit(&self) -> &Self::Vit {
