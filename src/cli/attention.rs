@@ -114,8 +114,9 @@ pub struct AttentionArgs {
     /// Output directory for the pictures.
     #[arg(long, default_value = "attention")]
     pub out: PathBuf,
-    /// Resize images to SIZE x SIZE first (the reference uses 480); default: the model's
-    /// native size for small-image models, 480 otherwise. Then cropped to whole patches.
+    /// Resize images to SIZE x SIZE first (the reference uses 480; 0 keeps each image's own
+    /// size); default: the model's native size for small-image models, 480 otherwise. Then
+    /// cropped to whole patches.
     #[arg(long)]
     pub size: Option<usize>,
     /// Keep this fraction of the attention mass in the masks.
@@ -177,7 +178,14 @@ fn draw<V: VitModel>(
     let p = V::PATCH;
     let size = args.size.unwrap_or(if V::IMAGE < 224 { V::IMAGE } else { 480 });
     let img = img.with_channels(V::CHANNELS);
-    let resized = if img.width == size && img.height == size { img } else { pil::resize_bicubic(&img, size, size) };
+    let resized = if size == 0 || (img.width == size && img.height == size) {
+        img
+    } else {
+        pil::resize_bicubic(&img, size, size)
+    };
+    if resized.width < p || resized.height < p {
+        return Err(format!("{stem}: {}x{} is smaller than one {p} px patch", resized.width, resized.height));
+    }
     let (h, w) = (resized.height / p * p, resized.width / p * p);
     let x = pil::crop(&resized, 0, 0, h, w);
     let out = runner.run(&[normalize(&x, &norm.0, &norm.1)], h, w).map_err(|e| e.to_string())?;
