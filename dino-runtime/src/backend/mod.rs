@@ -6,6 +6,7 @@
 //! an [`ir::Program`]. A device backend (`cpu`) executes those nodes.
 pub mod cpu;
 pub mod cse;
+pub mod cuda;
 pub mod fused;
 pub mod fusion;
 pub mod gemm;

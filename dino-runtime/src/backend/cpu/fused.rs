@@ -18,26 +18,26 @@ const PARALLEL_MIN_ELEMENTS: usize = 1 << 15;
 /// A fused kernel bound to concrete dims and input layouts.
 #[derive(Debug, Clone)]
 pub struct FusedKernel {
-    program: Program,
+    pub(crate) program: Program,
     /// Row reductions before the program (see `ir::Stage`).
-    stages: Vec<(Program, ReduceKind)>,
+    pub(crate) stages: Vec<(Program, ReduceKind)>,
     /// Iteration dims after merging axes; the last one is the row.
-    dims: Vec<usize>,
+    pub(crate) dims: Vec<usize>,
     /// Per input: strides and valid ranges per iteration axis, base offset, fill value.
-    loads: Vec<LoadSpec>,
+    pub(crate) loads: Vec<LoadSpec>,
     /// Output strides per iteration axis (0 on the reduced axis).
-    out_strides: Vec<isize>,
-    reduce: Option<(usize, ReduceKind)>,
+    pub(crate) out_strides: Vec<isize>,
+    pub(crate) reduce: Option<(usize, ReduceKind)>,
     out_len: usize,
 }
 
 #[derive(Debug, Clone)]
-struct LoadSpec {
-    strides: Vec<isize>,
-    lo: Vec<usize>,
-    hi: Vec<usize>,
-    offset: isize,
-    fill: f32,
+pub(crate) struct LoadSpec {
+    pub(crate) strides: Vec<isize>,
+    pub(crate) lo: Vec<usize>,
+    pub(crate) hi: Vec<usize>,
+    pub(crate) offset: isize,
+    pub(crate) fill: f32,
 }
 
 impl FusedKernel {

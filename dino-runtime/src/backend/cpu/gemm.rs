@@ -6,25 +6,25 @@ use crate::backend::gemm::GemmAxis;
 use crate::backend::layout::Layout;
 
 /// One axis of the product after merging: length and strides in A, B and the output.
-#[derive(Debug, Clone, Copy)]
-struct Ax {
-    len: usize,
-    sa: isize,
-    sb: isize,
-    sc: isize,
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Ax {
+    pub(crate) len: usize,
+    pub(crate) sa: isize,
+    pub(crate) sb: isize,
+    pub(crate) sc: isize,
 }
 
 /// A contraction resolved to strides: one `m x k x n` sgemm per point of the loop axes,
 /// accumulated over the points of the extra K axes (K axes that could not be merged).
 #[derive(Debug, Clone)]
 pub struct GemmPlan {
-    m: Ax,
-    n: Ax,
-    k: Ax,
-    loops: Vec<Ax>,
-    k_loops: Vec<Ax>,
+    pub(crate) m: Ax,
+    pub(crate) n: Ax,
+    pub(crate) k: Ax,
+    pub(crate) loops: Vec<Ax>,
+    pub(crate) k_loops: Vec<Ax>,
     /// Base offsets of A and B (views that slice start inside their buffer).
-    base: (isize, isize),
+    pub(crate) base: (isize, isize),
     out_len: usize,
 }
 

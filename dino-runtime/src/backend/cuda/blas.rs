@@ -1,0 +1,378 @@
+//! Contractions as cuBLAS calls: a [`GemmPlan`] (row-major thinking, any strides) turned into
+//! column-major `cublasSgemmStridedBatched` calls.
+//!
+//! cuBLAS multiplies column-major matrices whose elements along one axis are adjacent: an
+//! operand `X` (rows × cols) is either `N` (element `(r, c)` at `r + c·ld`) or `T` (at
+//! `c + r·ld`), with `ld` at least the length of the adjacent axis. Our product is
+//! `out[i, j] = Σ_t a[i, t] · b[t, j]` with the output contiguous over the non-K axes. When
+//! the N axis is the output's innermost we compute `outᵀ = bᵀ · aᵀ` (rows `j`, columns `i`),
+//! otherwise `out = a · b`; each operand then takes `N` or `T` from which of its two strides
+//! is 1. A length-1 axis has no stride to speak of and adapts to either. One batch axis
+//! becomes the call's batch (any stride, 0 included); further batch axes become separate calls;
+//! K axes that could not be merged become extra calls accumulating with `beta = 1`. An operand
+//! with no unit stride on its two axes (an overlapping or gathered view) cannot be expressed:
+//! the runtime copies it to a contiguous buffer first ([`BlasPlan::new`] says which).
+use crate::backend::cpu::gemm::{Ax, GemmPlan};
+
+/// cuBLAS's transpose flag for one operand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Trans {
+    N,
+    T,
+}
+
+/// Which of the contraction's inputs a cuBLAS operand reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Operand {
+    A,
+    B,
+}
+
+/// One `cublasSgemmStridedBatched` call, in cuBLAS's column-major terms:
+/// `C[.., r, c] = alpha · Σ_t op(X)[r, t] · op(Y)[t, c] + beta · C[.., r, c]`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BlasCall {
+    pub x: Operand,
+    pub y: Operand,
+    pub trans_x: Trans,
+    pub trans_y: Trans,
+    pub rows: i32,
+    pub cols: i32,
+    pub k: i32,
+    pub ld_x: i32,
+    pub ld_y: i32,
+    pub ld_c: i32,
+    /// Element offsets of the first matrix of X, Y and C in their buffers.
+    pub off_x: i64,
+    pub off_y: i64,
+    pub off_c: i64,
+    pub batch: i32,
+    pub stride_x: i64,
+    pub stride_y: i64,
+    pub stride_c: i64,
+    /// 0 for the first K point, 1 for those accumulated after it.
+    pub beta: f32,
+}
+
+/// Why a product cannot be one cuBLAS call as its operands are laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NeedsCopy {
+    /// This input has no unit stride on either of its matrix axes.
+    Input(Operand),
+    /// The output is not contiguous along either matrix axis (cannot happen for our outputs,
+    /// which are contiguous over the non-K axes, unless both M and N are loops).
+    Output,
+}
+
+/// The cuBLAS calls of one contraction, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BlasPlan {
+    pub calls: Vec<BlasCall>,
+    /// The output has no K to sum over (an empty K): fill it with zeros instead.
+    pub zero_fill: bool,
+}
+
+/// One operand's matrix: strides along its row and column axes (cuBLAS orientation).
+fn orient(len_r: usize, s_r: isize, len_c: usize, s_c: isize) -> Option<(Trans, i32)> {
+    // N: rows adjacent (s_r == 1), ld = s_c >= len_r.  T: columns adjacent, ld = s_r >= len_c.
+    let n_ok = (s_r == 1 || len_r <= 1) && (len_c <= 1 || s_c >= len_r.max(1) as isize);
+    let t_ok = (s_c == 1 || len_c <= 1) && (len_r <= 1 || s_r >= len_c.max(1) as isize);
+    if n_ok {
+        Some((Trans::N, if len_c <= 1 { len_r.max(1) as i32 } else { s_c as i32 }))
+    } else if t_ok {
+        Some((Trans::T, if len_r <= 1 { len_c.max(1) as i32 } else { s_r as i32 }))
+    } else {
+        None
+    }
+}
+
+impl BlasPlan {
+    /// Plan `plan` as cuBLAS calls, or say which operand must be made contiguous first.
+    pub fn new(plan: &GemmPlan) -> Result<BlasPlan, NeedsCopy> {
+        let (m, n, k) = (plan.m, plan.n, plan.k);
+        let k_points: usize = plan.k_loops.iter().map(|a| a.len).product();
+        if plan.out_len() == 0 {
+            return Ok(BlasPlan { calls: vec![], zero_fill: false });
+        }
+        if k.len == 0 || k_points == 0 {
+            return Ok(BlasPlan { calls: vec![], zero_fill: true });
+        }
+        // C's rows are the output's adjacent axis.
+        let transposed = n.sc == 1 || n.len <= 1 && m.sc != 1;
+        let (r, c, ld_c) = if transposed {
+            if m.len > 1 && m.sc < n.len as isize {
+                return Err(NeedsCopy::Output);
+            }
+            (n, m, if m.len <= 1 { n.len.max(1) as isize } else { m.sc })
+        } else {
+            if m.sc != 1 && m.len > 1 {
+                return Err(NeedsCopy::Output);
+            }
+            (m, n, if n.len <= 1 { m.len.max(1) as isize } else { n.sc })
+        };
+        // X is rows x k, Y is k x cols; in the transposed product X reads B and Y reads A.
+        let (x, y) = if transposed { (Operand::B, Operand::A) } else { (Operand::A, Operand::B) };
+        let stride = |o: Operand, a: &Ax| if o == Operand::A { a.sa } else { a.sb };
+        let (trans_x, ld_x) = orient(r.len, stride(x, &r), k.len, stride(x, &k)).ok_or(NeedsCopy::Input(x))?;
+        let (trans_y, ld_y) = orient(k.len, stride(y, &k), c.len, stride(y, &c)).ok_or(NeedsCopy::Input(y))?;
+        let base = |o: Operand| if o == Operand::A { plan.base.0 } else { plan.base.1 } as i64;
+
+        // the innermost loop is the call's batch; the others and the K points are calls
+        let (batch_ax, outer) = match plan.loops.split_last() {
+            Some((last, rest)) => (*last, rest.to_vec()),
+            None => (Ax { len: 1, sa: 0, sb: 0, sc: 0 }, vec![]),
+        };
+        let n_outer: usize = outer.iter().map(|a| a.len).product();
+        let mut calls = Vec::with_capacity(n_outer * k_points);
+        for o in 0..n_outer {
+            let (mut oa, mut ob, mut oc) = (0isize, 0isize, 0isize);
+            let mut rest = o;
+            for a in outer.iter().rev() {
+                let j = (rest % a.len) as isize;
+                rest /= a.len;
+                oa += j * a.sa;
+                ob += j * a.sb;
+                oc += j * a.sc;
+            }
+            for kp in 0..k_points {
+                let (mut ka, mut kb, mut rest) = (0isize, 0isize, kp);
+                for a in plan.k_loops.iter().rev() {
+                    let j = (rest % a.len) as isize;
+                    rest /= a.len;
+                    ka += j * a.sa;
+                    kb += j * a.sb;
+                }
+                let off = |op: Operand| base(op) + if op == Operand::A { oa + ka } else { ob + kb } as i64;
+                calls.push(BlasCall {
+                    x,
+                    y,
+                    trans_x,
+                    trans_y,
+                    rows: r.len as i32,
+                    cols: c.len as i32,
+                    k: k.len as i32,
+                    ld_x,
+                    ld_y,
+                    ld_c: ld_c as i32,
+                    off_x: off(x),
+                    off_y: off(y),
+                    off_c: oc as i64,
+                    batch: batch_ax.len as i32,
+                    stride_x: stride(x, &batch_ax) as i64,
+                    stride_y: stride(y, &batch_ax) as i64,
+                    stride_c: batch_ax.sc as i64,
+                    beta: if kp == 0 { 0.0 } else { 1.0 },
+                });
+            }
+        }
+        Ok(BlasPlan { calls, zero_fill: false })
+    }
+}
+
+/// What cuBLAS computes for `call` (its argument checks included), on host buffers: the
+/// reference the planner is tested against, since no GPU is needed to know what a call means.
+pub fn emulate(call: &BlasCall, a: &[f32], b: &[f32], out: &mut [f32]) -> Result<(), String> {
+    let (rx, ry) = (
+        if call.trans_x == Trans::N { call.rows } else { call.k },
+        if call.trans_y == Trans::N { call.k } else { call.cols },
+    );
+    // cublas status INVALID_VALUE conditions for gemm
+    if call.rows < 0 || call.cols < 0 || call.k < 0 || call.batch < 0 {
+        return Err("negative size".into());
+    }
+    if call.ld_x < rx.max(1) || call.ld_y < ry.max(1) || call.ld_c < call.rows.max(1) {
+        return Err(format!("leading dimension too small: {call:?}"));
+    }
+    let pick = |o: Operand| if o == Operand::A { a } else { b };
+    let (xs, ys) = (pick(call.x), pick(call.y));
+    for bi in 0..call.batch as i64 {
+        for c in 0..call.cols as i64 {
+            for r in 0..call.rows as i64 {
+                let mut acc = 0f32;
+                for t in 0..call.k as i64 {
+                    let xi = call.off_x
+                        + bi * call.stride_x
+                        + if call.trans_x == Trans::N { r + t * call.ld_x as i64 } else { t + r * call.ld_x as i64 };
+                    let yi = call.off_y
+                        + bi * call.stride_y
+                        + if call.trans_y == Trans::N { t + c * call.ld_y as i64 } else { c + t * call.ld_y as i64 };
+                    acc += xs[xi as usize] * ys[yi as usize];
+                }
+                let ci = (call.off_c + bi * call.stride_c + r + c * call.ld_c as i64) as usize;
+                out[ci] = acc + if call.beta == 0.0 { 0.0 } else { call.beta * out[ci] };
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+pub(crate) mod tests_support {
+    use crate::backend::gemm::GemmAxis;
+    use crate::backend::layout::{Axis, Layout};
+    use rand::seq::SliceRandom;
+    use rand::Rng;
+
+    /// A random contraction: random roles and lengths of 2..5 axes, each operand stored
+    /// contiguously in a random order of the axes it indexes (broadcast elsewhere), sometimes
+    /// a slice of a larger buffer.
+    pub(crate) fn random_case(rng: &mut rand_chacha::ChaCha8Rng) -> (Vec<GemmAxis>, Layout, Layout, usize, usize) {
+        loop {
+            let rank = rng.gen_range(2..=5);
+            let axes: Vec<GemmAxis> = (0..rank)
+                .map(|_| [GemmAxis::Batch, GemmAxis::M, GemmAxis::N, GemmAxis::K][rng.gen_range(0..4)])
+                .collect();
+            if !axes.iter().any(|a| matches!(a, GemmAxis::M | GemmAxis::N)) {
+                continue;
+            }
+            let lens: Vec<usize> = (0..rank).map(|_| rng.gen_range(1..=4)).collect();
+            let mut layout = |uses: &dyn Fn(GemmAxis) -> bool| {
+                let mut mine: Vec<usize> = (0..rank).filter(|&i| uses(axes[i])).collect();
+                mine.shuffle(rng);
+                let mut strides = vec![0isize; rank];
+                let mut acc = 1isize;
+                for &i in mine.iter().rev() {
+                    strides[i] = acc;
+                    acc *= lens[i] as isize;
+                }
+                let offset = rng.gen_range(0..3) as isize;
+                let axes = (0..rank).map(|i| Axis { len: lens[i], stride: strides[i], lo: 0, hi: lens[i] }).collect();
+                (Layout { axes, offset }, acc as usize + offset as usize)
+            };
+            let (la, na) = layout(&|x| x != GemmAxis::N);
+            let (lb, nb) = layout(&|x| x != GemmAxis::M);
+            return (axes, la, lb, na, nb);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tests_support::random_case;
+    use super::*;
+    use crate::backend::gemm::GemmAxis;
+    use crate::backend::layout::{Axis, Layout};
+    use rand::{Rng, SeedableRng};
+
+    /// The copy the runtime makes of an operand when cuBLAS cannot read the product: contiguous
+    /// in the order of the roles in `order` (the last one adjacent).
+    fn contiguous_copy(axes: &[GemmAxis], l: &Layout, data: &[f32], order: [GemmAxis; 3]) -> (Layout, Vec<f32>) {
+        let rank = axes.len();
+        let mine: Vec<usize> = order.iter().flat_map(|r| (0..rank).filter(move |&i| axes[i] == *r)).collect();
+        let mut strides = vec![0isize; rank];
+        let mut acc = 1isize;
+        for &i in mine.iter().rev() {
+            if l.axes[i].stride != 0 || l.axes[i].len == 1 {
+                strides[i] = acc;
+                acc *= l.axes[i].len as isize;
+            }
+        }
+        let mut out = vec![0f32; acc as usize];
+        let dims = l.dims();
+        let total: usize = dims.iter().product();
+        for flat in 0..total {
+            let (mut src, mut dst, mut rest) = (l.offset, 0isize, flat);
+            for i in (0..rank).rev() {
+                let j = (rest % dims[i]) as isize;
+                rest /= dims[i];
+                src += j * l.axes[i].stride;
+                dst += j * strides[i];
+            }
+            out[dst as usize] = data[src as usize];
+        }
+        let axes = (0..rank).map(|i| Axis { len: dims[i], stride: strides[i], lo: 0, hi: dims[i] }).collect();
+        (Layout { axes, offset: 0 }, out)
+    }
+
+    #[test]
+    fn cublas_calls_compute_what_the_cpu_gemm_computes() {
+        use GemmAxis::*;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let (mut batched, mut multi_k, mut copies, mut out_perm) = (0, 0, 0, 0);
+        let mut transposes = std::collections::HashSet::new();
+        for case in 0..3000 {
+            let (axes, mut la, mut lb, na, nb) = random_case(&mut rng);
+            let mut a: Vec<f32> = (0..na).map(|_| rng.gen_range(-1.0..1.0)).collect();
+            let mut b: Vec<f32> = (0..nb).map(|_| rng.gen_range(-1.0..1.0)).collect();
+            let plan = GemmPlan::new(&axes, &la, &lb);
+            let mut want = vec![0f32; plan.out_len()];
+            plan.run(&a, &b, &mut want);
+            let mut blas = BlasPlan::new(&plan);
+            // the runtime's fallback: copy the operands to the canonical layouts (batch axes,
+            // then the matrix axes, K adjacent in A and N in B: every group merges), plan again
+            if let Err(NeedsCopy::Input(_)) = blas {
+                (la, a) = contiguous_copy(&axes, &la, &a, [Batch, M, K]);
+                (lb, b) = contiguous_copy(&axes, &lb, &b, [Batch, K, N]);
+                copies += 1;
+                blas = BlasPlan::new(&GemmPlan::new(&axes, &la, &lb));
+            }
+            let blas = match blas {
+                Ok(p) => p,
+                Err(NeedsCopy::Output) => {
+                    // only when the output's adjacent axis is a loop, not a matrix axis
+                    let p = GemmPlan::new(&axes, &la, &lb);
+                    assert!(p.m.sc != 1 && p.n.sc != 1 && p.m.len > 1 && p.n.len > 1, "case {case}: {axes:?}");
+                    out_perm += 1;
+                    continue;
+                }
+                Err(e) => {
+                    // after the copy, only when the output splits a matrix group (an M or N axis
+                    // left as a loop): the runtime then computes into a permuted output
+                    let p = GemmPlan::new(&axes, &la, &lb);
+                    let split = p.loops.iter().any(|l| l.len > 1 && (l.sa == 0 || l.sb == 0));
+                    assert!(split, "case {case}: {e:?} after a copy, {axes:?} {la:?} {lb:?}");
+                    out_perm += 1;
+                    continue;
+                }
+            };
+            let mut got = vec![f32::NAN; plan.out_len()];
+            if blas.zero_fill {
+                got.fill(0.0);
+            }
+            for call in &blas.calls {
+                emulate(call, &a, &b, &mut got).unwrap_or_else(|e| panic!("case {case}: {e}"));
+                batched += (call.batch > 1) as usize;
+                multi_k += (call.beta != 0.0) as usize;
+                transposes.insert((call.trans_x, call.trans_y, call.x));
+            }
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    (g - w).abs() <= 1e-5 * (1.0 + w.abs()),
+                    "case {case} elem {i}: {g} vs {w}\n{axes:?}\n{blas:?}"
+                );
+            }
+        }
+        // the random cases exercise every form
+        eprintln!(
+            "batched calls {batched}, accumulating calls {multi_k}, copies {copies}, permuted outputs {out_perm}"
+        );
+        assert!(
+            batched > 100 && multi_k > 50 && copies > 20,
+            "batched {batched}, accumulated {multi_k}, copies {copies}"
+        );
+        assert_eq!(transposes.len(), 8, "all N/T combinations, both orientations: {transposes:?}");
+    }
+
+    #[test]
+    fn a_gathered_operand_asks_for_a_copy() {
+        // a[i, t] with strides (2, 3): neither axis adjacent
+        let la = Layout {
+            axes: vec![
+                Axis { len: 3, stride: 2, lo: 0, hi: 3 },
+                Axis { len: 1, stride: 0, lo: 0, hi: 1 },
+                Axis { len: 4, stride: 3, lo: 0, hi: 4 },
+            ],
+            offset: 0,
+        };
+        let lb = Layout {
+            axes: vec![
+                Axis { len: 3, stride: 0, lo: 0, hi: 3 },
+                Axis { len: 1, stride: 1, lo: 0, hi: 1 },
+                Axis { len: 4, stride: 1, lo: 0, hi: 4 },
+            ],
+            offset: 0,
+        };
+        let plan = GemmPlan::new(&[GemmAxis::M, GemmAxis::N, GemmAxis::K], &la, &lb);
+        assert_eq!(BlasPlan::new(&plan), Err(NeedsCopy::Input(Operand::A)));
+    }
+}

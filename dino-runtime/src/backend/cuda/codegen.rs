@@ -1,0 +1,339 @@
+//! CUDA C source of fused kernels, printed from the same bound kernels the CPU runs.
+//!
+//! A [`FusedKernel`] (a fusion-IR program bound to concrete dims and input strides, axes
+//! already merged) becomes one `__global__` function with every size, stride and valid range
+//! written as a literal, so NVRTC folds the index arithmetic; kernels are compiled once per
+//! distinct source and cached by the runtime. Two shapes:
+//!
+//! - **flat**: no reduction and no row stages. One thread per element in a grid-stride loop;
+//!   the element's multi-index comes from its flat index by divisions by literals.
+//! - **row**: a kernel with row stages (LayerNorm's mean and variance, softmax's max and sum)
+//!   or a reduction. One block per row (every axis but the innermost and an outer reduced
+//!   one), its threads striding along the row. Each stage is a block-wide reduction
+//!   (`dino_block_sum` / `dino_block_max`: warp shuffles, then one partial per warp through
+//!   shared memory) whose value every thread then reads; a reduction along the row is one more;
+//!   a reduction over an outer axis loops over it, the block owning its output row, so no
+//!   atomics are needed.
+//!
+//! Loads read `inK[offset + Σ index·stride]` where the view is valid and the input's fill
+//! value (0, or -inf for a max over padding) elsewhere, exactly as the CPU kernel. The block
+//! reductions are defined in [`CUDA_PRELUDE`]; everything else is plain C, which is how the
+//! tests check the generated code on a machine without a GPU: they compile it with the host C
+//! compiler against [`HOST_PRELUDE`] (one thread per block) and compare with the CPU kernel.
+use std::fmt::Write;
+
+use crate::backend::cpu::fused::FusedKernel;
+use crate::backend::ir::{BinaryOp, Instr, Program, ReduceKind, UnaryOp};
+
+/// Definitions every CUDA kernel source starts with.
+pub const CUDA_PRELUDE: &str = r#"#define DINO_KERNEL extern "C" __global__ void __launch_bounds__(1024)
+__device__ __forceinline__ float dino_warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+__device__ __forceinline__ float dino_warp_max(float v) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+/* Block-wide reductions; every thread of the block calls them and gets the result. The
+   block size is a multiple of 32. */
+__device__ __forceinline__ float dino_block_sum(float v) {
+    __shared__ float part[32];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+    v = dino_warp_sum(v);
+    __syncthreads();
+    if (lane == 0) part[warp] = v;
+    __syncthreads();
+    return dino_warp_sum(lane < warps ? part[lane] : 0.0f);
+}
+__device__ __forceinline__ float dino_block_max(float v) {
+    __shared__ float part[32];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+    v = dino_warp_max(v);
+    __syncthreads();
+    if (lane == 0) part[warp] = v;
+    __syncthreads();
+    return dino_warp_max(lane < warps ? part[lane] : __int_as_float(0xff800000));
+}
+"#;
+
+/// The same definitions for the host C compiler, one thread per block, one block per grid:
+/// the generated code then runs sequentially and must give the CPU kernel's values.
+pub const HOST_PRELUDE: &str = r#"#include <math.h>
+#include <string.h>
+typedef struct { unsigned x, y, z; } dino_dim3;
+static dino_dim3 threadIdx = {0, 0, 0}, blockIdx = {0, 0, 0}, blockDim = {1, 1, 1}, gridDim = {1, 1, 1};
+#define DINO_KERNEL void
+#define __restrict__ restrict
+static float __int_as_float(int i) { float f; memcpy(&f, &i, 4); return f; }
+static float dino_block_sum(float v) { return v; }
+static float dino_block_max(float v) { return v; }
+"#;
+
+/// How a kernel is launched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Launch {
+    /// One thread per element: `total` elements.
+    Flat { total: usize },
+    /// One block per row: `rows` rows of `row_len` elements.
+    Rows { rows: usize, row_len: usize },
+}
+
+/// A kernel's source and launch shape.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KernelSource {
+    pub name: String,
+    /// The kernel alone; prepend [`CUDA_PRELUDE`] (once per module) to compile it.
+    pub code: String,
+    pub launch: Launch,
+    pub n_inputs: usize,
+}
+
+impl Launch {
+    /// Grid and block sizes for a device with `sms` multiprocessors.
+    pub fn grid_block(&self, sms: usize) -> (u32, u32) {
+        match *self {
+            Launch::Flat { total } => {
+                let block = 256usize;
+                let grid = total.div_ceil(block).clamp(1, sms * 32);
+                (grid as u32, block as u32)
+            }
+            Launch::Rows { rows, row_len } => {
+                // a warp per 32 elements of the row, at most 1024 threads
+                let block = (row_len.div_ceil(32) * 32).clamp(32, 1024);
+                (rows.clamp(1, 65535 * 8) as u32, block as u32)
+            }
+        }
+    }
+}
+
+/// A float literal that C parses back to the same bits.
+fn float_lit(v: f32) -> String {
+    if v.is_finite() {
+        let s = format!("{v:?}");
+        if s.contains(['.', 'e', 'E']) {
+            format!("{s}f")
+        } else {
+            format!("{s}.0f")
+        }
+    } else {
+        format!("__int_as_float((int){:#010x}u)", v.to_bits())
+    }
+}
+
+fn reduce_fn(kind: ReduceKind) -> (&'static str, &'static str) {
+    match kind {
+        ReduceKind::Sum => ("dino_block_sum", "+"),
+        ReduceKind::Max => ("dino_block_max", "fmaxf"),
+    }
+}
+
+fn combine(kind: ReduceKind, a: &str, b: &str) -> String {
+    match kind {
+        ReduceKind::Sum => format!("{a} + {b}"),
+        ReduceKind::Max => format!("fmaxf({a}, {b})"),
+    }
+}
+
+/// The source of one bound kernel. `name` must be a C identifier.
+pub fn kernel_source(k: &FusedKernel, name: &str) -> KernelSource {
+    let g = Gen { k, out: String::new() };
+    g.kernel(name)
+}
+
+struct Gen<'a> {
+    k: &'a FusedKernel,
+    out: String,
+}
+
+impl Gen<'_> {
+    fn line(&mut self, depth: usize, s: &str) {
+        for _ in 0..depth {
+            self.out.push_str("    ");
+        }
+        self.out.push_str(s);
+        self.out.push('\n');
+    }
+
+    /// `inK` read at the current point: the index of every axis is `a{i}`.
+    fn load(&self, input: usize) -> String {
+        let l = &self.k.loads[input];
+        let dims = &self.k.dims;
+        if (0..dims.len()).any(|i| l.lo[i] >= l.hi[i]) {
+            return float_lit(l.fill);
+        }
+        let mut idx = format!("{}LL", l.offset);
+        for (i, &s) in l.strides.iter().enumerate() {
+            if s != 0 && dims[i] > 1 {
+                let _ = write!(idx, " + a{i} * {s}LL");
+            }
+        }
+        let conds: Vec<String> = (0..dims.len())
+            .filter_map(|i| match (l.lo[i] > 0, l.hi[i] < dims[i]) {
+                (true, true) => Some(format!("a{i} >= {} && a{i} < {}", l.lo[i], l.hi[i])),
+                (true, false) => Some(format!("a{i} >= {}", l.lo[i])),
+                (false, true) => Some(format!("a{i} < {}", l.hi[i])),
+                (false, false) => None,
+            })
+            .collect();
+        if conds.is_empty() {
+            format!("in{input}[{idx}]")
+        } else {
+            format!("(({}) ? in{input}[{idx}] : {})", conds.join(" && "), float_lit(l.fill))
+        }
+    }
+
+    /// Emit `p` at the current point into registers `{prefix}{i}`; returns the result's name.
+    fn program(&mut self, depth: usize, p: &Program, prefix: &str) -> String {
+        for (i, ins) in p.instrs.iter().enumerate() {
+            let r = |j: u16| format!("{prefix}{j}");
+            let e = match *ins {
+                Instr::Load(k) => self.load(k as usize),
+                Instr::Const(c) => float_lit(c),
+                Instr::Stage(s) => format!("st{s}"),
+                Instr::Unary(op, a) => match op {
+                    UnaryOp::Log2 => format!("log2f({})", r(a)),
+                    UnaryOp::Exp2 => format!("exp2f({})", r(a)),
+                    UnaryOp::Sin => format!("sinf({})", r(a)),
+                    UnaryOp::Sqrt => format!("sqrtf({})", r(a)),
+                    UnaryOp::Recip => format!("1.0f / {}", r(a)),
+                },
+                Instr::Binary(op, a, b) => match op {
+                    BinaryOp::Add => format!("{} + {}", r(a), r(b)),
+                    BinaryOp::Mul => format!("{} * {}", r(a), r(b)),
+                    BinaryOp::Mod => format!("fmodf({}, {})", r(a), r(b)),
+                    BinaryOp::Lt => format!("{} < {} ? 1.0f : 0.0f", r(a), r(b)),
+                },
+            };
+            self.line(depth, &format!("const float {prefix}{i} = {e};"));
+        }
+        format!("{prefix}{}", p.instrs.len().saturating_sub(1))
+    }
+
+    fn out_index(&self, skip: Option<usize>) -> String {
+        let mut idx = String::from("0LL");
+        for (i, &s) in self.k.out_strides.iter().enumerate() {
+            if s != 0 && Some(i) != skip && self.k.dims[i] > 1 {
+                let _ = write!(idx, " + a{i} * {s}LL");
+            }
+        }
+        idx
+    }
+
+    fn signature(&mut self, name: &str) {
+        let mut args: Vec<String> =
+            (0..self.k.loads.len()).map(|i| format!("const float* __restrict__ in{i}")).collect();
+        args.push("float* __restrict__ out".into());
+        self.line(0, &format!("DINO_KERNEL {name}({}) {{", args.join(", ")));
+    }
+
+    fn kernel(mut self, name: &str) -> KernelSource {
+        let k = self.k;
+        let rank = k.dims.len();
+        let _ = writeln!(self.out, "/* {} */", k.shape_summary());
+        self.signature(name);
+        let launch = if k.stages.is_empty() && k.reduce.is_none() {
+            let total: usize = k.dims.iter().product();
+            self.line(
+                1,
+                &format!(
+                    "for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < {total}LL; i += (long long)gridDim.x * blockDim.x) {{"
+                ),
+            );
+            if rank > 0 {
+                self.line(2, "long long rest = i;");
+            }
+            for a in (0..rank).rev() {
+                if a == 0 {
+                    self.line(2, "const long long a0 = rest;");
+                } else {
+                    self.line(2, &format!("const long long a{a} = rest % {d}LL; rest /= {d}LL;", d = k.dims[a]));
+                }
+            }
+            let r = self.program(2, &k.program, "r");
+            let o = self.out_index(None);
+            self.line(2, &format!("out[{o}] = {r};"));
+            self.line(1, "}");
+            Launch::Flat { total }
+        } else {
+            assert!(rank > 0, "a kernel with stages or a reduction has at least one axis");
+            let inner = rank - 1;
+            let red = k.reduce;
+            let outer = red.map(|r| r.0).filter(|&a| a != inner);
+            let row_axes: Vec<usize> = (0..inner).filter(|&a| Some(a) != outer).collect();
+            let rows: usize = row_axes.iter().map(|&a| k.dims[a]).product();
+            let row_len = k.dims[inner];
+            self.line(1, "const long long tid = threadIdx.x, nt = blockDim.x;");
+            self.line(1, &format!("for (long long row = blockIdx.x; row < {rows}LL; row += gridDim.x) {{"));
+            if !row_axes.is_empty() {
+                self.line(2, "long long rest = row;");
+            }
+            for (j, &a) in row_axes.iter().enumerate().rev() {
+                if j == 0 {
+                    self.line(2, &format!("const long long a{a} = rest;"));
+                } else {
+                    self.line(2, &format!("const long long a{a} = rest % {d}LL; rest /= {d}LL;", d = k.dims[a]));
+                }
+            }
+            let mut depth = 2;
+            if let Some(a) = outer {
+                self.line(depth, &format!("for (long long a{a} = 0; a{a} < {}LL; ++a{a}) {{", k.dims[a]));
+                depth += 1;
+            }
+            let row_loop = format!("for (long long a{inner} = tid; a{inner} < {row_len}LL; a{inner} += nt) {{");
+            // stages: block-wide reductions over the row, in order
+            for (s, (p, kind)) in k.stages.iter().enumerate() {
+                let (block, _) = reduce_fn(*kind);
+                self.line(depth, &format!("float st{s};"));
+                self.line(depth, "{");
+                self.line(depth + 1, &format!("float acc = {};", float_lit(kind.identity())));
+                self.line(depth + 1, &row_loop);
+                let v = self.program(depth + 2, p, &format!("s{s}_"));
+                self.line(depth + 2, &format!("acc = {};", combine(*kind, "acc", &v)));
+                self.line(depth + 1, "}");
+                self.line(depth + 1, &format!("st{s} = {block}(acc);"));
+                self.line(depth, "}");
+            }
+            match red {
+                Some((a, kind)) if a == inner => {
+                    let (block, _) = reduce_fn(kind);
+                    self.line(depth, &format!("float acc = {};", float_lit(kind.identity())));
+                    self.line(depth, &row_loop);
+                    let v = self.program(depth + 1, &k.program, "r");
+                    self.line(depth + 1, &format!("acc = {};", combine(kind, "acc", &v)));
+                    self.line(depth, "}");
+                    self.line(depth, &format!("acc = {block}(acc);"));
+                    let o = self.out_index(Some(inner));
+                    self.line(depth, &format!("if (tid == 0) out[{o}] = acc;"));
+                }
+                Some((a, kind)) => {
+                    self.line(depth, &row_loop);
+                    let v = self.program(depth + 1, &k.program, "r");
+                    let o = self.out_index(Some(a));
+                    self.line(depth + 1, &format!("const long long o = {o};"));
+                    self.line(depth + 1, &format!("out[o] = a{a} == 0 ? {v} : {};", combine(kind, "out[o]", &v)));
+                    self.line(depth, "}");
+                }
+                None => {
+                    self.line(depth, &row_loop);
+                    let v = self.program(depth + 1, &k.program, "r");
+                    let o = self.out_index(None);
+                    self.line(depth + 1, &format!("out[{o}] = {v};"));
+                    self.line(depth, "}");
+                }
+            }
+            if outer.is_some() {
+                self.line(2, "}");
+            }
+            self.line(1, "}");
+            Launch::Rows { rows, row_len }
+        };
+        self.line(0, "}");
+        KernelSource { name: name.to_string(), code: self.out, launch, n_inputs: k.loads.len() }
+    }
+}
+
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+pub(crate) mod tests_support;

@@ -1,0 +1,220 @@
+//! The GPU: driver, NVRTC and cuBLAS loaded at run time through cudarc, and the operations
+//! the CUDA backend is built from: compiling generated kernels (cached by source), launching a
+//! fused kernel, running a planned contraction on cuBLAS.
+//!
+//! Nothing CUDA is linked at build time (`cudarc` with `dynamic-loading`), so the `cuda`
+//! feature builds on any machine; [`Gpu::open`] checks that every library can be loaded
+//! before cudarc would panic on a missing one, and says what it looked for.
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use cudarc::cublas::{sys::cublasOperation_t, CudaBlas, Gemm, GemmConfig, StridedBatchedConfig};
+use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
+use cudarc::nvrtc::CompileOptions;
+
+use super::blas::{BlasCall, BlasPlan, Operand, Trans};
+use super::codegen::{kernel_source, KernelSource, CUDA_PRELUDE};
+use crate::backend::cpu::fused::FusedKernel;
+use crate::backend::cpu::gemm::GemmPlan;
+use crate::error::{Error, Result};
+
+/// A library the backend loads at run time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CudaLib {
+    Driver,
+    Nvrtc,
+    Cublas,
+}
+
+impl CudaLib {
+    fn stem(self) -> &'static str {
+        match self {
+            CudaLib::Driver => "cuda",
+            CudaLib::Nvrtc => "nvrtc",
+            CudaLib::Cublas => "cublas",
+        }
+    }
+
+    fn what(self) -> &'static str {
+        match self {
+            CudaLib::Driver => "the NVIDIA driver's libcuda (installed with the driver, not with the toolkit)",
+            CudaLib::Nvrtc => "NVRTC, CUDA's run-time compiler (toolkit, or pip package nvidia-cuda-nvrtc)",
+            CudaLib::Cublas => "cuBLAS (toolkit, or pip package nvidia-cublas)",
+        }
+    }
+
+    /// Whether the library can be loaded now.
+    pub fn present(self) -> bool {
+        // SAFETY: only tries to dlopen the candidate names.
+        unsafe {
+            match self {
+                CudaLib::Driver => cudarc::driver::sys::is_culib_present(),
+                CudaLib::Nvrtc => cudarc::nvrtc::sys::is_culib_present(),
+                CudaLib::Cublas => cudarc::cublas::sys::is_culib_present(),
+            }
+        }
+    }
+
+    /// The error for a library that cannot be loaded: what it is, the names tried, and
+    /// where the loader looks.
+    pub fn missing(self) -> Error {
+        let names = cudarc::get_lib_name_candidates(self.stem());
+        // the Linux names (`libcuda.so`, `libcuda.so.1`, ...), not the Windows-style ones
+        let plain = format!("lib{}.so", self.stem());
+        let shown: Vec<&str> = names.iter().map(String::as_str).filter(|n| n.starts_with(&plain)).collect();
+        Error::Backend(format!(
+            "CUDA: cannot load {} — tried {} (and {} other names); add the directory holding it to \
+             LD_LIBRARY_PATH (currently {:?})",
+            self.what(),
+            shown.join(", "),
+            names.len() - shown.len(),
+            std::env::var("LD_LIBRARY_PATH").unwrap_or_default()
+        ))
+    }
+}
+
+/// Check that the libraries can be loaded; the first missing one is the error.
+pub fn check_libraries(libs: &[CudaLib]) -> Result<()> {
+    match libs.iter().find(|l| !l.present()) {
+        Some(l) => Err(l.missing()),
+        None => Ok(()),
+    }
+}
+
+fn driver(e: impl std::fmt::Debug) -> Error {
+    Error::Backend(format!("CUDA: {e:?}"))
+}
+
+/// Compile kernel sources to PTX for `arch` (e.g. `compute_90`) with NVRTC; needs only
+/// libnvrtc, no GPU. Errors carry NVRTC's log and the source.
+pub fn compile_ptx(sources: &[KernelSource], arch: &'static str) -> Result<cudarc::nvrtc::Ptx> {
+    check_libraries(&[CudaLib::Nvrtc])?;
+    let mut src = String::from(CUDA_PRELUDE);
+    for s in sources {
+        src.push_str(&s.code);
+    }
+    let opts = CompileOptions { arch: Some(arch), options: vec!["--std=c++17".into()], ..Default::default() };
+    cudarc::nvrtc::compile_ptx_with_opts(&src, opts)
+        .map_err(|e| Error::Backend(format!("NVRTC could not compile the generated kernels: {e:?}\n{src}")))
+}
+
+/// One GPU, its stream, cuBLAS handle and compiled kernels.
+pub struct Gpu {
+    pub ctx: Arc<CudaContext>,
+    pub stream: Arc<CudaStream>,
+    blas: CudaBlas,
+    arch: &'static str,
+    kernels: HashMap<String, CudaFunction>,
+    /// Multiprocessors, for launch shapes.
+    pub sms: usize,
+}
+
+impl Gpu {
+    /// Open device `ordinal`; a clear error when the libraries or a device are missing.
+    pub fn open(ordinal: usize) -> Result<Gpu> {
+        check_libraries(&[CudaLib::Driver, CudaLib::Nvrtc, CudaLib::Cublas])?;
+        let ctx = CudaContext::new(ordinal).map_err(|e| {
+            Error::Backend(format!("CUDA: no usable GPU {ordinal} ({e:?}); `nvidia-smi` lists the devices"))
+        })?;
+        let stream = ctx.default_stream();
+        let blas = CudaBlas::new(stream.clone()).map_err(driver)?;
+        use cudarc::driver::sys::CUdevice_attribute as A;
+        let major = ctx.attribute(A::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR).map_err(driver)?;
+        let minor = ctx.attribute(A::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR).map_err(driver)?;
+        let sms = ctx.attribute(A::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT).map_err(driver)? as usize;
+        let arch: &'static str = Box::leak(format!("compute_{major}{minor}").into_boxed_str());
+        Ok(Gpu { ctx, stream, blas, arch, kernels: HashMap::new(), sms })
+    }
+
+    /// The device's name and compute capability.
+    pub fn describe(&self) -> String {
+        format!("{} ({}, {} SMs)", self.ctx.name().unwrap_or_default(), self.arch, self.sms)
+    }
+
+    /// The compiled function for `src`, compiling it on first use.
+    pub fn function(&mut self, src: &KernelSource) -> Result<CudaFunction> {
+        let key = format!("{}\n{}", src.name, src.code);
+        if let Some(f) = self.kernels.get(&key) {
+            return Ok(f.clone());
+        }
+        let ptx = compile_ptx(std::slice::from_ref(src), self.arch)?;
+        let module = self.ctx.load_module(ptx).map_err(driver)?;
+        let f = module.load_function(&src.name).map_err(driver)?;
+        self.kernels.insert(key, f.clone());
+        Ok(f)
+    }
+
+    pub fn upload(&self, v: &[f32]) -> Result<CudaSlice<f32>> {
+        self.stream.clone_htod(if v.is_empty() { &[0f32][..] } else { v }).map_err(driver)
+    }
+
+    pub fn download(&self, v: &CudaSlice<f32>, n: usize) -> Result<Vec<f32>> {
+        let mut all = self.stream.clone_dtoh(v).map_err(driver)?;
+        all.truncate(n);
+        Ok(all)
+    }
+
+    /// Run a bound fused kernel on device buffers.
+    pub fn run_fused(&mut self, k: &FusedKernel, inputs: &[&CudaSlice<f32>], out: &mut CudaSlice<f32>) -> Result<()> {
+        let src = kernel_source(k, "fused");
+        let f = self.function(&src)?;
+        let (grid, block) = src.launch.grid_block(self.sms);
+        let cfg = LaunchConfig { grid_dim: (grid, 1, 1), block_dim: (block, 1, 1), shared_mem_bytes: 0 };
+        let mut b = self.stream.launch_builder(&f);
+        for i in inputs {
+            b.arg(*i);
+        }
+        b.arg(out);
+        // SAFETY: the kernel reads each input inside the extent of its view (the buffers were
+        // sized from the same layouts) and writes `out_len` elements of `out`.
+        unsafe { b.launch(cfg) }.map_err(driver)?;
+        Ok(())
+    }
+
+    /// Run a planned contraction on cuBLAS (`a`, `b` already contiguous where the plan said so).
+    pub fn run_gemm(
+        &self,
+        plan: &GemmPlan,
+        a: &CudaSlice<f32>,
+        b: &CudaSlice<f32>,
+        out: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        let bp = BlasPlan::new(plan).map_err(|e| Error::Backend(format!("cuBLAS cannot read this product: {e:?}")))?;
+        if bp.zero_fill {
+            self.stream.memset_zeros(out).map_err(driver)?;
+        }
+        for c in &bp.calls {
+            self.blas_call(c, a, b, out)?;
+        }
+        Ok(())
+    }
+
+    fn blas_call(&self, c: &BlasCall, a: &CudaSlice<f32>, b: &CudaSlice<f32>, out: &mut CudaSlice<f32>) -> Result<()> {
+        let op = |t: Trans| if t == Trans::N { cublasOperation_t::CUBLAS_OP_N } else { cublasOperation_t::CUBLAS_OP_T };
+        let pick = |o: Operand| if o == Operand::A { a } else { b };
+        let x = pick(c.x).slice(c.off_x as usize..);
+        let y = pick(c.y).slice(c.off_y as usize..);
+        let mut o = out.slice_mut(c.off_c as usize..);
+        let cfg = StridedBatchedConfig {
+            gemm: GemmConfig {
+                transa: op(c.trans_x),
+                transb: op(c.trans_y),
+                m: c.rows,
+                n: c.cols,
+                k: c.k,
+                alpha: 1.0f32,
+                lda: c.ld_x,
+                ldb: c.ld_y,
+                beta: c.beta,
+                ldc: c.ld_c,
+            },
+            batch_size: c.batch,
+            stride_a: c.stride_x,
+            stride_b: c.stride_y,
+            stride_c: c.stride_c,
+        };
+        // SAFETY: the plan's offsets, leading dimensions and strides address elements inside
+        // the views the buffers were sized from (checked on the host by `blas::emulate`'s tests).
+        unsafe { self.blas.gemm_strided_batched(cfg, &x, &y, &mut o) }.map_err(driver)
+    }
+}

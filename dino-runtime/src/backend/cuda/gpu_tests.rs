@@ -1,0 +1,104 @@
+//! Tests of the `cuda` feature. Each needs something a CPU machine may lack and says so when
+//! it is missing instead of failing: NVRTC (the kernels must compile to PTX; no GPU needed),
+//! or a GPU (kernels and cuBLAS calls against the CPU kernels).
+use super::blas::tests_support::random_case;
+use super::codegen::kernel_source;
+use super::codegen::tests_support::{block_kernels, max_extent};
+use super::device::{compile_ptx, CudaLib, Gpu};
+use crate::backend::cpu::gemm::GemmPlan;
+use crate::testing::Rng;
+use rand::{Rng as _, SeedableRng};
+
+fn gpu_or_skip(what: &str) -> Option<Gpu> {
+    match Gpu::open(0) {
+        Ok(g) => {
+            eprintln!("{what}: on {}", g.describe());
+            Some(g)
+        }
+        Err(e) => {
+            eprintln!("{what}: SKIPPED, no GPU here: {e}");
+            None
+        }
+    }
+}
+
+#[test]
+fn a_missing_library_is_named_with_the_variable_that_finds_it() {
+    for lib in [CudaLib::Driver, CudaLib::Nvrtc, CudaLib::Cublas] {
+        let msg = lib.missing().to_string();
+        assert!(msg.contains("LD_LIBRARY_PATH") && msg.contains(".so"), "{msg}");
+        if !lib.present() {
+            let e = Gpu::open(0).err().expect("no GPU without its libraries").to_string();
+            assert!(e.contains("cannot load"), "{e}");
+            eprintln!("as expected here: {e}");
+        }
+    }
+}
+
+#[test]
+fn nvrtc_compiles_every_generated_kernel() {
+    if !CudaLib::Nvrtc.present() {
+        eprintln!("SKIPPED, NVRTC not found: {}", CudaLib::Nvrtc.missing());
+        return;
+    }
+    let kernels = block_kernels();
+    let srcs: Vec<_> = kernels.iter().enumerate().map(|(i, k)| kernel_source(k, &format!("k{i}"))).collect();
+    let ptx = compile_ptx(&srcs, "compute_90").unwrap_or_else(|e| panic!("{e}")).to_src();
+    for i in 0..srcs.len() {
+        assert!(ptx.contains(&format!(".entry k{i}(")), "kernel k{i} missing from the PTX");
+    }
+    eprintln!("{} kernels compiled to {} KB of PTX for sm_90", srcs.len(), ptx.len() / 1024);
+}
+
+#[test]
+fn gpu_kernels_match_the_cpu() {
+    let Some(mut gpu) = gpu_or_skip("fused kernels on the GPU") else { return };
+    let mut rng = Rng::new(5);
+    let mut worst = 0f32;
+    for (i, k) in block_kernels().iter().enumerate() {
+        let inputs: Vec<Vec<f32>> = (0..k.loads.len()).map(|j| rng.range(max_extent(k, j), -2.0, 2.0)).collect();
+        let refs: Vec<&[f32]> = inputs.iter().map(|v| v.as_slice()).collect();
+        let mut want = vec![0f32; k.out_len()];
+        k.run(&refs, &mut want);
+        let dev: Vec<_> = inputs.iter().map(|v| gpu.upload(v).unwrap()).collect();
+        let dev_refs: Vec<_> = dev.iter().collect();
+        let mut out = gpu.upload(&vec![f32::NAN; want.len()]).unwrap();
+        gpu.run_fused(k, &dev_refs, &mut out).unwrap();
+        let got = gpu.download(&out, want.len()).unwrap();
+        for (j, (g, w)) in got.iter().zip(&want).enumerate() {
+            let e = (g - w).abs() / (1.0 + w.abs());
+            worst = worst.max(e);
+            assert!(e <= 1e-5 || g == w, "kernel {i} element {j}: {g} vs {w}");
+        }
+    }
+    eprintln!("fused kernels: worst relative error {worst:.2e}");
+}
+
+#[test]
+fn cublas_products_match_the_cpu() {
+    let Some(gpu) = gpu_or_skip("contractions on cuBLAS") else { return };
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+    let mut worst = 0f32;
+    let mut ran = 0;
+    for _ in 0..300 {
+        let (axes, la, lb, na, nb) = random_case(&mut rng);
+        let a: Vec<f32> = (0..na).map(|_| rng.gen_range(-1.0..1.0)).collect();
+        let b: Vec<f32> = (0..nb).map(|_| rng.gen_range(-1.0..1.0)).collect();
+        let plan = GemmPlan::new(&axes, &la, &lb);
+        if super::blas::BlasPlan::new(&plan).is_err() {
+            continue; // the runtime copies these first; the planner's tests cover them
+        }
+        let mut want = vec![0f32; plan.out_len()];
+        plan.run(&a, &b, &mut want);
+        let (da, db) = (gpu.upload(&a).unwrap(), gpu.upload(&b).unwrap());
+        let mut out = gpu.upload(&vec![f32::NAN; want.len().max(1)]).unwrap();
+        gpu.run_gemm(&plan, &da, &db, &mut out).unwrap();
+        let got = gpu.download(&out, want.len()).unwrap();
+        for (g, w) in got.iter().zip(&want) {
+            worst = worst.max((g - w).abs() / (1.0 + w.abs()));
+        }
+        ran += 1;
+    }
+    eprintln!("{ran} products on cuBLAS: worst relative error {worst:.2e}");
+    assert!(worst <= 1e-5, "worst relative error {worst}");
+}

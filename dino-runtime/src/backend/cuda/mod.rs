@@ -1,0 +1,19 @@
+//! The CUDA backend (DESIGN §4), in progress: the same compiled graph as the CPU backend, its
+//! contractions on cuBLAS and its fused kernels as NVRTC-compiled CUDA C.
+//!
+//! - [`blas`]: a contraction's [`GemmPlan`](crate::backend::cpu::gemm::GemmPlan) as
+//!   column-major `cublasSgemmStridedBatched` calls (or which operand needs a copy first).
+//! - [`codegen`]: a bound fused kernel as CUDA C (flat or one block per row, stages and
+//!   reductions as block reductions).
+//! - `device` (feature `cuda`): the GPU through cudarc with dynamic loading: library checks
+//!   with clear errors, NVRTC compilation cached by source, kernel launches, cuBLAS calls.
+//!
+//! `blas` and `codegen` need no GPU and are tested on every machine: the cuBLAS calls by
+//! emulating their documented semantics, the kernels by compiling them with the host C
+//! compiler; both against the CPU kernels.
+pub mod blas;
+pub mod codegen;
+#[cfg(feature = "cuda")]
+pub mod device;
+#[cfg(all(test, feature = "cuda"))]
+mod gpu_tests;
