@@ -21,9 +21,6 @@ pub trait VitModel: Parameters + Sized {
     const HEADS: usize = Self::CONFIG.heads;
     /// The backbone's layers (a `nn::VisionTransformer`).
     type Vit: VitLayers;
-    /// `Self`, named through this trait: `dino!` writes its backbone type as
-    /// `<B as VitModel>::Itself`, so a `B` that is not a declared ViT fails once, at one place.
-    type Itself: VitModel;
     /// Create the parameter nodes in `cx`.
     fn new(cx: &mut Graph) -> Self;
     /// The same with another LayerNorm epsilon.
