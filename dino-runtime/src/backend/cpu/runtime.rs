@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 
 /// Where a node's output lives during a run.
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum Loc {
+pub(crate) enum Loc {
     /// The k-th input buffer, moved in from the graph's store.
     Input(usize),
     /// `len` floats at this arena offset.
@@ -32,7 +32,7 @@ enum Loc {
     Kept(usize),
 }
 
-enum Work {
+pub(crate) enum Work {
     Input {
         name: String,
     },
@@ -43,12 +43,12 @@ enum Work {
     Other,
 }
 
-struct Step {
-    node: NodeIndex,
-    work: Work,
-    srcs: Vec<(usize, ShapeTracker)>, // (step index of the source, view)
-    out_len: usize,
-    loc: Loc,
+pub(crate) struct Step {
+    pub(crate) node: NodeIndex,
+    pub(crate) work: Work,
+    pub(crate) srcs: Vec<(usize, ShapeTracker)>, // (step index of the source, view)
+    pub(crate) out_len: usize,
+    pub(crate) loc: Loc,
 }
 
 /// Per-run statistics.
@@ -66,15 +66,15 @@ pub struct RunStats {
     pub kernel_times: Vec<(String, f64)>,
 }
 
-struct Plan {
-    dyn_dims: Vec<(char, usize)>,
-    steps: Vec<Step>,
-    arena_len: usize,
-    n_inputs: usize,
-    n_kept: usize,
+pub(crate) struct Plan {
+    pub(crate) dyn_dims: Vec<(char, usize)>,
+    pub(crate) steps: Vec<Step>,
+    pub(crate) arena_len: usize,
+    pub(crate) n_inputs: usize,
+    pub(crate) n_kept: usize,
     /// Per input step: the largest extent any view reads.
-    input_extent: Vec<usize>,
-    order_name: &'static str,
+    pub(crate) input_extent: Vec<usize>,
+    pub(crate) order_name: &'static str,
 }
 
 /// Runs a graph compiled by [`super::CpuCompiler`] on the CPU.
@@ -105,7 +105,7 @@ impl CpuRuntime {
     }
 
     /// Plan every candidate order and keep the one with the smallest arena.
-    fn best_plan(&self, cx: &Graph) -> Result<Plan> {
+    pub(crate) fn best_plan(&self, cx: &Graph) -> Result<Plan> {
         let mut best: Option<Plan> = None;
         for (name, order) in &self.orders {
             let p = Self::build_plan(cx, order, name)?;

@@ -126,6 +126,15 @@ impl Gpu {
         Ok(Gpu { ctx, stream, blas, arch, kernels: HashMap::new(), sms })
     }
 
+    /// The NVRTC target of this device (`compute_90` on Hopper).
+    pub fn arch(&self) -> &'static str {
+        self.arch
+    }
+
+    pub fn blas(&self) -> &CudaBlas {
+        &self.blas
+    }
+
     /// The device's name and compute capability.
     pub fn describe(&self) -> String {
         format!("{} ({}, {} SMs)", self.ctx.name().unwrap_or_default(), self.arch, self.sms)

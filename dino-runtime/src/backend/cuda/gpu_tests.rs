@@ -102,3 +102,44 @@ fn cublas_products_match_the_cpu() {
     eprintln!("{ran} products on cuBLAS: worst relative error {worst:.2e}");
     assert!(worst <= 1e-5, "worst relative error {worst}");
 }
+
+#[test]
+fn a_compiled_block_forward_and_backward_matches_the_cpu() {
+    use crate::backend::cpu::{CpuCompiler, CpuRuntime};
+    use crate::nn::{Block, ParamSet};
+    use crate::testing::{layer_problem, Differentiated};
+    use luminal::prelude::*;
+    let Some(gpu) = gpu_or_skip("ViT block forward+backward on the GPU") else { return };
+    let build = |cx: &mut Graph| {
+        let mut rng = Rng::new(21);
+        let b: Block<64, 4, 16, 192, 256> = Block::new(cx, true, 1e-6);
+        let x = cx.named_tensor::<luminal::shape::R3<4, 17, 64>>("x");
+        let y = b.forward(x);
+        let p = ParamSet::of(&b, cx);
+        layer_problem(cx, &p, vec![(x.id, rng.uniform(4 * 17 * 64, 1.0))], y, 0.5, &mut rng)
+    };
+    let mut cpu = Differentiated::new(&build);
+    let vals = cpu.values();
+    cpu.cx.compile(<CpuCompiler>::default(), &mut cpu.handles);
+    let mut rt = CpuRuntime::new(&cpu.cx);
+    let (l0, g0) = cpu.eval_with(&vals, &mut |cx| rt.execute(cx).expect("cpu run"));
+
+    let mut dev = Differentiated::new(&build);
+    dev.cx.compile(<CpuCompiler>::default(), &mut dev.handles);
+    let handles = dev.handles.0.clone();
+    let mut grt = super::runtime::CudaRuntime::new(gpu, &dev.cx);
+    let (l1, g1) = dev.eval_with(&vals, &mut |cx| {
+        grt.execute(cx).expect("gpu run");
+        grt.to_host(cx, &handles).expect("download");
+    });
+    let mut worst = ((l0 - l1).abs() / (1.0 + l0.abs()), 0usize);
+    for (i, (a, b)) in g0.iter().zip(&g1).enumerate() {
+        let scale = 1.0 + a.iter().fold(0f32, |m, x| m.max(x.abs()));
+        let (d, _) = crate::testing::max_abs_diff(a, b);
+        if d / scale > worst.0 {
+            worst = (d / scale, i + 1);
+        }
+    }
+    eprintln!("block fwd+bwd on the GPU: worst relative error {:.2e} (output {})", worst.0, worst.1);
+    assert!(worst.0 <= 1e-4, "{worst:?}");
+}

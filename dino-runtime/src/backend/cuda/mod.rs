@@ -7,6 +7,8 @@
 //!   reductions as block reductions).
 //! - `device` (feature `cuda`): the GPU through cudarc with dynamic loading: library checks
 //!   with clear errors, NVRTC compilation cached by source, kernel launches, cuBLAS calls.
+//! - `runtime` (feature `cuda`): the CPU executor's plan run with device buffers; tensors
+//!   stay on the GPU between runs.
 //!
 //! `blas` and `codegen` need no GPU and are tested on every machine: the cuBLAS calls by
 //! emulating their documented semantics, the kernels by compiling them with the host C
@@ -17,3 +19,5 @@ pub mod codegen;
 pub mod device;
 #[cfg(all(test, feature = "cuda"))]
 mod gpu_tests;
+#[cfg(feature = "cuda")]
+pub mod runtime;
