@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# GPU verification from prebuilt binaries (the GPU machine has no Rust and no network).
+#
+# Build here first:
+#   cargo test --no-run --release -p dino-runtime --features cuda --lib
+#   cargo build --release --features cuda
+# then, on the GPU machine, from the repository root:
+#   scripts/gpu-check.sh
+#
+# Prints the GPU and driver, then runs every CUDA backend test against the CPU reference:
+# NVRTC compilation of the generated kernels, each fused kernel of a ViT block, random
+# contractions on cuBLAS, and a whole compiled block forward+backward. Libraries are found
+# through LD_LIBRARY_PATH; PyTorch's pip wheels carry NVRTC and cuBLAS, so their directories are
+# added when torch is importable.
+#
+# Not covered yet (the issue stays open for them): the full DINO step on the GPU runtime and its
+# benchmark against PyTorch fp32/AMP.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== GPU"
+nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv,noheader 2>/dev/null \
+    || echo "nvidia-smi not found or no GPU"
+
+# CUDA 13 libraries of PyTorch's wheels (nvidia/cu13/lib), if present
+if libs=$(python3 - 2>/dev/null <<'PY'
+import glob, os, site
+dirs = set()
+for sp in site.getsitepackages() + [site.getusersitepackages()]:
+    for pat in ("nvidia/*/lib", "nvidia/cu13/lib"):
+        dirs.update(os.path.dirname(p) for p in glob.glob(os.path.join(sp, pat, "lib*.so*")))
+print(":".join(sorted(dirs)))
+PY
+); then
+    [ -n "$libs" ] && export LD_LIBRARY_PATH="$libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+fi
+
+echo "== CUDA backend tests (each against the CPU kernels)"
+bin=$(ls -t target/release/deps/dino_runtime-* 2>/dev/null | grep -v '\.d$' | head -1)
+if [ -z "$bin" ]; then
+    echo "no prebuilt test binary: run 'cargo test --no-run --release -p dino-runtime --features cuda --lib' first" >&2
+    exit 2
+fi
+timeout 480 "$bin" backend::cuda --test-threads 1 --nocapture 2>&1 | grep -vE '^\s*$'
+status=${PIPESTATUS[0]}
+echo "== tests exit status $status"
+exit "$status"
