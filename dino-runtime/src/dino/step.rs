@@ -277,6 +277,11 @@ impl<M: DinoModel> DinoStep<M> {
         data::set(&mut self.cx, self.momentum, vec![h.momentum as f32]);
     }
 
+    /// The nodes [`Self::outputs`] reads (a device runtime brings these back to the host).
+    pub fn report_ids(&self) -> Vec<NodeIndex> {
+        vec![self.loss, self.teacher_entropy, self.teacher_mean_entropy, self.optimizer.grad_norm]
+    }
+
     /// Read (and take) the reported values after an execution.
     pub fn outputs(&mut self) -> Result<StepOutputs> {
         let mut take = |id: NodeIndex, name: &str| -> Result<f32> {

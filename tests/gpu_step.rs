@@ -1,0 +1,105 @@
+//! The whole DINO training step on the GPU runtime against the CPU runtime: three steps of a
+//! small objective (teacher on 2 global crops, student on all, loss, backward, clipping, AdamW,
+//! EMA, center), same weights, same crops; losses and every student and teacher weight after
+//! them. Needs the `cuda` feature and a GPU; without a GPU it says so and passes.
+#![cfg(feature = "cuda")]
+use dino::runtime::backend::cpu::{CpuCompiler, CpuRuntime};
+use dino::runtime::backend::cuda::device::Gpu;
+use dino::runtime::backend::cuda::runtime::CudaRuntime;
+use dino::runtime::dino::{DinoStep, StepHyper};
+use dino::runtime::graph::data;
+
+dino::vit! {
+    pub GpuVit { image: 16, patch: 4, channels: 1, dim: 32, depth: 2, heads: 2, mlp: 64, drop_path: 0.0 }
+}
+
+dino::dino! {
+    pub GpuDino for GpuVit {
+        head: { hidden: 64, bottleneck: 16, out: 96, layers: 3, norm_last_layer: true },
+        crops: { global: 2 x 16 scale 0.4..1.0, local: 4 x 8 scale 0.05..0.4 },
+        student_temp: 0.1, teacher_temp: 0.04, center_momentum: 0.9,
+        teacher_momentum: 0.996 -> 1.0 cosine,
+        optimizer: adamw { lr: 5e-4, warmup: 0 epochs, min_lr: 1e-6, weight_decay: 0.04 -> 0.4 },
+        clip_grad: 3.0, freeze_last_layer: 0 epochs,
+        augment: { normalize: mean [0.5] std [0.5] },
+    }
+}
+
+const BATCH: usize = 8;
+
+fn values(seed: u64, n: usize) -> Vec<f32> {
+    let mut s = seed;
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+#[test]
+fn three_dino_steps_on_the_gpu_equal_the_cpu() {
+    let gpu = match Gpu::open(0) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("DINO step on the GPU: SKIPPED, no GPU here: {e}");
+            return;
+        }
+    };
+    eprintln!("DINO step on {}", gpu.describe());
+    let hyper =
+        StepHyper { lr: 1e-3, weight_decay: 0.04, momentum: 0.99, teacher_temp: 0.04, freeze_last_layer: false };
+    let mut runs = vec![];
+    let mut gpu = Some(gpu);
+    for on_gpu in [false, true] {
+        let mut s = DinoStep::<GpuDino>::build(BATCH).unwrap();
+        s.init(0);
+        s.compile(CpuCompiler::default());
+        let mut cpu = (!on_gpu).then(|| CpuRuntime::new(&s.cx));
+        let mut dev = if on_gpu { Some(CudaRuntime::new(gpu.take().unwrap(), &s.cx)) } else { None };
+        let mut losses = vec![];
+        for it in 0..3u64 {
+            let (ng, nl) = s.crop_sizes();
+            s.set_batch(values(2 * it + 1, ng), values(2 * it + 2, nl)).unwrap();
+            s.set_hyper(&hyper);
+            match (&mut cpu, &mut dev) {
+                (Some(rt), _) => rt.execute(&mut s.cx).unwrap(),
+                (_, Some(rt)) => {
+                    rt.execute(&mut s.cx).unwrap();
+                    let ids = s.report_ids();
+                    rt.to_host(&mut s.cx, &ids).unwrap();
+                }
+                _ => unreachable!(),
+            }
+            losses.push(s.outputs().unwrap().loss);
+            s.advance();
+        }
+        // weights back to the host for comparison
+        let params: Vec<(String, _)> = [("student", &s.student_params), ("teacher", &s.teacher_params)]
+            .iter()
+            .flat_map(|(who, set)| set.params.iter().map(move |p| (format!("{who}.{}", p.name), p.id)))
+            .collect();
+        let ids: Vec<_> = params.iter().map(|p| p.1).collect();
+        if let Some(rt) = &dev {
+            rt.to_host(&mut s.cx, &ids).unwrap();
+        }
+        let w: Vec<(String, Vec<f32>)> =
+            params.iter().map(|(n, id)| (n.clone(), data::get(&s.cx, *id).expect("weight").to_vec())).collect();
+        runs.push((losses, w));
+    }
+    let ((l0, w0), (l1, w1)) = (&runs[0], &runs[1]);
+    eprintln!("losses CPU {l0:?} GPU {l1:?}");
+    let mut worst = (0f32, String::new());
+    for ((name, a), (_, b)) in w0.iter().zip(w1) {
+        let scale = 1.0 + a.iter().fold(0f32, |m, x| m.max(x.abs()));
+        let d = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale;
+        if d > worst.0 {
+            worst = (d, name.clone());
+        }
+    }
+    for (a, b) in l0.iter().zip(l1) {
+        assert!((a - b).abs() <= 1e-4 * (1.0 + a.abs()), "losses {l0:?} vs {l1:?}");
+    }
+    eprintln!("worst relative weight difference {:.2e} ({})", worst.0, worst.1);
+    assert!(worst.0 <= 1e-4, "{worst:?}");
+}
