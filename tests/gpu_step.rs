@@ -103,3 +103,36 @@ fn three_dino_steps_on_the_gpu_equal_the_cpu() {
     eprintln!("worst relative weight difference {:.2e} ({})", worst.0, worst.1);
     assert!(worst.0 <= 1e-4, "{worst:?}");
 }
+
+/// The kernels of the real benchmark step (DINO ViT-S/16, 2x224 + 10x96 crops, batch 64),
+/// compiled with NVRTC: needs NVRTC, not a GPU.
+#[test]
+fn vits16_step_kernels_compile_with_nvrtc() {
+    use dino::runtime::backend::cuda::device::{compile_ptx, CudaLib};
+    use dino::runtime::backend::cuda::runtime::distinct_kernels;
+    if !CudaLib::Nvrtc.present() {
+        eprintln!("SKIPPED, NVRTC not found: {}", CudaLib::Nvrtc.missing());
+        return;
+    }
+    // building the ViT-S/16 step graph recurses deeper than a test thread's default stack
+    let (sources, steps) = std::thread::Builder::new()
+        .stack_size(256 << 20)
+        .spawn(|| {
+            let mut s = DinoStep::<dino_models::DinoVitS16Paper>::build(64).unwrap();
+            s.compile(CpuCompiler::default());
+            distinct_kernels(&s.cx).unwrap()
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    let t = std::time::Instant::now();
+    let ptx = compile_ptx(&sources, "compute_90").unwrap_or_else(|e| panic!("{e}")).to_src();
+    eprintln!(
+        "ViT-S/16 DINO step: {steps} fused steps, {} distinct kernels, NVRTC {:.1} s, {} KB of PTX",
+        sources.len(),
+        t.elapsed().as_secs_f64(),
+        ptx.len() / 1024
+    );
+    assert!(sources.len() < steps, "blocks share kernels");
+    assert!(ptx.contains(&format!(".entry k{}(", sources.len() - 1)));
+}

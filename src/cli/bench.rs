@@ -15,6 +15,10 @@ pub enum BenchCommand {
     /// ours against stock luminal and PyTorch eager (when python3 with torch and timm is
     /// installed), same thread count. Not a test: numbers vary with the machine.
     Engine(EngineArgs),
+    /// The DINO ViT-S/16 training step on the GPU (feature `cuda`): ours against PyTorch fp32
+    /// eager and AMP on the same GPU, step time, images/s and FLOP utilization.
+    #[cfg(feature = "cuda")]
+    Gpu(super::bench_gpu::GpuArgs),
     /// Measure one workload with one implementation and print one JSON line (used by
     /// `engine`, which runs every measurement in a fresh process).
     #[command(hide = true)]
@@ -70,6 +74,8 @@ pub fn run(cmd: BenchCommand) -> Result<(), String> {
             Ok(())
         }
         BenchCommand::Engine(args) => engine(args),
+        #[cfg(feature = "cuda")]
+        BenchCommand::Gpu(args) => super::bench_gpu::run(args),
     }
 }
 

@@ -1,6 +1,8 @@
 //! The `dino` command line.
 pub mod attention;
 pub mod bench;
+#[cfg(feature = "cuda")]
+pub mod bench_gpu;
 pub mod features;
 pub mod knn;
 pub mod linear;

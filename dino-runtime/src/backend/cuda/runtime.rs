@@ -16,7 +16,7 @@ use cudarc::driver::{CudaFunction, CudaSlice, DevicePtr, LaunchConfig, PushKerne
 use luminal::prelude::*;
 
 use super::blas::{BlasPlan, Operand, Trans};
-use super::codegen::{kernel_source, Launch};
+use super::codegen::{kernel_source, KernelSource, Launch};
 use super::device::{compile_ptx, Gpu};
 use crate::backend::cpu::runtime::{Loc, Plan, Work};
 use crate::backend::cpu::CpuRuntime;
@@ -72,6 +72,64 @@ struct DevicePlan {
     arena: CudaSlice<f32>,
 }
 
+struct PlanKernels {
+    plan: Plan,
+    /// Distinct fused kernels, named `k0`, `k1`, ...
+    sources: Vec<KernelSource>,
+    /// Fused step index -> its kernel in `sources`.
+    kernel_of: HashMap<usize, usize>,
+    gemms: HashMap<usize, BlasPlan>,
+}
+
+fn plan_kernels(planner: &CpuRuntime, cx: &Graph) -> Result<PlanKernels> {
+    let plan = planner.best_plan(cx)?;
+    // one function per distinct kernel: the 12 blocks of a ViT share theirs
+    let mut sources: Vec<KernelSource> = vec![];
+    let mut by_code: HashMap<String, usize> = HashMap::new();
+    let mut kernel_of: HashMap<usize, usize> = HashMap::new();
+    let mut gemms = HashMap::new();
+    for (i, s) in plan.steps.iter().enumerate() {
+        match &s.work {
+            Work::Fused(k) => {
+                let src = kernel_source(k, "dino_k");
+                let next = sources.len();
+                let j = *by_code.entry(src.code.clone()).or_insert(next);
+                if j == next {
+                    let name = format!("k{j}");
+                    let code = src.code.replace("DINO_KERNEL dino_k(", &format!("DINO_KERNEL {name}("));
+                    sources.push(KernelSource { name, code, ..src });
+                }
+                kernel_of.insert(i, j);
+            }
+            Work::Gemm(g) => {
+                let bp = BlasPlan::new(g).map_err(|e| {
+                    Error::Backend(format!(
+                        "CUDA backend: a contraction cuBLAS cannot read in place ({e:?}); the copy \
+                             fallback is not implemented yet"
+                    ))
+                })?;
+                gemms.insert(i, bp);
+            }
+            Work::Other => {
+                return Err(Error::Backend(format!(
+                    "CUDA backend: no GPU kernel for {:?}",
+                    cx.graph.node_weight(s.node).map(|o| format!("{o:?}"))
+                )))
+            }
+            _ => {}
+        }
+    }
+    Ok(PlanKernels { plan, sources, kernel_of, gemms })
+}
+
+/// The distinct CUDA kernels the runtime would compile for `cx` (compiled, not yet planned
+/// for the GPU) at its current dynamic dims, and how many fused steps use them; needs no GPU
+/// (NVRTC alone compiles them: `device::compile_ptx`).
+pub fn distinct_kernels(cx: &Graph) -> Result<(Vec<KernelSource>, usize)> {
+    let pk = plan_kernels(&CpuRuntime::new(cx), cx)?;
+    Ok((pk.sources, pk.kernel_of.len()))
+}
+
 /// Runs a graph compiled by `CpuCompiler` on a GPU.
 pub struct CudaRuntime {
     gpu: Gpu,
@@ -100,37 +158,22 @@ impl CudaRuntime {
     }
 
     fn make_plan(&mut self, cx: &Graph) -> Result<DevicePlan> {
-        let plan = self.planner.best_plan(cx)?;
-        let mut sources = vec![];
-        let mut gemms = HashMap::new();
-        for (i, s) in plan.steps.iter().enumerate() {
-            match &s.work {
-                Work::Fused(k) => sources.push((i, kernel_source(k, &format!("k{i}")))),
-                Work::Gemm(g) => {
-                    let bp = BlasPlan::new(g).map_err(|e| {
-                        Error::Backend(format!(
-                            "CUDA backend: a contraction cuBLAS cannot read in place ({e:?}); the copy \
-                             fallback is not implemented yet"
-                        ))
-                    })?;
-                    gemms.insert(i, bp);
-                }
-                Work::Other => {
-                    return Err(Error::Backend(format!(
-                        "CUDA backend: no GPU kernel for {:?}",
-                        cx.graph.node_weight(s.node).map(|o| format!("{o:?}"))
-                    )))
-                }
-                _ => {}
-            }
-        }
-        let srcs: Vec<_> = sources.iter().map(|(_, s)| s.clone()).collect();
-        let mut functions = HashMap::new();
-        if !srcs.is_empty() {
-            let ptx = compile_ptx(&srcs, self.gpu.arch())?;
+        let PlanKernels { plan, sources, kernel_of, mut gemms } = plan_kernels(&self.planner, cx)?;
+        let mut functions = vec![];
+        if !sources.is_empty() {
+            let t0 = std::time::Instant::now();
+            let ptx = compile_ptx(&sources, self.gpu.arch())?;
             let module = self.gpu.ctx.load_module(ptx).map_err(driver)?;
-            for (i, s) in &sources {
-                functions.insert(*i, (module.load_function(&s.name).map_err(driver)?, s.launch));
+            for s in &sources {
+                functions.push((module.load_function(&s.name).map_err(driver)?, s.launch));
+            }
+            if crate::debug::level() >= 1 {
+                eprintln!(
+                    "[dino] cuda: {} fused steps, {} distinct kernels compiled in {:.2} s",
+                    kernel_of.len(),
+                    sources.len(),
+                    t0.elapsed().as_secs_f64()
+                );
             }
         }
         let work = plan
@@ -140,7 +183,7 @@ impl CudaRuntime {
             .map(|(i, s)| match &s.work {
                 Work::Input { .. } => DeviceWork::Input,
                 Work::Fused(_) => {
-                    let (f, launch) = functions.remove(&i).expect("compiled");
+                    let (f, launch) = functions[kernel_of[&i]].clone();
                     DeviceWork::Fused { f, launch }
                 }
                 Work::Gemm(_) => DeviceWork::Gemm(gemms.remove(&i).expect("planned")),
