@@ -4,6 +4,7 @@
 # Build here first:
 #   cargo test --no-run --release -p dino-runtime --features cuda --lib
 #   cargo test --no-run --release --features cuda --test gpu_step
+#   cargo build --release --features cuda
 # then, on the GPU machine, from the repository root:
 #   scripts/gpu-check.sh
 #
@@ -14,8 +15,8 @@
 # through LD_LIBRARY_PATH; PyTorch's pip wheels carry NVRTC and cuBLAS, so their directories are
 # added when torch is importable.
 #
-# Not covered yet (the issue stays open for it): the ViT-S/16 step benchmark against PyTorch
-# fp32/AMP.
+# Then the benchmark: the DINO ViT-S/16 step (2x224 + 10x96 crops, batch 64) on our runtime
+# and in PyTorch on the same GPU, fp32 eager and AMP (`dino bench gpu`).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -53,6 +54,12 @@ else
     timeout 200 "$step" --nocapture 2>&1 | grep -vE '^\s*$'
     s2=${PIPESTATUS[0]}
     [ "$status" = 0 ] && status=$s2
+fi
+echo "== benchmark: DINO ViT-S/16 step"
+if [ -x target/release/dino ]; then
+    timeout 300 target/release/dino bench gpu || status=${status/#0/1}
+else
+    echo "no target/release/dino: run 'cargo build --release --features cuda' first" >&2
 fi
 echo "== exit status $status"
 exit "$status"
