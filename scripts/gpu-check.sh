@@ -57,7 +57,7 @@ else
 fi
 echo "== benchmark: DINO ViT-S/16 step"
 if [ -x target/release/dino ]; then
-    timeout 300 target/release/dino bench gpu || status=${status/#0/1}
+    timeout 300 target/release/dino bench gpu || { [ "$status" = 0 ] && status=1; }
 else
     echo "no target/release/dino: run 'cargo build --release --features cuda' first" >&2
 fi
