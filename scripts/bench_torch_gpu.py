@@ -59,13 +59,14 @@ def main():
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--locals", type=int, default=10)
     ap.add_argument("--amp", action="store_true")
+    ap.add_argument("--tf32", action="store_true", help="fp32 products in TF32 on tensor cores")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--tiny", action="store_true", help="a small model, to check the script on a CPU")
     a = ap.parse_args()
     dev = torch.device(a.device)
     torch.manual_seed(0)
-    torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32, as ours
-    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = a.tf32  # fp32 means fp32 unless asked, as ours
+    torch.backends.cudnn.allow_tf32 = a.tf32
     gsize, lsize = (32, 16) if a.tiny else (224, 96)
     student = MultiCrop(vit_small(0.1), DinoHead(384, *((64, 32, 128) if a.tiny else ()))).to(dev)
     teacher = MultiCrop(vit_small(0.0), DinoHead(384, *((64, 32, 128) if a.tiny else ()))).to(dev)

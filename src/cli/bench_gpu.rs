@@ -32,6 +32,9 @@ pub struct GpuArgs {
     /// Skip PyTorch.
     #[arg(long)]
     pub no_torch: bool,
+    /// Products in TF32 on tensor cores (ours and PyTorch's fp32 run alike).
+    #[arg(long)]
+    pub tf32: bool,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -51,6 +54,7 @@ fn peak_fp32(name: &str) -> f64 {
 fn ours(args: &GpuArgs) -> Result<(Value, f64, String), String> {
     let e = |e: dino_runtime::Error| e.to_string();
     let gpu = Gpu::open(0).map_err(e)?;
+    gpu.set_tf32(args.tf32).map_err(e)?;
     let device = gpu.describe();
     let t0 = Instant::now();
     let mut step = DinoStep::<DinoVitS16Paper>::build(args.batch).map_err(e)?;
@@ -109,6 +113,9 @@ fn torch(args: &GpuArgs, amp: bool) -> Result<Value, String> {
     if amp {
         c.arg("--amp");
     }
+    if args.tf32 {
+        c.arg("--tf32");
+    }
     let out = c.output().map_err(|e| format!("python3: {e}"))?;
     if !out.status.success() {
         return Err(String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("failed").to_string());
@@ -132,7 +139,7 @@ pub fn run(args: GpuArgs) -> Result<(), String> {
     };
     println!("DINO ViT-S/16 step, 2x224 + 10x96 crops, batch {} on {device}", args.batch);
     println!("{:.2} TFLOP of matrix products per step (ours, counted on the graph)", flops / 1e12);
-    line("ours (fp32)", &o);
+    line(if args.tf32 { "ours (fp32, TF32 GEMMs)" } else { "ours (fp32)" }, &o);
     if !args.no_torch {
         for amp in [false, true] {
             let name = if amp { "PyTorch AMP (fp16)" } else { "PyTorch fp32 eager" };
