@@ -8,7 +8,6 @@ use dino::runtime::backend::cpu::{CpuCompiler, CpuRuntime};
 use dino::runtime::config::DinoConfig;
 use dino::runtime::dino::{DinoStep, StepHyper, StepOutputs};
 use dino::runtime::graph::data;
-use dino::runtime::model::DinoModel;
 
 dino::vit! {
     pub RuleVit { image: 8, patch: 4, channels: 1, dim: 8, depth: 2, heads: 2, mlp: 16, drop_path: 0.0 }
