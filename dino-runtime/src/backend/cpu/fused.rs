@@ -80,6 +80,37 @@ impl FusedKernel {
         k
     }
 
+    /// A copy of the view `src` into a contiguous buffer whose axes run in the order `axes`
+    /// (indices into `src`'s axes; the last one adjacent). Axes left out must be broadcast
+    /// (stride 0) or of length 1.
+    pub fn copy(src: &Layout, axes: &[usize]) -> FusedKernel {
+        let dims: Vec<usize> = axes.iter().map(|&a| src.axes[a].len).collect();
+        let mut out_strides = vec![0isize; dims.len()];
+        let mut acc = 1isize;
+        for i in (0..dims.len()).rev() {
+            out_strides[i] = acc;
+            acc *= dims[i] as isize;
+        }
+        let load = LoadSpec {
+            strides: axes.iter().map(|&a| src.axes[a].stride).collect(),
+            lo: axes.iter().map(|&a| src.axes[a].lo).collect(),
+            hi: axes.iter().map(|&a| src.axes[a].hi).collect(),
+            offset: src.offset,
+            fill: 0.0,
+        };
+        let mut k = FusedKernel {
+            program: Program { instrs: vec![crate::backend::ir::Instr::Load(0)] },
+            stages: vec![],
+            dims,
+            loads: vec![load],
+            out_strides,
+            reduce: None,
+            out_len: acc as usize,
+        };
+        k.merge_axes();
+        k
+    }
+
     /// Output elements.
     pub fn out_len(&self) -> usize {
         self.out_len

@@ -169,6 +169,39 @@ impl BlasPlan {
     }
 }
 
+/// The runtime's way around [`NeedsCopy::Input`]: copy both operands to canonical layouts —
+/// batch axes, then A's M and K (B's K and N) axes, the last adjacent — so that every role
+/// group merges and each matrix has a unit stride. Returns, per operand, the copy kernel and
+/// the copy's layout in the product's axis order; plan the product again on those layouts.
+/// Broadcast axes stay broadcast (not materialized).
+pub fn canonical_copies(
+    axes: &[crate::backend::gemm::GemmAxis],
+    la: &crate::backend::layout::Layout,
+    lb: &crate::backend::layout::Layout,
+) -> [(crate::backend::cpu::fused::FusedKernel, crate::backend::layout::Layout); 2] {
+    use crate::backend::gemm::GemmAxis::{Batch, K, M, N};
+    use crate::backend::layout::{Axis, Layout};
+    let one = |l: &Layout, order: [crate::backend::gemm::GemmAxis; 3]| {
+        let rank = axes.len();
+        let mine: Vec<usize> = order
+            .iter()
+            .flat_map(|r| (0..rank).filter(move |&i| axes[i] == *r))
+            .filter(|&i| l.axes[i].stride != 0 || l.axes[i].len == 1)
+            .collect();
+        let kernel = crate::backend::cpu::fused::FusedKernel::copy(l, &mine);
+        let mut strides = vec![0isize; rank];
+        let mut acc = 1isize;
+        for &i in mine.iter().rev() {
+            strides[i] = acc;
+            acc *= l.axes[i].len as isize;
+        }
+        let axes =
+            (0..rank).map(|i| Axis { len: l.axes[i].len, stride: strides[i], lo: 0, hi: l.axes[i].len }).collect();
+        (kernel, Layout { axes, offset: 0 })
+    };
+    [one(la, [Batch, M, K]), one(lb, [Batch, K, N])]
+}
+
 /// What cuBLAS computes for `call` (its argument checks included), on host buffers: the
 /// reference the planner is tested against, since no GPU is needed to know what a call means.
 pub fn emulate(call: &BlasCall, a: &[f32], b: &[f32], out: &mut [f32]) -> Result<(), String> {
@@ -254,39 +287,8 @@ mod tests {
     use crate::backend::layout::{Axis, Layout};
     use rand::{Rng, SeedableRng};
 
-    /// The copy the runtime makes of an operand when cuBLAS cannot read the product: contiguous
-    /// in the order of the roles in `order` (the last one adjacent).
-    fn contiguous_copy(axes: &[GemmAxis], l: &Layout, data: &[f32], order: [GemmAxis; 3]) -> (Layout, Vec<f32>) {
-        let rank = axes.len();
-        let mine: Vec<usize> = order.iter().flat_map(|r| (0..rank).filter(move |&i| axes[i] == *r)).collect();
-        let mut strides = vec![0isize; rank];
-        let mut acc = 1isize;
-        for &i in mine.iter().rev() {
-            if l.axes[i].stride != 0 || l.axes[i].len == 1 {
-                strides[i] = acc;
-                acc *= l.axes[i].len as isize;
-            }
-        }
-        let mut out = vec![0f32; acc as usize];
-        let dims = l.dims();
-        let total: usize = dims.iter().product();
-        for flat in 0..total {
-            let (mut src, mut dst, mut rest) = (l.offset, 0isize, flat);
-            for i in (0..rank).rev() {
-                let j = (rest % dims[i]) as isize;
-                rest /= dims[i];
-                src += j * l.axes[i].stride;
-                dst += j * strides[i];
-            }
-            out[dst as usize] = data[src as usize];
-        }
-        let axes = (0..rank).map(|i| Axis { len: dims[i], stride: strides[i], lo: 0, hi: dims[i] }).collect();
-        (Layout { axes, offset: 0 }, out)
-    }
-
     #[test]
     fn cublas_calls_compute_what_the_cpu_gemm_computes() {
-        use GemmAxis::*;
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
         let (mut batched, mut multi_k, mut copies, mut out_perm) = (0, 0, 0, 0);
         let mut transposes = std::collections::HashSet::new();
@@ -301,8 +303,12 @@ mod tests {
             // the runtime's fallback: copy the operands to the canonical layouts (batch axes,
             // then the matrix axes, K adjacent in A and N in B: every group merges), plan again
             if let Err(NeedsCopy::Input(_)) = blas {
-                (la, a) = contiguous_copy(&axes, &la, &a, [Batch, M, K]);
-                (lb, b) = contiguous_copy(&axes, &lb, &b, [Batch, K, N]);
+                // the runtime's copy kernels, run here on the CPU
+                let [(ka, na), (kb, nb)] = canonical_copies(&axes, &la, &lb);
+                let (mut ca, mut cb) = (vec![0f32; ka.out_len()], vec![0f32; kb.out_len()]);
+                ka.run(&[&a], &mut ca);
+                kb.run(&[&b], &mut cb);
+                (la, a, lb, b) = (na, ca, nb, cb);
                 copies += 1;
                 blas = BlasPlan::new(&GemmPlan::new(&axes, &la, &lb));
             }

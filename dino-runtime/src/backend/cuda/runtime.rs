@@ -15,11 +15,15 @@ use cudarc::cublas::sys::cublasOperation_t;
 use cudarc::driver::{CudaFunction, CudaSlice, DevicePtr, LaunchConfig, PushKernelArg};
 use luminal::prelude::*;
 
-use super::blas::{BlasPlan, Operand, Trans};
+use super::blas::{canonical_copies, BlasPlan, NeedsCopy, Operand, Trans};
 use super::codegen::{kernel_source, KernelSource, Launch};
 use super::device::{compile_ptx, Gpu};
+use crate::backend::cpu::fused::FusedKernel;
+use crate::backend::cpu::gemm::GemmPlan;
 use crate::backend::cpu::runtime::{Loc, Plan, Work};
 use crate::backend::cpu::CpuRuntime;
+use crate::backend::gemm::GemmOp;
+use crate::backend::layout::Layout;
 use crate::error::{Error, Result};
 
 /// A tensor's data on the GPU, as it sits in a luminal graph's tensor store.
@@ -61,8 +65,15 @@ fn driver(e: impl fmt::Debug) -> Error {
 
 enum DeviceWork {
     Input,
-    Fused { f: CudaFunction, launch: Launch },
-    Gemm(BlasPlan),
+    Fused {
+        f: CudaFunction,
+        launch: Launch,
+    },
+    Gemm {
+        bp: BlasPlan,
+        /// Operand, copy kernel, its launch, the scratch buffer it writes.
+        copies: Vec<(usize, CudaFunction, Launch, CudaSlice<f32>)>,
+    },
     Value(f32),
 }
 
@@ -78,7 +89,14 @@ struct PlanKernels {
     sources: Vec<KernelSource>,
     /// Fused step index -> its kernel in `sources`.
     kernel_of: HashMap<usize, usize>,
-    gemms: HashMap<usize, BlasPlan>,
+    gemms: HashMap<usize, GemmWork>,
+}
+
+/// A contraction: its cuBLAS calls, after copying operands cuBLAS cannot read in place
+/// (operand 0 = A, 1 = B; the copy kernel in `sources`; the copy's length).
+struct GemmWork {
+    bp: BlasPlan,
+    copies: Vec<(usize, usize, usize)>,
 }
 
 fn plan_kernels(planner: &CpuRuntime, cx: &Graph) -> Result<PlanKernels> {
@@ -86,29 +104,47 @@ fn plan_kernels(planner: &CpuRuntime, cx: &Graph) -> Result<PlanKernels> {
     // one function per distinct kernel: the 12 blocks of a ViT share theirs
     let mut sources: Vec<KernelSource> = vec![];
     let mut by_code: HashMap<String, usize> = HashMap::new();
+    let mut add = |k: &FusedKernel| -> usize {
+        let src = kernel_source(k, "dino_k");
+        let next = sources.len();
+        let j = *by_code.entry(src.code.clone()).or_insert(next);
+        if j == next {
+            let name = format!("k{j}");
+            let code = src.code.replace("DINO_KERNEL dino_k(", &format!("DINO_KERNEL {name}("));
+            sources.push(KernelSource { name, code, ..src });
+        }
+        j
+    };
     let mut kernel_of: HashMap<usize, usize> = HashMap::new();
     let mut gemms = HashMap::new();
+    let unsupported = |e: NeedsCopy| {
+        Error::Backend(format!("CUDA backend: a contraction cuBLAS cannot compute even after copies ({e:?})"))
+    };
     for (i, s) in plan.steps.iter().enumerate() {
         match &s.work {
             Work::Fused(k) => {
-                let src = kernel_source(k, "dino_k");
-                let next = sources.len();
-                let j = *by_code.entry(src.code.clone()).or_insert(next);
-                if j == next {
-                    let name = format!("k{j}");
-                    let code = src.code.replace("DINO_KERNEL dino_k(", &format!("DINO_KERNEL {name}("));
-                    sources.push(KernelSource { name, code, ..src });
-                }
-                kernel_of.insert(i, j);
+                kernel_of.insert(i, add(k));
             }
             Work::Gemm(g) => {
-                let bp = BlasPlan::new(g).map_err(|e| {
-                    Error::Backend(format!(
-                        "CUDA backend: a contraction cuBLAS cannot read in place ({e:?}); the copy \
-                             fallback is not implemented yet"
-                    ))
-                })?;
-                gemms.insert(i, bp);
+                let gw = match BlasPlan::new(g) {
+                    Ok(bp) => GemmWork { bp, copies: vec![] },
+                    Err(NeedsCopy::Input(_)) => {
+                        // copy both operands to canonical layouts first (see `canonical_copies`)
+                        let op = cx
+                            .graph
+                            .node_weight(s.node)
+                            .and_then(|o| o.as_any().downcast_ref::<GemmOp>())
+                            .ok_or_else(|| Error::Backend("a GEMM step without its node".into()))?;
+                        let la = Layout::of(&s.srcs[0].1, &cx.dyn_map)?;
+                        let lb = Layout::of(&s.srcs[1].1, &cx.dyn_map)?;
+                        let [(ka, na), (kb, nb)] = canonical_copies(&op.axes, &la, &lb);
+                        let bp = BlasPlan::new(&GemmPlan::new(&op.axes, &na, &nb)).map_err(unsupported)?;
+                        let copies = vec![(0, add(&ka), ka.out_len()), (1, add(&kb), kb.out_len())];
+                        GemmWork { bp, copies }
+                    }
+                    Err(e) => return Err(unsupported(e)),
+                };
+                gemms.insert(i, gw);
             }
             Work::Other => {
                 return Err(Error::Backend(format!(
@@ -176,21 +212,28 @@ impl CudaRuntime {
                 );
             }
         }
-        let work = plan
-            .steps
-            .iter()
-            .enumerate()
-            .map(|(i, s)| match &s.work {
+        let mut work = Vec::with_capacity(plan.steps.len());
+        for (i, s) in plan.steps.iter().enumerate() {
+            work.push(match &s.work {
                 Work::Input { .. } => DeviceWork::Input,
                 Work::Fused(_) => {
                     let (f, launch) = functions[kernel_of[&i]].clone();
                     DeviceWork::Fused { f, launch }
                 }
-                Work::Gemm(_) => DeviceWork::Gemm(gemms.remove(&i).expect("planned")),
+                Work::Gemm(_) => {
+                    let gw = gemms.remove(&i).expect("planned");
+                    let mut copies = vec![];
+                    for (o, j, len) in gw.copies {
+                        let (f, launch) = functions[j].clone();
+                        let scratch = self.gpu.stream.alloc_zeros::<f32>(len.max(1)).map_err(driver)?;
+                        copies.push((o, f, launch, scratch));
+                    }
+                    DeviceWork::Gemm { bp: gw.bp, copies }
+                }
                 Work::Value(v) => DeviceWork::Value(*v),
                 Work::Other => unreachable!("rejected above"),
-            })
-            .collect();
+            });
+        }
         let arena = self.gpu.stream.alloc_zeros::<f32>(plan.arena_len.max(1)).map_err(driver)?;
         Ok(DevicePlan { plan, work, arena })
     }
@@ -223,37 +266,55 @@ impl CudaRuntime {
         let stream = self.gpu.stream.clone();
         // inputs: device buffers as they are, host vectors uploaded
         let mut inputs: Vec<(NodeIndex, GpuBuffer)> = Vec::with_capacity(plan.n_inputs);
+        let mut failure = None;
         for s in &plan.steps {
-            if let Work::Input { name } = &s.work {
-                let t = cx.tensors.remove(&(s.node, 0));
-                let need = plan.input_extent[inputs.len()];
-                let b = match t {
-                    None => None,
-                    Some(t) => {
-                        // move the data out of the store entry (upcast to `Any` to take it by value)
-                        let any: Box<dyn std::any::Any> = t.data;
-                        match any.downcast::<GpuBuffer>() {
-                            Ok(b) => Some(*b),
-                            Err(any) => match any.downcast::<Vec<f32>>() {
-                                Ok(v) => Some(GpuBuffer { data: self.gpu.upload(&v)?, len: v.len() }),
-                                Err(_) => None,
-                            },
-                        }
-                    }
-                };
-                match b {
-                    Some(b) if b.len >= need => inputs.push((s.node, b)),
-                    Some(b) => {
-                        return Err(Error::WrongSize {
-                            name: name.clone(),
-                            shape: "the graph's views of it".into(),
-                            expected: need,
-                            got: b.len,
-                        })
-                    }
-                    None => return Err(Error::MissingInput { name: name.clone() }),
+            let Work::Input { name } = &s.work else { continue };
+            let need = plan.input_extent[inputs.len()];
+            let (is_gpu, len) = match cx.tensors.get(&(s.node, 0)).map(|t| t.data.as_any()) {
+                Some(a) if a.is::<GpuBuffer>() => (true, a.downcast_ref::<GpuBuffer>().map_or(0, |b| b.len)),
+                Some(a) if a.is::<Vec<f32>>() => (false, a.downcast_ref::<Vec<f32>>().map_or(0, Vec::len)),
+                Some(_) => {
+                    failure = Some(Error::Backend(format!("input `{name}` is neither f32 host data nor a GPU buffer")));
+                    break;
                 }
+                None => {
+                    failure = Some(Error::MissingInput { name: name.clone() });
+                    break;
+                }
+            };
+            if len < need {
+                failure = Some(Error::WrongSize {
+                    name: name.clone(),
+                    shape: "the graph's views of it".into(),
+                    expected: need,
+                    got: len,
+                });
+                break;
             }
+            let t = cx.tensors.remove(&(s.node, 0)).expect("checked above");
+            // move the data out of the store entry (upcast to `Any` to take it by value)
+            let any: Box<dyn std::any::Any> = t.data;
+            let b = if is_gpu {
+                *any.downcast::<GpuBuffer>().expect("checked above")
+            } else {
+                let v = any.downcast::<Vec<f32>>().expect("checked above");
+                match self.gpu.upload(&v) {
+                    Ok(data) => GpuBuffer { data, len: v.len() },
+                    Err(e) => {
+                        cx.tensors.insert((s.node, 0), Tensor::new(*v));
+                        failure = Some(e);
+                        break;
+                    }
+                }
+            };
+            inputs.push((s.node, b));
+        }
+        if let Some(e) = failure {
+            // a failed run loses no data: what was taken goes back (on the device)
+            for (node, b) in inputs {
+                cx.tensors.insert((node, 0), Tensor::new(b));
+            }
+            return Err(e);
         }
         let (arena_ptr, _sync) = dp.arena.device_ptr(&stream);
         let mut kept: Vec<Option<GpuBuffer>> = (0..plan.n_kept).map(|_| None).collect();
@@ -290,7 +351,20 @@ impl CudaRuntime {
                     // SAFETY: pointers into live buffers sized by the plan from the same views.
                     unsafe { b.launch(cfg) }.map_err(driver)?;
                 }
-                DeviceWork::Gemm(bp) => {
+                DeviceWork::Gemm { bp, copies } => {
+                    let mut src = src.clone();
+                    for (o, f, launch, scratch) in copies {
+                        let (grid, block) = launch.grid_block(self.gpu.sms);
+                        let cfg =
+                            LaunchConfig { grid_dim: (grid, 1, 1), block_dim: (block, 1, 1), shared_mem_bytes: 0 };
+                        let (dst, _) = scratch.device_ptr(&stream);
+                        let mut b = stream.launch_builder(f);
+                        b.arg(&src[*o]);
+                        b.arg(&dst);
+                        // SAFETY: the copy reads the operand's view and writes its own scratch.
+                        unsafe { b.launch(cfg) }.map_err(driver)?;
+                        src[*o] = dst;
+                    }
                     // SAFETY: as above; offsets, strides and leading dimensions come from the views.
                     unsafe {
                         if bp.zero_fill {
