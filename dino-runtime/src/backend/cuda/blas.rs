@@ -202,6 +202,71 @@ pub fn canonical_copies(
     [one(la, [Batch, M, K]), one(lb, [Batch, K, N])]
 }
 
+/// Everything the runtime runs for one contraction on cuBLAS.
+pub struct GemmRecipe {
+    /// Copies of inputs to canonical layouts first (operand 0 = A, 1 = B).
+    pub copies: Vec<(usize, crate::backend::cpu::fused::FusedKernel)>,
+    /// The cuBLAS calls, reading the (copied) inputs.
+    pub blas: BlasPlan,
+    /// When the calls write a scratch output in another axis order: the kernel copying it
+    /// into the output's own order, and the scratch length.
+    pub unpermute: Option<(crate::backend::cpu::fused::FusedKernel, usize)>,
+}
+
+/// Plan a contraction for cuBLAS, whatever its layouts: in place if possible; else on
+/// canonical copies of the inputs; else (the output's adjacent axis is a loop) with the axes
+/// reordered — batch, M, K, N — into a scratch output copied back into place afterwards.
+pub fn recipe(
+    axes: &[crate::backend::gemm::GemmAxis],
+    la: &crate::backend::layout::Layout,
+    lb: &crate::backend::layout::Layout,
+) -> Result<GemmRecipe, NeedsCopy> {
+    use crate::backend::cpu::fused::FusedKernel;
+    use crate::backend::gemm::GemmAxis::{self, Batch, K, M, N};
+    use crate::backend::layout::{Axis, Layout};
+    // in place, or on canonical copies
+    let direct =
+        |axes: &[GemmAxis], la: &Layout, lb: &Layout| -> Result<(Vec<(usize, FusedKernel)>, BlasPlan), NeedsCopy> {
+            match BlasPlan::new(&GemmPlan::new(axes, la, lb)) {
+                Ok(bp) => Ok((vec![], bp)),
+                // copies also help an output whose matrix axes did not merge because an input
+                // stores them in another order
+                Err(_) => {
+                    let [(ka, na), (kb, nb)] = canonical_copies(axes, la, lb);
+                    let bp = BlasPlan::new(&GemmPlan::new(axes, &na, &nb))?;
+                    Ok((vec![(0, ka), (1, kb)], bp))
+                }
+            }
+        };
+    if let Ok((copies, blas)) = direct(axes, la, lb) {
+        return Ok(GemmRecipe { copies, blas, unpermute: None });
+    }
+    // reorder the axes so that the output runs batch, M, N (N adjacent)
+    let rank = axes.len();
+    let perm: Vec<usize> = [Batch, M, K, N].iter().flat_map(|r| (0..rank).filter(move |&i| axes[i] == *r)).collect();
+    let pick = |l: &Layout| Layout { axes: perm.iter().map(|&i| l.axes[i]).collect(), offset: l.offset };
+    let axes_p: Vec<GemmAxis> = perm.iter().map(|&i| axes[i]).collect();
+    let (copies, blas) = direct(&axes_p, &pick(la), &pick(lb))?;
+    // the scratch is contiguous over the non-K axes in permuted order; read it in the
+    // original order and write the output
+    let out_p: Vec<usize> = perm.iter().copied().filter(|&i| axes[i] != K).collect();
+    let mut stride = vec![0isize; rank];
+    let mut acc = 1isize;
+    for &i in out_p.iter().rev() {
+        stride[i] = acc;
+        acc *= la.axes[i].len as isize;
+    }
+    let view = Layout {
+        axes: (0..rank)
+            .filter(|&i| axes[i] != K)
+            .map(|i| Axis { len: la.axes[i].len, stride: stride[i], lo: 0, hi: la.axes[i].len })
+            .collect(),
+        offset: 0,
+    };
+    let order: Vec<usize> = (0..view.axes.len()).collect();
+    Ok(GemmRecipe { copies, blas, unpermute: Some((FusedKernel::copy(&view, &order), acc as usize)) })
+}
+
 /// What cuBLAS computes for `call` (its argument checks included), on host buffers: the
 /// reference the planner is tested against, since no GPU is needed to know what a call means.
 pub fn emulate(call: &BlasCall, a: &[f32], b: &[f32], out: &mut [f32]) -> Result<(), String> {
@@ -293,45 +358,28 @@ mod tests {
         let (mut batched, mut multi_k, mut copies, mut out_perm) = (0, 0, 0, 0);
         let mut transposes = std::collections::HashSet::new();
         for case in 0..3000 {
-            let (axes, mut la, mut lb, na, nb) = random_case(&mut rng);
+            let (axes, la, lb, na, nb) = random_case(&mut rng);
             let mut a: Vec<f32> = (0..na).map(|_| rng.gen_range(-1.0..1.0)).collect();
             let mut b: Vec<f32> = (0..nb).map(|_| rng.gen_range(-1.0..1.0)).collect();
             let plan = GemmPlan::new(&axes, &la, &lb);
             let mut want = vec![0f32; plan.out_len()];
             plan.run(&a, &b, &mut want);
-            let mut blas = BlasPlan::new(&plan);
-            // the runtime's fallback: copy the operands to the canonical layouts (batch axes,
-            // then the matrix axes, K adjacent in A and N in B: every group merges), plan again
-            if let Err(NeedsCopy::Input(_)) = blas {
-                // the runtime's copy kernels, run here on the CPU
-                let [(ka, na), (kb, nb)] = canonical_copies(&axes, &la, &lb);
-                let (mut ca, mut cb) = (vec![0f32; ka.out_len()], vec![0f32; kb.out_len()]);
-                ka.run(&[&a], &mut ca);
-                kb.run(&[&b], &mut cb);
-                (la, a, lb, b) = (na, ca, nb, cb);
-                copies += 1;
-                blas = BlasPlan::new(&GemmPlan::new(&axes, &la, &lb));
+            let r = recipe(&axes, &la, &lb).unwrap_or_else(|e| panic!("case {case}: {e:?} {axes:?} {la:?} {lb:?}"));
+            // the runtime's copy kernels, run here on the CPU
+            for (o, k) in &r.copies {
+                let mut c = vec![0f32; k.out_len()];
+                k.run(&[if *o == 0 { &a } else { &b }], &mut c);
+                if *o == 0 {
+                    a = c;
+                } else {
+                    b = c;
+                }
             }
-            let blas = match blas {
-                Ok(p) => p,
-                Err(NeedsCopy::Output) => {
-                    // only when the output's adjacent axis is a loop, not a matrix axis
-                    let p = GemmPlan::new(&axes, &la, &lb);
-                    assert!(p.m.sc != 1 && p.n.sc != 1 && p.m.len > 1 && p.n.len > 1, "case {case}: {axes:?}");
-                    out_perm += 1;
-                    continue;
-                }
-                Err(e) => {
-                    // after the copy, only when the output splits a matrix group (an M or N axis
-                    // left as a loop): the runtime then computes into a permuted output
-                    let p = GemmPlan::new(&axes, &la, &lb);
-                    let split = p.loops.iter().any(|l| l.len > 1 && (l.sa == 0 || l.sb == 0));
-                    assert!(split, "case {case}: {e:?} after a copy, {axes:?} {la:?} {lb:?}");
-                    out_perm += 1;
-                    continue;
-                }
-            };
-            let mut got = vec![f32::NAN; plan.out_len()];
+            copies += (!r.copies.is_empty()) as usize;
+            out_perm += r.unpermute.is_some() as usize;
+            let blas = r.blas;
+            let scratch_len = r.unpermute.as_ref().map_or(plan.out_len(), |u| u.1);
+            let mut got = vec![f32::NAN; scratch_len];
             if blas.zero_fill {
                 got.fill(0.0);
             }
@@ -341,6 +389,12 @@ mod tests {
                 multi_k += (call.beta != 0.0) as usize;
                 transposes.insert((call.trans_x, call.trans_y, call.x));
             }
+            if let Some((k, _)) = &r.unpermute {
+                let mut o = vec![f32::NAN; k.out_len()];
+                k.run(&[&got], &mut o);
+                got = o;
+            }
+            assert_eq!(got.len(), want.len(), "case {case}");
             for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                 assert!(
                     (g - w).abs() <= 1e-5 * (1.0 + w.abs()),
@@ -353,8 +407,8 @@ mod tests {
             "batched calls {batched}, accumulating calls {multi_k}, copies {copies}, permuted outputs {out_perm}"
         );
         assert!(
-            batched > 100 && multi_k > 50 && copies > 20,
-            "batched {batched}, accumulated {multi_k}, copies {copies}"
+            batched > 100 && multi_k > 50 && copies > 20 && out_perm > 20,
+            "batched {batched}, accumulated {multi_k}, copies {copies}, permuted {out_perm}"
         );
         assert_eq!(transposes.len(), 8, "all N/T combinations, both orientations: {transposes:?}");
     }

@@ -15,11 +15,10 @@ use cudarc::cublas::sys::cublasOperation_t;
 use cudarc::driver::{CudaFunction, CudaSlice, DevicePtr, LaunchConfig, PushKernelArg};
 use luminal::prelude::*;
 
-use super::blas::{canonical_copies, BlasPlan, NeedsCopy, Operand, Trans};
+use super::blas::{recipe, BlasPlan, NeedsCopy, Operand, Trans};
 use super::codegen::{kernel_source, KernelSource, Launch};
 use super::device::{compile_ptx, Gpu};
 use crate::backend::cpu::fused::FusedKernel;
-use crate::backend::cpu::gemm::GemmPlan;
 use crate::backend::cpu::runtime::{Loc, Plan, Work};
 use crate::backend::cpu::CpuRuntime;
 use crate::backend::gemm::GemmOp;
@@ -73,6 +72,8 @@ enum DeviceWork {
         bp: BlasPlan,
         /// Operand, copy kernel, its launch, the scratch buffer it writes.
         copies: Vec<(usize, CudaFunction, Launch, CudaSlice<f32>)>,
+        /// The calls write this scratch; the kernel copies it into the output.
+        unpermute: Option<(CudaFunction, Launch, CudaSlice<f32>)>,
     },
     Value(f32),
 }
@@ -97,6 +98,8 @@ struct PlanKernels {
 struct GemmWork {
     bp: BlasPlan,
     copies: Vec<(usize, usize, usize)>,
+    /// The kernel writing the output from the calls' permuted scratch, and its length.
+    unpermute: Option<(usize, usize)>,
 }
 
 fn plan_kernels(planner: &CpuRuntime, cx: &Graph) -> Result<PlanKernels> {
@@ -117,9 +120,7 @@ fn plan_kernels(planner: &CpuRuntime, cx: &Graph) -> Result<PlanKernels> {
     };
     let mut kernel_of: HashMap<usize, usize> = HashMap::new();
     let mut gemms = HashMap::new();
-    let unsupported = |e: NeedsCopy| {
-        Error::Backend(format!("CUDA backend: a contraction cuBLAS cannot compute even after copies ({e:?})"))
-    };
+    let unsupported = |e: NeedsCopy| Error::Backend(format!("CUDA backend: no cuBLAS plan for a contraction ({e:?})"));
     for (i, s) in plan.steps.iter().enumerate() {
         match &s.work {
             Work::Fused(k) => {
@@ -127,9 +128,9 @@ fn plan_kernels(planner: &CpuRuntime, cx: &Graph) -> Result<PlanKernels> {
             }
             Work::Gemm(g) => {
                 let gw = match BlasPlan::new(g) {
-                    Ok(bp) => GemmWork { bp, copies: vec![] },
-                    Err(NeedsCopy::Input(_)) => {
-                        // copy both operands to canonical layouts first (see `canonical_copies`)
+                    Ok(bp) => GemmWork { bp, copies: vec![], unpermute: None },
+                    Err(_) => {
+                        // copies of the inputs and/or a permuted scratch output (see `recipe`)
                         let op = cx
                             .graph
                             .node_weight(s.node)
@@ -137,12 +138,11 @@ fn plan_kernels(planner: &CpuRuntime, cx: &Graph) -> Result<PlanKernels> {
                             .ok_or_else(|| Error::Backend("a GEMM step without its node".into()))?;
                         let la = Layout::of(&s.srcs[0].1, &cx.dyn_map)?;
                         let lb = Layout::of(&s.srcs[1].1, &cx.dyn_map)?;
-                        let [(ka, na), (kb, nb)] = canonical_copies(&op.axes, &la, &lb);
-                        let bp = BlasPlan::new(&GemmPlan::new(&op.axes, &na, &nb)).map_err(unsupported)?;
-                        let copies = vec![(0, add(&ka), ka.out_len()), (1, add(&kb), kb.out_len())];
-                        GemmWork { bp, copies }
+                        let r = recipe(&op.axes, &la, &lb).map_err(unsupported)?;
+                        let copies = r.copies.iter().map(|(o, k)| (*o, add(k), k.out_len())).collect();
+                        let unpermute = r.unpermute.as_ref().map(|(k, len)| (add(k), *len));
+                        GemmWork { bp: r.blas, copies, unpermute }
                     }
-                    Err(e) => return Err(unsupported(e)),
                 };
                 gemms.insert(i, gw);
             }
@@ -228,7 +228,14 @@ impl CudaRuntime {
                         let scratch = self.gpu.stream.alloc_zeros::<f32>(len.max(1)).map_err(driver)?;
                         copies.push((o, f, launch, scratch));
                     }
-                    DeviceWork::Gemm { bp: gw.bp, copies }
+                    let unpermute = match gw.unpermute {
+                        Some((j, len)) => {
+                            let (f, launch) = functions[j].clone();
+                            Some((f, launch, self.gpu.stream.alloc_zeros::<f32>(len.max(1)).map_err(driver)?))
+                        }
+                        None => None,
+                    };
+                    DeviceWork::Gemm { bp: gw.bp, copies, unpermute }
                 }
                 Work::Value(v) => DeviceWork::Value(*v),
                 Work::Other => unreachable!("rejected above"),
@@ -351,7 +358,12 @@ impl CudaRuntime {
                     // SAFETY: pointers into live buffers sized by the plan from the same views.
                     unsafe { b.launch(cfg) }.map_err(driver)?;
                 }
-                DeviceWork::Gemm { bp, copies } => {
+                DeviceWork::Gemm { bp, copies, unpermute } => {
+                    let final_out = out;
+                    let out = match unpermute {
+                        Some((_, _, scratch)) => scratch.device_ptr(&stream).0,
+                        None => out,
+                    };
                     let mut src = src.clone();
                     for (o, f, launch, scratch) in copies {
                         let (grid, block) = launch.grid_block(self.gpu.sms);
@@ -403,6 +415,16 @@ impl CudaRuntime {
                             )
                             .map_err(driver)?;
                         }
+                    }
+                    if let Some((f, launch, _)) = unpermute {
+                        let (grid, block) = launch.grid_block(self.gpu.sms);
+                        let cfg =
+                            LaunchConfig { grid_dim: (grid, 1, 1), block_dim: (block, 1, 1), shared_mem_bytes: 0 };
+                        let mut b = stream.launch_builder(f);
+                        b.arg(&out);
+                        b.arg(&final_out);
+                        // SAFETY: reads the scratch the calls wrote, writes the step's output.
+                        unsafe { b.launch(cfg) }.map_err(driver)?;
                     }
                 }
                 DeviceWork::Value(v) => unsafe {
