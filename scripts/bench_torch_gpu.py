@@ -18,18 +18,7 @@ import time
 import torch
 import torch.nn as nn
 
-
-class DinoHead(nn.Module):
-    def __init__(self, d, hidden=2048, bottleneck=256, out=65536):
-        super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(d, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(),
-                                 nn.Linear(hidden, bottleneck))
-        self.last_layer = nn.utils.parametrizations.weight_norm(nn.Linear(bottleneck, out, bias=False))
-        self.last_layer.parametrizations.weight.original0.data.fill_(1)
-        self.last_layer.parametrizations.weight.original0.requires_grad = False
-
-    def forward(self, x):
-        return self.last_layer(nn.functional.normalize(self.mlp(x), dim=-1, p=2))
+from bench_torch import DinoHead  # the same head as the CPU engine benchmark
 
 
 class MultiCrop(nn.Module):
@@ -68,8 +57,9 @@ def main():
     torch.backends.cuda.matmul.allow_tf32 = a.tf32  # fp32 means fp32 unless asked, as ours
     torch.backends.cudnn.allow_tf32 = a.tf32
     gsize, lsize = (32, 16) if a.tiny else (224, 96)
-    student = MultiCrop(vit_small(0.1), DinoHead(384, *((64, 32, 128) if a.tiny else ()))).to(dev)
-    teacher = MultiCrop(vit_small(0.0), DinoHead(384, *((64, 32, 128) if a.tiny else ()))).to(dev)
+    head = (64, 32, 128) if a.tiny else (2048, 256, 65536)  # hidden, bottleneck, out
+    student = MultiCrop(vit_small(0.1), DinoHead(384, *head)).to(dev)
+    teacher = MultiCrop(vit_small(0.0), DinoHead(384, *head)).to(dev)
     teacher.load_state_dict(student.state_dict())
     for p in teacher.parameters():
         p.requires_grad = False

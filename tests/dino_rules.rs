@@ -4,6 +4,9 @@
 //! norm weights, the last-layer freeze, the teacher fed only global crops, and the center
 //! updated from the raw teacher outputs after the loss. (Same-view pairs: `dino::loss` unit
 //! tests; all of it together against PyTorch: `dino_step_parity.rs`.)
+mod common;
+
+use common::splitmix::uniform;
 use dino::runtime::backend::cpu::{CpuCompiler, CpuRuntime};
 use dino::runtime::config::DinoConfig;
 use dino::runtime::dino::{DinoStep, StepHyper, StepOutputs};
@@ -27,16 +30,6 @@ dino::dino! {
 
 const BATCH: usize = 3;
 
-fn values(seed: u64, n: usize) -> Vec<f32> {
-    let mut s = seed;
-    (0..n)
-        .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
-
 /// A compiled step of `RuleDino` with overrides, weights from seed 0.
 fn step(change: impl Fn(&mut DinoConfig)) -> (DinoStep<RuleDino>, CpuRuntime) {
     let mut cfg = RuleDino::CONFIG;
@@ -55,7 +48,7 @@ fn hyper(lr: f64, wd: f64, freeze: bool) -> StepHyper {
 /// Run one step on crops from `seeds` (global, local).
 fn run(s: &mut DinoStep<RuleDino>, rt: &mut CpuRuntime, seeds: (u64, u64), h: StepHyper) -> StepOutputs {
     let (ng, nl) = s.crop_sizes();
-    s.set_batch(values(seeds.0, ng), values(seeds.1, nl)).unwrap();
+    s.set_batch(uniform(seeds.0, 0, ng), uniform(seeds.1, 0, nl)).unwrap();
     s.set_hyper(&h);
     rt.execute(&mut s.cx).unwrap();
     let out = s.outputs().unwrap();
@@ -193,7 +186,7 @@ fn center_moves_after_the_loss_from_raw_teacher_outputs() {
     let (mut s, mut rt) = step(|_| {});
     let (ng, nl) = s.crop_sizes();
     let once = |s: &mut DinoStep<RuleDino>, rt: &mut CpuRuntime, center: Vec<f32>| {
-        s.set_batch(values(13, ng), values(14, nl)).unwrap();
+        s.set_batch(uniform(13, 0, ng), uniform(14, 0, nl)).unwrap();
         data::set(&mut s.cx, s.center, center);
         // lr 0 and momentum 1: weights and teacher stay, so runs are comparable
         s.set_hyper(&StepHyper { momentum: 1.0, ..hyper(0.0, 0.0, false) });

@@ -101,6 +101,13 @@ pub struct AugmentConfig {
     pub std: &'static [f64],
 }
 
+impl AugmentConfig {
+    /// Random horizontal flips and normalization only (supervised training, tests).
+    pub const fn flip_only(mean: &'static [f64], std: &'static [f64]) -> AugmentConfig {
+        AugmentConfig { flip: 0.5, color_jitter: None, grayscale: 0.0, blur: None, solarize: None, mean, std }
+    }
+}
+
 /// A DINO objective (`dino!`).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct DinoConfig {

@@ -140,25 +140,8 @@ mod tests {
     fn a_planted_structure_is_recovered_with_every_k() {
         // 3 classes of noisy copies of 3 directions in 16-d
         let dim = 16;
-        let mut seed = 1u64;
-        let mut rnd = || {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
-            (seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-        };
-        let mut make = |n: usize| {
-            let mut x = vec![];
-            let mut y = vec![];
-            for i in 0..n {
-                let c = i % 3;
-                for j in 0..dim {
-                    x.push(if j == c { 3.0 } else { 0.0 } + rnd());
-                }
-                y.push(c);
-            }
-            (x, y)
-        };
-        let (mut tr, ytr) = make(600);
-        let (mut te, yte) = make(300);
+        let (mut tr, ytr) = crate::eval::planted_classes(600, dim, 3.0, 1.0, 1);
+        let (mut te, yte) = crate::eval::planted_classes(300, dim, 3.0, 1.0, 2);
         l2_normalize(&mut tr, dim);
         l2_normalize(&mut te, dim);
         for r in weighted_knn(&tr, &ytr, &te, &yte, dim, 3, &KS, TEMPERATURE) {

@@ -154,24 +154,8 @@ mod tests {
     fn learns_a_linearly_separable_problem() {
         // 3 classes along 3 directions of an 8-d space, with noise
         let dim = 8;
-        let mut s = 7u64;
-        let mut r = || {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1);
-            (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-        };
-        let mut make = |n: usize| {
-            let (mut x, mut y) = (vec![], vec![]);
-            for i in 0..n {
-                let c = i % 3;
-                for j in 0..dim {
-                    x.push(if j == c { 1.0 } else { 0.0 } + 0.3 * r());
-                }
-                y.push(c);
-            }
-            (x, y)
-        };
-        let (tx, ty) = make(600);
-        let (vx, vy) = make(300);
+        let (tx, ty) = crate::eval::planted_classes(600, dim, 1.0, 0.3, 7);
+        let (vx, vy) = crate::eval::planted_classes(300, dim, 1.0, 0.3, 8);
         let o = LinearOptions { epochs: 10, batch: 32, lr: 2.0, seed: 0, quiet: true };
         let r = linear_probe(&tx, &ty, &vx, &vy, dim, 3, &o).unwrap();
         assert_eq!(r.per_epoch_top1.len(), 10);

@@ -249,15 +249,7 @@ mod tests {
     }
 
     fn plain() -> AugmentConfig {
-        AugmentConfig {
-            flip: 0.5,
-            color_jitter: None,
-            grayscale: 0.0,
-            blur: None,
-            solarize: None,
-            mean: &[0.0],
-            std: &[1.0 / 255.0],
-        }
+        AugmentConfig::flip_only(&[0.0], &[1.0 / 255.0])
     }
 
     fn loader(n: usize, broken: Vec<usize>, seed: u64) -> Arc<Loader> {

@@ -91,16 +91,9 @@ impl GemmPlan {
     }
 
     /// Offsets of A, B and C at loop point `idx`.
-    fn offsets(&self, mut idx: usize) -> (isize, isize, isize) {
-        let (mut oa, mut ob, mut oc) = (self.base.0, self.base.1, 0);
-        for a in self.loops.iter().rev() {
-            let j = (idx % a.len) as isize;
-            idx /= a.len;
-            oa += j * a.sa;
-            ob += j * a.sb;
-            oc += j * a.sc;
-        }
-        (oa, ob, oc)
+    fn offsets(&self, idx: usize) -> (isize, isize, isize) {
+        let (oa, ob, oc) = point_offsets(&self.loops, idx);
+        (self.base.0 + oa, self.base.1 + ob, oc)
     }
 
     /// `out = a * b` (out must hold `out_len()` elements; it is fully overwritten).
@@ -122,13 +115,7 @@ impl GemmPlan {
             let (oa, ob, oc) = self.offsets(i);
             for kp in 0..k_points {
                 // offsets of this point of the extra K axes (none for a merged K)
-                let (mut ka, mut kb, mut rest) = (0isize, 0isize, kp);
-                for a in self.k_loops.iter().rev() {
-                    let j = (rest % a.len) as isize;
-                    rest /= a.len;
-                    ka += j * a.sa;
-                    kb += j * a.sb;
-                }
+                let (ka, kb, _) = point_offsets(&self.k_loops, kp);
                 // SAFETY: offsets and strides come from views of these buffers (checked against
                 // their lengths when the plan was built by the runtime); distinct loop points
                 // write disjoint parts of the contiguous output.
@@ -165,6 +152,19 @@ impl GemmPlan {
             (0..batch).for_each(|i| one(i, par));
         }
     }
+}
+
+/// Offsets in A, B and the output of point `idx` (row-major) of the loop `axes`.
+pub(crate) fn point_offsets(axes: &[Ax], mut idx: usize) -> (isize, isize, isize) {
+    let (mut oa, mut ob, mut oc) = (0isize, 0isize, 0isize);
+    for a in axes.iter().rev() {
+        let j = (idx % a.len) as isize;
+        idx /= a.len;
+        oa += j * a.sa;
+        ob += j * a.sb;
+        oc += j * a.sc;
+    }
+    (oa, ob, oc)
 }
 
 /// Merge axes of one role that are adjacent in memory in every operand they index, so a

@@ -12,7 +12,7 @@
 //! K axes that could not be merged become extra calls accumulating with `beta = 1`. An operand
 //! with no unit stride on its two axes (an overlapping or gathered view) cannot be expressed:
 //! the runtime copies it to a contiguous buffer first ([`BlasPlan::new`] says which).
-use crate::backend::cpu::gemm::{Ax, GemmPlan};
+use crate::backend::cpu::gemm::{point_offsets, Ax, GemmPlan};
 
 /// cuBLAS's transpose flag for one operand.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -125,23 +125,9 @@ impl BlasPlan {
         let n_outer: usize = outer.iter().map(|a| a.len).product();
         let mut calls = Vec::with_capacity(n_outer * k_points);
         for o in 0..n_outer {
-            let (mut oa, mut ob, mut oc) = (0isize, 0isize, 0isize);
-            let mut rest = o;
-            for a in outer.iter().rev() {
-                let j = (rest % a.len) as isize;
-                rest /= a.len;
-                oa += j * a.sa;
-                ob += j * a.sb;
-                oc += j * a.sc;
-            }
+            let (oa, ob, oc) = point_offsets(&outer, o);
             for kp in 0..k_points {
-                let (mut ka, mut kb, mut rest) = (0isize, 0isize, kp);
-                for a in plan.k_loops.iter().rev() {
-                    let j = (rest % a.len) as isize;
-                    rest /= a.len;
-                    ka += j * a.sa;
-                    kb += j * a.sb;
-                }
+                let (ka, kb, _) = point_offsets(&plan.k_loops, kp);
                 let off = |op: Operand| base(op) + if op == Operand::A { oa + ka } else { ob + kb } as i64;
                 calls.push(BlasCall {
                     x,

@@ -121,10 +121,11 @@ fn float_lit(v: f32) -> String {
     }
 }
 
-fn reduce_fn(kind: ReduceKind) -> (&'static str, &'static str) {
+/// The prelude's block-wide reduction for `kind`.
+fn block_reduce(kind: ReduceKind) -> &'static str {
     match kind {
-        ReduceKind::Sum => ("dino_block_sum", "+"),
-        ReduceKind::Max => ("dino_block_max", "fmaxf"),
+        ReduceKind::Sum => "dino_block_sum",
+        ReduceKind::Max => "dino_block_max",
     }
 }
 
@@ -283,7 +284,7 @@ impl Gen<'_> {
             let row_loop = format!("for (long long a{inner} = tid; a{inner} < {row_len}LL; a{inner} += nt) {{");
             // stages: block-wide reductions over the row, in order
             for (s, (p, kind)) in k.stages.iter().enumerate() {
-                let (block, _) = reduce_fn(*kind);
+                let block = block_reduce(*kind);
                 self.line(depth, &format!("float st{s};"));
                 self.line(depth, "{");
                 self.line(depth + 1, &format!("float acc = {};", float_lit(kind.identity())));
@@ -296,7 +297,7 @@ impl Gen<'_> {
             }
             match red {
                 Some((a, kind)) if a == inner => {
-                    let (block, _) = reduce_fn(kind);
+                    let block = block_reduce(kind);
                     self.line(depth, &format!("float acc = {};", float_lit(kind.identity())));
                     self.line(depth, &row_loop);
                     let v = self.program(depth + 1, &k.program, "r");

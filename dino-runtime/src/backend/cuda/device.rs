@@ -8,12 +8,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use cudarc::cublas::{sys::cublasOperation_t, CudaBlas, Gemm, GemmConfig, StridedBatchedConfig};
-use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
+use cudarc::cublas::{sys::cublasOperation_t, CudaBlas};
+use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg};
 use cudarc::nvrtc::CompileOptions;
 
-use super::blas::{BlasCall, BlasPlan, Operand, Trans};
-use super::codegen::{kernel_source, KernelSource, CUDA_PRELUDE};
+use super::blas::{BlasPlan, Operand, Trans};
+use super::codegen::{kernel_source, KernelSource, Launch, CUDA_PRELUDE};
 use crate::backend::cpu::fused::FusedKernel;
 use crate::backend::cpu::gemm::GemmPlan;
 use crate::error::{Error, Result};
@@ -149,10 +149,6 @@ impl Gpu {
         self.arch
     }
 
-    pub fn blas(&self) -> &CudaBlas {
-        &self.blas
-    }
-
     /// The device's name and compute capability.
     pub fn describe(&self) -> String {
         format!("{} ({}, {} SMs)", self.ctx.name().unwrap_or_default(), self.arch, self.sms)
@@ -185,20 +181,14 @@ impl Gpu {
     pub fn run_fused(&mut self, k: &FusedKernel, inputs: &[&CudaSlice<f32>], out: &mut CudaSlice<f32>) -> Result<()> {
         let src = kernel_source(k, "fused");
         let f = self.function(&src)?;
-        let (grid, block) = src.launch.grid_block(self.sms);
-        let cfg = LaunchConfig { grid_dim: (grid, 1, 1), block_dim: (block, 1, 1), shared_mem_bytes: 0 };
-        let mut b = self.stream.launch_builder(&f);
-        for i in inputs {
-            b.arg(*i);
-        }
-        b.arg(out);
+        let ins: Vec<u64> = inputs.iter().map(|b| b.device_ptr(&self.stream).0).collect();
+        let o = out.device_ptr(&self.stream).0;
         // SAFETY: the kernel reads each input inside the extent of its view (the buffers were
         // sized from the same layouts) and writes `out_len` elements of `out`.
-        unsafe { b.launch(cfg) }.map_err(driver)?;
-        Ok(())
+        unsafe { self.launch(&f, src.launch, &ins, o) }
     }
 
-    /// Run a planned contraction on cuBLAS (`a`, `b` already contiguous where the plan said so).
+    /// Run a contraction cuBLAS can read in place.
     pub fn run_gemm(
         &self,
         plan: &GemmPlan,
@@ -207,41 +197,64 @@ impl Gpu {
         out: &mut CudaSlice<f32>,
     ) -> Result<()> {
         let bp = BlasPlan::new(plan).map_err(|e| Error::Backend(format!("cuBLAS cannot read this product: {e:?}")))?;
-        if bp.zero_fill {
-            self.stream.memset_zeros(out).map_err(driver)?;
+        let (pa, pb, po) = (a.device_ptr(&self.stream).0, b.device_ptr(&self.stream).0, out.device_ptr(&self.stream).0);
+        // SAFETY: as `blas_calls`.
+        unsafe { self.blas_calls(&bp, pa, pb, po, plan.out_len()) }
+    }
+
+    /// Launch a generated kernel with these input pointers and output pointer.
+    ///
+    /// # Safety
+    /// The pointers must address live device buffers covering what the kernel reads and writes.
+    pub unsafe fn launch(&self, f: &CudaFunction, launch: Launch, inputs: &[u64], out: u64) -> Result<()> {
+        let (grid, block) = launch.grid_block(self.sms);
+        let cfg = LaunchConfig { grid_dim: (grid, 1, 1), block_dim: (block, 1, 1), shared_mem_bytes: 0 };
+        let mut b = self.stream.launch_builder(f);
+        for p in inputs {
+            b.arg(p);
         }
-        for c in &bp.calls {
-            self.blas_call(c, a, b, out)?;
-        }
+        b.arg(&out);
+        b.launch(cfg).map_err(driver)?;
         Ok(())
     }
 
-    fn blas_call(&self, c: &BlasCall, a: &CudaSlice<f32>, b: &CudaSlice<f32>, out: &mut CudaSlice<f32>) -> Result<()> {
+    /// Run a contraction's planned cuBLAS calls on device pointers: A at `a`, B at `b`, the
+    /// `out_len`-element output at `out`.
+    ///
+    /// # Safety
+    /// The plan's offsets, leading dimensions and strides must address elements inside the
+    /// buffers (they do for buffers sized from the views the plan came from; checked on the
+    /// host by `blas::emulate`'s tests).
+    pub unsafe fn blas_calls(&self, bp: &BlasPlan, a: u64, b: u64, out: u64, out_len: usize) -> Result<()> {
+        if bp.zero_fill {
+            cudarc::driver::result::memset_d8_async(out, 0, out_len * 4, self.stream.cu_stream()).map_err(driver)?;
+        }
         let op = |t: Trans| if t == Trans::N { cublasOperation_t::CUBLAS_OP_N } else { cublasOperation_t::CUBLAS_OP_T };
         let pick = |o: Operand| if o == Operand::A { a } else { b };
-        let x = pick(c.x).slice(c.off_x as usize..);
-        let y = pick(c.y).slice(c.off_y as usize..);
-        let mut o = out.slice_mut(c.off_c as usize..);
-        let cfg = StridedBatchedConfig {
-            gemm: GemmConfig {
-                transa: op(c.trans_x),
-                transb: op(c.trans_y),
-                m: c.rows,
-                n: c.cols,
-                k: c.k,
-                alpha: 1.0f32,
-                lda: c.ld_x,
-                ldb: c.ld_y,
-                beta: c.beta,
-                ldc: c.ld_c,
-            },
-            batch_size: c.batch,
-            stride_a: c.stride_x,
-            stride_b: c.stride_y,
-            stride_c: c.stride_c,
-        };
-        // SAFETY: the plan's offsets, leading dimensions and strides address elements inside
-        // the views the buffers were sized from (checked on the host by `blas::emulate`'s tests).
-        unsafe { self.blas.gemm_strided_batched(cfg, &x, &y, &mut o) }.map_err(driver)
+        let (alpha, at) = (1.0f32, |p: u64, off: i64| (p + off as u64 * 4) as *const f32);
+        for c in &bp.calls {
+            cudarc::cublas::result::sgemm_strided_batched(
+                *self.blas.handle(),
+                op(c.trans_x),
+                op(c.trans_y),
+                c.rows,
+                c.cols,
+                c.k,
+                &alpha,
+                at(pick(c.x), c.off_x),
+                c.ld_x,
+                c.stride_x,
+                at(pick(c.y), c.off_y),
+                c.ld_y,
+                c.stride_y,
+                &c.beta,
+                at(out, c.off_c) as *mut f32,
+                c.ld_c,
+                c.stride_c,
+                c.batch,
+            )
+            .map_err(driver)?;
+        }
+        Ok(())
     }
 }

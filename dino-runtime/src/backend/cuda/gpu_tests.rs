@@ -3,7 +3,7 @@
 //! or a GPU (kernels and cuBLAS calls against the CPU kernels).
 use super::blas::tests_support::random_case;
 use super::codegen::kernel_source;
-use super::codegen::tests_support::{block_kernels, max_extent};
+use super::codegen::tests_support::block_kernels;
 use super::device::{compile_ptx, CudaLib, Gpu};
 use crate::backend::cpu::gemm::GemmPlan;
 use crate::testing::Rng;
@@ -42,7 +42,7 @@ fn nvrtc_compiles_every_generated_kernel() {
         return;
     }
     let kernels = block_kernels();
-    let srcs: Vec<_> = kernels.iter().enumerate().map(|(i, k)| kernel_source(k, &format!("k{i}"))).collect();
+    let srcs: Vec<_> = kernels.iter().enumerate().map(|(i, (k, _))| kernel_source(k, &format!("k{i}"))).collect();
     let ptx = compile_ptx(&srcs, "compute_90").unwrap_or_else(|e| panic!("{e}")).to_src();
     for i in 0..srcs.len() {
         assert!(ptx.contains(&format!(".entry k{i}(")), "kernel k{i} missing from the PTX");
@@ -55,8 +55,8 @@ fn gpu_kernels_match_the_cpu() {
     let Some(mut gpu) = gpu_or_skip("fused kernels on the GPU") else { return };
     let mut rng = Rng::new(5);
     let mut worst = 0f32;
-    for (i, k) in block_kernels().iter().enumerate() {
-        let inputs: Vec<Vec<f32>> = (0..k.loads.len()).map(|j| rng.range(max_extent(k, j), -2.0, 2.0)).collect();
+    for (i, (k, extents)) in block_kernels().iter().enumerate() {
+        let inputs: Vec<Vec<f32>> = extents.iter().map(|&n| rng.range(n, -2.0, 2.0)).collect();
         let refs: Vec<&[f32]> = inputs.iter().map(|v| v.as_slice()).collect();
         let mut want = vec![0f32; k.out_len()];
         k.run(&refs, &mut want);

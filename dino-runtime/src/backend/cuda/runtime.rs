@@ -11,11 +11,10 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use cudarc::cublas::sys::cublasOperation_t;
-use cudarc::driver::{CudaFunction, CudaSlice, DevicePtr, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaFunction, CudaSlice, DevicePtr};
 use luminal::prelude::*;
 
-use super::blas::{recipe, BlasPlan, NeedsCopy, Operand, Trans};
+use super::blas::{recipe, BlasPlan, NeedsCopy};
 use super::codegen::{kernel_source, KernelSource, Launch};
 use super::device::{compile_ptx, Gpu};
 use crate::backend::cpu::fused::FusedKernel;
@@ -347,84 +346,22 @@ impl CudaRuntime {
             ptrs[i] = out;
             let src: Vec<u64> = s.srcs.iter().map(|(si, _)| ptrs[*si]).collect();
             match &dp.work[i] {
-                DeviceWork::Fused { f, launch } => {
-                    let (grid, block) = launch.grid_block(self.gpu.sms);
-                    let cfg = LaunchConfig { grid_dim: (grid, 1, 1), block_dim: (block, 1, 1), shared_mem_bytes: 0 };
-                    let mut b = stream.launch_builder(f);
-                    for p in &src {
-                        b.arg(p);
-                    }
-                    b.arg(&out);
-                    // SAFETY: pointers into live buffers sized by the plan from the same views.
-                    unsafe { b.launch(cfg) }.map_err(driver)?;
-                }
+                // SAFETY (all three): pointers into live buffers (inputs, arena, kept outputs,
+                // scratch) sized by the plan from the same views the kernels and calls read.
+                DeviceWork::Fused { f, launch } => unsafe { self.gpu.launch(f, *launch, &src, out)? },
                 DeviceWork::Gemm { bp, copies, unpermute } => {
-                    let final_out = out;
-                    let out = match unpermute {
-                        Some((_, _, scratch)) => scratch.device_ptr(&stream).0,
-                        None => out,
-                    };
+                    // inputs cuBLAS cannot read in place go through canonical copies
                     let mut src = src.clone();
                     for (o, f, launch, scratch) in copies {
-                        let (grid, block) = launch.grid_block(self.gpu.sms);
-                        let cfg =
-                            LaunchConfig { grid_dim: (grid, 1, 1), block_dim: (block, 1, 1), shared_mem_bytes: 0 };
-                        let (dst, _) = scratch.device_ptr(&stream);
-                        let mut b = stream.launch_builder(f);
-                        b.arg(&src[*o]);
-                        b.arg(&dst);
-                        // SAFETY: the copy reads the operand's view and writes its own scratch.
-                        unsafe { b.launch(cfg) }.map_err(driver)?;
+                        let dst = scratch.device_ptr(&stream).0;
+                        unsafe { self.gpu.launch(f, *launch, &[src[*o]], dst)? };
                         src[*o] = dst;
                     }
-                    // SAFETY: as above; offsets, strides and leading dimensions come from the views.
-                    unsafe {
-                        if bp.zero_fill {
-                            cudarc::driver::result::memset_d8_async(out, 0, s.out_len * 4, stream.cu_stream())
-                                .map_err(driver)?;
-                        }
-                        for c in &bp.calls {
-                            let pick = |o: Operand| if o == Operand::A { src[0] } else { src[1] };
-                            let op = |t: Trans| {
-                                if t == Trans::N {
-                                    cublasOperation_t::CUBLAS_OP_N
-                                } else {
-                                    cublasOperation_t::CUBLAS_OP_T
-                                }
-                            };
-                            let (alpha, beta) = (1.0f32, c.beta);
-                            cudarc::cublas::result::sgemm_strided_batched(
-                                *self.gpu.blas().handle(),
-                                op(c.trans_x),
-                                op(c.trans_y),
-                                c.rows,
-                                c.cols,
-                                c.k,
-                                &alpha,
-                                (pick(c.x) + (c.off_x * 4) as u64) as *const f32,
-                                c.ld_x,
-                                c.stride_x,
-                                (pick(c.y) + (c.off_y * 4) as u64) as *const f32,
-                                c.ld_y,
-                                c.stride_y,
-                                &beta,
-                                (out + (c.off_c * 4) as u64) as *mut f32,
-                                c.ld_c,
-                                c.stride_c,
-                                c.batch,
-                            )
-                            .map_err(driver)?;
-                        }
-                    }
+                    // a permuted product writes a scratch that a kernel puts back in order
+                    let target = unpermute.as_ref().map_or(out, |(_, _, scratch)| scratch.device_ptr(&stream).0);
+                    unsafe { self.gpu.blas_calls(bp, src[0], src[1], target, s.out_len)? };
                     if let Some((f, launch, _)) = unpermute {
-                        let (grid, block) = launch.grid_block(self.gpu.sms);
-                        let cfg =
-                            LaunchConfig { grid_dim: (grid, 1, 1), block_dim: (block, 1, 1), shared_mem_bytes: 0 };
-                        let mut b = stream.launch_builder(f);
-                        b.arg(&out);
-                        b.arg(&final_out);
-                        // SAFETY: reads the scratch the calls wrote, writes the step's output.
-                        unsafe { b.launch(cfg) }.map_err(driver)?;
+                        unsafe { self.gpu.launch(f, *launch, &[target], out)? };
                     }
                 }
                 DeviceWork::Value(v) => unsafe {

@@ -8,8 +8,9 @@ use crate::backend::layout::Layout;
 use crate::nn::{Block, ParamSet};
 use crate::testing::{layer_problem, Differentiated, Rng};
 
-/// Every fused kernel of a ViT block's forward and backward, bound to its input layouts.
-pub(crate) fn block_kernels() -> Vec<FusedKernel> {
+/// Every fused kernel of a ViT block's forward and backward, bound to its input layouts,
+/// with the length each input buffer must have (its view's extent).
+pub(crate) fn block_kernels() -> Vec<(FusedKernel, Vec<usize>)> {
     let d = Differentiated::new(&|cx| {
         let mut rng = Rng::new(3);
         let b: Block<8, 2, 4, 24, 16> = Block::new(cx, true, 1e-6);
@@ -28,18 +29,8 @@ pub(crate) fn block_kernels() -> Vec<FusedKernel> {
         let layouts: Vec<Layout> =
             cx.get_sources(n).iter().map(|(_, _, st)| Layout::of(st, &map).expect("static")).collect();
         let dims = op.resolve_dims(&map).expect("static dims");
-        out.push(FusedKernel::new(op, &dims, &layouts));
+        let extents = layouts.iter().map(|l| l.extent().max(1)).collect();
+        out.push((FusedKernel::new(op, &dims, &layouts), extents));
     }
     out
-}
-
-pub(crate) fn max_extent(k: &FusedKernel, i: usize) -> usize {
-    let l = &k.loads[i];
-    let mut hi = l.offset;
-    for (a, &s) in l.strides.iter().enumerate() {
-        if l.hi[a] > l.lo[a] {
-            hi += (l.hi[a] as isize - 1).max(l.lo[a] as isize) * s.max(0);
-        }
-    }
-    (hi + 1).max(1) as usize
 }
