@@ -7,6 +7,8 @@
 #   cargo build --release --features cuda
 # then, on the GPU machine, from the repository root:
 #   scripts/gpu-check.sh
+# The binaries are taken from target/release (test binaries from target/release/deps), or from
+# the directory named by DINO_GPU_BINS laid out the same way (to carry stripped copies).
 #
 # Prints the GPU and driver, then runs every CUDA backend test against the CPU reference:
 # NVRTC compilation of the generated kernels, each fused kernel of a ViT block, random
@@ -37,8 +39,15 @@ PY
     [ -n "$libs" ] && export LD_LIBRARY_PATH="$libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 fi
 
+# the driver's and the toolkit's usual directories
+for d in /usr/local/nvidia/lib64 /usr/local/cuda/lib64; do
+    [ -d "$d" ] && export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}$d"
+done
+echo "LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}"
+bins=${DINO_GPU_BINS:-target/release}
+
 echo "== CUDA backend tests (each against the CPU kernels)"
-bin=$(ls -t target/release/deps/dino_runtime-* 2>/dev/null | grep -v '\.d$' | head -1)
+bin=$(ls -t "$bins"/deps/dino_runtime-* 2>/dev/null | grep -v '\.d$' | head -1)
 if [ -z "$bin" ]; then
     echo "no prebuilt test binary: run 'cargo test --no-run --release -p dino-runtime --features cuda --lib' first" >&2
     exit 2
@@ -46,7 +55,7 @@ fi
 timeout 300 "$bin" backend::cuda --test-threads 1 --nocapture 2>&1 | grep -vE '^\s*$'
 status=${PIPESTATUS[0]}
 echo "== the DINO step on the GPU"
-step=$(ls -t target/release/deps/gpu_step-* 2>/dev/null | grep -v '\.d$' | head -1)
+step=$(ls -t "$bins"/deps/gpu_step-* 2>/dev/null | grep -v '\.d$' | head -1)
 if [ -z "$step" ]; then
     echo "no prebuilt gpu_step binary: run 'cargo test --no-run --release --features cuda --test gpu_step' first" >&2
     status=2
@@ -56,8 +65,10 @@ else
     [ "$status" = 0 ] && status=$s2
 fi
 echo "== benchmark: DINO ViT-S/16 step"
-if [ -x target/release/dino ]; then
-    timeout 300 target/release/dino bench gpu || { [ "$status" = 0 ] && status=1; }
+if [ -x "$bins/dino" ]; then
+    timeout 240 "$bins/dino" bench gpu --profile || { [ "$status" = 0 ] && status=1; }
+    echo "== benchmark: the same with TF32 products (ours and PyTorch's fp32)"
+    timeout 120 "$bins/dino" bench gpu --tf32 --runs 5 || { [ "$status" = 0 ] && status=1; }
 else
     echo "no target/release/dino: run 'cargo build --release --features cuda' first" >&2
 fi

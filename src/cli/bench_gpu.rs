@@ -35,6 +35,10 @@ pub struct GpuArgs {
     /// Products in TF32 on tensor cores (ours and PyTorch's fp32 run alike).
     #[arg(long)]
     pub tf32: bool,
+    /// After the timed steps, run one step timing each kernel and product alone, and print
+    /// where the time goes.
+    #[arg(long)]
+    pub profile: bool,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -90,12 +94,48 @@ fn ours(args: &GpuArgs) -> Result<(Value, f64, String), String> {
         }
     }
     let med = median(times.clone());
+    if args.profile {
+        print_profile(&mut rt, &mut step).map_err(e)?;
+    }
     Ok((
         json!({"step_s": med, "runs": times, "images_per_s": args.batch as f64 / med, "flops": flops,
                "tflops": flops / med / 1e12, "compile_s": compile_s, "first_step_s": first_s}),
         flops,
         device,
     ))
+}
+
+/// One step with every kernel and product timed alone: totals per kind and the top entries.
+fn print_profile<M: dino_runtime::model::DinoModel>(
+    rt: &mut CudaRuntime,
+    step: &mut DinoStep<M>,
+) -> dino_runtime::Result<()> {
+    rt.start_profile();
+    rt.execute(&mut step.cx)?;
+    let ids = step.report_ids();
+    rt.to_host(&mut step.cx, &ids)?;
+    step.advance();
+    let prof = rt.take_profile();
+    let total: f64 = prof.iter().map(|p| p.seconds).sum();
+    let mut kinds: Vec<(&str, usize, f64)> = vec![];
+    for p in &prof {
+        let kind = p.what.split_whitespace().next().unwrap_or("?");
+        match kinds.iter_mut().find(|k| k.0 == kind) {
+            Some(k) => {
+                k.1 += p.calls;
+                k.2 += p.seconds;
+            }
+            None => kinds.push((kind, p.calls, p.seconds)),
+        }
+    }
+    eprintln!("profile of one step (each launch synchronized: {:.1} ms in all)", total * 1e3);
+    for (k, n, s) in kinds {
+        eprintln!("  {k:<6} {n:>6} launches {:>9.2} ms ({:.0}%)", s * 1e3, 100.0 * s / total);
+    }
+    for p in prof.iter().take(25) {
+        eprintln!("  {:>8.3} ms {:>4}x  {}", p.seconds * 1e3, p.calls, p.what);
+    }
+    Ok(())
 }
 
 fn torch(args: &GpuArgs, amp: bool) -> Result<Value, String> {
@@ -135,7 +175,8 @@ pub fn run(args: GpuArgs) -> Result<(), String> {
     println!("{:.2} TFLOP of matrix products per step (ours, counted on the graph)", flops / 1e12);
     line(if args.tf32 { "ours (fp32, TF32 GEMMs)" } else { "ours (fp32)" }, &o);
     if !args.no_torch {
-        for amp in [false, true] {
+        // AMP has no TF32 variant: measured once, in the fp32 run
+        for amp in [false, true].into_iter().filter(|&amp| !(amp && args.tf32)) {
             let name = if amp { "PyTorch AMP (fp16)" } else { "PyTorch fp32 eager" };
             match torch(&args, amp) {
                 Ok(t) => {

@@ -66,6 +66,8 @@ enum DeviceWork {
     Fused {
         f: CudaFunction,
         launch: Launch,
+        /// The kernel's name in the module (`k12`), for profiles.
+        name: String,
     },
     Gemm {
         bp: BlasPlan,
@@ -171,16 +173,46 @@ pub struct CudaRuntime {
     planner: CpuRuntime,
     plan: Option<DevicePlan>,
     pool: HashMap<usize, Vec<CudaSlice<f32>>>,
+    /// When set, each step is timed alone (synchronizing after it): what and how long.
+    profile: Option<HashMap<String, (usize, f64)>>,
+}
+
+/// Where a profiled run spent its time: one entry per kernel or product shape.
+#[derive(Debug, Clone)]
+pub struct ProfileEntry {
+    /// `fused k12`, `gemm 197x384x1152 (batch 128, 1 call)`, `copy` ...
+    pub what: String,
+    pub calls: usize,
+    pub seconds: f64,
 }
 
 impl CudaRuntime {
     /// Prepare to run `cx` (after compilation) on `gpu`.
     pub fn new(gpu: Gpu, cx: &Graph) -> CudaRuntime {
-        CudaRuntime { gpu, planner: CpuRuntime::new(cx), plan: None, pool: HashMap::new() }
+        CudaRuntime { gpu, planner: CpuRuntime::new(cx), plan: None, pool: HashMap::new(), profile: None }
     }
 
     pub fn gpu(&self) -> &Gpu {
         &self.gpu
+    }
+
+    /// Time every step of the following runs alone (a synchronization after each: slower
+    /// runs, exact attribution), until [`CudaRuntime::take_profile`].
+    pub fn start_profile(&mut self) {
+        self.profile = Some(HashMap::new());
+    }
+
+    /// The profile since [`CudaRuntime::start_profile`], longest first; stops profiling.
+    pub fn take_profile(&mut self) -> Vec<ProfileEntry> {
+        let mut v: Vec<ProfileEntry> = self
+            .profile
+            .take()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(what, (calls, seconds))| ProfileEntry { what, calls, seconds })
+            .collect();
+        v.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
+        v
     }
 
     /// Bring these tensors of `cx` back to the host (as `Vec<f32>`, what CPU code reads).
@@ -194,13 +226,13 @@ impl CudaRuntime {
 
     fn make_plan(&mut self, cx: &Graph) -> Result<DevicePlan> {
         let PlanKernels { plan, sources, kernel_of, mut gemms } = plan_kernels(&self.planner, cx)?;
-        let mut functions = vec![];
+        let mut functions: Vec<(CudaFunction, Launch, String)> = vec![];
         if !sources.is_empty() {
             let t0 = std::time::Instant::now();
             let ptx = compile_ptx(&sources, self.gpu.arch())?;
             let module = self.gpu.ctx.load_module(ptx).map_err(driver)?;
             for s in &sources {
-                functions.push((module.load_function(&s.name).map_err(driver)?, s.launch));
+                functions.push((module.load_function(&s.name).map_err(driver)?, s.launch, s.name.clone()));
             }
             if crate::debug::level() >= 1 {
                 eprintln!(
@@ -216,20 +248,20 @@ impl CudaRuntime {
             work.push(match &s.work {
                 Work::Input { .. } => DeviceWork::Input,
                 Work::Fused(_) => {
-                    let (f, launch) = functions[kernel_of[&i]].clone();
-                    DeviceWork::Fused { f, launch }
+                    let (f, launch, name) = functions[kernel_of[&i]].clone();
+                    DeviceWork::Fused { f, launch, name }
                 }
                 Work::Gemm(_) => {
                     let gw = gemms.remove(&i).expect("planned");
                     let mut copies = vec![];
                     for (o, j, len) in gw.copies {
-                        let (f, launch) = functions[j].clone();
+                        let (f, launch, _) = functions[j].clone();
                         let scratch = self.gpu.stream.alloc_zeros::<f32>(len.max(1)).map_err(driver)?;
                         copies.push((o, f, launch, scratch));
                     }
                     let unpermute = match gw.unpermute {
                         Some((j, len)) => {
-                            let (f, launch) = functions[j].clone();
+                            let (f, launch, _) = functions[j].clone();
                             Some((f, launch, self.gpu.stream.alloc_zeros::<f32>(len.max(1)).map_err(driver)?))
                         }
                         None => None,
@@ -345,10 +377,11 @@ impl CudaRuntime {
             };
             ptrs[i] = out;
             let src: Vec<u64> = s.srcs.iter().map(|(si, _)| ptrs[*si]).collect();
+            let t0 = self.profile.is_some().then(std::time::Instant::now);
             match &dp.work[i] {
                 // SAFETY (all three): pointers into live buffers (inputs, arena, kept outputs,
                 // scratch) sized by the plan from the same views the kernels and calls read.
-                DeviceWork::Fused { f, launch } => unsafe { self.gpu.launch(f, *launch, &src, out)? },
+                DeviceWork::Fused { f, launch, .. } => unsafe { self.gpu.launch(f, *launch, &src, out)? },
                 DeviceWork::Gemm { bp, copies, unpermute } => {
                     // inputs cuBLAS cannot read in place go through canonical copies
                     let mut src = src.clone();
@@ -369,6 +402,33 @@ impl CudaRuntime {
                         .map_err(driver)?;
                 },
                 DeviceWork::Input => unreachable!(),
+            }
+            if let Some(t0) = t0 {
+                stream.synchronize().map_err(driver)?;
+                let what = match &dp.work[i] {
+                    DeviceWork::Fused { name, launch, .. } => match launch {
+                        Launch::Flat { total } => format!("fused {name} ({total} elements)"),
+                        Launch::Rows { rows, row_len } => format!("fused {name} ({rows} rows of {row_len})"),
+                    },
+                    DeviceWork::Gemm { bp, copies, unpermute } => {
+                        let c = &bp.calls[0];
+                        format!(
+                            "gemm {}x{}x{} batch {} ({} call{}{}{})",
+                            c.rows,
+                            c.cols,
+                            c.k,
+                            c.batch,
+                            bp.calls.len(),
+                            if bp.calls.len() == 1 { "" } else { "s" },
+                            if copies.is_empty() { "" } else { " + input copies" },
+                            if unpermute.is_some() { " + unpermute" } else { "" }
+                        )
+                    }
+                    _ => "value".into(),
+                };
+                let e = self.profile.as_mut().expect("profiling").entry(what).or_default();
+                e.0 += 1;
+                e.1 += t0.elapsed().as_secs_f64();
             }
         }
         stream.synchronize().map_err(driver)?;
