@@ -52,7 +52,7 @@ if [ -z "$bin" ]; then
     echo "no prebuilt test binary: run 'cargo test --no-run --release -p dino-runtime --features cuda --lib' first" >&2
     exit 2
 fi
-timeout 300 "$bin" backend::cuda --test-threads 1 --nocapture 2>&1 | grep -vE '^\s*$'
+timeout 100 "$bin" backend::cuda --test-threads 1 --nocapture 2>&1 | grep -vE '^\s*$'
 status=${PIPESTATUS[0]}
 echo "== the DINO step on the GPU"
 step=$(ls -t "$bins"/deps/gpu_step-* 2>/dev/null | grep -v '\.d$' | head -1)
@@ -60,15 +60,15 @@ if [ -z "$step" ]; then
     echo "no prebuilt gpu_step binary: run 'cargo test --no-run --release --features cuda --test gpu_step' first" >&2
     status=2
 else
-    timeout 200 "$step" --nocapture 2>&1 | grep -vE '^\s*$'
+    timeout 100 "$step" --nocapture 2>&1 | grep -vE '^\s*$'
     s2=${PIPESTATUS[0]}
     [ "$status" = 0 ] && status=$s2
 fi
 echo "== benchmark: DINO ViT-S/16 step"
 if [ -x "$bins/dino" ]; then
-    timeout 240 "$bins/dino" bench gpu --profile || { [ "$status" = 0 ] && status=1; }
+    timeout 150 "$bins/dino" bench gpu --profile || { [ "$status" = 0 ] && status=1; }
     echo "== benchmark: the same with TF32 products (ours and PyTorch's fp32)"
-    timeout 120 "$bins/dino" bench gpu --tf32 --runs 5 || { [ "$status" = 0 ] && status=1; }
+    timeout 80 "$bins/dino" bench gpu --tf32 --runs 5 || { [ "$status" = 0 ] && status=1; }
 else
     echo "no target/release/dino: run 'cargo build --release --features cuda' first" >&2
 fi
