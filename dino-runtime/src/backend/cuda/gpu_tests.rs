@@ -67,8 +67,12 @@ fn gpu_kernels_match_the_cpu() {
         let got = gpu.download(&out, want.len()).unwrap();
         for (j, (g, w)) in got.iter().zip(&want).enumerate() {
             let e = (g - w).abs() / (1.0 + w.abs());
-            worst = worst.max(e);
-            assert!(e <= 1e-5 || g == w, "kernel {i} element {j}: {g} vs {w}");
+            if e.is_finite() {
+                worst = worst.max(e);
+            }
+            // the random inputs reach outside some ops' domains: NaN must match NaN, inf inf
+            let same = g == w || (g.is_nan() && w.is_nan());
+            assert!(e <= 1e-5 || same, "kernel {i} element {j}: {g} vs {w}");
         }
     }
     eprintln!("fused kernels: worst relative error {worst:.2e}");
