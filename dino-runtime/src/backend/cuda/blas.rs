@@ -117,9 +117,16 @@ impl BlasPlan {
         let (trans_y, ld_y) = orient(k.len, stride(y, &k), c.len, stride(y, &c)).ok_or(NeedsCopy::Input(y))?;
         let base = |o: Operand| if o == Operand::A { plan.base.0 } else { plan.base.1 } as i64;
 
-        // the innermost loop is the call's batch; the others and the K points are calls
-        let (batch_ax, outer) = match plan.loops.split_last() {
-            Some((last, rest)) => (*last, rest.to_vec()),
+        // the longest loop is the call's batch (any loop can be: each has one stride per
+        // operand); the others and the K points are calls. Attention's products loop over
+        // images and heads: batching the images (640) rather than the heads (6) is 6 calls
+        // instead of 640.
+        let longest = (0..plan.loops.len()).rev().max_by_key(|&i| plan.loops[i].len);
+        let (batch_ax, outer) = match longest {
+            Some(i) => {
+                let mut rest = plan.loops.clone();
+                (rest.remove(i), rest)
+            }
             None => (Ax { len: 1, sa: 0, sb: 0, sc: 0 }, vec![]),
         };
         let n_outer: usize = outer.iter().map(|a| a.len).product();

@@ -68,6 +68,7 @@ static dino_dim3 threadIdx = {0, 0, 0}, blockIdx = {0, 0, 0}, blockDim = {1, 1, 
 static float __int_as_float(int i) { float f; memcpy(&f, &i, 4); return f; }
 static float dino_block_sum(float v) { return v; }
 static float dino_block_max(float v) { return v; }
+static float atomicAdd(float* p, float v) { float o = *p; *p = o + v; return o; }
 "#;
 
 /// How a kernel is launched.
@@ -75,8 +76,27 @@ static float dino_block_max(float v) { return v; }
 pub enum Launch {
     /// One thread per element: `total` elements.
     Flat { total: usize },
-    /// One block per row: `rows` rows of `row_len` elements.
-    Rows { rows: usize, row_len: usize },
+    /// One block per row: `rows` rows of `row_len` elements; with `split` > 1, each row's
+    /// sum is shared by `split` blocks adding their parts atomically into an output zeroed
+    /// first (`zero` floats).
+    Rows { rows: usize, row_len: usize, split: usize, zero: usize },
+}
+
+/// How far a reduction is spread over blocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tuning {
+    /// Blocks a split reduction aims for (a few per multiprocessor of a big GPU).
+    pub target_blocks: usize,
+    /// Elements each block of a split reduction reads at least.
+    pub min_block_work: usize,
+    /// 64-bit indices even where 32 bits hold every index (to test that path).
+    pub wide_indices: bool,
+}
+
+impl Default for Tuning {
+    fn default() -> Tuning {
+        Tuning { target_blocks: 1024, min_block_work: 4096, wide_indices: false }
+    }
 }
 
 /// A kernel's source and launch shape.
@@ -98,10 +118,10 @@ impl Launch {
                 let grid = total.div_ceil(block).clamp(1, sms * 32);
                 (grid as u32, block as u32)
             }
-            Launch::Rows { rows, row_len } => {
+            Launch::Rows { rows, row_len, split, .. } => {
                 // a warp per 32 elements of the row, at most 1024 threads
                 let block = (row_len.div_ceil(32) * 32).clamp(32, 1024);
-                (rows.clamp(1, 65535 * 8) as u32, block as u32)
+                ((rows * split).clamp(1, 65535 * 8) as u32, block as u32)
             }
         }
     }
@@ -138,13 +158,37 @@ fn combine(kind: ReduceKind, a: &str, b: &str) -> String {
 
 /// The source of one bound kernel. `name` must be a C identifier.
 pub fn kernel_source(k: &FusedKernel, name: &str) -> KernelSource {
-    let g = Gen { k, out: String::new() };
-    g.kernel(name)
+    kernel_source_tuned(k, name, Tuning::default())
+}
+
+/// [`kernel_source`] with reductions split by `tuning`.
+pub fn kernel_source_tuned(k: &FusedKernel, name: &str, tuning: Tuning) -> KernelSource {
+    let g = Gen { k, out: String::new(), tuning };
+    let mut src = g.kernel(name);
+    if !tuning.wide_indices && max_index(k) < 1 << 30 {
+        // every index fits in 32 bits (with room for a grid stride past the end): 64-bit
+        // division by the literal dims costs several times the 32-bit one
+        src.code = src.code.replace("long long", "int").replace("LL", "");
+    }
+    src
+}
+
+/// A bound on every index the kernel computes: element counts, and each load's and the
+/// output's furthest offset.
+fn max_index(k: &FusedKernel) -> usize {
+    let total: usize = k.dims.iter().product();
+    let reach = |offset: isize, strides: &[isize]| {
+        offset.unsigned_abs()
+            + strides.iter().zip(&k.dims).map(|(s, d)| s.unsigned_abs() * d.saturating_sub(1)).sum::<usize>()
+    };
+    let loads = k.loads.iter().map(|l| reach(l.offset, &l.strides)).max().unwrap_or(0);
+    total.max(loads).max(reach(0, &k.out_strides)).max(k.out_len())
 }
 
 struct Gen<'a> {
     k: &'a FusedKernel,
     out: String,
+    tuning: Tuning,
 }
 
 impl Gen<'_> {
@@ -228,6 +272,81 @@ impl Gen<'_> {
         self.line(0, &format!("DINO_KERNEL {name}({}) {{", args.join(", ")));
     }
 
+    /// Declare the row axes' indices from `row`.
+    fn row_indices(&mut self, depth: usize, row_axes: &[usize]) {
+        if !row_axes.is_empty() {
+            self.line(depth, "long long rest = row;");
+        }
+        for (j, &a) in row_axes.iter().enumerate().rev() {
+            if j == 0 {
+                self.line(depth, &format!("const long long a{a} = rest;"));
+            } else {
+                self.line(depth, &format!("const long long a{a} = rest % {d}LL; rest /= {d}LL;", d = self.k.dims[a]));
+            }
+        }
+    }
+
+    /// A reduction with no row stages, along the row (`red` = the innermost axis) or over an
+    /// outer axis (each thread owns output elements of the row and sums the outer axis in a
+    /// register). A sum over many elements with few rows is split: `split` blocks per row each
+    /// take a contiguous part of the reduced axis and add their total atomically into an
+    /// output zeroed before the launch (float addition in a varying order: sums may differ
+    /// in the last bits from run to run).
+    fn reduction(&mut self, rows: usize, row_axes: &[usize], row_len: usize, red: usize, kind: ReduceKind) -> Launch {
+        let k = self.k;
+        let inner = k.dims.len() - 1;
+        let red_len = k.dims[red];
+        let work = if red == inner { row_len } else { red_len * row_len };
+        let t = self.tuning;
+        let split = if kind == ReduceKind::Sum {
+            (t.target_blocks / rows.max(1)).min(work / t.min_block_work.max(1)).min(red_len).max(1)
+        } else {
+            1
+        };
+        let chunk = red_len.div_ceil(split);
+        let (z, total) = if split > 1 { ("blk / ", rows * split) } else { ("", rows) };
+        self.line(1, "const long long tid = threadIdx.x, nt = blockDim.x;");
+        self.line(1, &format!("for (long long blk = blockIdx.x; blk < {total}LL; blk += gridDim.x) {{"));
+        if split > 1 {
+            self.line(2, &format!("const long long row = {z}{split}LL, part = blk % {split}LL;"));
+            self.line(2, &format!("const long long lo = part * {chunk}LL;"));
+            self.line(2, &format!("const long long hi = lo + {chunk}LL < {red_len}LL ? lo + {chunk}LL : {red_len}LL;"));
+        } else {
+            self.line(2, &format!("const long long row = blk, lo = 0, hi = {red_len}LL;"));
+        }
+        self.row_indices(2, row_axes);
+        let store = |o: &str, v: &str| {
+            if split > 1 {
+                format!("atomicAdd(&out[{o}], {v});")
+            } else {
+                format!("out[{o}] = {v};")
+            }
+        };
+        let id = float_lit(kind.identity());
+        if red == inner {
+            self.line(2, &format!("float acc = {id};"));
+            self.line(2, &format!("for (long long a{inner} = lo + tid; a{inner} < hi; a{inner} += nt) {{"));
+            let v = self.program(3, &k.program, "r");
+            self.line(3, &format!("acc = {};", combine(kind, "acc", &v)));
+            self.line(2, "}");
+            self.line(2, &format!("acc = {}(acc);", block_reduce(kind)));
+            let o = self.out_index(Some(inner));
+            self.line(2, &format!("if (tid == 0) {}", store(&o, "acc")));
+        } else {
+            self.line(2, &format!("for (long long a{inner} = tid; a{inner} < {row_len}LL; a{inner} += nt) {{"));
+            self.line(3, &format!("float acc = {id};"));
+            self.line(3, &format!("for (long long a{red} = lo; a{red} < hi; ++a{red}) {{"));
+            let v = self.program(4, &k.program, "r");
+            self.line(4, &format!("acc = {};", combine(kind, "acc", &v)));
+            self.line(3, "}");
+            let o = self.out_index(Some(red));
+            self.line(3, &store(&o, "acc"));
+            self.line(2, "}");
+        }
+        self.line(1, "}");
+        Launch::Rows { rows, row_len, split, zero: if split > 1 { k.out_len() } else { 0 } }
+    }
+
     fn kernel(mut self, name: &str) -> KernelSource {
         let k = self.k;
         let rank = k.dims.len();
@@ -264,6 +383,11 @@ impl Gen<'_> {
             let row_axes: Vec<usize> = (0..inner).filter(|&a| Some(a) != outer).collect();
             let rows: usize = row_axes.iter().map(|&a| k.dims[a]).product();
             let row_len = k.dims[inner];
+            if let (true, Some((a, kind))) = (k.stages.is_empty(), red) {
+                let launch = self.reduction(rows, &row_axes, row_len, a, kind);
+                self.line(0, "}");
+                return KernelSource { name: name.to_string(), code: self.out, launch, n_inputs: k.loads.len() };
+            }
             self.line(1, "const long long tid = threadIdx.x, nt = blockDim.x;");
             self.line(1, &format!("for (long long row = blockIdx.x; row < {rows}LL; row += gridDim.x) {{"));
             if !row_axes.is_empty() {
@@ -327,7 +451,7 @@ impl Gen<'_> {
                 self.line(2, "}");
             }
             self.line(1, "}");
-            Launch::Rows { rows, row_len }
+            Launch::Rows { rows, row_len, split: 1, zero: 0 }
         };
         self.line(0, "}");
         KernelSource { name: name.to_string(), code: self.out, launch, n_inputs: k.loads.len() }

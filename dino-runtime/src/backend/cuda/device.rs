@@ -179,8 +179,17 @@ impl Gpu {
 
     /// Run a bound fused kernel on device buffers.
     pub fn run_fused(&mut self, k: &FusedKernel, inputs: &[&CudaSlice<f32>], out: &mut CudaSlice<f32>) -> Result<()> {
-        let src = kernel_source(k, "fused");
-        let f = self.function(&src)?;
+        self.run_source(&kernel_source(k, "fused"), inputs, out)
+    }
+
+    /// Run a generated kernel's source (compiled on first use) on device buffers.
+    pub fn run_source(
+        &mut self,
+        src: &KernelSource,
+        inputs: &[&CudaSlice<f32>],
+        out: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        let f = self.function(src)?;
         let ins: Vec<u64> = inputs.iter().map(|b| b.device_ptr(&self.stream).0).collect();
         let o = out.device_ptr(&self.stream).0;
         // SAFETY: the kernel reads each input inside the extent of its view (the buffers were
@@ -207,6 +216,12 @@ impl Gpu {
     /// # Safety
     /// The pointers must address live device buffers covering what the kernel reads and writes.
     pub unsafe fn launch(&self, f: &CudaFunction, launch: Launch, inputs: &[u64], out: u64) -> Result<()> {
+        if let Launch::Rows { zero, .. } = launch {
+            if zero > 0 {
+                // split sums add into the output: start it at zero
+                cudarc::driver::result::memset_d8_async(out, 0, zero * 4, self.stream.cu_stream()).map_err(driver)?;
+            }
+        }
         let (grid, block) = launch.grid_block(self.sms);
         let cfg = LaunchConfig { grid_dim: (grid, 1, 1), block_dim: (block, 1, 1), shared_mem_bytes: 0 };
         let mut b = self.stream.launch_builder(f);

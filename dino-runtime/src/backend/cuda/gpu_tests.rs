@@ -2,8 +2,8 @@
 //! it is missing instead of failing: NVRTC (the kernels must compile to PTX; no GPU needed),
 //! or a GPU (kernels and cuBLAS calls against the CPU kernels).
 use super::blas::tests_support::random_case;
-use super::codegen::kernel_source;
 use super::codegen::tests_support::block_kernels;
+use super::codegen::{kernel_source, kernel_source_tuned, Tuning};
 use super::device::{compile_ptx, CudaLib, Gpu};
 use crate::backend::cpu::gemm::GemmPlan;
 use crate::testing::Rng;
@@ -42,10 +42,13 @@ fn nvrtc_compiles_every_generated_kernel() {
         return;
     }
     let kernels = block_kernels();
-    let srcs: Vec<_> = kernels.iter().enumerate().map(|(i, (k, _))| kernel_source(k, &format!("k{i}"))).collect();
+    let split = Tuning { target_blocks: 64, min_block_work: 2, wide_indices: true };
+    let srcs: Vec<_> = (kernels.iter().enumerate().map(|(i, (k, _))| kernel_source(k, &format!("k{i}"))))
+        .chain(kernels.iter().enumerate().map(|(i, (k, _))| kernel_source_tuned(k, &format!("s{i}"), split)))
+        .collect();
     let ptx = compile_ptx(&srcs, "compute_90").unwrap_or_else(|e| panic!("{e}")).to_src();
-    for i in 0..srcs.len() {
-        assert!(ptx.contains(&format!(".entry k{i}(")), "kernel k{i} missing from the PTX");
+    for s in &srcs {
+        assert!(ptx.contains(&format!(".entry {}(", s.name)), "kernel {} missing from the PTX", s.name);
     }
     eprintln!("{} kernels compiled to {} KB of PTX for sm_90", srcs.len(), ptx.len() / 1024);
 }
@@ -55,7 +58,11 @@ fn gpu_kernels_match_the_cpu() {
     let Some(mut gpu) = gpu_or_skip("fused kernels on the GPU") else { return };
     let mut rng = Rng::new(5);
     let mut worst = 0f32;
-    for (i, (k, extents)) in block_kernels().iter().enumerate() {
+    // as the runtime generates them, and with every sum split over blocks (atomic adds)
+    let tunings = [Tuning::default(), Tuning { target_blocks: 64, min_block_work: 2, wide_indices: true }];
+    for (i, (k, extents, tuning)) in
+        block_kernels().into_iter().flat_map(|(k, e)| tunings.map(|t| (k.clone(), e.clone(), t))).enumerate()
+    {
         let inputs: Vec<Vec<f32>> = extents.iter().map(|&n| rng.range(n, -2.0, 2.0)).collect();
         let refs: Vec<&[f32]> = inputs.iter().map(|v| v.as_slice()).collect();
         let mut want = vec![0f32; k.out_len()];
@@ -63,7 +70,7 @@ fn gpu_kernels_match_the_cpu() {
         let dev: Vec<_> = inputs.iter().map(|v| gpu.upload(v).unwrap()).collect();
         let dev_refs: Vec<_> = dev.iter().collect();
         let mut out = gpu.upload(&vec![f32::NAN; want.len()]).unwrap();
-        gpu.run_fused(k, &dev_refs, &mut out).unwrap();
+        gpu.run_source(&kernel_source_tuned(&k, "fused", tuning), &dev_refs, &mut out).unwrap();
         let got = gpu.download(&out, want.len()).unwrap();
         for (j, (g, w)) in got.iter().zip(&want).enumerate() {
             let e = (g - w).abs() / (1.0 + w.abs());

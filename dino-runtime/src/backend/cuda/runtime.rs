@@ -408,7 +408,9 @@ impl CudaRuntime {
                 let what = match &dp.work[i] {
                     DeviceWork::Fused { name, launch, .. } => match launch {
                         Launch::Flat { total } => format!("fused {name} ({total} elements)"),
-                        Launch::Rows { rows, row_len } => format!("fused {name} ({rows} rows of {row_len})"),
+                        Launch::Rows { rows, row_len, split, .. } => {
+                            format!("fused {name} ({rows} rows of {row_len}, {split} blocks each)")
+                        }
                     },
                     DeviceWork::Gemm { bp, copies, unpermute } => {
                         let c = &bp.calls[0];

@@ -9,18 +9,34 @@ use super::tests_support::block_kernels;
 use super::*;
 use crate::testing::Rng;
 
-fn scratch_dir() -> PathBuf {
-    let d = std::env::temp_dir().join(format!("dino-cuda-codegen-{}", std::process::id()));
+fn scratch_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("dino-cuda-codegen-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();
     d
 }
 
 #[test]
 fn generated_kernels_compute_what_the_cpu_kernels_compute() {
+    let split = check_on_host(Tuning::default(), "default");
+    assert_eq!(split, 0, "the test block's sums are too small to split");
+}
+
+/// The same with every sum of more than a few elements split over blocks (atomic adds into a
+/// zeroed output; the host prelude's `atomicAdd` is a plain add, the output starts zeroed).
+#[test]
+fn split_reductions_compute_what_the_cpu_kernels_compute() {
+    let split = check_on_host(Tuning { target_blocks: 64, min_block_work: 2, wide_indices: true }, "split");
+    assert!(split >= 10, "only {split} kernels split");
+}
+
+/// Every block kernel generated with `tuning`, compiled with the host C compiler and run
+/// against the CPU kernel; returns how many reductions were split.
+fn check_on_host(tuning: Tuning, tag: &str) -> usize {
     let kernels = block_kernels();
     assert!(kernels.len() > 20, "a block forward+backward has many fused kernels");
     let mut rng = Rng::new(11);
-    let dir = scratch_dir();
+    let dir = scratch_dir(tag);
+    let mut split = 0;
     // one C program: every kernel, and a main that runs kernel argv[1] on inputs read from
     // stdin (lengths first) and writes the output to stdout
     let mut src = String::from(HOST_PRELUDE);
@@ -28,10 +44,13 @@ fn generated_kernels_compute_what_the_cpu_kernels_compute() {
     let mut cases = vec![];
     let (mut rows, mut flat, mut staged, mut outer) = (0, 0, 0, 0);
     for (i, (k, extents)) in kernels.iter().enumerate() {
-        let ks = kernel_source(k, &format!("k{i}"));
+        let ks = kernel_source_tuned(k, &format!("k{i}"), tuning);
         match ks.launch {
             Launch::Flat { .. } => flat += 1,
-            Launch::Rows { .. } => rows += 1,
+            Launch::Rows { split: s, .. } => {
+                rows += 1;
+                split += (s > 1) as usize;
+            }
         }
         staged += !k.stages.is_empty() as usize;
         outer += matches!(k.reduce, Some((a, _)) if a + 1 != k.dims.len()) as usize;
@@ -98,9 +117,14 @@ fn generated_kernels_compute_what_the_cpu_kernels_compute() {
             );
         }
     }
-    eprintln!("{} kernels ({flat} flat, {rows} row: {staged} with stages, {outer} outer reductions), worst relative error {worst:.2e}", kernels.len());
+    eprintln!(
+        "{} kernels ({flat} flat, {rows} row: {staged} with stages, {outer} outer reductions, {split} split), \
+         worst relative error {worst:.2e}",
+        kernels.len()
+    );
     assert!(flat > 0 && rows > 0 && staged > 0 && outer > 0, "every kernel shape is exercised");
     let _ = std::fs::remove_dir_all(dir);
+    split
 }
 
 #[test]
@@ -123,7 +147,9 @@ fn literals_round_trip_and_sources_are_stable() {
 fn launch_shapes() {
     assert_eq!(Launch::Flat { total: 1000 }.grid_block(132), (4, 256));
     assert_eq!(Launch::Flat { total: 1 << 30 }.grid_block(132), (132 * 32, 256));
-    assert_eq!(Launch::Rows { rows: 3200, row_len: 192 }.grid_block(132), (3200, 192));
-    assert_eq!(Launch::Rows { rows: 10, row_len: 5 }.grid_block(132), (10, 32));
-    assert_eq!(Launch::Rows { rows: 10, row_len: 65536 }.grid_block(132), (10, 1024));
+    let rows = |rows, row_len, split| Launch::Rows { rows, row_len, split, zero: 0 };
+    assert_eq!(rows(3200, 192, 1).grid_block(132), (3200, 192));
+    assert_eq!(rows(10, 5, 1).grid_block(132), (10, 32));
+    assert_eq!(rows(10, 65536, 1).grid_block(132), (10, 1024));
+    assert_eq!(rows(1, 384, 1024).grid_block(132), (1024, 384));
 }
