@@ -27,6 +27,9 @@ use crate::backend::ir::{BinaryOp, Instr, Program, ReduceKind, UnaryOp};
 
 /// Definitions every CUDA kernel source starts with.
 pub const CUDA_PRELUDE: &str = r#"#define DINO_KERNEL extern "C" __global__ void __launch_bounds__(1024)
+/* warp-per-row kernels: lanes per row, rows per block (blocks of 256 threads) */
+#define DINO_WARP 32
+#define DINO_RPB 8
 __device__ __forceinline__ float dino_warp_sum(float v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
     return v;
@@ -66,8 +69,12 @@ static dino_dim3 threadIdx = {0, 0, 0}, blockIdx = {0, 0, 0}, blockDim = {1, 1, 
 #define DINO_KERNEL void
 #define __restrict__ restrict
 static float __int_as_float(int i) { float f; memcpy(&f, &i, 4); return f; }
+#define DINO_WARP 1
+#define DINO_RPB 1
 static float dino_block_sum(float v) { return v; }
 static float dino_block_max(float v) { return v; }
+static float dino_warp_sum(float v) { return v; }
+static float dino_warp_max(float v) { return v; }
 static float atomicAdd(float* p, float v) { float o = *p; *p = o + v; return o; }
 "#;
 
@@ -78,9 +85,13 @@ pub enum Launch {
     Flat { total: usize },
     /// One block per row: `rows` rows of `row_len` elements; with `split` > 1, each row's
     /// sum is shared by `split` blocks adding their parts atomically into an output zeroed
-    /// first (`zero` floats).
-    Rows { rows: usize, row_len: usize, split: usize, zero: usize },
+    /// first (`zero` floats). With `warp`, one warp per row instead (8 rows per block of 256
+    /// threads): short rows, warp-shuffle reductions only.
+    Rows { rows: usize, row_len: usize, split: usize, zero: usize, warp: bool },
 }
+
+/// Rows of at most this many elements, when there are many rows, get a warp each.
+const WARP_ROW_MAX: usize = 1024;
 
 /// How far a reduction is spread over blocks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,11 +102,23 @@ pub struct Tuning {
     pub min_block_work: usize,
     /// 64-bit indices even where 32 bits hold every index (to test that path).
     pub wide_indices: bool,
+    /// Rows of at most 1024 elements get a warp each when there are at least this many.
+    pub warp_rows_min: usize,
+    /// Elements of the row each block of an outer reduction owns.
+    pub outer_tile: usize,
 }
 
 impl Default for Tuning {
     fn default() -> Tuning {
-        Tuning { target_blocks: 1024, min_block_work: 4096, wide_indices: false }
+        Tuning { target_blocks: 1024, min_block_work: 4096, wide_indices: false, warp_rows_min: 1024, outer_tile: 256 }
+    }
+}
+
+impl Tuning {
+    /// Every special path taken even on tiny kernels: sums split over blocks, warp rows,
+    /// outer reductions tiled, 64-bit indices (for tests).
+    pub fn exercise_all() -> Tuning {
+        Tuning { target_blocks: 64, min_block_work: 2, wide_indices: true, warp_rows_min: 1, outer_tile: 8 }
     }
 }
 
@@ -118,6 +141,7 @@ impl Launch {
                 let grid = total.div_ceil(block).clamp(1, sms * 32);
                 (grid as u32, block as u32)
             }
+            Launch::Rows { rows, warp: true, .. } => (rows.div_ceil(8).clamp(1, 65535 * 8) as u32, 256),
             Launch::Rows { rows, row_len, split, .. } => {
                 // a warp per 32 elements of the row, at most 1024 threads
                 let block = (row_len.div_ceil(32) * 32).clamp(32, 1024);
@@ -141,12 +165,19 @@ fn float_lit(v: f32) -> String {
     }
 }
 
-/// The prelude's block-wide reduction for `kind`.
-fn block_reduce(kind: ReduceKind) -> &'static str {
-    match kind {
-        ReduceKind::Sum => "dino_block_sum",
-        ReduceKind::Max => "dino_block_max",
+/// The prelude's block-wide (or warp-wide) reduction for `kind`.
+fn block_reduce(kind: ReduceKind, warp: bool) -> &'static str {
+    match (kind, warp) {
+        (ReduceKind::Sum, false) => "dino_block_sum",
+        (ReduceKind::Max, false) => "dino_block_max",
+        (ReduceKind::Sum, true) => "dino_warp_sum",
+        (ReduceKind::Max, true) => "dino_warp_max",
     }
+}
+
+/// Whether rows get a warp each rather than a block.
+fn warp_rows(rows: usize, row_len: usize, t: Tuning) -> bool {
+    row_len <= WARP_ROW_MAX && rows >= t.warp_rows_min
 }
 
 fn combine(kind: ReduceKind, a: &str, b: &str) -> String {
@@ -272,6 +303,23 @@ impl Gen<'_> {
         self.line(0, &format!("DINO_KERNEL {name}({}) {{", args.join(", ")));
     }
 
+    /// `tid`/`nt` (the thread's place among those sharing a row) and the loop over `blk`,
+    /// the row (or row part) this block or warp works on; leaves the loop open at depth 2.
+    fn row_loop(&mut self, total: usize, warp: bool) {
+        if warp {
+            self.line(1, "const long long tid = threadIdx.x % DINO_WARP, nt = DINO_WARP;");
+            self.line(
+                1,
+                &format!(
+                    "for (long long blk = (long long)blockIdx.x * DINO_RPB + threadIdx.x / DINO_WARP; blk < {total}LL; blk += (long long)gridDim.x * DINO_RPB) {{"
+                ),
+            );
+        } else {
+            self.line(1, "const long long tid = threadIdx.x, nt = blockDim.x;");
+            self.line(1, &format!("for (long long blk = blockIdx.x; blk < {total}LL; blk += gridDim.x) {{"));
+        }
+    }
+
     /// Declare the row axes' indices from `row`.
     fn row_indices(&mut self, depth: usize, row_axes: &[usize]) {
         if !row_axes.is_empty() {
@@ -286,35 +334,39 @@ impl Gen<'_> {
         }
     }
 
-    /// A reduction with no row stages, along the row (`red` = the innermost axis) or over an
-    /// outer axis (each thread owns output elements of the row and sums the outer axis in a
-    /// register). A sum over many elements with few rows is split: `split` blocks per row each
-    /// take a contiguous part of the reduced axis and add their total atomically into an
-    /// output zeroed before the launch (float addition in a varying order: sums may differ
-    /// in the last bits from run to run).
+    /// A reduction with no row stages, along the row (`red` = the innermost axis: a block or
+    /// a warp per row) or over an outer axis (each thread owns one element of the row, blocks
+    /// tile the row, and the outer axis is summed in a register). A sum over many elements
+    /// with few rows is split: `split` blocks per row (or row tile) each take a contiguous
+    /// part of the reduced axis and add their total atomically into an output zeroed before
+    /// the launch (float addition in a varying order: such sums may differ in the last bits
+    /// from run to run).
     fn reduction(&mut self, rows: usize, row_axes: &[usize], row_len: usize, red: usize, kind: ReduceKind) -> Launch {
         let k = self.k;
         let inner = k.dims.len() - 1;
         let red_len = k.dims[red];
-        let work = if red == inner { row_len } else { red_len * row_len };
+        let along = red == inner;
+        let (tile, tiles) =
+            if along { (row_len, 1) } else { (self.tuning.outer_tile.min(row_len.div_ceil(32) * 32), 0) };
+        let tiles = if along { tiles } else { row_len.div_ceil(tile) };
+        let units = rows * tiles;
+        let work = if along { row_len } else { red_len * tile };
         let t = self.tuning;
         let split = if kind == ReduceKind::Sum {
-            (t.target_blocks / rows.max(1)).min(work / t.min_block_work.max(1)).min(red_len).max(1)
+            (t.target_blocks / units.max(1)).min(work / t.min_block_work.max(1)).min(red_len).max(1)
         } else {
             1
         };
+        let warp = along && split == 1 && warp_rows(rows, row_len, t);
         let chunk = red_len.div_ceil(split);
-        let (z, total) = if split > 1 { ("blk / ", rows * split) } else { ("", rows) };
-        self.line(1, "const long long tid = threadIdx.x, nt = blockDim.x;");
-        self.line(1, &format!("for (long long blk = blockIdx.x; blk < {total}LL; blk += gridDim.x) {{"));
+        self.row_loop(units * split, warp);
         if split > 1 {
-            self.line(2, &format!("const long long row = {z}{split}LL, part = blk % {split}LL;"));
+            self.line(2, &format!("const long long unit = blk / {split}LL, part = blk % {split}LL;"));
             self.line(2, &format!("const long long lo = part * {chunk}LL;"));
             self.line(2, &format!("const long long hi = lo + {chunk}LL < {red_len}LL ? lo + {chunk}LL : {red_len}LL;"));
         } else {
-            self.line(2, &format!("const long long row = blk, lo = 0, hi = {red_len}LL;"));
+            self.line(2, &format!("const long long unit = blk, lo = 0, hi = {red_len}LL;"));
         }
-        self.row_indices(2, row_axes);
         let store = |o: &str, v: &str| {
             if split > 1 {
                 format!("atomicAdd(&out[{o}], {v});")
@@ -323,17 +375,24 @@ impl Gen<'_> {
             }
         };
         let id = float_lit(kind.identity());
-        if red == inner {
+        if along {
+            self.line(2, "const long long row = unit;");
+            self.row_indices(2, row_axes);
             self.line(2, &format!("float acc = {id};"));
             self.line(2, &format!("for (long long a{inner} = lo + tid; a{inner} < hi; a{inner} += nt) {{"));
             let v = self.program(3, &k.program, "r");
             self.line(3, &format!("acc = {};", combine(kind, "acc", &v)));
             self.line(2, "}");
-            self.line(2, &format!("acc = {}(acc);", block_reduce(kind)));
+            self.line(2, &format!("acc = {}(acc);", block_reduce(kind, warp)));
             let o = self.out_index(Some(inner));
             self.line(2, &format!("if (tid == 0) {}", store(&o, "acc")));
         } else {
-            self.line(2, &format!("for (long long a{inner} = tid; a{inner} < {row_len}LL; a{inner} += nt) {{"));
+            self.line(2, &format!("const long long row = unit / {tiles}LL;"));
+            self.row_indices(2, row_axes);
+            // one thread per element of the tile (a loop where threads are fewer: the host)
+            self.line(2, &format!("for (long long t = tid; t < {tile}LL; t += nt) {{"));
+            self.line(3, &format!("const long long a{inner} = (unit % {tiles}LL) * {tile}LL + t;"));
+            self.line(3, &format!("if (a{inner} >= {row_len}LL) break;"));
             self.line(3, &format!("float acc = {id};"));
             self.line(3, &format!("for (long long a{red} = lo; a{red} < hi; ++a{red}) {{"));
             let v = self.program(4, &k.program, "r");
@@ -344,7 +403,7 @@ impl Gen<'_> {
             self.line(2, "}");
         }
         self.line(1, "}");
-        Launch::Rows { rows, row_len, split, zero: if split > 1 { k.out_len() } else { 0 } }
+        Launch::Rows { rows: units, row_len: tile, split, zero: if split > 1 { k.out_len() } else { 0 }, warp }
     }
 
     fn kernel(mut self, name: &str) -> KernelSource {
@@ -388,18 +447,11 @@ impl Gen<'_> {
                 self.line(0, "}");
                 return KernelSource { name: name.to_string(), code: self.out, launch, n_inputs: k.loads.len() };
             }
-            self.line(1, "const long long tid = threadIdx.x, nt = blockDim.x;");
-            self.line(1, &format!("for (long long row = blockIdx.x; row < {rows}LL; row += gridDim.x) {{"));
-            if !row_axes.is_empty() {
-                self.line(2, "long long rest = row;");
-            }
-            for (j, &a) in row_axes.iter().enumerate().rev() {
-                if j == 0 {
-                    self.line(2, &format!("const long long a{a} = rest;"));
-                } else {
-                    self.line(2, &format!("const long long a{a} = rest % {d}LL; rest /= {d}LL;", d = k.dims[a]));
-                }
-            }
+            // rows with stages (or no reduction): a block per row, or a warp per short row
+            let warp = outer.is_none() && warp_rows(rows, row_len, self.tuning);
+            self.row_loop(rows, warp);
+            self.line(2, "const long long row = blk;");
+            self.row_indices(2, &row_axes);
             let mut depth = 2;
             if let Some(a) = outer {
                 self.line(depth, &format!("for (long long a{a} = 0; a{a} < {}LL; ++a{a}) {{", k.dims[a]));
@@ -408,7 +460,7 @@ impl Gen<'_> {
             let row_loop = format!("for (long long a{inner} = tid; a{inner} < {row_len}LL; a{inner} += nt) {{");
             // stages: block-wide reductions over the row, in order
             for (s, (p, kind)) in k.stages.iter().enumerate() {
-                let block = block_reduce(*kind);
+                let block = block_reduce(*kind, warp);
                 self.line(depth, &format!("float st{s};"));
                 self.line(depth, "{");
                 self.line(depth + 1, &format!("float acc = {};", float_lit(kind.identity())));
@@ -421,7 +473,7 @@ impl Gen<'_> {
             }
             match red {
                 Some((a, kind)) if a == inner => {
-                    let block = block_reduce(kind);
+                    let block = block_reduce(kind, warp);
                     self.line(depth, &format!("float acc = {};", float_lit(kind.identity())));
                     self.line(depth, &row_loop);
                     let v = self.program(depth + 1, &k.program, "r");
@@ -451,7 +503,7 @@ impl Gen<'_> {
                 self.line(2, "}");
             }
             self.line(1, "}");
-            Launch::Rows { rows, row_len, split: 1, zero: 0 }
+            Launch::Rows { rows, row_len, split: 1, zero: 0, warp }
         };
         self.line(0, "}");
         KernelSource { name: name.to_string(), code: self.out, launch, n_inputs: k.loads.len() }

@@ -42,7 +42,7 @@ fn nvrtc_compiles_every_generated_kernel() {
         return;
     }
     let kernels = block_kernels();
-    let split = Tuning { target_blocks: 64, min_block_work: 2, wide_indices: true };
+    let split = Tuning::exercise_all();
     let srcs: Vec<_> = (kernels.iter().enumerate().map(|(i, (k, _))| kernel_source(k, &format!("k{i}"))))
         .chain(kernels.iter().enumerate().map(|(i, (k, _))| kernel_source_tuned(k, &format!("s{i}"), split)))
         .collect();
@@ -59,7 +59,7 @@ fn gpu_kernels_match_the_cpu() {
     let mut rng = Rng::new(5);
     let mut worst = 0f32;
     // as the runtime generates them, and with every sum split over blocks (atomic adds)
-    let tunings = [Tuning::default(), Tuning { target_blocks: 64, min_block_work: 2, wide_indices: true }];
+    let tunings = [Tuning::default(), Tuning::exercise_all()];
     for (i, (k, extents, tuning)) in
         block_kernels().into_iter().flat_map(|(k, e)| tunings.map(|t| (k.clone(), e.clone(), t))).enumerate()
     {

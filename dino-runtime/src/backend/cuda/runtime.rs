@@ -229,10 +229,19 @@ impl CudaRuntime {
         let mut functions: Vec<(CudaFunction, Launch, String)> = vec![];
         if !sources.is_empty() {
             let t0 = std::time::Instant::now();
-            let ptx = compile_ptx(&sources, self.gpu.arch())?;
-            let module = self.gpu.ctx.load_module(ptx).map_err(driver)?;
-            for s in &sources {
-                functions.push((module.load_function(&s.name).map_err(driver)?, s.launch, s.name.clone()));
+            // NVRTC compiles one module per call on one thread: compile parts in parallel
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(16);
+            let part = sources.len().div_ceil(threads).max(16);
+            let arch = self.gpu.arch();
+            let ptxs: Vec<Result<cudarc::nvrtc::Ptx>> = std::thread::scope(|sc| {
+                let jobs: Vec<_> = sources.chunks(part).map(|c| sc.spawn(move || compile_ptx(c, arch))).collect();
+                jobs.into_iter().map(|j| j.join().expect("NVRTC thread")).collect()
+            });
+            for (chunk, ptx) in sources.chunks(part).zip(ptxs) {
+                let module = self.gpu.ctx.load_module(ptx?).map_err(driver)?;
+                for s in chunk {
+                    functions.push((module.load_function(&s.name).map_err(driver)?, s.launch, s.name.clone()));
+                }
             }
             if crate::debug::level() >= 1 {
                 eprintln!(
@@ -397,8 +406,10 @@ impl CudaRuntime {
                         unsafe { self.gpu.launch(f, *launch, &[target], out)? };
                     }
                 }
+                // a constant: its bits written by a memset (no host memory involved)
                 DeviceWork::Value(v) => unsafe {
-                    cudarc::driver::result::memcpy_htod_async(out, std::slice::from_ref(v), stream.cu_stream())
+                    cudarc::driver::sys::cuMemsetD32Async(out, v.to_bits(), 1, stream.cu_stream())
+                        .result()
                         .map_err(driver)?;
                 },
                 DeviceWork::Input => unreachable!(),

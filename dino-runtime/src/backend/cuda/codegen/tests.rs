@@ -17,7 +17,7 @@ fn scratch_dir(tag: &str) -> PathBuf {
 
 #[test]
 fn generated_kernels_compute_what_the_cpu_kernels_compute() {
-    let split = check_on_host(Tuning::default(), "default");
+    let (split, _) = check_on_host(Tuning::default(), "default");
     assert_eq!(split, 0, "the test block's sums are too small to split");
 }
 
@@ -25,18 +25,20 @@ fn generated_kernels_compute_what_the_cpu_kernels_compute() {
 /// zeroed output; the host prelude's `atomicAdd` is a plain add, the output starts zeroed).
 #[test]
 fn split_reductions_compute_what_the_cpu_kernels_compute() {
-    let split = check_on_host(Tuning { target_blocks: 64, min_block_work: 2, wide_indices: true }, "split");
+    let (split, warp) = check_on_host(Tuning::exercise_all(), "split");
     assert!(split >= 10, "only {split} kernels split");
+    assert!(warp >= 5, "only {warp} kernels with a warp per row");
 }
 
 /// Every block kernel generated with `tuning`, compiled with the host C compiler and run
-/// against the CPU kernel; returns how many reductions were split.
-fn check_on_host(tuning: Tuning, tag: &str) -> usize {
+/// against the CPU kernel; returns how many reductions were split and how many kernels give
+/// rows a warp each.
+fn check_on_host(tuning: Tuning, tag: &str) -> (usize, usize) {
     let kernels = block_kernels();
     assert!(kernels.len() > 20, "a block forward+backward has many fused kernels");
     let mut rng = Rng::new(11);
     let dir = scratch_dir(tag);
-    let mut split = 0;
+    let (mut split, mut warp) = (0, 0);
     // one C program: every kernel, and a main that runs kernel argv[1] on inputs read from
     // stdin (lengths first) and writes the output to stdout
     let mut src = String::from(HOST_PRELUDE);
@@ -47,9 +49,10 @@ fn check_on_host(tuning: Tuning, tag: &str) -> usize {
         let ks = kernel_source_tuned(k, &format!("k{i}"), tuning);
         match ks.launch {
             Launch::Flat { .. } => flat += 1,
-            Launch::Rows { split: s, .. } => {
+            Launch::Rows { split: s, warp: w, .. } => {
                 rows += 1;
                 split += (s > 1) as usize;
+                warp += w as usize;
             }
         }
         staged += !k.stages.is_empty() as usize;
@@ -118,13 +121,13 @@ fn check_on_host(tuning: Tuning, tag: &str) -> usize {
         }
     }
     eprintln!(
-        "{} kernels ({flat} flat, {rows} row: {staged} with stages, {outer} outer reductions, {split} split), \
+        "{} kernels ({flat} flat, {rows} row: {staged} with stages, {outer} outer reductions, {split} split, {warp} warp rows), \
          worst relative error {worst:.2e}",
         kernels.len()
     );
     assert!(flat > 0 && rows > 0 && staged > 0 && outer > 0, "every kernel shape is exercised");
     let _ = std::fs::remove_dir_all(dir);
-    split
+    (split, warp)
 }
 
 #[test]
@@ -147,9 +150,11 @@ fn literals_round_trip_and_sources_are_stable() {
 fn launch_shapes() {
     assert_eq!(Launch::Flat { total: 1000 }.grid_block(132), (4, 256));
     assert_eq!(Launch::Flat { total: 1 << 30 }.grid_block(132), (132 * 32, 256));
-    let rows = |rows, row_len, split| Launch::Rows { rows, row_len, split, zero: 0 };
+    let rows = |rows, row_len, split| Launch::Rows { rows, row_len, split, zero: 0, warp: false };
     assert_eq!(rows(3200, 192, 1).grid_block(132), (3200, 192));
     assert_eq!(rows(10, 5, 1).grid_block(132), (10, 32));
     assert_eq!(rows(10, 65536, 1).grid_block(132), (10, 1024));
     assert_eq!(rows(1, 384, 1024).grid_block(132), (1024, 384));
+    let warps = Launch::Rows { rows: 151296, row_len: 197, split: 1, zero: 0, warp: true };
+    assert_eq!(warps.grid_block(132), (151296 / 8, 256));
 }
