@@ -5,6 +5,8 @@
 #   cargo test --no-run --release -p dino-runtime --features cuda --lib
 #   cargo test --no-run --release --features cuda --test gpu_step
 #   cargo build --release --features cuda
+#   (optional, the stock luminal_cuda baseline: scripts/cuda-sdk.sh install;
+#    eval "$(scripts/cuda-sdk.sh env)"; cargo bench --no-run --features stock-cuda --bench stock_cuda)
 # then, on the GPU machine, from the repository root:
 #   scripts/gpu-check.sh
 # The binaries are taken from target/release (test binaries from target/release/deps), or from
@@ -71,6 +73,13 @@ if [ -x "$bins/dino" ]; then
     timeout 80 "$bins/dino" bench gpu --tf32 --runs 5 || { [ "$status" = 0 ] && status=1; }
 else
     echo "no target/release/dino: run 'cargo build --release --features cuda' first" >&2
+fi
+echo "== stock luminal_cuda beside ours on forward graphs"
+stock=$(ls -t "$bins"/deps/stock_cuda-* 2>/dev/null | grep -v '\.d$' | head -1)
+if [ -n "$stock" ]; then
+    timeout 240 "$stock" --runs 10 || { [ "$status" = 0 ] && status=1; }
+else
+    echo "no stock_cuda binary: build it with 'eval \"\$(scripts/cuda-sdk.sh env)\"; cargo bench --no-run --features stock-cuda --bench stock_cuda'"
 fi
 echo "== exit status $status"
 exit "$status"

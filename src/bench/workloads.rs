@@ -24,6 +24,8 @@ pub enum Workload {
     /// The full DINO ViT-S/16 step (2x224 + 10x96 crops, batch 64): graph building, autograd
     /// and every pass, timed; not executed (3.5 TFLOP per step is for the GPU).
     DinoVits16Compile,
+    /// ViT-S/16 forward at 224 px, batch 64: the [CLS] features (the GPU baseline's graph).
+    VitS16Fwd,
 }
 
 impl Workload {
@@ -33,6 +35,7 @@ impl Workload {
             Workload::BlockFwdbwd => "block-fwdbwd",
             Workload::DinoStep => "dino-step",
             Workload::DinoVits16Compile => "dino-vits16-compile",
+            Workload::VitS16Fwd => "vit-s16-fwd",
         }
     }
 }
@@ -111,6 +114,29 @@ fn block(backward_too: bool) -> Result<Built> {
     Ok(Built { cx, inputs, outputs, transfers: Handles::default(), optimizer: None, stages, flops })
 }
 
+/// ViT-S/16 forward, batch 64 at 224 px, weights initialized as DINO does.
+fn vit_forward() -> Result<Built> {
+    use dino_models::VitSmall16;
+    let mut cx = Box::new(Graph::new());
+    let model = VitSmall16::new(&mut cx);
+    let x = cx.named_tensor::<(Const<64>, Const<3>, Const<224>, Const<224>)>("x");
+    let cls = model.forward(x);
+    let params = ParamSet::of(&model, &mut cx);
+    params.init(&mut cx, 0);
+    cx.no_delete.insert(cls.id);
+    let stages = vec![("forward".to_string(), cx.graph.node_count())];
+    let flops = matmul_flops(&cx);
+    Ok(Built {
+        cx,
+        inputs: vec![(x.id, 64 * 3 * 224 * 224)],
+        outputs: Handles(vec![cls.id]),
+        transfers: Handles::default(),
+        optimizer: None,
+        stages,
+        flops,
+    })
+}
+
 /// A DINO step of a declared objective, as a workload.
 fn dino_step<M: DinoModel>(batch: usize) -> Result<Built> {
     let mut step = DinoStep::<M>::build(batch)?;
@@ -143,5 +169,6 @@ pub fn build(w: Workload) -> Result<Built> {
         Workload::BlockFwdbwd => block(true),
         Workload::DinoStep => dino_step::<FmnistSmall>(64),
         Workload::DinoVits16Compile => dino_step::<DinoVitS16Paper>(64),
+        Workload::VitS16Fwd => vit_forward(),
     }
 }

@@ -196,6 +196,24 @@ impl CudaRuntime {
         &self.gpu
     }
 
+    /// Kernels and cuBLAS calls one run launches (input copies and unpermutes included),
+    /// once planned.
+    pub fn launches(&self) -> Option<usize> {
+        let dp = self.plan.as_ref()?;
+        Some(
+            dp.work
+                .iter()
+                .map(|w| match w {
+                    DeviceWork::Fused { .. } | DeviceWork::Value(_) => 1,
+                    DeviceWork::Gemm { bp, copies, unpermute } => {
+                        bp.calls.len() + copies.len() + unpermute.is_some() as usize + bp.zero_fill as usize
+                    }
+                    DeviceWork::Input => 0,
+                })
+                .sum(),
+        )
+    }
+
     /// Time every step of the following runs alone (a synchronization after each: slower
     /// runs, exact attribution), until [`CudaRuntime::take_profile`].
     pub fn start_profile(&mut self) {
