@@ -18,7 +18,7 @@
 use std::time::Instant;
 
 use dino::bench::workloads::{build, Built, Workload};
-use dino::runtime::backend::cpu::CpuCompiler;
+use dino::runtime::backend::cpu::{CpuCompiler, CpuRuntime};
 use dino::runtime::backend::cuda::device::Gpu;
 use dino::runtime::backend::cuda::runtime::CudaRuntime;
 use dino::runtime::graph::data;
@@ -126,6 +126,26 @@ fn ours(w: Workload, warmup: usize, runs: usize) -> Row {
     }
 }
 
+/// The same graph on our CPU runtime (checked against PyTorch/timm by the test suite): the
+/// reference both GPU outputs are compared with.
+fn reference(w: Workload) -> Vec<f32> {
+    let (mut b, feed) = prepare(w);
+    b.cx.compile(CpuCompiler::default(), &mut b.outputs);
+    let mut rt = CpuRuntime::new(&b.cx);
+    set_inputs(&mut b, &feed);
+    rt.execute(&mut b.cx).unwrap_or_else(|e| panic!("{e}"));
+    data::get(&b.cx, b.outputs.0[0]).expect("output").to_vec()
+}
+
+/// Largest absolute difference, relative to the reference's largest magnitude (+1).
+fn rel_diff(got: &[f32], want: &[f32]) -> f32 {
+    if got.len() != want.len() {
+        return f32::INFINITY;
+    }
+    let scale = 1.0 + want.iter().fold(0f32, |m, a| m.max(a.abs()));
+    got.iter().zip(want).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale
+}
+
 fn main() {
     let mut args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
     let mut runs = 10;
@@ -145,35 +165,37 @@ fn main() {
             .collect()
     };
     println!(
-        "{:<12} {:<36} {:>10} {:>8} {:>12} {:>12}",
-        "workload", "implementation", "compile s", "kernels", "run ms", "max |diff|"
+        "{:<12} {:<36} {:>10} {:>8} {:>12} {:>14}",
+        "workload", "implementation", "compile s", "kernels", "run ms", "err vs CPU ref"
     );
+    let mut ok = true;
     for w in workloads {
-        // ours first: if stock fails (or runs out of memory) ours is still reported
-        let o = ours(w, 3, runs);
-        let line = |r: &Row, diff: String| {
+        let want = reference(w);
+        let line = |r: &Row| {
             println!(
-                "{:<12} {:<36} {:>10.2} {:>8} {:>12.3} {:>12}",
+                "{:<12} {:<36} {:>10.2} {:>8} {:>12.3} {:>14.2e}",
                 r.workload,
                 r.imp,
                 r.compile_s,
                 r.kernels,
                 r.step_s * 1e3,
-                diff
+                rel_diff(&r.output, &want)
             );
         };
-        line(&o, "-".into());
+        // ours first: if stock fails (or runs out of memory) ours is still reported
+        let o = ours(w, 3, runs);
+        line(&o);
+        ok &= rel_diff(&o.output, &want) <= 1e-4;
         let s = stock(w, 1, runs.min(5));
-        let diff = o.output.iter().zip(&s.output).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-        let scale = o.output.iter().fold(0f32, |m, a| m.max(a.abs()));
-        line(&s, format!("{diff:.2e}"));
-        println!(
-            "{:<12} ours / stock run time = {:.3}; outputs {} elements, max |value| {scale:.3}",
-            "",
-            o.step_s / s.step_s,
-            o.output.len()
-        );
-        assert_eq!(o.output.len(), s.output.len(), "both compute the same output");
-        assert!(diff <= 1e-3 * (1.0 + scale), "stock and ours disagree: {diff}");
+        line(&s);
+        println!("{:<12} ours / stock run time = {:.3}", "", o.step_s / s.step_s);
+        if rel_diff(&s.output, &want) > 1e-4 {
+            println!(
+                "{:<12} stock's output differs from the reference by more than 1e-4 (the note of issue 6 \
+                 has why: luminal 0.2.0's view arithmetic, the same on its CPU compiler)",
+                ""
+            );
+        }
     }
+    assert!(ok, "our GPU output differs from the CPU reference");
 }

@@ -77,7 +77,7 @@ fi
 echo "== stock luminal_cuda beside ours on forward graphs"
 stock=$(ls -t "$bins"/deps/stock_cuda-* 2>/dev/null | grep -v '\.d$' | head -1)
 if [ -n "$stock" ]; then
-    timeout 240 "$stock" --runs 10 || { [ "$status" = 0 ] && status=1; }
+    timeout 150 "$stock" --runs 10 || { [ "$status" = 0 ] && status=1; }
 else
     echo "no stock_cuda binary: build it with 'eval \"\$(scripts/cuda-sdk.sh env)\"; cargo bench --no-run --features stock-cuda --bench stock_cuda'"
 fi
