@@ -129,3 +129,79 @@ fn vits16_step_kernels_compile_with_nvrtc() {
     assert!(sources.len() < steps, "blocks share kernels");
     assert!(ptx.contains(&format!(".entry k{}(", sources.len() - 1)));
 }
+
+/// The trainer end to end on the GPU (`--device cuda`) against the same run on the CPU: real
+/// Fashion-MNIST images (the committed subset), fmnist-small, 2 epochs of 4 steps with the
+/// last layer frozen in the first, a checkpoint (weights brought back to the host and sent up
+/// again) between the epochs. Losses step by step and the final teacher.
+#[test]
+fn training_on_the_gpu_follows_the_cpu() {
+    use dino::dataset::DataSpec;
+    use dino::train::{log, train, Device, Hyper, RunConfig, TrainOptions};
+    if let Err(e) = Gpu::open(0) {
+        eprintln!("training on the GPU: SKIPPED, no GPU here: {e}");
+        return;
+    }
+    // the fixture beside the sources, or (prebuilt binary run from a checkout) under the cwd
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fmnist-subset");
+    let fixture = if fixture.exists() { fixture } else { "tests/fixtures/fmnist-subset".into() };
+    let run = |device: Device| {
+        let out = std::env::temp_dir().join(format!("dino-gpu-train-{device:?}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&out);
+        let opts = TrainOptions {
+            run: RunConfig {
+                preset: "fmnist-small".into(),
+                data: DataSpec::Fmnist(Some(fixture.clone())),
+                val: None,
+                seed: 5,
+                limit: Some(128),
+                test_limit: None,
+                knn: false,
+                hyper: Hyper { batch_size: Some(32), ..Default::default() },
+            },
+            out: out.clone(),
+            resume: false,
+            log_every: 1,
+            save_every: 1,
+            stop_after: None,
+            quiet: true,
+            device,
+        };
+        // the ViT graph is deep: build it on a thread with room
+        let r = std::thread::Builder::new().stack_size(256 << 20).spawn(move || train(&opts)).unwrap().join().unwrap();
+        let r = r.unwrap_or_else(|e| panic!("{device:?}: {e}"));
+        let ck = safetensors_teacher(&r.checkpoint);
+        let _ = log::read(&out.join("log.jsonl")).unwrap();
+        let _ = std::fs::remove_dir_all(&out);
+        (r.losses, ck)
+    };
+    let (l_cpu, t_cpu) = run(Device::Cpu);
+    let (l_gpu, t_gpu) = run(Device::Cuda);
+    eprintln!("losses CPU {:?}", l_cpu.iter().map(|l| l.1).collect::<Vec<_>>());
+    eprintln!("losses GPU {:?}", l_gpu.iter().map(|l| l.1).collect::<Vec<_>>());
+    assert_eq!(l_cpu.len(), 8);
+    assert_eq!(l_cpu.len(), l_gpu.len());
+    for ((i, a), (_, b)) in l_cpu.iter().zip(&l_gpu) {
+        assert!((a - b).abs() <= 1e-3 * (1.0 + a.abs()), "iteration {i}: CPU {a} GPU {b}");
+    }
+    let scale = 1.0 + t_cpu.iter().fold(0f32, |m, x| m.max(x.abs()));
+    let d = t_cpu.iter().zip(&t_gpu).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale;
+    eprintln!("trainer on the GPU: 8 steps, final teacher weights within {d:.2e} (relative) of the CPU run's");
+    assert!(d <= 1e-3, "{d}");
+}
+
+/// Every `teacher.*` tensor of a checkpoint, concatenated in name order.
+fn safetensors_teacher(path: &std::path::Path) -> Vec<f32> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut names: Vec<String> = st.names().into_iter().filter(|n| n.starts_with("teacher.")).cloned().collect();
+    names.sort();
+    assert!(!names.is_empty(), "no teacher tensors in {}", path.display());
+    names
+        .iter()
+        .flat_map(|n| {
+            let t = st.tensor(n).unwrap();
+            t.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect::<Vec<_>>()
+        })
+        .collect()
+}

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use dino::dataset::DataSpec;
 use dino::train::log::{self, Record};
-use dino::train::{checkpoint, train_model, Hyper, RunConfig, TrainOptions};
+use dino::train::{checkpoint, train_model, Device, Hyper, RunConfig, TrainOptions};
 
 dino::vit! {
     /// A very small ViT for 28x28 grayscale images (4x4 grid of 7 px patches).
@@ -58,7 +58,19 @@ fn options(preset: &str, out: &Path, limit: Option<usize>, knn: bool, hyper: Hyp
         save_every: 1,
         stop_after: None,
         quiet: true,
+        device: Device::Cpu,
     }
+}
+
+/// Without the CUDA backend compiled in, `--device cuda` says how to get it.
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn training_on_cuda_without_the_backend_is_a_clear_error() {
+    let out = out_dir("nocuda");
+    let opts = TrainOptions { device: Device::Cuda, ..options("mini", &out, Some(16), false, Hyper::default()) };
+    let e = train_model::<MiniDino>(&opts).unwrap_err().to_string();
+    assert!(e.contains("--device cuda") && e.contains("--features cuda"), "{e}");
+    let _ = std::fs::remove_dir_all(&out);
 }
 
 #[test]

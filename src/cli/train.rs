@@ -5,7 +5,7 @@ use clap::Args;
 
 use crate::dataset::DataSpec;
 use crate::train::log::Record;
-use crate::train::{self, Hyper, RunConfig, TrainOptions};
+use crate::train::{self, Device, Hyper, RunConfig, TrainOptions};
 
 #[derive(Debug, Args)]
 pub struct TrainArgs {
@@ -59,6 +59,10 @@ pub struct TrainArgs {
     /// Print the final report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Where the training step runs: cpu, or cuda (the first NVIDIA GPU; needs a binary built
+    /// with `--features cuda` and the CUDA 13 driver and libraries at run time).
+    #[arg(long, value_enum, default_value_t = Device::Cpu)]
+    pub device: Device,
     #[command(flatten)]
     pub hyper: Hyper,
 }
@@ -103,6 +107,7 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
         save_every: args.save_every,
         stop_after: args.stop_after,
         quiet: false,
+        device: args.device,
     };
     let r = train::train(&opts).map_err(|e| e.to_string())?;
     if args.json {

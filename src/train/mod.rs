@@ -59,6 +59,69 @@ pub struct TrainOptions {
     pub stop_after: Option<usize>,
     /// No progress output (tests).
     pub quiet: bool,
+    /// Where the training step runs.
+    pub device: Device,
+}
+
+/// Where the training step runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Device {
+    /// This machine's cores.
+    #[default]
+    Cpu,
+    /// The first NVIDIA GPU (a binary built with `--features cuda`): weights, optimizer state,
+    /// teacher and center stay on the GPU; crops go up, the logged values come back.
+    Cuda,
+}
+
+/// The runtime executing the step graph on the chosen device.
+enum StepRuntime {
+    Cpu(CpuRuntime),
+    #[cfg(feature = "cuda")]
+    Cuda(dino_runtime::backend::cuda::runtime::CudaRuntime),
+}
+
+impl StepRuntime {
+    fn new(device: Device, cx: &luminal::prelude::Graph) -> Result<StepRuntime> {
+        match device {
+            Device::Cpu => Ok(StepRuntime::Cpu(CpuRuntime::new(cx))),
+            #[cfg(feature = "cuda")]
+            Device::Cuda => {
+                let gpu = dino_runtime::backend::cuda::device::Gpu::open(0)?;
+                Ok(StepRuntime::Cuda(dino_runtime::backend::cuda::runtime::CudaRuntime::new(gpu, cx)))
+            }
+            #[cfg(not(feature = "cuda"))]
+            Device::Cuda => Err(Error::Config {
+                what: "--device cuda".into(),
+                why: "this binary was built without the CUDA backend: build it with `cargo build --release \
+                      --features cuda`"
+                    .into(),
+            }),
+        }
+    }
+
+    /// One step; what it reports (loss, entropies, grad norm) is on the host afterwards.
+    fn execute<M: DinoModel>(&mut self, step: &mut DinoStep<M>) -> Result<()> {
+        match self {
+            StepRuntime::Cpu(rt) => rt.execute(&mut step.cx),
+            #[cfg(feature = "cuda")]
+            StepRuntime::Cuda(rt) => {
+                rt.execute(&mut step.cx)?;
+                let ids = step.report_ids();
+                rt.to_host(&mut step.cx, &ids)
+            }
+        }
+    }
+
+    /// Everything the step keeps (weights, optimizer state, teacher, center) on the host, for
+    /// a checkpoint or an evaluation; the next step uploads it again.
+    fn sync<M: DinoModel>(&mut self, step: &mut DinoStep<M>) -> Result<()> {
+        match self {
+            StepRuntime::Cpu(_) => Ok(()),
+            #[cfg(feature = "cuda")]
+            StepRuntime::Cuda(rt) => rt.all_to_host(&mut step.cx),
+        }
+    }
 }
 
 /// What a run did.
@@ -206,7 +269,7 @@ pub fn train_model<M: DinoModel>(opts: &TrainOptions) -> Result<TrainReport> {
     let mut step = DinoStep::<M>::build_with(cfg, batch)?;
     step.init(run.seed);
     step.compile(CpuCompiler::default());
-    let mut rt = CpuRuntime::new(&step.cx);
+    let mut rt = StepRuntime::new(opts.device, &step.cx)?;
     let mut start = 0;
     if let Some((file, meta)) = &resumed {
         checkpoint::restore(&mut step, file, meta, &ckpt_path)?;
@@ -289,6 +352,7 @@ pub fn train_model<M: DinoModel>(opts: &TrainOptions) -> Result<TrainReport> {
         let first = it;
         for b in loader.epoch(epoch, it - epoch * niter) {
             if opts.stop_after.is_some_and(|s| it >= s) {
+                rt.sync(&mut step)?;
                 save(&step, it)?;
                 bar.println(&format!("stopped at iteration {it}; checkpoint {}", ckpt_path.display()));
                 break 'epochs;
@@ -302,7 +366,7 @@ pub fn train_model<M: DinoModel>(opts: &TrainOptions) -> Result<TrainReport> {
             step.set_drop_masks(&mut ChaCha8Rng::seed_from_u64(derive_seed(run.seed, STREAM_DROP, it as u64, 0)));
             let h = schedules.at(it);
             step.set_hyper(&h);
-            rt.execute(&mut step.cx)?;
+            rt.execute(&mut step)?;
             let o = step.outputs()?;
             if !o.loss.is_finite() {
                 let kept = if ckpt_path.exists() {
@@ -351,6 +415,7 @@ pub fn train_model<M: DinoModel>(opts: &TrainOptions) -> Result<TrainReport> {
         if it < (epoch + 1) * niter {
             break; // stopped
         }
+        rt.sync(&mut step)?;
         save(&step, it)?;
         if opts.save_every > 0 && (epoch + 1) % opts.save_every == 0 {
             std::fs::copy(&ckpt_path, out.join(format!("checkpoint{:04}.safetensors", epoch + 1))).map_err(io(out))?;

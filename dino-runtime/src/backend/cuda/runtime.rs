@@ -196,6 +196,18 @@ impl CudaRuntime {
         &self.gpu
     }
 
+    /// Every tensor of `cx` held on the GPU back to the host (checkpoints, evaluation); the
+    /// next run uploads them again.
+    pub fn all_to_host(&self, cx: &mut Graph) -> Result<()> {
+        let on_gpu: Vec<NodeIndex> = cx
+            .tensors
+            .iter()
+            .filter(|((_, out), t)| *out == 0 && t.data.as_any().is::<GpuBuffer>())
+            .map(|((n, _), _)| *n)
+            .collect();
+        self.to_host(cx, &on_gpu)
+    }
+
     /// Kernels and cuBLAS calls one run launches (input copies and unpermutes included),
     /// once planned.
     pub fn launches(&self) -> Option<usize> {
