@@ -162,6 +162,30 @@ impl BlasPlan {
     }
 }
 
+impl BlasPlan {
+    /// The calls as one pointer-array batched call (`cublasSgemmBatched`), when there are
+    /// several and they are independent (one K point, same matrix shapes): the element
+    /// offsets `[x, y, c]` of every matrix of every call, in order. Attention's products loop
+    /// over images and heads whose strides do not combine into one: 6 strided calls become
+    /// one of 768 matrices.
+    pub fn gathered(&self) -> Option<Vec<[i64; 3]>> {
+        let c0 = self.calls.first()?;
+        let shape = |c: &BlasCall| (c.x, c.y, c.trans_x, c.trans_y, c.rows, c.cols, c.k, c.ld_x, c.ld_y, c.ld_c);
+        if self.calls.len() < 2 || self.calls.iter().any(|c| c.beta != 0.0 || shape(c) != shape(c0)) {
+            return None;
+        }
+        Some(
+            self.calls
+                .iter()
+                .flat_map(|c| {
+                    (0..c.batch as i64)
+                        .map(move |i| [c.off_x + i * c.stride_x, c.off_y + i * c.stride_y, c.off_c + i * c.stride_c])
+                })
+                .collect(),
+        )
+    }
+}
+
 /// The runtime's way around [`NeedsCopy::Input`]: copy both operands to canonical layouts —
 /// batch axes, then A's M and K (B's K and N) axes, the last adjacent — so that every role
 /// group merges and each matrix has a unit stride. Returns, per operand, the copy kernel and
@@ -348,7 +372,7 @@ mod tests {
     #[test]
     fn cublas_calls_compute_what_the_cpu_gemm_computes() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
-        let (mut batched, mut multi_k, mut copies, mut out_perm) = (0, 0, 0, 0);
+        let (mut batched, mut multi_k, mut copies, mut out_perm, mut gathered) = (0, 0, 0, 0, 0);
         let mut transposes = std::collections::HashSet::new();
         for case in 0..3000 {
             let (axes, la, lb, na, nb) = random_case(&mut rng);
@@ -382,6 +406,17 @@ mod tests {
                 multi_k += (call.beta != 0.0) as usize;
                 transposes.insert((call.trans_x, call.trans_y, call.x));
             }
+            // the same calls gathered into one pointer-array call: each matrix at its offsets
+            if let Some(mats) = blas.gathered() {
+                let mut again = vec![f32::NAN; scratch_len];
+                let c0 = blas.calls[0];
+                for [ox, oy, oc] in mats {
+                    let one = BlasCall { off_x: ox, off_y: oy, off_c: oc, batch: 1, ..c0 };
+                    emulate(&one, &a, &b, &mut again).unwrap_or_else(|e| panic!("case {case} gathered: {e}"));
+                }
+                assert!(got.iter().zip(&again).all(|(x, y)| x == y || (x.is_nan() && y.is_nan())), "case {case}");
+                gathered += 1;
+            }
             if let Some((k, _)) = &r.unpermute {
                 let mut o = vec![f32::NAN; k.out_len()];
                 k.run(&[&got], &mut o);
@@ -397,11 +432,12 @@ mod tests {
         }
         // the random cases exercise every form
         eprintln!(
-            "batched calls {batched}, accumulating calls {multi_k}, copies {copies}, permuted outputs {out_perm}"
+            "batched calls {batched}, accumulating calls {multi_k}, copies {copies}, permuted outputs {out_perm}, \
+             gathered into one call {gathered}"
         );
         assert!(
-            batched > 100 && multi_k > 50 && copies > 20 && out_perm > 20,
-            "batched {batched}, accumulated {multi_k}, copies {copies}, permuted {out_perm}"
+            batched > 100 && multi_k > 50 && copies > 20 && out_perm > 20 && gathered > 50,
+            "batched {batched}, accumulated {multi_k}, copies {copies}, permuted {out_perm}, gathered {gathered}"
         );
         assert_eq!(transposes.len(), 8, "all N/T combinations, both orientations: {transposes:?}");
     }

@@ -98,6 +98,37 @@ pub fn compile_ptx(sources: &[KernelSource], arch: &'static str) -> Result<cudar
         .map_err(|e| Error::Backend(format!("NVRTC could not compile the generated kernels: {e:?}\n{src}")))
 }
 
+/// Writes the matrix pointers of a gathered product: `ptrs[w * n + j] = base_w + 4 * offs[w * n + j]`
+/// for the three operands `w` (X, Y, C).
+const FILL_PTRS: &str = r#"extern "C" __global__ void dino_fill_ptrs(const long long* offs, unsigned long long* ptrs,
+        unsigned long long x, unsigned long long y, unsigned long long c, int n) {
+    for (int j = blockIdx.x * blockDim.x + threadIdx.x; j < n; j += gridDim.x * blockDim.x) {
+        ptrs[j] = x + 4ull * offs[j];
+        ptrs[n + j] = y + 4ull * offs[n + j];
+        ptrs[2 * n + j] = c + 4ull * offs[2 * n + j];
+    }
+}
+"#;
+
+/// A product's calls gathered into one pointer-array call ([`BlasPlan::gathered`]): the
+/// matrices' offsets on the device and room for their pointers, written before each call.
+pub struct Gathered {
+    offs: CudaSlice<i64>,
+    ptrs: CudaSlice<u64>,
+    n: usize,
+}
+
+impl Gathered {
+    /// Matrices in the one call.
+    pub fn len(&self) -> usize {
+        self.n
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+}
+
 /// One GPU, its stream, cuBLAS handle and compiled kernels.
 pub struct Gpu {
     pub ctx: Arc<CudaContext>,
@@ -105,6 +136,7 @@ pub struct Gpu {
     blas: CudaBlas,
     arch: &'static str,
     kernels: HashMap<String, CudaFunction>,
+    fill_ptrs: CudaFunction,
     /// Multiprocessors, for launch shapes.
     pub sms: usize,
 }
@@ -123,7 +155,11 @@ impl Gpu {
         let minor = ctx.attribute(A::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR).map_err(driver)?;
         let sms = ctx.attribute(A::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT).map_err(driver)? as usize;
         let arch: &'static str = Box::leak(format!("compute_{major}{minor}").into_boxed_str());
-        let gpu = Gpu { ctx, stream, blas, arch, kernels: HashMap::new(), sms };
+        let opts = CompileOptions { arch: Some(arch), ..Default::default() };
+        let ptx = cudarc::nvrtc::compile_ptx_with_opts(FILL_PTRS, opts)
+            .map_err(|e| Error::Backend(format!("NVRTC could not compile the pointer kernel: {e:?}")))?;
+        let fill_ptrs = ctx.load_module(ptx).map_err(driver)?.load_function("dino_fill_ptrs").map_err(driver)?;
+        let gpu = Gpu { ctx, stream, blas, arch, kernels: HashMap::new(), fill_ptrs, sms };
         if std::env::var("DINO_CUDA_TF32").map(|v| v == "1").unwrap_or(false) {
             gpu.set_tf32(true)?;
         }
@@ -197,6 +233,16 @@ impl Gpu {
         unsafe { self.launch(&f, src.launch, &ins, o) }
     }
 
+    /// The device side of [`BlasPlan::gathered`], if the plan gathers.
+    pub fn gather(&self, bp: &BlasPlan) -> Result<Option<Gathered>> {
+        let Some(mats) = bp.gathered() else { return Ok(None) };
+        let n = mats.len();
+        let offs: Vec<i64> = (0..3).flat_map(|w| mats.iter().map(move |m| m[w])).collect();
+        let offs = self.stream.clone_htod(&offs).map_err(driver)?;
+        let ptrs = self.stream.alloc_zeros::<u64>(3 * n).map_err(driver)?;
+        Ok(Some(Gathered { offs, ptrs, n }))
+    }
+
     /// Run a contraction cuBLAS can read in place.
     pub fn run_gemm(
         &self,
@@ -206,9 +252,10 @@ impl Gpu {
         out: &mut CudaSlice<f32>,
     ) -> Result<()> {
         let bp = BlasPlan::new(plan).map_err(|e| Error::Backend(format!("cuBLAS cannot read this product: {e:?}")))?;
+        let g = self.gather(&bp)?;
         let (pa, pb, po) = (a.device_ptr(&self.stream).0, b.device_ptr(&self.stream).0, out.device_ptr(&self.stream).0);
         // SAFETY: as `blas_calls`.
-        unsafe { self.blas_calls(&bp, pa, pb, po, plan.out_len()) }
+        unsafe { self.blas_calls(&bp, g.as_ref(), pa, pb, po, plan.out_len()) }
     }
 
     /// Launch a generated kernel with these input pointers and output pointer.
@@ -240,12 +287,57 @@ impl Gpu {
     /// The plan's offsets, leading dimensions and strides must address elements inside the
     /// buffers (they do for buffers sized from the views the plan came from; checked on the
     /// host by `blas::emulate`'s tests).
-    pub unsafe fn blas_calls(&self, bp: &BlasPlan, a: u64, b: u64, out: u64, out_len: usize) -> Result<()> {
+    pub unsafe fn blas_calls(
+        &self,
+        bp: &BlasPlan,
+        gathered: Option<&Gathered>,
+        a: u64,
+        b: u64,
+        out: u64,
+        out_len: usize,
+    ) -> Result<()> {
         if bp.zero_fill {
             cudarc::driver::result::memset_d8_async(out, 0, out_len * 4, self.stream.cu_stream()).map_err(driver)?;
         }
         let op = |t: Trans| if t == Trans::N { cublasOperation_t::CUBLAS_OP_N } else { cublasOperation_t::CUBLAS_OP_T };
         let pick = |o: Operand| if o == Operand::A { a } else { b };
+        if let Some(g) = gathered {
+            // the matrices' pointers from this run's buffers, then one call for all of them
+            let c = &bp.calls[0];
+            let (offs, ptrs) = (g.offs.device_ptr(&self.stream).0, g.ptrs.device_ptr(&self.stream).0);
+            let (x, y, n) = (pick(c.x), pick(c.y), g.n as i32);
+            let cfg = LaunchConfig {
+                grid_dim: ((g.n as u32).div_ceil(256), 1, 1),
+                block_dim: (256, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            let mut l = self.stream.launch_builder(&self.fill_ptrs);
+            l.arg(&offs).arg(&ptrs).arg(&x).arg(&y).arg(&out).arg(&n);
+            l.launch(cfg).map_err(driver)?;
+            let (one, zero) = (1.0f32, 0.0f32);
+            let p = ptrs as *const *const f32;
+            let st = cudarc::cublas::sys::cublasSgemmBatched(
+                *self.blas.handle(),
+                op(c.trans_x),
+                op(c.trans_y),
+                c.rows,
+                c.cols,
+                c.k,
+                &one,
+                p,
+                c.ld_x,
+                p.add(g.n),
+                c.ld_y,
+                &zero,
+                (ptrs as *const *mut f32).add(2 * g.n),
+                c.ld_c,
+                n,
+            );
+            if st != cudarc::cublas::sys::cublasStatus_t::CUBLAS_STATUS_SUCCESS {
+                return Err(Error::Backend(format!("cuBLAS: gathered product failed: {st:?}")));
+            }
+            return Ok(());
+        }
         let (alpha, at) = (1.0f32, |p: u64, off: i64| (p + off as u64 * 4) as *const f32);
         for c in &bp.calls {
             cudarc::cublas::result::sgemm_strided_batched(

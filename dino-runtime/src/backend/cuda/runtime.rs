@@ -16,7 +16,7 @@ use luminal::prelude::*;
 
 use super::blas::{recipe, BlasPlan, NeedsCopy};
 use super::codegen::{kernel_source, KernelSource, Launch};
-use super::device::{compile_ptx, Gpu};
+use super::device::{compile_ptx, Gathered, Gpu};
 use crate::backend::cpu::fused::FusedKernel;
 use crate::backend::cpu::runtime::{Loc, Plan, Work};
 use crate::backend::cpu::CpuRuntime;
@@ -75,6 +75,8 @@ enum DeviceWork {
         copies: Vec<(usize, CudaFunction, Launch, CudaSlice<f32>)>,
         /// The calls write this scratch; the kernel copies it into the output.
         unpermute: Option<(CudaFunction, Launch, CudaSlice<f32>)>,
+        /// The calls as one pointer-array call, when they gather.
+        gathered: Option<Gathered>,
     },
     Value(f32),
 }
@@ -217,8 +219,10 @@ impl CudaRuntime {
                 .iter()
                 .map(|w| match w {
                     DeviceWork::Fused { .. } | DeviceWork::Value(_) => 1,
-                    DeviceWork::Gemm { bp, copies, unpermute } => {
-                        bp.calls.len() + copies.len() + unpermute.is_some() as usize + bp.zero_fill as usize
+                    DeviceWork::Gemm { bp, copies, unpermute, gathered } => {
+                        // a gathered product: the pointer kernel and one call
+                        let calls = if gathered.is_some() { 2 } else { bp.calls.len() };
+                        calls + copies.len() + unpermute.is_some() as usize + bp.zero_fill as usize
                     }
                     DeviceWork::Input => 0,
                 })
@@ -305,7 +309,8 @@ impl CudaRuntime {
                         }
                         None => None,
                     };
-                    DeviceWork::Gemm { bp: gw.bp, copies, unpermute }
+                    let gathered = self.gpu.gather(&gw.bp)?;
+                    DeviceWork::Gemm { bp: gw.bp, copies, unpermute, gathered }
                 }
                 Work::Value(v) => DeviceWork::Value(*v),
                 Work::Other => unreachable!("rejected above"),
@@ -421,7 +426,7 @@ impl CudaRuntime {
                 // SAFETY (all three): pointers into live buffers (inputs, arena, kept outputs,
                 // scratch) sized by the plan from the same views the kernels and calls read.
                 DeviceWork::Fused { f, launch, .. } => unsafe { self.gpu.launch(f, *launch, &src, out)? },
-                DeviceWork::Gemm { bp, copies, unpermute } => {
+                DeviceWork::Gemm { bp, copies, unpermute, gathered } => {
                     // inputs cuBLAS cannot read in place go through canonical copies
                     let mut src = src.clone();
                     for (o, f, launch, scratch) in copies {
@@ -431,7 +436,7 @@ impl CudaRuntime {
                     }
                     // a permuted product writes a scratch that a kernel puts back in order
                     let target = unpermute.as_ref().map_or(out, |(_, _, scratch)| scratch.device_ptr(&stream).0);
-                    unsafe { self.gpu.blas_calls(bp, src[0], src[1], target, s.out_len)? };
+                    unsafe { self.gpu.blas_calls(bp, gathered.as_ref(), src[0], src[1], target, s.out_len)? };
                     if let Some((f, launch, _)) = unpermute {
                         unsafe { self.gpu.launch(f, *launch, &[target], out)? };
                     }
@@ -453,16 +458,18 @@ impl CudaRuntime {
                             format!("fused {name} ({rows} rows of {row_len}, {split} blocks each)")
                         }
                     },
-                    DeviceWork::Gemm { bp, copies, unpermute } => {
+                    DeviceWork::Gemm { bp, copies, unpermute, gathered } => {
                         let c = &bp.calls[0];
+                        let calls = match gathered {
+                            Some(g) => format!("batch {}, 1 gathered call", g.len()),
+                            None if bp.calls.len() == 1 => format!("batch {}, 1 call", c.batch),
+                            None => format!("batch {}, {} calls", c.batch, bp.calls.len()),
+                        };
                         format!(
-                            "gemm {}x{}x{} batch {} ({} call{}{}{})",
+                            "gemm {}x{}x{} ({calls}{}{})",
                             c.rows,
                             c.cols,
                             c.k,
-                            c.batch,
-                            bp.calls.len(),
-                            if bp.calls.len() == 1 { "" } else { "s" },
                             if copies.is_empty() { "" } else { " + input copies" },
                             if unpermute.is_some() { " + unpermute" } else { "" }
                         )
