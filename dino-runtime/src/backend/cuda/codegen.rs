@@ -3,17 +3,25 @@
 //! A [`FusedKernel`] (a fusion-IR program bound to concrete dims and input strides, axes
 //! already merged) becomes one `__global__` function with every size, stride and valid range
 //! written as a literal, so NVRTC folds the index arithmetic; kernels are compiled once per
-//! distinct source and cached by the runtime. Two shapes:
+//! distinct source and cached by the runtime. The shapes:
 //!
 //! - **flat**: no reduction and no row stages. One thread per element in a grid-stride loop;
 //!   the element's multi-index comes from its flat index by divisions by literals.
 //! - **row**: a kernel with row stages (LayerNorm's mean and variance, softmax's max and sum)
 //!   or a reduction. One block per row (every axis but the innermost and an outer reduced
-//!   one), its threads striding along the row. Each stage is a block-wide reduction
-//!   (`dino_block_sum` / `dino_block_max`: warp shuffles, then one partial per warp through
-//!   shared memory) whose value every thread then reads; a reduction along the row is one more;
-//!   a reduction over an outer axis loops over it, the block owning its output row, so no
-//!   atomics are needed.
+//!   one), its threads striding along the row — or, for many short rows (≤ 1024 elements),
+//!   one warp per row, 8 rows per block, with warp-shuffle reductions only. Each stage is a
+//!   block-wide (`dino_block_sum` / `dino_block_max`: warp shuffles, then one partial per warp
+//!   through shared memory) or warp-wide reduction whose value every thread then reads.
+//! - **reductions without stages**: along the row as above; over an outer axis, each thread
+//!   owns one element of the row (blocks tile the row) and sums the outer axis in a register.
+//!   A sum over many elements with few rows is split over blocks, each adding its part with
+//!   an atomic add into an output the runtime zeroes first ([`Launch::Rows`]'s `zero`), so a
+//!   full reduction of 16 M elements uses the whole GPU rather than one block.
+//!
+//! Indices are 32-bit where every index of the kernel fits (64-bit division by the literal
+//! dims costs several times as much), else 64-bit. [`Tuning`] holds the thresholds;
+//! [`Tuning::exercise_all`] takes every path on tiny kernels, for the tests.
 //!
 //! Loads read `inK[offset + Σ index·stride]` where the view is valid and the input's fill
 //! value (0, or -inf for a max over padding) elsewhere, exactly as the CPU kernel. The block

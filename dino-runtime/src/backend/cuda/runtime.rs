@@ -5,9 +5,11 @@
 //! teacher, center) are left in the graph's store as [`GpuBuffer`]s, so moving them into the
 //! old weights' slots (`transfer_data_same_graph`) moves device buffers, and the next run reads
 //! them in place. Host inputs (crops, per-step scalars) are uploaded; [`download`] reads any
-//! tensor back. All fused kernels of a plan are compiled in one NVRTC module when the plan is
-//! made (once per set of dynamic dims); contractions are cuBLAS calls planned by
-//! [`BlasPlan`]. Buffers of dropped tensors go back to a pool keyed by length and are reused.
+//! tensor back. The distinct fused kernels of a plan are compiled by NVRTC when the plan is
+//! made (once per set of dynamic dims), in parts on parallel threads; contractions are cuBLAS
+//! calls planned by [`BlasPlan`], gathered into one pointer-array call where the calls are
+//! independent. Buffers of dropped tensors go back to a pool keyed by length and are reused.
+//! [`CudaRuntime::start_profile`] times each kernel and product alone.
 use std::collections::HashMap;
 use std::fmt;
 
