@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # GPU verification from prebuilt binaries (the GPU machine has no Rust and no network).
 #
-# Build here first:
-#   cargo test --no-run --release -p dino-runtime --features cuda --lib
-#   cargo test --no-run --release --features cuda --test gpu_step
+# Build here first (the first line builds every test binary of the workspace; the two after it
+# build just the ones this script runs):
+#   cargo test --no-run --release --workspace --features cuda
+#     (or: cargo test --no-run --release -p dino-runtime --features cuda --lib
+#          cargo test --no-run --release --features cuda --test gpu_step)
 #   cargo build --release --features cuda
 #   (optional, the stock luminal_cuda baseline: scripts/cuda-sdk.sh install;
 #    eval "$(scripts/cuda-sdk.sh env)"; cargo bench --no-run --features stock-cuda --bench stock_cuda)
@@ -14,8 +16,9 @@
 #
 # Prints the GPU and driver, then runs every CUDA backend test against the CPU reference:
 # NVRTC compilation of the generated kernels, each fused kernel of a ViT block, random
-# contractions on cuBLAS, a whole compiled block forward+backward, and three full DINO
-# training steps (GPU runtime vs CPU runtime: losses, student and teacher). Libraries are found
+# contractions on cuBLAS, a whole compiled block forward+backward, three full DINO training
+# steps (GPU runtime vs CPU runtime: losses, student and teacher) and the trainer for two
+# epochs on real images (`--device cuda` vs `--device cpu`). Libraries are found
 # through LD_LIBRARY_PATH; PyTorch's pip wheels carry NVRTC and cuBLAS, so their directories are
 # added when torch is importable.
 #
