@@ -12,7 +12,7 @@ use cudarc::cublas::{sys::cublasOperation_t, CudaBlas};
 use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg};
 use cudarc::nvrtc::CompileOptions;
 
-use super::blas::{BlasCall, BlasPlan, Operand, Trans};
+use super::blas::{BlasPlan, Operand, Trans};
 use super::codegen::{kernel_source, KernelSource, Launch, CUDA_PRELUDE};
 use crate::backend::cpu::fused::FusedKernel;
 use crate::backend::cpu::gemm::GemmPlan;
@@ -108,17 +108,6 @@ const FILL_PTRS: &str = r#"extern "C" __global__ void dino_fill_ptrs(const long 
         ptrs[2 * n + j] = c + 4ull * offs[2 * n + j];
     }
 }
-/* the matrix pointers of a group of sibling products (at most 4), from this run's buffers */
-extern "C" __global__ void dino_group_ptrs(unsigned long long* ptrs, int n,
-        unsigned long long x0, unsigned long long y0, unsigned long long c0,
-        unsigned long long x1, unsigned long long y1, unsigned long long c1,
-        unsigned long long x2, unsigned long long y2, unsigned long long c2,
-        unsigned long long x3, unsigned long long y3, unsigned long long c3) {
-    if (blockIdx.x != 0 || threadIdx.x != 0) return;
-    const unsigned long long p[12] = {x0, y0, c0, x1, y1, c1, x2, y2, c2, x3, y3, c3};
-    for (int m = 0; m < n; ++m)
-        for (int w = 0; w < 3; ++w) ptrs[w * n + m] = p[3 * m + w];
-}
 "#;
 
 /// A product's calls gathered into one pointer-array call ([`BlasPlan::gathered`]): the
@@ -148,7 +137,6 @@ pub struct Gpu {
     arch: &'static str,
     kernels: HashMap<String, CudaFunction>,
     fill_ptrs: CudaFunction,
-    group_ptrs: CudaFunction,
     /// Multiprocessors, for launch shapes.
     pub sms: usize,
 }
@@ -170,10 +158,8 @@ impl Gpu {
         let opts = CompileOptions { arch: Some(arch), ..Default::default() };
         let ptx = cudarc::nvrtc::compile_ptx_with_opts(FILL_PTRS, opts)
             .map_err(|e| Error::Backend(format!("NVRTC could not compile the pointer kernel: {e:?}")))?;
-        let module = ctx.load_module(ptx).map_err(driver)?;
-        let fill_ptrs = module.load_function("dino_fill_ptrs").map_err(driver)?;
-        let group_ptrs = module.load_function("dino_group_ptrs").map_err(driver)?;
-        let gpu = Gpu { ctx, stream, blas, arch, kernels: HashMap::new(), fill_ptrs, group_ptrs, sms };
+        let fill_ptrs = ctx.load_module(ptx).map_err(driver)?.load_function("dino_fill_ptrs").map_err(driver)?;
+        let gpu = Gpu { ctx, stream, blas, arch, kernels: HashMap::new(), fill_ptrs, sms };
         if std::env::var("DINO_CUDA_TF32").map(|v| v == "1").unwrap_or(false) {
             gpu.set_tf32(true)?;
         }
@@ -257,59 +243,6 @@ impl Gpu {
         Ok(Some(Gathered { offs, ptrs, n }))
     }
 
-    /// Sibling products of one call shape (`call`; its offsets are ignored) as one
-    /// pointer-array call: `mats` holds each product's X, Y and C addresses; `ptrs` has room
-    /// for `3 * mats.len()` pointers.
-    ///
-    /// # Safety
-    /// Each address must start a matrix of the call's shape inside a live device buffer.
-    pub unsafe fn blas_group(&self, call: &BlasCall, mats: &[[u64; 3]], ptrs: &CudaSlice<u64>) -> Result<()> {
-        assert!((2..=4).contains(&mats.len()) && ptrs.len() >= 3 * mats.len());
-        let p = ptrs.device_ptr(&self.stream).0;
-        let n = mats.len() as i32;
-        let mut args = [0u64; 12];
-        for (m, mat) in mats.iter().enumerate() {
-            args[3 * m..3 * m + 3].copy_from_slice(mat);
-        }
-        let cfg = LaunchConfig { grid_dim: (1, 1, 1), block_dim: (32, 1, 1), shared_mem_bytes: 0 };
-        let mut l = self.stream.launch_builder(&self.group_ptrs);
-        l.arg(&p).arg(&n);
-        for a in &args {
-            l.arg(a);
-        }
-        l.launch(cfg).map_err(driver)?;
-        self.batched_call(call, p, mats.len())
-    }
-
-    /// One `cublasSgemmBatched` of `call`'s shape over `n` matrices whose pointers are at
-    /// `ptrs` (X's, then Y's, then C's).
-    unsafe fn batched_call(&self, c: &BlasCall, ptrs: u64, n: usize) -> Result<()> {
-        let op = |t: Trans| if t == Trans::N { cublasOperation_t::CUBLAS_OP_N } else { cublasOperation_t::CUBLAS_OP_T };
-        let (one, zero) = (1.0f32, 0.0f32);
-        let p = ptrs as *const *const f32;
-        let st = cudarc::cublas::sys::cublasSgemmBatched(
-            *self.blas.handle(),
-            op(c.trans_x),
-            op(c.trans_y),
-            c.rows,
-            c.cols,
-            c.k,
-            &one,
-            p,
-            c.ld_x,
-            p.add(n),
-            c.ld_y,
-            &zero,
-            (ptrs as *const *mut f32).add(2 * n),
-            c.ld_c,
-            n as i32,
-        );
-        if st != cudarc::cublas::sys::cublasStatus_t::CUBLAS_STATUS_SUCCESS {
-            return Err(Error::Backend(format!("cuBLAS: batched product failed: {st:?}")));
-        }
-        Ok(())
-    }
-
     /// Run a contraction cuBLAS can read in place.
     pub fn run_gemm(
         &self,
@@ -381,7 +314,29 @@ impl Gpu {
             let mut l = self.stream.launch_builder(&self.fill_ptrs);
             l.arg(&offs).arg(&ptrs).arg(&x).arg(&y).arg(&out).arg(&n);
             l.launch(cfg).map_err(driver)?;
-            return self.batched_call(c, ptrs, g.n);
+            let (one, zero) = (1.0f32, 0.0f32);
+            let p = ptrs as *const *const f32;
+            let st = cudarc::cublas::sys::cublasSgemmBatched(
+                *self.blas.handle(),
+                op(c.trans_x),
+                op(c.trans_y),
+                c.rows,
+                c.cols,
+                c.k,
+                &one,
+                p,
+                c.ld_x,
+                p.add(g.n),
+                c.ld_y,
+                &zero,
+                (ptrs as *const *mut f32).add(2 * g.n),
+                c.ld_c,
+                n,
+            );
+            if st != cudarc::cublas::sys::cublasStatus_t::CUBLAS_STATUS_SUCCESS {
+                return Err(Error::Backend(format!("cuBLAS: gathered product failed: {st:?}")));
+            }
+            return Ok(());
         }
         let (alpha, at) = (1.0f32, |p: u64, off: i64| (p + off as u64 * 4) as *const f32);
         for c in &bp.calls {

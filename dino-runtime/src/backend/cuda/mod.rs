@@ -1,4 +1,4 @@
-//! The CUDA backend (DESIGN §4): the same compiled graph as the CPU backend, its
+//! The CUDA backend (DESIGN §4), in progress: the same compiled graph as the CPU backend, its
 //! contractions on cuBLAS and its fused kernels as NVRTC-compiled CUDA C.
 //!
 //! - [`blas`]: a contraction's [`GemmPlan`](crate::backend::cpu::gemm::GemmPlan) as
@@ -7,8 +7,6 @@
 //!   reductions as block reductions).
 //! - `device` (feature `cuda`): the GPU through cudarc with dynamic loading: library checks
 //!   with clear errors, NVRTC compilation cached by source, kernel launches, cuBLAS calls.
-//! - [`group`]: which sibling products (q, k, v) can run as one batched call at the first's
-//!   place without touching memory still in use.
 //! - `runtime` (feature `cuda`): the CPU executor's plan run with device buffers; tensors
 //!   stay on the GPU between runs.
 //!
@@ -21,6 +19,5 @@ pub mod codegen;
 pub mod device;
 #[cfg(all(test, feature = "cuda"))]
 mod gpu_tests;
-pub mod group;
 #[cfg(feature = "cuda")]
 pub mod runtime;

@@ -16,10 +16,9 @@ use std::fmt;
 use cudarc::driver::{CudaFunction, CudaSlice, DevicePtr};
 use luminal::prelude::*;
 
-use super::blas::{recipe, BlasPlan, NeedsCopy, Operand};
+use super::blas::{recipe, BlasPlan, NeedsCopy};
 use super::codegen::{kernel_source, KernelSource, Launch};
 use super::device::{compile_ptx, Gathered, Gpu};
-use super::group::{private_slots, sibling_groups, StepView, GROUP_MIN_OUTPUT};
 use crate::backend::cpu::fused::FusedKernel;
 use crate::backend::cpu::runtime::{Loc, Plan, Work};
 use crate::backend::cpu::CpuRuntime;
@@ -88,13 +87,6 @@ struct DevicePlan {
     plan: Plan,
     work: Vec<DeviceWork>,
     arena: CudaSlice<f32>,
-    /// Sibling products run as one call at their first member's step (see [`group`]):
-    /// leader step -> members (leader first) and room for their pointers.
-    groups: HashMap<usize, (Vec<usize>, CudaSlice<u64>)>,
-    /// Steps run by their group's leader, into a private buffer (`slots[private[step]]`).
-    moved: Vec<bool>,
-    private: HashMap<usize, usize>,
-    slots: Vec<CudaSlice<f32>>,
 }
 
 struct PlanKernels {
@@ -179,40 +171,6 @@ pub fn distinct_kernels(cx: &Graph) -> Result<(Vec<KernelSource>, usize)> {
     Ok((pk.sources, pk.kernel_of.len()))
 }
 
-/// A product's single call, if it may join a group of siblings.
-fn groupable(bp: &BlasPlan) -> Option<super::blas::BlasCall> {
-    let c = bp.calls.first()?;
-    (!bp.zero_fill && bp.calls.len() == 1 && c.batch == 1 && c.beta == 0.0 && bp.gathered().is_none()).then_some(*c)
-}
-
-/// What the grouping reads of each plan step.
-fn step_views(plan: &Plan, call: impl Fn(usize) -> Option<super::blas::BlasCall>) -> Vec<StepView> {
-    plan.steps
-        .iter()
-        .enumerate()
-        .map(|(i, s)| StepView {
-            out: match s.loc {
-                Loc::Arena(off) => Some((off, s.out_len)),
-                _ => None,
-            },
-            srcs: s.srcs.iter().map(|(si, _)| *si).collect(),
-            call: call(i),
-        })
-        .collect()
-}
-
-/// The groups of sibling products the runtime would form for `cx` (compiled), as step lists,
-/// and the lengths of the private buffers they need; needs no GPU.
-pub fn planned_groups(cx: &Graph) -> Result<(Vec<Vec<usize>>, Vec<usize>)> {
-    let pk = plan_kernels(&CpuRuntime::new(cx), cx)?;
-    let views = step_views(&pk.plan, |i| {
-        pk.gemms.get(&i).filter(|g| g.copies.is_empty() && g.unpermute.is_none()).and_then(|g| groupable(&g.bp))
-    });
-    let groups = sibling_groups(&views, GROUP_MIN_OUTPUT);
-    let (_, lens) = private_slots(&views, &groups);
-    Ok((groups, lens))
-}
-
 /// Runs a graph compiled by `CpuCompiler` on a GPU.
 pub struct CudaRuntime {
     gpu: Gpu,
@@ -221,9 +179,6 @@ pub struct CudaRuntime {
     pool: HashMap<usize, Vec<CudaSlice<f32>>>,
     /// When set, each step is timed alone (synchronizing after it): what and how long.
     profile: Option<HashMap<String, (usize, f64)>>,
-    /// Sibling products of at least this many output elements run grouped; `None`: never
-    /// (`DINO_CUDA_GROUP=0`).
-    group_min: Option<usize>,
 }
 
 /// Where a profiled run spent its time: one entry per kernel or product shape.
@@ -238,11 +193,7 @@ pub struct ProfileEntry {
 impl CudaRuntime {
     /// Prepare to run `cx` (after compilation) on `gpu`.
     pub fn new(gpu: Gpu, cx: &Graph) -> CudaRuntime {
-        let group_min = match std::env::var("DINO_CUDA_GROUP").ok().as_deref() {
-            Some("0") => None,
-            _ => Some(GROUP_MIN_OUTPUT),
-        };
-        CudaRuntime { gpu, planner: CpuRuntime::new(cx), plan: None, pool: HashMap::new(), profile: None, group_min }
+        CudaRuntime { gpu, planner: CpuRuntime::new(cx), plan: None, pool: HashMap::new(), profile: None }
     }
 
     pub fn gpu(&self) -> &Gpu {
@@ -268,10 +219,7 @@ impl CudaRuntime {
         Some(
             dp.work
                 .iter()
-                .enumerate()
-                .map(|(i, w)| match w {
-                    _ if dp.moved[i] => 0,
-                    _ if dp.groups.contains_key(&i) => 2, // pointer kernel and one call
+                .map(|w| match w {
                     DeviceWork::Fused { .. } | DeviceWork::Value(_) => 1,
                     DeviceWork::Gemm { bp, copies, unpermute, gathered } => {
                         // a gathered product: the pointer kernel and one call
@@ -282,18 +230,6 @@ impl CudaRuntime {
                 })
                 .sum(),
         )
-    }
-
-    /// Groups of sibling products in the current plan.
-    pub fn groups(&self) -> usize {
-        self.plan.as_ref().map_or(0, |p| p.groups.len())
-    }
-
-    /// Group sibling products of at least `min` output elements (`None`: never); takes effect
-    /// at the next plan. Tests use 0, so that small graphs group too.
-    pub fn set_group_min(&mut self, min: Option<usize>) {
-        self.group_min = min;
-        self.plan = None;
     }
 
     /// Time every step of the following runs alone (a synchronization after each: slower
@@ -383,30 +319,7 @@ impl CudaRuntime {
             });
         }
         let arena = self.gpu.stream.alloc_zeros::<f32>(plan.arena_len.max(1)).map_err(driver)?;
-        // sibling products (q, k, v) as one call where memory allows
-        let views = step_views(&plan, |i| match &work[i] {
-            DeviceWork::Gemm { bp, copies, unpermute: None, gathered: None } if copies.is_empty() => groupable(bp),
-            _ => None,
-        });
-        let mut groups = HashMap::new();
-        let mut moved = vec![false; plan.steps.len()];
-        let (mut private, mut slots) = (HashMap::new(), vec![]);
-        if let Some(min) = self.group_min {
-            let found = sibling_groups(&views, min);
-            let (assigned, lens) = private_slots(&views, &found);
-            for len in lens {
-                slots.push(self.gpu.stream.alloc_zeros::<f32>(len.max(1)).map_err(driver)?);
-            }
-            private.extend(assigned);
-            for members in found {
-                let ptrs = self.gpu.stream.alloc_zeros::<u64>(3 * members.len()).map_err(driver)?;
-                for &m in &members[1..] {
-                    moved[m] = true;
-                }
-                groups.insert(members[0], (members, ptrs));
-            }
-        }
-        Ok(DevicePlan { plan, work, arena, groups, moved, private, slots })
+        Ok(DevicePlan { plan, work, arena })
     }
 
     fn alloc(&mut self, len: usize) -> Result<CudaSlice<f32>> {
@@ -492,9 +405,6 @@ impl CudaRuntime {
         let mut ptrs: Vec<u64> = vec![0; plan.steps.len()];
         let mut input_i = 0;
         for (i, s) in plan.steps.iter().enumerate() {
-            if dp.moved[i] {
-                continue; // ran with its group's leader
-            }
             if matches!(dp.work[i], DeviceWork::Input) {
                 let (p, _) = inputs[input_i].1.data.device_ptr(&stream);
                 ptrs[i] = p;
@@ -515,31 +425,8 @@ impl CudaRuntime {
             let src: Vec<u64> = s.srcs.iter().map(|(si, _)| ptrs[*si]).collect();
             let t0 = self.profile.is_some().then(std::time::Instant::now);
             match &dp.work[i] {
-                // SAFETY (all four): pointers into live buffers (inputs, arena, kept outputs,
+                // SAFETY (all three): pointers into live buffers (inputs, arena, kept outputs,
                 // scratch) sized by the plan from the same views the kernels and calls read.
-                DeviceWork::Gemm { bp, .. } if dp.groups.contains_key(&i) => {
-                    // this product and its siblings in one call; theirs outputs are in the arena
-                    let (members, room) = &dp.groups[&i];
-                    let mut mats = Vec::with_capacity(members.len());
-                    for &m in members {
-                        // the first writes its arena region; the others, run early, their own buffers
-                        let out_m = match dp.private.get(&m) {
-                            Some(&slot) => dp.slots[slot].device_ptr(&stream).0,
-                            None => out,
-                        };
-                        ptrs[m] = out_m;
-                        let DeviceWork::Gemm { bp: bp_m, .. } = &dp.work[m] else {
-                            unreachable!("grouped steps are products")
-                        };
-                        let c = &bp_m.calls[0];
-                        let src_m: Vec<u64> = plan.steps[m].srcs.iter().map(|(si, _)| ptrs[*si]).collect();
-                        let at = |o: Operand, off: i64| {
-                            (if o == Operand::A { src_m[0] } else { src_m[1] }).wrapping_add((off * 4) as u64)
-                        };
-                        mats.push([at(c.x, c.off_x), at(c.y, c.off_y), out_m.wrapping_add((c.off_c * 4) as u64)]);
-                    }
-                    unsafe { self.gpu.blas_group(&bp.calls[0], &mats, room)? };
-                }
                 DeviceWork::Fused { f, launch, .. } => unsafe { self.gpu.launch(f, *launch, &src, out)? },
                 DeviceWork::Gemm { bp, copies, unpermute, gathered } => {
                     // inputs cuBLAS cannot read in place go through canonical copies
@@ -573,16 +460,6 @@ impl CudaRuntime {
                             format!("fused {name} ({rows} rows of {row_len}, {split} blocks each)")
                         }
                     },
-                    DeviceWork::Gemm { bp, .. } if dp.groups.contains_key(&i) => {
-                        let c = &bp.calls[0];
-                        format!(
-                            "gemm {}x{}x{} (group of {} sibling products, 1 call)",
-                            c.rows,
-                            c.cols,
-                            c.k,
-                            dp.groups[&i].0.len()
-                        )
-                    }
                     DeviceWork::Gemm { bp, copies, unpermute, gathered } => {
                         let c = &bp.calls[0];
                         let calls = match gathered {
