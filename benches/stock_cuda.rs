@@ -84,11 +84,11 @@ fn stock(w: Workload, warmup: usize, runs: usize) -> Row {
         set_inputs(&mut b, &feed);
         let t = Instant::now();
         b.cx.execute(); // ends with the device-to-host copy of the output: synchronized
-        let out = b.cx.get_tensor_ref(b.outputs.0[0], 0).expect("stock output");
-        output = out.data.as_any().downcast_ref::<Vec<f32>>().expect("host output").clone();
         if i >= warmup {
             times.push(t.elapsed().as_secs_f64());
         }
+        let out = b.cx.get_tensor_ref(b.outputs.0[0], 0).expect("stock output");
+        output = out.data.as_any().downcast_ref::<Vec<f32>>().expect("host output").clone();
         for id in &b.outputs.0 {
             b.cx.tensors.remove(&(*id, 0));
         }

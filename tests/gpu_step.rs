@@ -57,11 +57,7 @@ fn three_dino_steps_on_the_gpu_equal_the_cpu() {
             s.set_hyper(&hyper);
             match (&mut cpu, &mut dev) {
                 (Some(rt), _) => rt.execute(&mut s.cx).unwrap(),
-                (_, Some(rt)) => {
-                    rt.execute(&mut s.cx).unwrap();
-                    let ids = s.report_ids();
-                    rt.to_host(&mut s.cx, &ids).unwrap();
-                }
+                (_, Some(rt)) => rt.run_step(&mut s).unwrap(),
                 _ => unreachable!(),
             }
             losses.push(s.outputs().unwrap().loss);

@@ -89,9 +89,7 @@ fn ours(args: &GpuArgs) -> Result<(Value, f64, String), String> {
     for i in 0..args.warmup + args.runs {
         feed(&mut step).map_err(e)?;
         let t = Instant::now();
-        rt.execute(&mut step.cx).map_err(e)?;
-        let ids = step.report_ids();
-        rt.to_host(&mut step.cx, &ids).map_err(e)?; // synchronizes: the loss is on the host
+        rt.run_step(&mut step).map_err(e)?; // synchronizes: the loss is on the host
         let dt = t.elapsed().as_secs_f64();
         let out = step.outputs().map_err(e)?;
         step.advance();
@@ -122,9 +120,7 @@ fn print_profile<M: dino_runtime::model::DinoModel>(
     step: &mut DinoStep<M>,
 ) -> dino_runtime::Result<()> {
     rt.start_profile();
-    rt.execute(&mut step.cx)?;
-    let ids = step.report_ids();
-    rt.to_host(&mut step.cx, &ids)?;
+    rt.run_step(step)?;
     step.advance();
     let prof = rt.take_profile();
     let total: f64 = prof.iter().map(|p| p.seconds).sum();

@@ -105,11 +105,7 @@ impl StepRuntime {
         match self {
             StepRuntime::Cpu(rt) => rt.execute(&mut step.cx),
             #[cfg(feature = "cuda")]
-            StepRuntime::Cuda(rt) => {
-                rt.execute(&mut step.cx)?;
-                let ids = step.report_ids();
-                rt.to_host(&mut step.cx, &ids)
-            }
+            StepRuntime::Cuda(rt) => rt.run_step(step),
         }
     }
 

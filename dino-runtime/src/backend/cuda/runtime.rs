@@ -251,6 +251,14 @@ impl CudaRuntime {
         v
     }
 
+    /// Run one training step and bring what it reports (loss, entropies, gradient norm) back
+    /// to the host, where [`DinoStep::outputs`](crate::dino::DinoStep::outputs) reads it; the rest stays on the GPU.
+    pub fn run_step<M: crate::model::DinoModel>(&mut self, step: &mut crate::dino::DinoStep<M>) -> Result<()> {
+        self.execute(&mut step.cx)?;
+        let ids = step.report_ids();
+        self.to_host(&mut step.cx, &ids)
+    }
+
     /// Bring these tensors of `cx` back to the host (as `Vec<f32>`, what CPU code reads).
     pub fn to_host(&self, cx: &mut Graph, nodes: &[NodeIndex]) -> Result<()> {
         for &n in nodes {
@@ -430,7 +438,7 @@ impl CudaRuntime {
                 DeviceWork::Fused { f, launch, .. } => unsafe { self.gpu.launch(f, *launch, &src, out)? },
                 DeviceWork::Gemm { bp, copies, unpermute, gathered } => {
                     // inputs cuBLAS cannot read in place go through canonical copies
-                    let mut src = src.clone();
+                    let mut src = src;
                     for (o, f, launch, scratch) in copies {
                         let dst = scratch.device_ptr(&stream).0;
                         unsafe { self.gpu.launch(f, *launch, &[src[*o]], dst)? };
