@@ -160,9 +160,7 @@ impl BlasPlan {
         }
         Ok(BlasPlan { calls, zero_fill: false })
     }
-}
 
-impl BlasPlan {
     /// The calls as one pointer-array batched call (`cublasSgemmBatched`), when there are
     /// several and they are independent (one K point, same matrix shapes): the element
     /// offsets `[x, y, c]` of every matrix of every call, in order. Attention's products loop

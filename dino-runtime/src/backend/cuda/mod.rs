@@ -7,8 +7,10 @@
 //!   reductions as block reductions).
 //! - `device` (feature `cuda`): the GPU through cudarc with dynamic loading: library checks
 //!   with clear errors, NVRTC compilation cached by source, kernel launches, cuBLAS calls.
-//! - `runtime` (feature `cuda`): the CPU executor's plan run with device buffers; tensors
-//!   stay on the GPU between runs.
+//! - `plan` (feature `cuda`): a compiled graph's CPU plan with its kernels as CUDA sources and
+//!   its contractions as cuBLAS recipes.
+//! - `runtime` (feature `cuda`): that plan run with device buffers; tensors stay on the GPU
+//!   between runs.
 //!
 //! `blas` and `codegen` need no GPU and are tested on every machine: the cuBLAS calls by
 //! emulating their documented semantics, the kernels by compiling them with the host C
@@ -19,5 +21,7 @@ pub mod codegen;
 pub mod device;
 #[cfg(all(test, feature = "cuda"))]
 mod gpu_tests;
+#[cfg(feature = "cuda")]
+mod plan;
 #[cfg(feature = "cuda")]
 pub mod runtime;
