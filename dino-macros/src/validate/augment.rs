@@ -1,8 +1,27 @@
 //! The rules of `dino!`'s augmentation switches.
 use super::*;
+use crate::parse::value::NumList;
 
 fn probability(cx: &mut Ctxt, key: &str, n: &Num) -> f64 {
     unit(cx, key, n, 0.0)
+}
+
+/// Exactly `N` numbers, each checked by `each`; otherwise `wrong_len` on the list (and zeros).
+fn fixed<const N: usize>(
+    cx: &mut Ctxt,
+    list: &NumList,
+    wrong_len: &str,
+    mut each: impl FnMut(&mut Ctxt, &Num) -> f64,
+) -> [f64; N] {
+    let mut v = [0.0; N];
+    if list.items.len() != N {
+        cx.error(list.span, wrong_len);
+    } else {
+        for (x, n) in v.iter_mut().zip(&list.items) {
+            *x = each(cx, n);
+        }
+    }
+    v
 }
 
 /// Probabilities in [0, 1]; jitter strengths >= 0 (hue <= 0.5); blur sigma 0 < low <= high
@@ -28,16 +47,12 @@ pub(super) fn augment(cx: &mut Ctxt, a: Option<&AugmentInput>) -> AugmentIr {
         ir.color_jitter = match &j.value {
             Switch::Off => None,
             Switch::On(j) => {
-                let mut s = [0.0; 4];
-                if j.strengths.items.len() != 4 {
-                    cx.error(j.strengths.span, "color_jitter takes [brightness, contrast, saturation, hue]");
-                } else {
-                    for (i, n) in j.strengths.items.iter().enumerate() {
-                        s[i] = non_negative(cx, "color_jitter", n);
-                    }
-                    if s[3] > 0.5 {
-                        cx.error(j.strengths.items[3].span, "the hue jitter must lie in [0, 0.5]");
-                    }
+                let s: [f64; 4] =
+                    fixed(cx, &j.strengths, "color_jitter takes [brightness, contrast, saturation, hue]", |cx, n| {
+                        non_negative(cx, "color_jitter", n)
+                    });
+                if s[3] > 0.5 {
+                    cx.error(j.strengths.items[3].span, "the hue jitter must lie in [0, 0.5]");
                 }
                 Some((s, probability(cx, "p", &j.p)))
             }
@@ -57,14 +72,10 @@ pub(super) fn augment(cx: &mut Ctxt, a: Option<&AugmentInput>) -> AugmentIr {
                 if !(lo > 0.0 && lo <= hi) {
                     cx.error(b.sigma.span, "blur sigma must satisfy 0 < low <= high");
                 }
-                let mut p = [0.0; 3];
-                if b.p.items.len() != 3 {
-                    cx.error(b.p.span, "blur takes 3 probabilities: [global 1, global 2, local]");
-                } else {
-                    for (i, n) in b.p.items.iter().enumerate() {
-                        p[i] = probability(cx, "blur p", n);
-                    }
-                }
+                let p: [f64; 3] =
+                    fixed(cx, &b.p, "blur takes 3 probabilities: [global 1, global 2, local]", |cx, n| {
+                        probability(cx, "blur p", n)
+                    });
                 let kernel = match &b.kernel {
                     Some(k) => {
                         let v = positive_int(cx, "kernel", k, 3);
