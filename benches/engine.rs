@@ -4,7 +4,7 @@ use dino::bench::{measure, Impl, Workload};
 
 fn main() {
     for w in [Workload::BlockFwd, Workload::BlockFwdbwd, Workload::DinoStep] {
-        match measure(w, Impl::Ours, 2, 5) {
+        match measure(w, Impl::Ours, 2, 5, dino::device::Device::Cpu) {
             Ok(m) => println!(
                 "{:<14} median {:>8.2} ms  {:>6.1} GFLOP/s  peak RSS {:>6.0} MB  {} kernels  compile {:.2} s",
                 m.workload,

@@ -42,6 +42,7 @@ pub use dino_runtime as runtime;
 pub mod bench;
 pub mod cli;
 pub mod dataset;
+pub mod device;
 pub mod eval;
 pub mod plot;
 pub mod progress;

@@ -37,7 +37,7 @@ fn step(change: impl Fn(&mut DinoConfig)) -> (DinoStep<RuleDino>, CpuRuntime) {
     let mut s = DinoStep::<RuleDino>::build_with(cfg, BATCH).unwrap();
     s.init(0);
     s.compile(CpuCompiler::default());
-    let rt = CpuRuntime::new(&s.cx);
+    let rt = CpuRuntime::new(&s.train.cx);
     (s, rt)
 }
 
@@ -50,7 +50,7 @@ fn run(s: &mut DinoStep<RuleDino>, rt: &mut CpuRuntime, seeds: (u64, u64), h: St
     let (ng, nl) = s.crop_sizes();
     s.set_batch(uniform(seeds.0, 0, ng), uniform(seeds.1, 0, nl)).unwrap();
     s.set_hyper(&h);
-    rt.execute(&mut s.cx).unwrap();
+    rt.execute(&mut s.train.cx).unwrap();
     let out = s.outputs().unwrap();
     s.advance();
     out
@@ -60,7 +60,7 @@ fn student(s: &DinoStep<RuleDino>) -> Vec<(String, Vec<f32>)> {
     s.student_params
         .params
         .iter()
-        .map(|p| (p.name.clone(), s.student_params.values(&s.cx, &p.name).unwrap().to_vec()))
+        .map(|p| (p.name.clone(), s.student_params.values(&s.train.cx, &p.name).unwrap().to_vec()))
         .collect()
 }
 
@@ -72,7 +72,7 @@ fn norm(v: &[f32]) -> f64 {
 fn gradient_clipping_is_per_parameter() {
     let sgd = |clip: f64| {
         move |c: &mut DinoConfig| {
-            c.optimizer.kind = "sgd";
+            c.optimizer.kind = dino::runtime::config::OptimizerName::Sgd;
             c.optimizer.momentum = 0.0;
             c.clip_grad = clip;
         }
@@ -148,9 +148,9 @@ fn last_layer_is_frozen_in_the_first_epochs_only() {
         }
     }
     // its optimizer state was left untouched: it starts fresh when unfrozen
-    for (name, id, _) in s.optimizer.state_names() {
+    for (name, id, _) in s.train.optimizer.state_names() {
         if name.contains("last_layer") {
-            assert!(data::get(&s.cx, id).unwrap().iter().all(|v| *v == 0.0), "{name} untouched while frozen");
+            assert!(data::get(&s.train.cx, id).unwrap().iter().all(|v| *v == 0.0), "{name} untouched while frozen");
         }
     }
     run(&mut s, &mut rt, (7, 8), hyper(1e-2, 0.04, false));
@@ -166,7 +166,7 @@ fn teacher_sees_only_the_global_crops() {
     let outputs = |seeds: (u64, u64)| {
         let (mut s, mut rt) = step(|_| {});
         let out = run(&mut s, &mut rt, seeds, hyper(1e-3, 0.04, false));
-        let center = data::get(&s.cx, s.center).unwrap().to_vec();
+        let center = data::get(&s.train.cx, s.center).unwrap().to_vec();
         (out, center)
     };
     let (base, c_base) = outputs((9, 10));
@@ -187,13 +187,13 @@ fn center_moves_after_the_loss_from_raw_teacher_outputs() {
     let (ng, nl) = s.crop_sizes();
     let once = |s: &mut DinoStep<RuleDino>, rt: &mut CpuRuntime, center: Vec<f32>| {
         s.set_batch(uniform(13, 0, ng), uniform(14, 0, nl)).unwrap();
-        data::set(&mut s.cx, s.center, center);
+        data::set(&mut s.train.cx, s.center, center);
         // lr 0 and momentum 1: weights and teacher stay, so runs are comparable
         s.set_hyper(&StepHyper { momentum: 1.0, ..hyper(0.0, 0.0, false) });
-        rt.execute(&mut s.cx).unwrap();
+        rt.execute(&mut s.train.cx).unwrap();
         let out = s.outputs().unwrap();
         s.advance();
-        (out.loss, data::get(&s.cx, s.center).unwrap().to_vec())
+        (out.loss, data::get(&s.train.cx, s.center).unwrap().to_vec())
     };
     let (loss_0, c1) = once(&mut s, &mut rt, vec![0.0; 12]);
     let (loss_0_again, c1_again) = once(&mut s, &mut rt, vec![0.0; 12]);

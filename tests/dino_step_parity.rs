@@ -82,19 +82,19 @@ fn run<M: DinoModel>(name: &str) {
     step.init(0);
     for p in step.student_params.params.clone() {
         let v = tensor(&f, &format!("init.{}", p.name)).data.clone();
-        step.student_params.set(&mut step.cx, &p.name, v.clone()).unwrap();
+        step.student_params.set(&mut step.train.cx, &p.name, v.clone()).unwrap();
         let t = format!("teacher.{}", p.name);
-        step.teacher_params.set(&mut step.cx, &t, v).unwrap();
+        step.teacher_params.set(&mut step.train.cx, &t, v).unwrap();
     }
     step.compile(CpuCompiler::default());
-    let mut rt = CpuRuntime::new(&step.cx);
+    let mut rt = CpuRuntime::new(&step.train.cx);
     let mut worst = (0.0, String::new());
     for s in 0..2 {
         let k = |n: &str| format!("step{s}.{n}");
         step.set_batch(tensor(&f, &k("global_crops")).data.clone(), tensor(&f, &k("local_crops")).data.clone())
             .unwrap();
         for d in step.drop_inputs.clone() {
-            data::set(&mut step.cx, d.id, tensor(&f, &k(&d.name)).data.clone());
+            data::set(&mut step.train.cx, d.id, tensor(&f, &k(&d.name)).data.clone());
         }
         let h = &tensor(&f, &k("hyper")).data;
         step.set_hyper(&StepHyper {
@@ -104,14 +104,14 @@ fn run<M: DinoModel>(name: &str) {
             teacher_temp: h[3] as f64,
             freeze_last_layer: h[4] > 0.5,
         });
-        rt.execute(&mut step.cx).unwrap();
+        rt.execute(&mut step.train.cx).unwrap();
         let out = step.outputs().unwrap();
         check(&k("loss"), &[out.loss], &tensor(&f, &k("loss")).data, &mut worst);
         check(&k("grad_norm"), &[out.grad_norm], &tensor(&f, &k("grad_norm")).data, &mut worst);
         check(&k("teacher_entropy"), &[out.teacher_entropy], &tensor(&f, &k("teacher_entropy")).data, &mut worst);
         step.advance();
         for p in &step.student_params.params {
-            let got = step.student_params.values(&step.cx, &p.name).unwrap();
+            let got = step.student_params.values(&step.train.cx, &p.name).unwrap();
             check(
                 &k(&format!("student.{}", p.name)),
                 got,
@@ -120,10 +120,10 @@ fn run<M: DinoModel>(name: &str) {
             );
         }
         for p in &step.teacher_params.params {
-            let got = step.teacher_params.values(&step.cx, &p.name).unwrap();
+            let got = step.teacher_params.values(&step.train.cx, &p.name).unwrap();
             check(&k(&p.name), got, &tensor(&f, &k(&p.name)).data, &mut worst);
         }
-        let center = data::get(&step.cx, step.center).unwrap();
+        let center = data::get(&step.train.cx, step.center).unwrap();
         check(&k("center"), center, &tensor(&f, &k("center")).data, &mut worst);
     }
     eprintln!("{name}: worst relative error {:.2e} ({})", worst.0, worst.1);

@@ -6,9 +6,8 @@
 mod common;
 
 use common::splitmix::uniform;
-use dino::runtime::backend::cpu::{CpuCompiler, CpuRuntime};
-use dino::runtime::backend::cuda::device::Gpu;
-use dino::runtime::backend::cuda::runtime::CudaRuntime;
+use dino::device::Device;
+use dino::runtime::backend::Passes;
 use dino::runtime::dino::{DinoStep, StepHyper};
 use dino::runtime::graph::data;
 
@@ -32,34 +31,25 @@ const BATCH: usize = 8;
 
 #[test]
 fn three_dino_steps_on_the_gpu_equal_the_cpu() {
-    let gpu = match Gpu::open(0) {
-        Ok(g) => g,
-        Err(e) => {
-            eprintln!("DINO step on the GPU: SKIPPED, no GPU here: {e}");
-            return;
-        }
-    };
-    eprintln!("DINO step on {}", gpu.describe());
+    if let Err(e) = Device::Cuda.check() {
+        eprintln!("DINO step on the GPU: SKIPPED, no GPU here: {e}");
+        return;
+    }
     let hyper =
         StepHyper { lr: 1e-3, weight_decay: 0.04, momentum: 0.99, teacher_temp: 0.04, freeze_last_layer: false };
     let mut runs = vec![];
-    let mut gpu = Some(gpu);
-    for on_gpu in [false, true] {
+    for device in [Device::Cpu, Device::Cuda] {
         let mut s = DinoStep::<GpuDino>::build(BATCH).unwrap();
         s.init(0);
-        s.compile(CpuCompiler::default());
-        let mut cpu = (!on_gpu).then(|| CpuRuntime::new(&s.cx));
-        let mut dev = if on_gpu { Some(CudaRuntime::new(gpu.take().unwrap(), &s.cx)) } else { None };
+        s.compile(Passes::default());
+        let mut rt = device.executor(&s.train.cx).unwrap();
+        eprintln!("DINO step on {}", rt.describe());
         let mut losses = vec![];
         for it in 0..3u64 {
             let (ng, nl) = s.crop_sizes();
             s.set_batch(uniform(2 * it + 1, 0, ng), uniform(2 * it + 2, 0, nl)).unwrap();
             s.set_hyper(&hyper);
-            match (&mut cpu, &mut dev) {
-                (Some(rt), _) => rt.execute(&mut s.cx).unwrap(),
-                (_, Some(rt)) => rt.run_step(&mut s).unwrap(),
-                _ => unreachable!(),
-            }
+            s.run_on(rt.as_mut()).unwrap();
             losses.push(s.outputs().unwrap().loss);
             s.advance();
         }
@@ -69,11 +59,9 @@ fn three_dino_steps_on_the_gpu_equal_the_cpu() {
             .flat_map(|(who, set)| set.params.iter().map(move |p| (format!("{who}.{}", p.name), p.id)))
             .collect();
         let ids: Vec<_> = params.iter().map(|p| p.1).collect();
-        if let Some(rt) = &dev {
-            rt.to_host(&mut s.cx, &ids).unwrap();
-        }
+        rt.to_host(&mut s.train.cx, &ids).unwrap();
         let w: Vec<(String, Vec<f32>)> =
-            params.iter().map(|(n, id)| (n.clone(), data::get(&s.cx, *id).expect("weight").to_vec())).collect();
+            params.iter().map(|(n, id)| (n.clone(), data::get(&s.train.cx, *id).expect("weight").to_vec())).collect();
         runs.push((losses, w));
     }
     let ((l0, w0), (l1, w1)) = (&runs[0], &runs[1]);
@@ -108,8 +96,8 @@ fn vits16_step_kernels_compile_with_nvrtc() {
         .stack_size(256 << 20)
         .spawn(|| {
             let mut s = DinoStep::<dino_models::DinoVitS16Paper>::build(64).unwrap();
-            s.compile(CpuCompiler::default());
-            distinct_kernels(&s.cx).unwrap()
+            s.compile(Passes::default());
+            distinct_kernels(&s.train.cx).unwrap()
         })
         .unwrap()
         .join()
@@ -134,7 +122,7 @@ fn vits16_step_kernels_compile_with_nvrtc() {
 fn training_on_the_gpu_follows_the_cpu() {
     use dino::dataset::DataSpec;
     use dino::train::{log, train, Device, Hyper, RunConfig, TrainOptions};
-    if let Err(e) = Gpu::open(0) {
+    if let Err(e) = Device::Cuda.check() {
         eprintln!("training on the GPU: SKIPPED, no GPU here: {e}");
         return;
     }

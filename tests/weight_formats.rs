@@ -9,6 +9,7 @@ mod common;
 use std::path::PathBuf;
 
 use common::{assert_close, fixture, tensor};
+use dino::device::test_device;
 use dino::eval::{Output, VitRunner};
 use dino::weights;
 
@@ -30,7 +31,7 @@ fn cls_of(file: &str, key: &str) -> (Vec<f32>, &'static str) {
     let p = path(file);
     let b = weights::load(&p, key).unwrap_or_else(|e| panic!("{e}"));
     b.check(&p, &SmallTestVit::CONFIG).unwrap();
-    let mut r = VitRunner::<SmallTestVit>::new(Output::LastCls(1), b.eps.map(|e| e as f32)).unwrap();
+    let mut r = VitRunner::<SmallTestVit>::new(Output::LastCls(1), b.eps.map(|e| e as f32), test_device()).unwrap();
     r.set_weights(&b.weights()).unwrap();
     let fx = fixture("weights/outputs");
     let img = &tensor(&fx, "image").data;
@@ -81,7 +82,7 @@ fn mismatches_and_bad_files_are_named() {
     // a missing tensor is named by the runner
     let mut w = b.weights();
     w.remove("blocks.1.mlp.fc2.bias");
-    let mut r = VitRunner::<SmallTestVit>::new(Output::LastCls(1), None).unwrap();
+    let mut r = VitRunner::<SmallTestVit>::new(Output::LastCls(1), None, test_device()).unwrap();
     let e = r.set_weights(&w).unwrap_err().to_string();
     assert!(e.contains("blocks.1.mlp.fc2.bias"), "{e}");
     // files that are not weights

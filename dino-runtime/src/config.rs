@@ -70,11 +70,30 @@ pub struct CropConfig {
     pub scale: (f64, f64),
 }
 
+/// The optimizers a `dino!` declaration can name (`optimizer: adamw { .. }`), written as
+/// `"adamw"` / `"sgd"` in `config.json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerName {
+    AdamW,
+    Sgd,
+}
+
+impl OptimizerName {
+    /// The runtime optimizer (`momentum` is SGD's; AdamW uses DINO's betas and epsilon).
+    pub fn build(self, momentum: f64) -> crate::optim::OptimizerKind {
+        use crate::optim::{AdamWConfig, OptimizerKind, SgdConfig};
+        match self {
+            OptimizerName::AdamW => OptimizerKind::AdamW(AdamWConfig::default()),
+            OptimizerName::Sgd => OptimizerKind::Sgd(SgdConfig { momentum: momentum as f32 }),
+        }
+    }
+}
+
 /// The optimizer and its schedules.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct OptimizerConfig {
-    /// "adamw" or "sgd".
-    pub kind: &'static str,
+    pub kind: OptimizerName,
     /// Peak learning rate, for `lr_per` images per batch when set (scaled linearly).
     pub lr: f64,
     pub lr_per: Option<usize>,

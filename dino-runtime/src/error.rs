@@ -36,6 +36,10 @@ pub enum Error {
     #[error("invalid {what}: {why}")]
     Config { what: String, why: String },
 
+    /// Training produced a non-finite loss (`context`: what was kept, what to try).
+    #[error("the loss is {value} at iteration {iteration}{}: training stopped{context}", epoch_note(.epoch))]
+    NonFiniteLoss { value: f32, iteration: usize, epoch: Option<usize>, context: String },
+
     /// A backend could not compile or run a graph.
     #[error("backend: {0}")]
     Backend(String),
@@ -47,6 +51,10 @@ pub enum Error {
     /// A safetensors file that cannot be read or has the wrong content.
     #[error("{path}: {why}")]
     Format { path: PathBuf, why: String },
+}
+
+fn epoch_note(epoch: &Option<usize>) -> String {
+    epoch.map(|e| format!(" (epoch {e})")).unwrap_or_default()
 }
 
 /// The runtime's result type.

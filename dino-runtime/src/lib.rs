@@ -14,6 +14,7 @@ pub mod graph;
 pub mod model;
 pub mod nn;
 pub mod optim;
+pub mod step;
 pub mod tensors;
 #[doc(hidden)]
 pub mod testing;

@@ -144,17 +144,21 @@ pub struct Parity {
     pub kernels: usize,
 }
 
+/// The reference executor every backend is compared with: the CPU runtime.
+pub fn reference_executor(cx: &Graph) -> Box<dyn crate::backend::executor::Executor> {
+    Box::new(crate::backend::cpu::CpuRuntime::new(cx))
+}
+
 /// Build the problem twice: run one graph uncompiled with luminal's executor, compile the
-/// other with [`crate::backend::cpu::CpuCompiler`] and run it with the CPU runtime, and
-/// compare every output.
+/// other with [`crate::backend::Passes`] and run it with the CPU runtime, and compare every
+/// output.
 pub fn cpu_parity(build: &dyn Fn(&mut Graph) -> Problem) -> Parity {
-    use crate::backend::cpu::{CpuCompiler, CpuRuntime};
     let mut reference = Differentiated::new(build);
     let vals = reference.values();
     let (l0, g0) = reference.eval(&vals);
     let mut compiled = Differentiated::new(build);
-    compiled.cx.compile(<CpuCompiler>::default(), &mut compiled.handles);
-    let mut rt = CpuRuntime::new(&compiled.cx);
+    compiled.cx.compile(<crate::backend::Passes>::default(), &mut compiled.handles);
+    let mut rt = reference_executor(&compiled.cx);
     let (l1, g1) = compiled.eval_with(&vals, &mut |cx| rt.execute(cx).expect("cpu run"));
     let mut worst = Parity { worst: 0.0, output: 0, element: 0, kernels: rt.stats().kernels };
     let outs0 = std::iter::once(vec![l0]).chain(g0);

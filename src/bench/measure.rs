@@ -1,8 +1,8 @@
 //! Running one workload in this process: compile with per-pass statistics, then time steps.
 use std::time::Instant;
 
-use dino_runtime::backend::cpu::CpuRuntime;
 use dino_runtime::backend::cse::{CsePass, DeadCodePass};
+use dino_runtime::backend::executor::by_kind;
 use dino_runtime::backend::fusion::FusionPass;
 use dino_runtime::backend::gemm::GemmPass;
 use dino_runtime::backend::row_fusion::RowFusionPass;
@@ -13,6 +13,7 @@ use luminal::prelude::*;
 use serde::Serialize;
 
 use super::workloads::{build, Built, Workload};
+use crate::device::Device;
 
 /// Which pipeline runs the graph.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -104,7 +105,7 @@ fn step(b: &mut Built, feed: &[Vec<f32>], run: &mut dyn FnMut(&mut Graph) -> Res
 }
 
 /// Build, compile and time a workload in this process.
-pub fn measure(w: Workload, imp: Impl, warmup: usize, runs: usize) -> Result<Measurement> {
+pub fn measure(w: Workload, imp: Impl, warmup: usize, runs: usize, device: Device) -> Result<Measurement> {
     let (base_rss, _) = rss_mb();
     let t_build = Instant::now();
     let mut b = build(w)?;
@@ -147,7 +148,7 @@ pub fn measure(w: Workload, imp: Impl, warmup: usize, runs: usize) -> Result<Mea
     if w == Workload::DinoVits16Compile {
         // compile only: plan the execution (kernels bound, arena laid out), run nothing
         let t = Instant::now();
-        let mut rt = CpuRuntime::new(&b.cx);
+        let mut rt = device.executor(&b.cx)?;
         rt.plan(&b.cx)?;
         m.compile_s.push(("plan".to_string(), t.elapsed().as_secs_f64()));
         m.compile_total_s = m.compile_s.iter().map(|c| c.1).sum();
@@ -163,8 +164,9 @@ pub fn measure(w: Workload, imp: Impl, warmup: usize, runs: usize) -> Result<Mea
     let mut times = vec![];
     match imp {
         Impl::Ours => {
-            let mut rt = CpuRuntime::new(&b.cx);
-            let mut run = |cx: &mut Graph| rt.execute(cx);
+            let mut rt = device.executor(&b.cx)?;
+            let outputs = b.outputs.0.clone();
+            let mut run = |cx: &mut Graph| rt.run(cx, &outputs);
             for _ in 0..warmup {
                 step(&mut b, &feed, &mut run)?;
             }
@@ -172,15 +174,16 @@ pub fn measure(w: Workload, imp: Impl, warmup: usize, runs: usize) -> Result<Mea
                 times.push(step(&mut b, &feed, &mut run)?);
             }
             // one more, profiled (not counted in the timings)
-            rt.set_profiling(true);
-            step(&mut b, &feed, &mut |cx: &mut Graph| rt.execute(cx))?;
+            rt.start_profile();
+            step(&mut b, &feed, &mut |cx: &mut Graph| rt.run(cx, &outputs))?;
+            let prof = rt.take_profile();
             let st = rt.stats();
             m.kernels = Some(st.kernels);
             m.arena_mb = Some(st.arena_bytes as f64 / 1e6);
             m.order = Some(st.order);
-            m.profile = st.profile.clone();
+            m.profile = by_kind(&prof).into_iter().map(|(k, calls, s)| (k, s, calls)).collect();
             let keep = std::env::var("DINO_BENCH_SLOWEST").ok().and_then(|v| v.parse().ok()).unwrap_or(12);
-            m.slowest = st.kernel_times.iter().take(keep).cloned().collect();
+            m.slowest = prof.iter().take(keep).map(|p| (p.what.clone(), p.seconds)).collect();
         }
         Impl::Stock => {
             let mut run = |cx: &mut Graph| {

@@ -6,6 +6,7 @@ use dino_runtime::graph::{ops::sum_all, Handles, View};
 use dino_runtime::model::DinoModel;
 use dino_runtime::nn::{Block, ParamSet};
 use dino_runtime::optim::Optimizer;
+use dino_runtime::step::TrainStep;
 use dino_runtime::Result;
 use luminal::prelude::*;
 
@@ -142,7 +143,7 @@ fn dino_step<M: DinoModel>(batch: usize) -> Result<Built> {
     let mut step = DinoStep::<M>::build(batch)?;
     step.init(0);
     for (id, v) in [(step.teacher_temp, 0.04), (step.momentum, 0.996)] {
-        dino_runtime::graph::data::set(&mut step.cx, id, vec![v]);
+        dino_runtime::graph::data::set(&mut step.train.cx, id, vec![v]);
     }
     let cfg = M::CONFIG;
     let g = cfg.global.size;
@@ -157,8 +158,9 @@ fn dino_step<M: DinoModel>(batch: usize) -> Result<Built> {
         transfers.0.extend([*new, *old]);
     }
     transfers.0.extend([step.new_center, step.center]);
-    let flops = matmul_flops(&step.cx);
-    let DinoStep { cx, optimizer, stages, loss, .. } = step;
+    let flops = matmul_flops(&step.train.cx);
+    let DinoStep { train, stages, .. } = step;
+    let TrainStep { cx, optimizer, loss, .. } = train;
     Ok(Built { cx, inputs, outputs: Handles(vec![loss]), transfers, optimizer: Some(optimizer), stages, flops })
 }
 

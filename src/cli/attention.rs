@@ -7,96 +7,13 @@ use clap::Args;
 use dino_runtime::data::{fashion_mnist, pil, Dataset, Image};
 use dino_runtime::model::VitModel;
 
+use super::common::{resolve, RunOn, WeightArgs};
 use crate::eval::attention::{self, AttentionMaps};
+use crate::eval::features::random_backbone;
+use crate::eval::preprocess::{normalization, normalize};
 use crate::eval::{Output, VitRunner, Weights};
+use crate::models;
 use crate::progress::Progress;
-use crate::train::checkpoint;
-use crate::{models, weights};
-
-#[derive(Debug, Clone, Args)]
-pub struct WeightArgs {
-    /// A training checkpoint of this project (its teacher, unless --key student).
-    #[arg(long, conflicts_with_all = ["weights", "random_init"])]
-    pub checkpoint: Option<PathBuf>,
-    /// Backbone weights: timm-named or Hugging Face safetensors (config.json beside it), or an
-    /// official DINO .pth (backbone-only or full checkpoint).
-    #[arg(long, conflicts_with = "random_init")]
-    pub weights: Option<PathBuf>,
-    /// The network of a training checkpoint to use: teacher (as DINO evaluates) or student.
-    #[arg(long, default_value = "teacher")]
-    pub key: String,
-    /// A randomly initialized backbone (seed --seed), for comparison.
-    #[arg(long)]
-    pub random_init: bool,
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// The backbone or DINO preset [default: the checkpoint's preset, or inferred from the
-    /// weights' shapes].
-    #[arg(long)]
-    pub model: Option<String>,
-}
-
-/// Weights, their LayerNorm epsilon if not the declared one, and the model name.
-pub fn resolve(w: &WeightArgs) -> Result<(Option<Weights>, Option<f32>, String), String> {
-    if let Some(path) = &w.checkpoint {
-        let (f, meta) = checkpoint::load(path).map_err(|e| e.to_string())?;
-        let prefix = format!("{}.backbone.", w.key);
-        let wts: Weights = f
-            .tensors
-            .iter()
-            .filter_map(|(k, t)| k.strip_prefix(&prefix).map(|n| (n.to_string(), t.data.clone())))
-            .collect();
-        if wts.is_empty() {
-            return Err(format!("{}: no `{prefix}*` tensors (--key teacher or student)", path.display()));
-        }
-        return Ok((Some(wts), None, w.model.clone().unwrap_or(meta.preset)));
-    }
-    if let Some(path) = &w.weights {
-        let b = weights::load(path, &w.key).map_err(|e| e.to_string())?;
-        let name = match &w.model {
-            Some(m) => m.clone(),
-            None => b.zoo_name(path).map_err(|e| e.to_string())?.to_string(),
-        };
-        return Ok((Some(b.weights()), b.eps.map(|e| e as f32), name));
-    }
-    if w.random_init {
-        return Ok((None, None, w.model.clone().unwrap_or_else(|| "fmnist-small".into())));
-    }
-    Err("give --checkpoint PATH, --weights PATH or --random-init".into())
-}
-
-/// Mean and std of the preset's normalization (ImageNet's for bare backbones).
-pub fn normalization(name: &str) -> (Vec<f64>, Vec<f64>) {
-    match models::find(name).map(|e| e.preset) {
-        Some(models::Preset::Dino(c)) => (c.augment.mean.to_vec(), c.augment.std.to_vec()),
-        _ => (vec![0.485, 0.456, 0.406], vec![0.229, 0.224, 0.225]),
-    }
-}
-
-/// Random weights of a backbone (the student's initialization for `seed`).
-pub fn random_backbone<V: VitModel>(seed: u64) -> Weights {
-    let mut cx = luminal::prelude::Graph::new();
-    let m = V::new(&mut cx);
-    let p = dino_runtime::nn::ParamSet::of(&m, &mut cx);
-    p.init(&mut cx, seed);
-    p.params
-        .iter()
-        .map(|q| (q.name.clone(), dino_runtime::graph::data::get(&cx, q.id).expect("init").to_vec()))
-        .collect()
-}
-
-/// CHW floats of an 8-bit image.
-pub fn normalize(img: &Image, mean: &[f64], std: &[f64]) -> Vec<f32> {
-    let (c, n) = (img.channels, img.width * img.height);
-    let mut out = vec![0f32; c * n];
-    for ch in 0..c {
-        let (m, s) = (mean[ch % mean.len()] as f32, std[ch % std.len()] as f32);
-        for i in 0..n {
-            out[ch * n + i] = (img.data[i * c + ch] as f32 / 255.0 - m) / s;
-        }
-    }
-    out
-}
 
 #[derive(Debug, Args)]
 pub struct AttentionArgs {
@@ -126,9 +43,8 @@ pub struct AttentionArgs {
     /// foreground (pixels > 0) over the Fashion-MNIST test set (or its first N images).
     #[arg(long, num_args = 0..=1, default_missing_value = "10000")]
     pub jaccard: Option<usize>,
-    /// Worker threads [default: all cores].
-    #[arg(long)]
-    pub threads: Option<usize>,
+    #[command(flatten)]
+    pub on: RunOn,
     /// Print the Jaccard result as JSON.
     #[arg(long)]
     pub json: bool,
@@ -263,7 +179,7 @@ impl models::VitVisitor for Run<'_> {
             Some(w) => w,
             None => random_backbone::<V>(a.w.seed),
         };
-        let mut runner = VitRunner::<V>::new(Output::Attention, self.eps).map_err(|e| e.to_string())?;
+        let mut runner = VitRunner::<V>::new(Output::Attention, self.eps, a.on.device).map_err(|e| e.to_string())?;
         runner.set_weights(&weights).map_err(|e| e.to_string())?;
         let norm = normalization(&self.name);
         std::fs::create_dir_all(&a.out).map_err(|e| format!("{}: {e}", a.out.display()))?;
@@ -305,7 +221,7 @@ impl models::VitVisitor for Run<'_> {
 }
 
 pub fn run(args: AttentionArgs) -> Result<(), String> {
-    super::set_threads(args.threads)?;
+    args.on.apply()?;
     if args.image.is_empty() && args.fmnist == 0 && args.jaccard.is_none() {
         return Err("nothing to do: give --image PATH..., --fmnist N or --jaccard".into());
     }

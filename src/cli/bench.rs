@@ -8,6 +8,7 @@ use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
 use crate::bench::{measure, Impl, Workload};
+use crate::device::Device;
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
@@ -31,6 +32,8 @@ pub enum BenchCommand {
         runs: usize,
         #[arg(long, default_value_t = 2)]
         warmup: usize,
+        #[arg(long, value_enum, default_value_t = Device::Cpu)]
+        device: Device,
     },
 }
 
@@ -49,6 +52,9 @@ pub struct EngineArgs {
     /// machine noise hits both alike.
     #[arg(long, default_value_t = 3)]
     pub rounds: usize,
+    /// Where our pipeline runs (stock luminal and PyTorch eager run on the CPU).
+    #[arg(long, value_enum, default_value_t = Device::Cpu)]
+    pub device: Device,
     /// Threads for ours and for PyTorch (stock luminal is single-threaded).
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
@@ -68,12 +74,15 @@ pub struct EngineArgs {
 
 pub fn run(cmd: BenchCommand) -> Result<(), String> {
     match cmd {
-        BenchCommand::Worker { workload, implementation, runs, warmup } => {
-            let m = measure(workload, implementation, warmup, runs).map_err(|e| e.to_string())?;
+        BenchCommand::Worker { workload, implementation, runs, warmup, device } => {
+            let m = measure(workload, implementation, warmup, runs, device).map_err(|e| e.to_string())?;
             println!("{}", serde_json::to_string(&m).map_err(|e| e.to_string())?);
             Ok(())
         }
-        BenchCommand::Engine(args) => engine(args),
+        BenchCommand::Engine(args) => {
+            args.device.check().map_err(|e| e.to_string())?;
+            engine(args)
+        }
         #[cfg(feature = "cuda")]
         BenchCommand::Gpu(args) => super::bench_gpu::run(args),
     }
@@ -104,7 +113,7 @@ fn run_json(mut cmd: Command, timeout: Duration) -> Result<Value, String> {
     }
 }
 
-fn worker(w: Workload, imp: &str, runs: usize, warmup: usize, threads: usize) -> Command {
+fn worker(w: Workload, imp: &str, runs: usize, warmup: usize, threads: usize, device: Device) -> Command {
     let mut c = Command::new(std::env::current_exe().expect("own path"));
     c.args([
         "bench",
@@ -117,6 +126,8 @@ fn worker(w: Workload, imp: &str, runs: usize, warmup: usize, threads: usize) ->
         &runs.to_string(),
         "--warmup",
         &warmup.to_string(),
+        "--device",
+        &device.to_string(),
     ]);
     c.env("RAYON_NUM_THREADS", threads.to_string());
     c
@@ -163,7 +174,8 @@ fn engine(args: EngineArgs) -> Result<(), String> {
     for w in workloads {
         if w == Workload::DinoVits16Compile {
             eprintln!("[{}] compiling (not run)", w.name());
-            let v = run_json(worker(w, "ours", 0, 0, args.threads), long).map_err(|e| format!("{}: {e}", w.name()))?;
+            let v = run_json(worker(w, "ours", 0, 0, args.threads, args.device), long)
+                .map_err(|e| format!("{}: {e}", w.name()))?;
             let result = json!({"workload": w.name(), "threads": args.threads, "ours": v, "compile_only": true});
             if args.json {
                 println!("{result}");
@@ -178,7 +190,7 @@ fn engine(args: EngineArgs) -> Result<(), String> {
         let (mut ours_peak, mut torch_peak) = (0f64, 0f64);
         for round in 0..args.rounds.max(1) {
             eprintln!("[{}] round {}/{}: ours", w.name(), round + 1, args.rounds.max(1));
-            let o = run_json(worker(w, "ours", args.runs, args.warmup, args.threads), long)
+            let o = run_json(worker(w, "ours", args.runs, args.warmup, args.threads, args.device), long)
                 .map_err(|e| format!("{}: ours {e}", w.name()))?;
             ours_runs.extend(runs_of(&o));
             ours_peak = ours_peak.max(o["peak_rss_mb"].as_f64().unwrap_or(0.0));
@@ -228,7 +240,7 @@ fn engine(args: EngineArgs) -> Result<(), String> {
             json!({"status": "skipped"})
         } else {
             eprintln!("[{}] stock luminal (timeout {} s)", w.name(), args.stock_timeout);
-            match run_json(worker(w, "stock", 1, 0, 1), Duration::from_secs(args.stock_timeout)) {
+            match run_json(worker(w, "stock", 1, 0, 1, Device::Cpu), Duration::from_secs(args.stock_timeout)) {
                 Ok(v) => v,
                 Err(e) => json!({"status": e}),
             }

@@ -6,13 +6,13 @@ use std::time::Instant;
 
 use clap::Args;
 use dino_models::DinoVitS16Paper;
-use dino_runtime::backend::cpu::CpuCompiler;
-use dino_runtime::backend::cuda::device::Gpu;
-use dino_runtime::backend::cuda::runtime::CudaRuntime;
+use dino_runtime::backend::executor::{by_kind, Executor};
+use dino_runtime::backend::Passes;
 use dino_runtime::dino::{DinoStep, StepHyper};
 use serde_json::{json, Value};
 
 use crate::bench::workloads::matmul_flops;
+use crate::device::{Device, DeviceOptions};
 
 #[derive(Debug, Args)]
 pub struct GpuArgs {
@@ -57,16 +57,14 @@ fn peak_fp32(name: &str) -> f64 {
 
 fn ours(args: &GpuArgs) -> Result<(Value, f64, String), String> {
     let e = |e: dino_runtime::Error| e.to_string();
-    let gpu = Gpu::open(0).map_err(e)?;
-    gpu.set_tf32(args.tf32).map_err(e)?;
-    let device = gpu.describe();
     let t0 = Instant::now();
     let mut step = DinoStep::<DinoVitS16Paper>::build(args.batch).map_err(e)?;
-    let flops = matmul_flops(&step.cx);
+    let flops = matmul_flops(&step.train.cx);
     step.init(0);
-    step.compile(CpuCompiler::default());
+    step.compile(Passes::default());
     let compile_s = t0.elapsed().as_secs_f64();
-    let mut rt = CudaRuntime::new(gpu, &step.cx);
+    let mut rt = Device::Cuda.executor_with(&step.train.cx, DeviceOptions { tf32: args.tf32 }).map_err(e)?;
+    let device = rt.describe();
     let (ng, nl) = step.crop_sizes();
     // fixed random crops: the step alone is timed
     let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(1);
@@ -79,8 +77,8 @@ fn ours(args: &GpuArgs) -> Result<(Value, f64, String), String> {
     let mut drop_rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(2);
     // the crops are uploaded once and stay on the device, as PyTorch's do in its benchmark
     step.set_batch(g, l).map_err(e)?;
-    step.cx.no_delete.insert(step.global_crops);
-    step.cx.no_delete.extend(step.local_crops);
+    step.train.cx.no_delete.insert(step.global_crops);
+    step.train.cx.no_delete.extend(step.local_crops);
     let mut feed = move |step: &mut DinoStep<DinoVitS16Paper>| -> dino_runtime::Result<()> {
         step.set_drop_masks(&mut drop_rng);
         step.set_hyper(&h);
@@ -89,7 +87,7 @@ fn ours(args: &GpuArgs) -> Result<(Value, f64, String), String> {
     for i in 0..args.warmup + args.runs {
         feed(&mut step).map_err(e)?;
         let t = Instant::now();
-        rt.run_step(&mut step).map_err(e)?; // synchronizes: the loss is on the host
+        step.run_on(rt.as_mut()).map_err(e)?; // synchronizes: the loss is on the host
         let dt = t.elapsed().as_secs_f64();
         let out = step.outputs().map_err(e)?;
         step.advance();
@@ -104,7 +102,7 @@ fn ours(args: &GpuArgs) -> Result<(Value, f64, String), String> {
     let med = median(times.clone());
     if args.profile {
         feed(&mut step).map_err(e)?;
-        print_profile(&mut rt, &mut step).map_err(e)?;
+        print_profile(rt.as_mut(), &mut step).map_err(e)?;
     }
     Ok((
         json!({"step_s": med, "runs": times, "images_per_s": args.batch as f64 / med, "flops": flops,
@@ -116,25 +114,15 @@ fn ours(args: &GpuArgs) -> Result<(Value, f64, String), String> {
 
 /// One step with every kernel and product timed alone: totals per kind and the top entries.
 fn print_profile<M: dino_runtime::model::DinoModel>(
-    rt: &mut CudaRuntime,
+    rt: &mut dyn Executor,
     step: &mut DinoStep<M>,
 ) -> dino_runtime::Result<()> {
     rt.start_profile();
-    rt.run_step(step)?;
+    step.run_on(rt)?;
     step.advance();
     let prof = rt.take_profile();
     let total: f64 = prof.iter().map(|p| p.seconds).sum();
-    let mut kinds: Vec<(&str, usize, f64)> = vec![];
-    for p in &prof {
-        let kind = p.what.split_whitespace().next().unwrap_or("?");
-        match kinds.iter_mut().find(|k| k.0 == kind) {
-            Some(k) => {
-                k.1 += p.calls;
-                k.2 += p.seconds;
-            }
-            None => kinds.push((kind, p.calls, p.seconds)),
-        }
-    }
+    let kinds = by_kind(&prof);
     eprintln!("profile of one step (each launch synchronized: {:.1} ms in all)", total * 1e3);
     for (k, n, s) in kinds {
         eprintln!("  {k:<6} {n:>6} launches {:>9.2} ms ({:.0}%)", s * 1e3, 100.0 * s / total);

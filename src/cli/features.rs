@@ -8,8 +8,10 @@ use clap::Args;
 use dino_runtime::model::VitModel;
 use dino_runtime::tensors::TensorFile;
 
-use super::attention::{normalization, random_backbone, resolve, WeightArgs};
+use super::common::{resolve, WeightArgs};
 use crate::dataset::{self, DataSpec};
+use crate::eval::features::random_backbone;
+use crate::eval::preprocess::normalization;
 use crate::eval::vit_runner::dataset_features;
 use crate::eval::{Features, Output, VitRunner, Weights};
 use crate::models;
@@ -32,8 +34,8 @@ pub struct FeaturesArgs {
     pub patch_tokens: bool,
     #[arg(long)]
     pub limit: Option<usize>,
-    #[arg(long)]
-    pub threads: Option<usize>,
+    #[command(flatten)]
+    pub on: super::common::RunOn,
 }
 
 /// A little-endian float32 `.npy` array.
@@ -69,7 +71,7 @@ impl models::VitVisitor for Go<'_> {
             other => return Err(format!("--split {other}: use train or test")),
         };
         let output = if a.patch_tokens { Output::Tokens } else { Output::LastCls(1) };
-        let mut runner = VitRunner::<V>::new(output, eps).map_err(|e| e.to_string())?;
+        let mut runner = VitRunner::<V>::new(output, eps, a.on.device).map_err(|e| e.to_string())?;
         runner.set_weights(&weights.unwrap_or_else(|| random_backbone::<V>(a.w.seed))).map_err(|e| e.to_string())?;
         let (mean, std) = normalization(&name);
         let f =
@@ -80,7 +82,7 @@ impl models::VitVisitor for Go<'_> {
 }
 
 pub fn run(args: FeaturesArgs) -> Result<(), String> {
-    super::set_threads(args.threads)?;
+    args.on.apply()?;
     let (weights, eps, name) = resolve(&args.w)?;
     let (f, sources, dim) = models::with_vit(&name, Go(&args, weights, eps, name.clone()))
         .ok_or_else(|| format!("no backbone or DINO preset named `{name}`"))??;

@@ -6,9 +6,10 @@ use clap::Args;
 use dino_runtime::model::DinoModel;
 
 use crate::dataset::{self, DataSpec};
+use crate::eval::knn_eval::{format_knn, knn_eval, raw_pixel_knn};
 use crate::eval::{self, Extractor, KnnResult};
 use crate::progress::Progress;
-use crate::train::{checkpoint, format_knn, knn_of, RunConfig};
+use crate::train::{checkpoint, RunConfig};
 
 #[derive(Debug, Args)]
 pub struct KnnArgs {
@@ -43,9 +44,8 @@ pub struct KnnArgs {
     /// Images per forward pass.
     #[arg(long, default_value_t = 256)]
     pub batch: usize,
-    /// Worker threads [default: all cores].
-    #[arg(long)]
-    pub threads: Option<usize>,
+    #[command(flatten)]
+    pub on: super::common::RunOn,
     /// Print the results as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -63,27 +63,23 @@ impl crate::models::DinoVisitor for Eval<'_> {
             .map_err(|e| e.to_string())?;
         let test = s.test.ok_or("k-NN needs a labeled test split: use fmnist, or give --val")?;
         let weights = weights.unwrap_or_else(|| eval::features::random_init::<M>(args.seed));
-        let mut ex = Extractor::<M>::new(args.batch).map_err(|e| e.to_string())?;
-        let r = crate::train::knn_eval(&mut ex, &weights, s.train.as_ref(), test.as_ref(), false)
-            .map_err(|e| e.to_string())?;
+        let mut ex = Extractor::<M>::new(args.batch, args.on.device).map_err(|e| e.to_string())?;
+        let r = knn_eval(&mut ex, &weights, s.train.as_ref(), test.as_ref(), false).map_err(|e| e.to_string())?;
         let raw = if args.no_raw {
             None
         } else {
             let p = Progress::new("raw pixels", 1, false);
-            let mut f = [s.train.as_ref(), test.as_ref()]
-                .map(|d| eval::features::raw_pixels(d, cfg.global.size, cfg.backbone.channels, &cfg.augment));
-            for x in &mut f {
-                eval::knn::l2_normalize(&mut x.data, x.dim);
-            }
+            let (size, channels) = (cfg.global.size, cfg.backbone.channels);
+            let r = raw_pixel_knn(s.train.as_ref(), test.as_ref(), size, channels, &cfg.augment);
             p.finish();
-            Some(knn_of(&f[0], &f[1], s.train.classes().len()).map_err(|e| e.to_string())?)
+            Some(r.map_err(|e| e.to_string())?)
         };
         Ok((r, raw, s.train.len(), test.len()))
     }
 }
 
 pub fn run(args: KnnArgs) -> Result<(), String> {
-    super::set_threads(args.threads)?;
+    args.on.apply()?;
     let (weights, saved): (Option<eval::Weights>, Option<RunConfig>) = match &args.checkpoint {
         Some(path) => {
             let (f, meta) = checkpoint::load(path).map_err(|e| e.to_string())?;

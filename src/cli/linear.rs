@@ -2,9 +2,11 @@
 use clap::Args;
 use dino_runtime::model::VitModel;
 
-use super::attention::{normalization, random_backbone, resolve, WeightArgs};
+use super::common::{resolve, WeightArgs};
 use crate::dataset::{self, DataSpec};
+use crate::eval::features::random_backbone;
 use crate::eval::linear::{linear_probe, LinearOptions, LinearReport};
+use crate::eval::preprocess::normalization;
 use crate::eval::vit_runner::dataset_features;
 use crate::eval::{Output, VitRunner, Weights};
 use crate::models;
@@ -39,8 +41,8 @@ pub struct LinearArgs {
     pub limit: Option<usize>,
     #[arg(long)]
     pub test_limit: Option<usize>,
-    #[arg(long)]
-    pub threads: Option<usize>,
+    #[command(flatten)]
+    pub on: super::common::RunOn,
     #[arg(long)]
     pub json: bool,
 }
@@ -59,7 +61,7 @@ impl models::VitVisitor for Go<'_> {
             (true, _) => Output::ClsAndPatchMean,
             (false, n) => Output::LastCls(n.unwrap_or(4)),
         };
-        let mut runner = VitRunner::<V>::new(output, eps).map_err(|e| e.to_string())?;
+        let mut runner = VitRunner::<V>::new(output, eps, a.on.device).map_err(|e| e.to_string())?;
         runner.set_weights(&weights.unwrap_or_else(|| random_backbone::<V>(a.w.seed))).map_err(|e| e.to_string())?;
         let (mean, std) = normalization(&name);
         let tr = dataset_features(&mut runner, s.train.as_ref(), &mean, &std, "train feats", false)
@@ -68,13 +70,20 @@ impl models::VitVisitor for Go<'_> {
             .map_err(|e| e.to_string())?;
         let unlabeled = || "the probe needs labels for every image".to_string();
         let (ytr, yte) = (tr.all_labels().ok_or_else(unlabeled)?, te.all_labels().ok_or_else(unlabeled)?);
-        let o = LinearOptions { epochs: a.epochs, batch: a.batch_size, lr: a.lr, seed: a.w.seed, quiet: false };
+        let o = LinearOptions {
+            epochs: a.epochs,
+            batch: a.batch_size,
+            lr: a.lr,
+            seed: a.w.seed,
+            quiet: false,
+            device: a.on.device,
+        };
         linear_probe(&tr.data, &ytr, &te.data, &yte, tr.dim, s.train.classes().len(), &o).map_err(|e| e.to_string())
     }
 }
 
 pub fn run(args: LinearArgs) -> Result<(), String> {
-    super::set_threads(args.threads)?;
+    args.on.apply()?;
     let (weights, eps, name) = resolve(&args.w)?;
     let r = models::with_vit(&name, Go(&args, weights, eps, name.clone()))
         .ok_or_else(|| format!("no backbone or DINO preset named `{name}`"))??;

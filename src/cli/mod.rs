@@ -3,6 +3,7 @@ pub mod attention;
 pub mod bench;
 #[cfg(feature = "cuda")]
 pub mod bench_gpu;
+pub mod common;
 pub mod features;
 pub mod knn;
 pub mod linear;
@@ -68,11 +69,4 @@ pub fn run(cli: Cli) -> Result<(), String> {
     }
 }
 
-/// Size rayon's global pool (every kernel and the data loader use it).
-pub fn set_threads(threads: Option<usize>) -> Result<(), String> {
-    match threads {
-        Some(0) => Err("--threads must be at least 1".into()),
-        Some(n) => rayon::ThreadPoolBuilder::new().num_threads(n).build_global().map_err(|e| e.to_string()),
-        None => Ok(()),
-    }
-}
+pub use common::set_threads;

@@ -36,8 +36,8 @@ pub struct SupervisedArgs {
     /// Train on this many images only.
     #[arg(long)]
     pub limit: Option<usize>,
-    #[arg(long)]
-    pub threads: Option<usize>,
+    #[command(flatten)]
+    pub on: super::common::RunOn,
 }
 
 struct Go<'a>(&'a SupervisedArgs);
@@ -48,7 +48,7 @@ impl models::VitVisitor for Go<'_> {
         let a = self.0;
         let s = dataset::open(&a.data, V::CHANNELS, None, a.limit, None).map_err(|e| e.to_string())?;
         let test = s.test.ok_or("supervised training evaluates on Fashion-MNIST's test split: use --data fmnist")?;
-        let (mean, std) = super::attention::normalization(&a.model);
+        let (mean, std) = crate::eval::preprocess::normalization(&a.model);
         let o = SupervisedOptions {
             epochs: a.epochs,
             batch: a.batch_size,
@@ -59,6 +59,7 @@ impl models::VitVisitor for Go<'_> {
             mean,
             std,
             quiet: false,
+            device: a.on.device,
         };
         if let Some(dir) = a.out.parent() {
             std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -68,7 +69,7 @@ impl models::VitVisitor for Go<'_> {
 }
 
 pub fn run(args: SupervisedArgs) -> Result<(), String> {
-    super::set_threads(args.threads)?;
+    args.on.apply()?;
     if args.epochs == 0 || args.batch_size == 0 {
         return Err("--epochs and --batch-size must be at least 1".into());
     }

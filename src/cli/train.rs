@@ -5,7 +5,7 @@ use clap::Args;
 
 use crate::dataset::DataSpec;
 use crate::train::log::Record;
-use crate::train::{self, Device, Hyper, RunConfig, TrainOptions};
+use crate::train::{self, Hyper, RunConfig, TrainOptions};
 
 #[derive(Debug, Args)]
 pub struct TrainArgs {
@@ -33,9 +33,8 @@ pub struct TrainArgs {
     /// Start from a run's config.json (flags given here override it).
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Worker threads [default: all cores].
-    #[arg(long)]
-    pub threads: Option<usize>,
+    #[command(flatten)]
+    pub on: super::common::RunOn,
     /// Train on this many images only (spread evenly over the dataset): quick runs.
     #[arg(long)]
     pub limit: Option<usize>,
@@ -59,10 +58,6 @@ pub struct TrainArgs {
     /// Print the final report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
-    /// Where the training step runs: cpu, or cuda (the first NVIDIA GPU; needs a binary built
-    /// with `--features cuda` and the CUDA 13 driver and libraries at run time).
-    #[arg(long, value_enum, default_value_t = Device::Cpu)]
-    pub device: Device,
     #[command(flatten)]
     pub hyper: Hyper,
 }
@@ -96,7 +91,7 @@ pub fn run_config(args: &TrainArgs) -> Result<RunConfig, String> {
 }
 
 pub fn run(args: TrainArgs) -> Result<(), String> {
-    super::set_threads(args.threads)?;
+    args.on.apply()?;
     let run = run_config(&args)?;
     let out = args.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(&run.preset));
     let opts = TrainOptions {
@@ -107,7 +102,7 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
         save_every: args.save_every,
         stop_after: args.stop_after,
         quiet: false,
-        device: args.device,
+        device: args.on.device,
     };
     let r = train::train(&opts).map_err(|e| e.to_string())?;
     if args.json {

@@ -1,7 +1,8 @@
 //! [CLS] features of whole images (no augmentation), from a backbone's weights.
 use std::collections::BTreeMap;
 
-use dino_runtime::backend::cpu::{CpuCompiler, CpuRuntime};
+use dino_runtime::backend::executor::Executor;
+use dino_runtime::backend::Passes;
 use dino_runtime::config::AugmentConfig;
 use dino_runtime::data::loader::BadImage;
 use dino_runtime::data::multicrop::eval_view;
@@ -89,14 +90,14 @@ pub struct Extractor<M: DinoModel> {
     params: ParamSet,
     input: NodeIndex,
     output: NodeIndex,
-    rt: CpuRuntime,
+    rt: Box<dyn Executor>,
     pub batch: usize,
     _model: M,
 }
 
 impl<M: DinoModel> Extractor<M> {
-    /// Build and compile for batches of up to `batch` images.
-    pub fn new(batch: usize) -> Result<Self> {
+    /// Build and compile for batches of up to `batch` images, run on `device`.
+    pub fn new(batch: usize, device: crate::device::Device) -> Result<Self> {
         let mut cx = Box::new(Graph::new());
         cx.set_dyn_dim('b', batch);
         let model = M::new(&mut cx);
@@ -111,8 +112,8 @@ impl<M: DinoModel> Extractor<M> {
             cx.no_delete.insert(p.id);
         }
         let mut out = Handles(vec![y.id]);
-        cx.compile(CpuCompiler::default(), &mut out);
-        let rt = CpuRuntime::new(&cx);
+        cx.compile(Passes::default(), &mut out);
+        let rt = device.executor(&cx)?;
         Ok(Extractor { cx, params, input: x.id, output: out.0[0], rt, batch, _model: model })
     }
 
@@ -151,7 +152,7 @@ impl<M: DinoModel> Extractor<M> {
             if !rows.is_empty() {
                 self.cx.set_dyn_dim('b', rows.len());
                 data::set(&mut self.cx, self.input, images);
-                self.rt.execute(&mut self.cx)?;
+                self.rt.run(&mut self.cx, &[self.output])?;
                 let y = data::take(&mut self.cx, self.output)
                     .ok_or_else(|| Error::Backend("the feature graph produced no output".into()))?;
                 f.data.extend_from_slice(&y[..rows.len() * dim]);
@@ -172,4 +173,13 @@ pub fn random_init<M: DinoModel>(seed: u64) -> Weights {
     let params = ParamSet::of(&m, &mut cx);
     params.init(&mut cx, seed);
     params.params.iter().map(|p| (p.name.clone(), data::get(&cx, p.id).expect("initialized").to_vec())).collect()
+}
+
+/// Random weights of a backbone (the student's initialization for `seed`).
+pub fn random_backbone<V: dino_runtime::model::VitModel>(seed: u64) -> Weights {
+    let mut cx = Graph::new();
+    let m = V::new(&mut cx);
+    let p = ParamSet::of(&m, &mut cx);
+    p.init(&mut cx, seed);
+    p.params.iter().map(|q| (q.name.clone(), data::get(&cx, q.id).expect("initialized").to_vec())).collect()
 }

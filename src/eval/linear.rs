@@ -5,11 +5,11 @@
 //! its cross-entropy, autograd and the optimizer are one compiled graph. The features are
 //! computed once (no augmentation: the reference's random crops and flips of every epoch
 //! would cost a full forward pass per epoch on the CPU).
-use dino_runtime::autograd::backward;
-use dino_runtime::backend::cpu::{CpuCompiler, CpuRuntime};
-use dino_runtime::graph::{data, Handles};
+use dino_runtime::backend::Passes;
+use dino_runtime::graph::Handles;
 use dino_runtime::nn::{log_softmax, Init, ParamInfo, ParamSet};
-use dino_runtime::optim::{Optimizer, OptimizerKind, SgdConfig};
+use dino_runtime::optim::{OptimizerKind, SgdConfig};
+use dino_runtime::step::{OptimizerSpec, TrainStep};
 use dino_runtime::{Error, Result};
 use luminal::prelude::*;
 use rand::seq::SliceRandom;
@@ -27,6 +27,8 @@ pub struct LinearOptions {
     pub lr: f64,
     pub seed: u64,
     pub quiet: bool,
+    /// Where the probe's step runs.
+    pub device: crate::device::Device,
 }
 
 /// Top-1 accuracy (percent) after each epoch, and the best.
@@ -90,21 +92,12 @@ pub fn linear_probe(
         ],
     };
     params.init(&mut cx, o.seed);
-    let grads = backward(&mut cx, loss.id, &params.ids())?;
-    let mut opt = Optimizer::build(
-        &mut cx,
-        OptimizerKind::Sgd(SgdConfig { momentum: 0.9 }),
-        &params,
-        &grads,
-        None,
-        &["default"],
-        |_| 0,
-    )?;
-    opt.init_state(&mut cx);
-    cx.no_delete.insert(loss.id);
-    let mut outs = Handles(vec![loss.id]);
-    cx.compile(CpuCompiler::default(), (&mut outs, &mut opt));
-    let mut rt = CpuRuntime::new(&cx);
+    let sgd = OptimizerSpec::plain(OptimizerKind::Sgd(SgdConfig { momentum: 0.9 }));
+    let mut step = TrainStep::build(cx, loss.id, params, sgd)?;
+    step.input("features", x.id).input("labels", y.id);
+    step.optimizer.init_state(&mut step.cx);
+    step.compile(Passes::default(), &mut Handles(vec![]));
+    step.attach(o.device.executor(&step.cx)?);
     let steps = n / b;
     let peak = o.lr * b as f64 / 256.0;
     let total = (o.epochs * steps).max(1);
@@ -123,16 +116,17 @@ pub fn linear_probe(
                 xs.extend_from_slice(&train[i * dim..(i + 1) * dim]);
                 ys[j * classes + train_labels[i]] = 1.0;
             }
-            data::set(&mut cx, x.id, xs);
-            data::set(&mut cx, y.id, ys);
-            opt.pre_step(&mut cx, lr as f32, 0.0);
-            rt.execute(&mut cx)?;
-            data::take(&mut cx, outs.0[0]);
-            opt.post_step(&mut cx);
+            step.set("features", xs)?;
+            step.set("labels", ys)?;
+            step.pre_step(lr as f32, 0.0);
+            step.run()?;
+            step.take_loss(it)?;
+            step.advance();
         }
-        let wv = data::get_or_err(&cx, w.id, "linear.weight")?.to_vec();
-        let bv = data::get_or_err(&cx, bias.id, "linear.bias")?.to_vec();
-        let acc = accuracy(test, test_labels, dim, &wv, &bv, classes);
+        step.sync()?;
+        let wb = step.weights()?;
+        let (wv, bv) = (&wb[0].1, &wb[1].1);
+        let acc = accuracy(test, test_labels, dim, wv, bv, classes);
         per_epoch.push(acc);
         bar.set(epoch as u64 + 1, || format!("test top-1 {acc:.2}%"));
     }
@@ -156,7 +150,8 @@ mod tests {
         let dim = 8;
         let (tx, ty) = crate::eval::planted_classes(600, dim, 1.0, 0.3, 7);
         let (vx, vy) = crate::eval::planted_classes(300, dim, 1.0, 0.3, 8);
-        let o = LinearOptions { epochs: 10, batch: 32, lr: 2.0, seed: 0, quiet: true };
+        let o =
+            LinearOptions { epochs: 10, batch: 32, lr: 2.0, seed: 0, quiet: true, device: crate::device::Device::Cpu };
         let r = linear_probe(&tx, &ty, &vx, &vy, dim, 3, &o).unwrap();
         assert_eq!(r.per_epoch_top1.len(), 10);
         assert!(r.final_top1 > 95.0, "{r:?}");

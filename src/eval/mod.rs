@@ -2,7 +2,9 @@
 pub mod attention;
 pub mod features;
 pub mod knn;
+pub mod knn_eval;
 pub mod linear;
+pub mod preprocess;
 pub mod vit_runner;
 
 pub use features::{Extractor, Features, Weights};

@@ -1,6 +1,7 @@
 //! A backbone compiled once for images of any size (divisible by the patch): patches and the
 //! position-embedding matrix are inputs, so one graph serves every size.
-use dino_runtime::backend::cpu::{CpuCompiler, CpuRuntime};
+use dino_runtime::backend::executor::Executor;
+use dino_runtime::backend::Passes;
 use dino_runtime::graph::{data, Handles};
 use dino_runtime::model::VitModel;
 use dino_runtime::nn::vit::{patchify, resample_matrix, VitLayers};
@@ -31,15 +32,15 @@ pub struct VitRunner<V: VitModel> {
     patches: NodeIndex,
     resample: NodeIndex,
     outputs: Vec<NodeIndex>,
-    rt: CpuRuntime,
+    rt: Box<dyn Executor>,
     pub output: Output,
     _model: V,
 }
 
 impl<V: VitModel> VitRunner<V> {
-    /// Build and compile; `eps` replaces the declared LayerNorm epsilon (weights trained with
-    /// another one).
-    pub fn new(output: Output, eps: Option<f32>) -> Result<Self> {
+    /// Build and compile for `device`; `eps` replaces the declared LayerNorm epsilon (weights
+    /// trained with another one).
+    pub fn new(output: Output, eps: Option<f32>, device: crate::device::Device) -> Result<Self> {
         let mut cx = Box::new(Graph::new());
         let g = V::IMAGE / V::PATCH;
         for (k, v) in [('b', 1), ('n', g * g), ('t', g * g + 1)] {
@@ -73,8 +74,8 @@ impl<V: VitModel> VitRunner<V> {
             cx.no_delete.insert(*id);
         }
         let mut h = Handles(outputs);
-        cx.compile(CpuCompiler::default(), &mut h);
-        let rt = CpuRuntime::new(&cx);
+        cx.compile(Passes::default(), &mut h);
+        let rt = device.executor(&cx)?;
         Ok(VitRunner {
             cx,
             params,
@@ -121,7 +122,7 @@ impl<V: VitModel> VitRunner<V> {
         }
         data::set(&mut self.cx, self.patches, pv);
         data::set(&mut self.cx, self.resample, resample_matrix(V::IMAGE / p, gh, gw));
-        self.rt.execute(&mut self.cx)?;
+        self.rt.run(&mut self.cx, &self.outputs)?;
         let outs: Vec<Vec<f32>> = self
             .outputs
             .iter()

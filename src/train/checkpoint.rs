@@ -49,15 +49,15 @@ fn get(step_cx: &luminal::prelude::Graph, id: luminal::prelude::NodeIndex, name:
 pub fn save<M: DinoModel>(path: &Path, step: &DinoStep<M>, meta: &Meta) -> Result<()> {
     let mut f = TensorFile::default();
     for p in &step.student_params.params {
-        f.insert(format!("student.{}", p.name), &p.shape, get(&step.cx, p.id, &p.name)?);
+        f.insert(format!("student.{}", p.name), &p.shape, get(&step.train.cx, p.id, &p.name)?);
     }
     for p in &step.teacher_params.params {
-        f.insert(p.name.clone(), &p.shape, get(&step.cx, p.id, &p.name)?);
+        f.insert(p.name.clone(), &p.shape, get(&step.train.cx, p.id, &p.name)?);
     }
-    for (name, id, n) in step.optimizer.state_names() {
-        f.insert(format!("optimizer.{name}"), &[n], get(&step.cx, id, &name)?);
+    for (name, id, n) in step.train.optimizer.state_names() {
+        f.insert(format!("optimizer.{name}"), &[n], get(&step.train.cx, id, &name)?);
     }
-    let center = get(&step.cx, step.center, "center")?;
+    let center = get(&step.train.cx, step.center, "center")?;
     f.insert("center", &[center.len()], center);
     f.metadata.insert("dino".into(), serde_json::to_string(meta).expect("serializable"));
     f.save(path)
@@ -87,21 +87,21 @@ pub fn restore<M: DinoModel>(step: &mut DinoStep<M>, f: &TensorFile, meta: &Meta
     };
     for p in step.student_params.params.clone() {
         let v = take(&format!("student.{}", p.name), p.numel())?;
-        step.student_params.set(&mut step.cx, &p.name, v)?;
+        step.student_params.set(&mut step.train.cx, &p.name, v)?;
     }
     for p in step.teacher_params.params.clone() {
         let v = take(&p.name, p.numel())?;
-        step.teacher_params.set(&mut step.cx, &p.name, v)?;
+        step.teacher_params.set(&mut step.train.cx, &p.name, v)?;
     }
-    for (name, id, n) in step.optimizer.state_names() {
+    for (name, id, n) in step.train.optimizer.state_names() {
         let v = take(&format!("optimizer.{name}"), n)?;
-        data::set(&mut step.cx, id, v);
-        step.cx.no_delete.insert(id);
+        data::set(&mut step.train.cx, id, v);
+        step.train.cx.no_delete.insert(id);
     }
     let k = step.config.head.out;
     let center = take("center", k)?;
-    data::set(&mut step.cx, step.center, center);
-    for g in &mut step.optimizer.groups {
+    data::set(&mut step.train.cx, step.center, center);
+    for g in &mut step.train.optimizer.groups {
         g.steps = *meta.group_steps.get(&g.name).unwrap_or(&0);
     }
     Ok(())

@@ -1,5 +1,6 @@
 //! The DINO trainer: data, the one-graph step, schedules, logging, checkpoints, resume and
-//! k-NN evaluation after each epoch.
+//! k-NN evaluation after each epoch. [`train_model`] reads like the reference's `train_dino`
+//! and [`train_one_epoch`] like its `train_one_epoch`.
 pub mod checkpoint;
 pub mod hyper;
 pub mod log;
@@ -9,12 +10,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use dino_runtime::backend::cpu::{CpuCompiler, CpuRuntime};
+use dino_runtime::backend::Passes;
 use dino_runtime::config::DinoConfig;
 use dino_runtime::data::loader::derive_seed;
 use dino_runtime::data::{Dataset, Loader, MultiCrop};
 use dino_runtime::dino::{DinoStep, Schedules};
 use dino_runtime::model::DinoModel;
+use dino_runtime::tensors::TensorFile;
 use dino_runtime::{Error, Result};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -23,6 +25,8 @@ pub use hyper::Hyper;
 use log::{EpochRecord, Record, StepRecord};
 
 use crate::dataset::{self, DataSpec};
+pub use crate::device::Device;
+use crate::eval::knn_eval::{format_knn, knn_eval, raw_pixel_knn};
 use crate::eval::{self, Extractor, KnnResult};
 use crate::progress::Progress;
 
@@ -61,63 +65,6 @@ pub struct TrainOptions {
     pub quiet: bool,
     /// Where the training step runs.
     pub device: Device,
-}
-
-/// Where the training step runs.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum Device {
-    /// This machine's cores.
-    #[default]
-    Cpu,
-    /// The first NVIDIA GPU (a binary built with `--features cuda`): weights, optimizer state,
-    /// teacher and center stay on the GPU; crops go up, the logged values come back.
-    Cuda,
-}
-
-/// The runtime executing the step graph on the chosen device.
-enum StepRuntime {
-    Cpu(CpuRuntime),
-    #[cfg(feature = "cuda")]
-    Cuda(dino_runtime::backend::cuda::runtime::CudaRuntime),
-}
-
-impl StepRuntime {
-    fn new(device: Device, cx: &luminal::prelude::Graph) -> Result<StepRuntime> {
-        match device {
-            Device::Cpu => Ok(StepRuntime::Cpu(CpuRuntime::new(cx))),
-            #[cfg(feature = "cuda")]
-            Device::Cuda => {
-                let gpu = dino_runtime::backend::cuda::device::Gpu::open(0)?;
-                Ok(StepRuntime::Cuda(dino_runtime::backend::cuda::runtime::CudaRuntime::new(gpu, cx)))
-            }
-            #[cfg(not(feature = "cuda"))]
-            Device::Cuda => Err(Error::Config {
-                what: "--device cuda".into(),
-                why: "this binary was built without the CUDA backend: build it with `cargo build --release \
-                      --features cuda`"
-                    .into(),
-            }),
-        }
-    }
-
-    /// One step; what it reports (loss, entropies, grad norm) is on the host afterwards.
-    fn execute<M: DinoModel>(&mut self, step: &mut DinoStep<M>) -> Result<()> {
-        match self {
-            StepRuntime::Cpu(rt) => rt.execute(&mut step.cx),
-            #[cfg(feature = "cuda")]
-            StepRuntime::Cuda(rt) => rt.run_step(step),
-        }
-    }
-
-    /// Everything the step keeps (weights, optimizer state, teacher, center) on the host, for
-    /// a checkpoint or an evaluation; the next step uploads it again.
-    fn sync<M: DinoModel>(&mut self, step: &mut DinoStep<M>) -> Result<()> {
-        match self {
-            StepRuntime::Cpu(_) => Ok(()),
-            #[cfg(feature = "cuda")]
-            StepRuntime::Cuda(rt) => rt.all_to_host(&mut step.cx),
-        }
-    }
 }
 
 /// What a run did.
@@ -167,90 +114,108 @@ fn teacher_weights<M: DinoModel>(step: &DinoStep<M>) -> Result<eval::Weights> {
         .params
         .iter()
         .map(|p| {
-            let v = dino_runtime::graph::data::get_or_err(&step.cx, p.id, &p.name)?.to_vec();
+            let v = dino_runtime::graph::data::get_or_err(&step.train.cx, p.id, &p.name)?.to_vec();
             Ok((p.name.trim_start_matches("teacher.").to_string(), v))
         })
         .collect()
 }
 
-/// Weighted k-NN of the teacher's features: train split against the test split.
-pub fn knn_eval<M: DinoModel>(
-    ex: &mut Extractor<M>,
-    weights: &eval::Weights,
-    train: &dyn Dataset,
-    test: &dyn Dataset,
-    quiet: bool,
-) -> Result<Vec<KnnResult>> {
-    ex.set_weights(weights)?;
-    let mut feats = vec![];
-    for (name, ds) in [("train feats", train), ("test feats", test)] {
-        let mut p = Progress::new(name, ds.len() as u64, quiet);
-        let mut f = ex.features(ds, |done, _| p.set(done as u64, String::new))?;
-        p.finish();
-        for b in &f.skipped {
-            p.println(&format!("warning: skipped unreadable image {}: {}", b.source, b.why));
-        }
-        eval::knn::l2_normalize(&mut f.data, f.dim);
-        feats.push(f);
-    }
-    knn_of(&feats[0], &feats[1], train.classes().len())
-}
-
-/// k-NN between two feature sets (both must be labeled).
-pub fn knn_of(train: &eval::Features, test: &eval::Features, classes: usize) -> Result<Vec<KnnResult>> {
-    let unlabeled = || Error::Config { what: "k-NN".into(), why: "needs labeled train and test images".into() };
-    let (ytr, yte) = (train.all_labels().ok_or_else(unlabeled)?, test.all_labels().ok_or_else(unlabeled)?);
-    Ok(eval::weighted_knn(
-        &train.data,
-        &ytr,
-        &test.data,
-        &yte,
-        train.dim,
-        classes,
-        &eval::knn::KS,
-        eval::knn::TEMPERATURE,
-    ))
-}
-
-/// Train the objective `M` (any `dino!` declaration; `opts.run.preset` only names the run).
-pub fn train_model<M: DinoModel>(opts: &TrainOptions) -> Result<TrainReport> {
-    let out = &opts.out;
-    std::fs::create_dir_all(out).map_err(io(out))?;
-    let ckpt_path = checkpoint_path(out);
-    let log_path = out.join("log.jsonl");
-
-    // the run: from the checkpoint when resuming (the same run continues), else as given
-    let mut run = opts.run.clone();
-    let resumed = if opts.resume {
-        let (file, meta) = checkpoint::load(&ckpt_path)?;
-        let saved: RunConfig = serde_json::from_value(meta.run.clone())
-            .map_err(|e| Error::Format { path: ckpt_path.clone(), why: format!("run configuration: {e}") })?;
-        if saved.preset != run.preset {
-            return Err(Error::Config {
-                what: "--resume".into(),
-                why: format!("{} holds a `{}` run, not `{}`", ckpt_path.display(), saved.preset, run.preset),
-            });
-        }
-        if run.hyper != Hyper::default() && run.hyper != saved.hyper {
-            return Err(Error::Config {
-                what: "--resume".into(),
-                why: "a resumed run keeps its configuration; drop the hyperparameter flags (or start a new --out)"
-                    .into(),
-            });
-        }
-        run = saved;
-        Some((file, meta))
-    } else {
+/// The run to train: the saved one when resuming (the same run continues; changed
+/// hyperparameters are refused), else the one given. Refuses to start over a checkpoint.
+fn open_run(opts: &TrainOptions, ckpt_path: &Path) -> Result<(RunConfig, Option<(TensorFile, checkpoint::Meta)>)> {
+    let run = opts.run.clone();
+    if !opts.resume {
         if ckpt_path.exists() {
             return Err(Error::Config {
-                what: format!("--out {}", out.display()),
+                what: format!("--out {}", opts.out.display()),
                 why: "already holds a checkpoint: pass --resume to continue that run, or choose another directory"
                     .into(),
             });
         }
-        None
-    };
+        return Ok((run, None));
+    }
+    let (file, meta) = checkpoint::load(ckpt_path)?;
+    let saved: RunConfig = serde_json::from_value(meta.run.clone())
+        .map_err(|e| Error::Format { path: ckpt_path.to_path_buf(), why: format!("run configuration: {e}") })?;
+    if saved.preset != run.preset {
+        return Err(Error::Config {
+            what: "--resume".into(),
+            why: format!("{} holds a `{}` run, not `{}`", ckpt_path.display(), saved.preset, run.preset),
+        });
+    }
+    if run.hyper != Hyper::default() && run.hyper != saved.hyper {
+        return Err(Error::Config {
+            what: "--resume".into(),
+            why: "a resumed run keeps its configuration; drop the hyperparameter flags (or start a new --out)".into(),
+        });
+    }
+    Ok((saved, Some((file, meta))))
+}
 
+/// The weighted k-NN monitor of a run: a feature extractor on the run's device and the splits.
+struct KnnMonitor<'a, M: DinoModel> {
+    ex: Extractor<M>,
+    train: &'a dyn Dataset,
+    test: &'a dyn Dataset,
+    quiet: bool,
+}
+
+impl<M: DinoModel> KnnMonitor<'_, M> {
+    /// k-NN of the step's teacher now (its state must be on the host).
+    fn eval(&mut self, step: &DinoStep<M>) -> Result<Vec<KnnResult>> {
+        knn_eval(&mut self.ex, &teacher_weights(step)?, self.train, self.test, self.quiet)
+    }
+}
+
+/// What one epoch did.
+struct EpochOutcome {
+    loss_sum: f64,
+    steps: usize,
+    /// Stopped by `--stop-after` (a checkpoint was written).
+    stopped: bool,
+}
+
+/// Everything the epochs share.
+struct Loop<'a> {
+    opts: &'a TrainOptions,
+    run: &'a RunConfig,
+    loader: &'a Arc<Loader>,
+    schedules: &'a Schedules,
+    niter: usize,
+    total: usize,
+    ckpt_path: &'a Path,
+    writer: log::Writer,
+    report: TrainReport,
+    t0: Instant,
+    images_done: usize,
+}
+
+impl Loop<'_> {
+    /// Write the step's state (on the host) to the run's checkpoint.
+    fn save<M: DinoModel>(&self, step: &DinoStep<M>, it: usize) -> Result<()> {
+        let meta = checkpoint::Meta {
+            format: checkpoint::FORMAT.into(),
+            preset: self.run.preset.clone(),
+            iteration: it,
+            niter_per_ep: self.niter,
+            seed: self.run.seed,
+            group_steps: step.train.optimizer.groups.iter().map(|g| (g.name.clone(), g.steps)).collect(),
+            run: serde_json::to_value(self.run).expect("json"),
+        };
+        checkpoint::save(self.ckpt_path, step, &meta)
+    }
+}
+
+/// Train the objective `M` (any `dino!` declaration; `opts.run.preset` only names the run).
+pub fn train_model<M: DinoModel>(opts: &TrainOptions) -> Result<TrainReport> {
+    // ============ the run: new, or resumed from its checkpoint ... ============
+    let out = &opts.out;
+    std::fs::create_dir_all(out).map_err(io(out))?;
+    let ckpt_path = checkpoint_path(out);
+    let log_path = out.join("log.jsonl");
+    let (run, resumed) = open_run(opts, &ckpt_path)?;
+
+    // ============ preparing data ... ============
     let cfg: DinoConfig = run.hyper.apply(&M::CONFIG)?;
     let channels = cfg.backbone.channels;
     let splits = dataset::open(&run.data, channels, run.val.as_deref(), run.limit, run.test_limit)?;
@@ -258,14 +223,20 @@ pub fn train_model<M: DinoModel>(opts: &TrainOptions) -> Result<TrainReport> {
     let crops = MultiCrop::new(cfg.global, cfg.local, cfg.augment);
     let loader = Arc::new(Loader::new(Arc::clone(&splits.train), crops, channels, batch, run.seed)?);
     let niter = loader.steps_per_epoch();
-    let schedules = Schedules::new(&cfg, niter, batch);
-    let total = niter * cfg.epochs;
 
+    // ============ building student and teacher networks, loss and optimizer: one graph ... ============
     let t_build = Instant::now();
     let mut step = DinoStep::<M>::build_with(cfg, batch)?;
     step.init(run.seed);
-    step.compile(CpuCompiler::default());
-    let mut rt = StepRuntime::new(opts.device, &step.cx)?;
+    step.compile(Passes::default());
+    let executor = opts.device.executor(&step.train.cx)?;
+    step.train.attach(executor);
+
+    // ============ init schedulers ... ============
+    let schedules = Schedules::new(&cfg, niter, batch);
+    let total = niter * cfg.epochs;
+
+    // ============ optionally resume training ... ============
     let mut start = 0;
     if let Some((file, meta)) = &resumed {
         checkpoint::restore(&mut step, file, meta, &ckpt_path)?;
@@ -298,27 +269,40 @@ pub fn train_model<M: DinoModel>(opts: &TrainOptions) -> Result<TrainReport> {
         );
     }
 
-    let mut extractor = match (&splits.test, run.knn) {
-        (Some(_), true) => Some(Extractor::<M>::new(256)?),
+    // ============ k-NN of the random initialization (student = teacher) ... ============
+    let mut knn = match (&splits.test, run.knn) {
+        (Some(test), true) => Some(KnnMonitor::<M> {
+            ex: Extractor::<M>::new(256, opts.device)?,
+            train: splits.train.as_ref(),
+            test: test.as_ref(),
+            quiet: opts.quiet,
+        }),
         (None, true) => {
             eprintln!("note: no labeled test split (give --val for an image folder): k-NN skipped");
             None
         }
         _ => None,
     };
-    let ln_k = (cfg.head.out as f64).ln();
-    let mut writer = log::Writer::append(&log_path)?;
-    let mut report = TrainReport { checkpoint: ckpt_path.clone(), ..Default::default() };
-    let t0 = Instant::now();
-    let mut images_done = 0usize;
-    let mut it = start;
-    if let (Some(ex), Some(test), 0) = (&mut extractor, &splits.test, start) {
-        // epoch 0: the random initialization (student = teacher), the baseline DINO must beat
-        let r = knn_eval(ex, &teacher_weights(&step)?, splits.train.as_ref(), test.as_ref(), opts.quiet)?;
+    let mut lp = Loop {
+        opts,
+        run: &run,
+        loader: &loader,
+        schedules: &schedules,
+        niter,
+        total,
+        ckpt_path: &ckpt_path,
+        writer: log::Writer::append(&log_path)?,
+        report: TrainReport { checkpoint: ckpt_path.clone(), ..Default::default() },
+        t0: Instant::now(),
+        images_done: 0,
+    };
+    if let (Some(k), 0) = (&mut knn, start) {
+        // the baseline DINO must beat
+        let r = k.eval(&step)?;
         if !opts.quiet {
             eprintln!("random init: {}", format_knn(&r));
         }
-        writer.write(&Record::Epoch(EpochRecord {
+        lp.writer.write(&Record::Epoch(EpochRecord {
             epoch: 0,
             iteration: 0,
             loss_mean: None,
@@ -327,115 +311,44 @@ pub fn train_model<M: DinoModel>(opts: &TrainOptions) -> Result<TrainReport> {
             knn: Some(r.clone()),
             elapsed_s: 0.0,
         }))?;
-        report.knn.push((0, r));
+        lp.report.knn.push((0, r));
     }
-    let save = |step: &DinoStep<M>, it: usize| -> Result<()> {
-        let meta = checkpoint::Meta {
-            format: checkpoint::FORMAT.into(),
-            preset: run.preset.clone(),
-            iteration: it,
-            niter_per_ep: niter,
-            seed: run.seed,
-            group_steps: step.optimizer.groups.iter().map(|g| (g.name.clone(), g.steps)).collect(),
-            run: serde_json::to_value(&run).expect("json"),
-        };
-        checkpoint::save(&ckpt_path, step, &meta)
-    };
-    'epochs: for epoch in start / niter..cfg.epochs {
-        let mut bar = Progress::new(&format!("epoch {}/{}", epoch + 1, cfg.epochs), niter as u64, opts.quiet);
-        let (mut loss_sum, mut loss_n) = (0.0, 0usize);
+
+    // ============ training ... ============
+    let mut it = start;
+    for epoch in start / niter..cfg.epochs {
         let t_epoch = Instant::now();
         let first = it;
-        for b in loader.epoch(epoch, it - epoch * niter) {
-            if opts.stop_after.is_some_and(|s| it >= s) {
-                rt.sync(&mut step)?;
-                save(&step, it)?;
-                bar.println(&format!("stopped at iteration {it}; checkpoint {}", ckpt_path.display()));
-                break 'epochs;
-            }
-            let t_step = Instant::now();
-            let b = b?;
-            for bad in loader.take_bad() {
-                bar.println(&format!("warning: skipped unreadable image {}: {}", bad.source, bad.why));
-            }
-            step.set_batch(b.global, b.local)?;
-            step.set_drop_masks(&mut ChaCha8Rng::seed_from_u64(derive_seed(run.seed, STREAM_DROP, it as u64, 0)));
-            let h = schedules.at(it);
-            step.set_hyper(&h);
-            rt.execute(&mut step)?;
-            let o = step.outputs()?;
-            if !o.loss.is_finite() {
-                let kept = if ckpt_path.exists() {
-                    format!("the last good checkpoint, {}, is kept", ckpt_path.display())
-                } else {
-                    "no checkpoint was written yet".to_string()
-                };
-                return Err(Error::Config {
-                    what: "training".into(),
-                    why: format!(
-                        "the loss is {} at iteration {it} (epoch {}): training stopped; {kept}. Lower the learning \
-                         rate (--lr) or raise --warmup-epochs",
-                        o.loss,
-                        epoch + 1
-                    ),
-                });
-            }
-            step.advance();
-            images_done += batch;
-            loss_sum += o.loss as f64;
-            loss_n += 1;
-            report.losses.push((it, o.loss));
-            let ips = images_done as f64 / t0.elapsed().as_secs_f64();
-            if it % opts.log_every.max(1) == 0 || it + 1 == total {
-                writer.write(&Record::Step(StepRecord {
-                    epoch,
-                    iteration: it,
-                    loss: o.loss as f64,
-                    ln_k,
-                    teacher_entropy: o.teacher_entropy as f64,
-                    teacher_mean_entropy: o.teacher_mean_entropy as f64,
-                    kl_uniform: ln_k - o.teacher_entropy as f64,
-                    lr: h.lr,
-                    wd: h.weight_decay,
-                    momentum: h.momentum,
-                    teacher_temp: h.teacher_temp,
-                    grad_norm: o.grad_norm as f64,
-                    images_per_s: batch as f64 / t_step.elapsed().as_secs_f64(),
-                    elapsed_s: t0.elapsed().as_secs_f64(),
-                }))?;
-            }
-            it += 1;
-            bar.set((it - epoch * niter) as u64, || format!("loss {:.4} | {ips:.0} img/s | lr {:.2e}", o.loss, h.lr));
+        let e = train_one_epoch(&mut lp, &mut step, epoch, &mut it)?;
+        if e.stopped || it < (epoch + 1) * niter {
+            break;
         }
-        bar.finish();
-        if it < (epoch + 1) * niter {
-            break; // stopped
-        }
-        rt.sync(&mut step)?;
-        save(&step, it)?;
+
+        // ============ writing logs, checkpoint and k-NN ... ============
+        step.train.sync()?;
+        lp.save(&step, it)?;
         if opts.save_every > 0 && (epoch + 1) % opts.save_every == 0 {
             std::fs::copy(&ckpt_path, out.join(format!("checkpoint{:04}.safetensors", epoch + 1))).map_err(io(out))?;
         }
-        let knn = match (&mut extractor, &splits.test) {
-            (Some(ex), Some(test)) => {
-                let r = knn_eval(ex, &teacher_weights(&step)?, splits.train.as_ref(), test.as_ref(), opts.quiet)?;
+        let knn_r = match &mut knn {
+            Some(k) => {
+                let r = k.eval(&step)?;
                 if !opts.quiet {
                     eprintln!("epoch {}: {}", epoch + 1, format_knn(&r));
                 }
-                report.knn.push((epoch + 1, r.clone()));
+                lp.report.knn.push((epoch + 1, r.clone()));
                 Some(r)
             }
-            _ => None,
+            None => None,
         };
-        let epoch_images = (it - first) * batch;
-        writer.write(&Record::Epoch(EpochRecord {
+        lp.writer.write(&Record::Epoch(EpochRecord {
             epoch: epoch + 1,
             iteration: it,
-            loss_mean: Some(loss_sum / loss_n.max(1) as f64),
-            images_per_s: epoch_images as f64 / t_epoch.elapsed().as_secs_f64(),
+            loss_mean: Some(e.loss_sum / e.steps.max(1) as f64),
+            images_per_s: ((it - first) * batch) as f64 / t_epoch.elapsed().as_secs_f64(),
             bad_images: loader.bad_count(),
-            knn,
-            elapsed_s: t0.elapsed().as_secs_f64(),
+            knn: knn_r,
+            elapsed_s: lp.t0.elapsed().as_secs_f64(),
         }))?;
         let records = log::read(&log_path)?;
         if let Err(e) =
@@ -444,44 +357,112 @@ pub fn train_model<M: DinoModel>(opts: &TrainOptions) -> Result<TrainReport> {
             eprintln!("warning: {e}");
         }
         if run.knn {
-            let title = format!("DINO {}: weighted k-NN of the teacher", run.preset);
-            if let Err(e) = crate::plot::knn_plot(&out.join("knn.png"), &records, &title) {
-                eprintln!("warning: {e}");
-            }
+            knn_plot(out, &records, &run.preset);
         }
     }
+
+    // ============ the raw-pixel baseline, once the run is complete ... ============
     let has_baseline = || log::read(&log_path).map(|r| r.iter().any(|r| matches!(r, Record::Baseline(_))));
-    if let (Some(_), Some(test), true) = (&extractor, &splits.test, it == total && !has_baseline()?) {
-        let (size, aug) = (cfg.global.size, &cfg.augment);
-        let mut f = [splits.train.as_ref(), test.as_ref()].map(|d| eval::features::raw_pixels(d, size, channels, aug));
-        for x in &mut f {
-            eval::knn::l2_normalize(&mut x.data, x.dim);
-        }
-        let r = knn_of(&f[0], &f[1], splits.train.classes().len())?;
+    if let (Some(k), true) = (&knn, it == total && !has_baseline()?) {
+        let r = raw_pixel_knn(k.train, k.test, cfg.global.size, channels, &cfg.augment)?;
         if !opts.quiet {
             eprintln!("raw pixels: {}", format_knn(&r));
         }
-        writer.write(&Record::Baseline(log::BaselineRecord {
+        lp.writer.write(&Record::Baseline(log::BaselineRecord {
             name: "raw pixels".into(),
             iteration: it,
             knn: r.clone(),
         }))?;
-        report.raw_knn = Some(r);
-        let records = log::read(&log_path)?;
-        let title = format!("DINO {}: weighted k-NN of the teacher", run.preset);
-        if let Err(e) = crate::plot::knn_plot(&out.join("knn.png"), &records, &title) {
-            eprintln!("warning: {e}");
-        }
+        lp.report.raw_knn = Some(r);
+        knn_plot(out, &log::read(&log_path)?, &run.preset);
     }
+    let mut report = lp.report;
     report.iterations = it;
-    report.images_per_s = images_done as f64 / t0.elapsed().as_secs_f64().max(1e-9);
+    report.images_per_s = lp.images_done as f64 / lp.t0.elapsed().as_secs_f64().max(1e-9);
     report.bad_images = loader.bad_count();
     Ok(report)
 }
 
-/// `k=20 top-1 66.1% | k=10 ...` with k=20 first.
-pub fn format_knn(r: &[KnnResult]) -> String {
-    let mut v: Vec<&KnnResult> = r.iter().collect();
-    v.sort_by_key(|x| (x.k != 20, x.k));
-    v.iter().map(|x| format!("k={} top-1 {:.2}% top-5 {:.2}%", x.k, x.top1, x.top5)).collect::<Vec<_>>().join(" | ")
+/// One epoch of DINO steps from iteration `*it` (mid-epoch when resuming): crops, drop-path
+/// masks and schedules in, one graph run, the loss and diagnostics out, the state moved on.
+fn train_one_epoch<M: DinoModel>(
+    lp: &mut Loop<'_>,
+    step: &mut DinoStep<M>,
+    epoch: usize,
+    it: &mut usize,
+) -> Result<EpochOutcome> {
+    let (opts, niter, batch) = (lp.opts, lp.niter, step.batch);
+    let cfg_epochs = step.config.epochs;
+    let ln_k = (step.config.head.out as f64).ln();
+    let mut bar = Progress::new(&format!("epoch {}/{}", epoch + 1, cfg_epochs), niter as u64, opts.quiet);
+    let mut e = EpochOutcome { loss_sum: 0.0, steps: 0, stopped: false };
+    for b in lp.loader.epoch(epoch, *it - epoch * niter) {
+        if opts.stop_after.is_some_and(|s| *it >= s) {
+            step.train.sync()?;
+            lp.save(step, *it)?;
+            bar.println(&format!("stopped at iteration {it}; checkpoint {}", lp.ckpt_path.display()));
+            e.stopped = true;
+            break;
+        }
+        let t_step = Instant::now();
+        let b = b?;
+        for bad in lp.loader.take_bad() {
+            bar.println(&format!("warning: skipped unreadable image {}: {}", bad.source, bad.why));
+        }
+        step.set_batch(b.global, b.local)?;
+        step.set_drop_masks(&mut ChaCha8Rng::seed_from_u64(derive_seed(lp.run.seed, STREAM_DROP, *it as u64, 0)));
+        let h = lp.schedules.at(*it);
+        step.set_hyper(&h);
+        step.train.run()?;
+        let o = step.outputs()?;
+        if !o.loss.is_finite() {
+            let kept = if lp.ckpt_path.exists() {
+                format!("the last good checkpoint, {}, is kept", lp.ckpt_path.display())
+            } else {
+                "no checkpoint was written yet".to_string()
+            };
+            return Err(Error::NonFiniteLoss {
+                value: o.loss,
+                iteration: *it,
+                epoch: Some(epoch + 1),
+                context: format!("; {kept}. Lower the learning rate (--lr) or raise --warmup-epochs"),
+            });
+        }
+        step.advance();
+        lp.images_done += batch;
+        e.loss_sum += o.loss as f64;
+        e.steps += 1;
+        lp.report.losses.push((*it, o.loss));
+        let ips = lp.images_done as f64 / lp.t0.elapsed().as_secs_f64();
+        if *it % opts.log_every.max(1) == 0 || *it + 1 == lp.total {
+            lp.writer.write(&Record::Step(StepRecord {
+                epoch,
+                iteration: *it,
+                loss: o.loss as f64,
+                ln_k,
+                teacher_entropy: o.teacher_entropy as f64,
+                teacher_mean_entropy: o.teacher_mean_entropy as f64,
+                kl_uniform: ln_k - o.teacher_entropy as f64,
+                lr: h.lr,
+                wd: h.weight_decay,
+                momentum: h.momentum,
+                teacher_temp: h.teacher_temp,
+                grad_norm: o.grad_norm as f64,
+                images_per_s: batch as f64 / t_step.elapsed().as_secs_f64(),
+                elapsed_s: lp.t0.elapsed().as_secs_f64(),
+            }))?;
+        }
+        *it += 1;
+        bar.set((*it - epoch * niter) as u64, || format!("loss {:.4} | {ips:.0} img/s | lr {:.2e}", o.loss, h.lr));
+    }
+    bar.finish();
+    Ok(e)
+}
+
+/// Redraw the run's k-NN plot (a failure is a warning: the run goes on).
+fn knn_plot(out: &Path, records: &[Record], preset: &str) {
+    let title = format!("DINO {preset}: weighted k-NN of the teacher");
+    if let Err(e) = crate::plot::knn_plot(&out.join("knn.png"), records, &title) {
+        eprintln!("warning: {e}");
+    }
 }

@@ -5,8 +5,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use dino_runtime::autograd::backward;
-use dino_runtime::backend::cpu::{CpuCompiler, CpuRuntime};
+use dino_runtime::backend::Passes;
 use dino_runtime::config::AugmentConfig;
 use dino_runtime::data::loader::derive_seed;
 use dino_runtime::data::multicrop::{View, ViewTransform};
@@ -16,7 +15,8 @@ use dino_runtime::graph::{data, Handles};
 use dino_runtime::model::VitModel;
 use dino_runtime::nn::vit::{patchify, resample_matrix, VitLayers};
 use dino_runtime::nn::{log_softmax, Init, ParamSet, ParamVisitor, Parameters};
-use dino_runtime::optim::{AdamWConfig, Optimizer, OptimizerKind};
+use dino_runtime::optim::{AdamWConfig, OptimizerKind};
+use dino_runtime::step::{OptimizerSpec, TrainStep};
 use dino_runtime::tensors::TensorFile;
 use dino_runtime::{Error, Result};
 use luminal::prelude::*;
@@ -56,6 +56,8 @@ pub struct SupervisedOptions {
     pub mean: Vec<f64>,
     pub std: Vec<f64>,
     pub quiet: bool,
+    /// Where the step and the evaluation run.
+    pub device: crate::device::Device,
 }
 
 /// What a supervised run did.
@@ -109,23 +111,14 @@ pub fn train_supervised<V: VitModel>(
     let loss = (log_softmax(logits) * onehot).sum_reduce::<R0, Axes2<0, 1>>() * (-1.0 / b as f32);
     let params = ParamSet::of(&[("", &model as &dyn Parameters), ("", &head as &dyn Parameters)][..], &mut cx);
     params.init(&mut cx, o.seed);
-    let grads = backward(&mut cx, loss.id, &params.ids())?;
-    let mut opt = Optimizer::build(
-        &mut cx,
-        OptimizerKind::AdamW(AdamWConfig::default()),
-        &params,
-        &grads,
-        None,
-        &["default"],
-        |_| 0,
-    )?;
-    opt.init_state(&mut cx);
     data::set(&mut cx, resample.id, resample_matrix(g, g, g));
     cx.no_delete.insert(resample.id);
-    cx.no_delete.insert(loss.id);
-    let mut outs = Handles(vec![loss.id]);
-    cx.compile(CpuCompiler::default(), (&mut outs, &mut opt));
-    let mut rt = CpuRuntime::new(&cx);
+    let adamw = OptimizerSpec::plain(OptimizerKind::AdamW(AdamWConfig::default()));
+    let mut step = TrainStep::build(cx, loss.id, params, adamw)?;
+    step.input("patches", patches.id).input("labels", onehot.id);
+    step.optimizer.init_state(&mut step.cx);
+    step.compile(Passes::default(), &mut Handles(vec![]));
+    step.attach(o.device.executor(&step.cx)?);
 
     let view = ViewTransform { view: View::Global1, size, scale: (0.4, 1.0), aug: static_aug(&o.mean, &o.std) };
     let niter = train.len() / b;
@@ -136,15 +129,14 @@ pub fn train_supervised<V: VitModel>(
         let mut order: Vec<usize> = (0..train.len()).collect();
         order.shuffle(&mut ChaCha8Rng::seed_from_u64(derive_seed(o.seed, 11, epoch as u64, 0)));
         let mut bar = Progress::new(&format!("supervised {}/{}", epoch + 1, o.epochs), niter as u64, o.quiet);
-        for step in 0..niter {
-            let it = epoch * niter + step;
+        for s in 0..niter {
+            let it = epoch * niter + s;
             let items: Vec<(Vec<f32>, usize)> = (0..b)
                 .into_par_iter()
                 .map(|j| {
-                    let i = order[step * b + j];
+                    let i = order[s * b + j];
                     let img = train.load(i)?.with_channels(c);
-                    let mut rng =
-                        ChaCha8Rng::seed_from_u64(derive_seed(o.seed, 12, epoch as u64, (step * b + j) as u64));
+                    let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(o.seed, 12, epoch as u64, (s * b + j) as u64));
                     let x = view.apply_u8(&img, &mut rng);
                     let mut t = vec![0f32; c * size * size];
                     view.normalize_into(&x, &mut t);
@@ -157,32 +149,27 @@ pub fn train_supervised<V: VitModel>(
                 pv.extend(x);
                 lab[j * CLASSES + y] = 1.0;
             }
-            data::set(&mut cx, patches.id, pv);
-            data::set(&mut cx, onehot.id, lab);
-            opt.pre_step(&mut cx, lr[it] as f32, o.weight_decay as f32);
-            rt.execute(&mut cx)?;
-            last = data::take(&mut cx, outs.0[0]).map(|v| v[0]).unwrap_or(f32::NAN);
-            if !last.is_finite() {
-                return Err(Error::Config {
-                    what: "supervised training".into(),
-                    why: format!("the loss is {last} at iteration {it}"),
-                });
-            }
-            opt.post_step(&mut cx);
-            bar.set(step as u64 + 1, || format!("loss {last:.4}"));
+            step.set("patches", pv)?;
+            step.set("labels", lab)?;
+            step.pre_step(lr[it] as f32, o.weight_decay as f32);
+            step.run()?;
+            last = step.take_loss(it)?;
+            step.advance();
+            bar.set(s as u64 + 1, || format!("loss {last:.4}"));
         }
         bar.finish();
     }
     let images_per_s = (o.epochs * niter * b) as f64 / t0.elapsed().as_secs_f64();
     // save, then evaluate through the any-size runner (what every other command loads)
+    step.sync()?;
     let mut f = TensorFile::default();
-    for q in &params.params {
-        f.insert(q.name.clone(), &q.shape, data::get_or_err(&cx, q.id, &q.name)?.to_vec());
+    for (q, (name, v)) in step.trained.params.iter().zip(step.weights()?) {
+        f.insert(name, &q.shape, v);
     }
     f.metadata.insert("source".into(), "dino supervised baseline".into());
     f.save(out)?;
     let weights: crate::eval::Weights = f.tensors.iter().map(|(k, t)| (k.clone(), t.data.clone())).collect();
-    let mut runner = crate::eval::VitRunner::<V>::new(crate::eval::Output::LastCls(1), None)?;
+    let mut runner = crate::eval::VitRunner::<V>::new(crate::eval::Output::LastCls(1), None, o.device)?;
     runner.set_weights(&weights)?;
     let (w, bias) = (&f.tensors["head.weight"].data, &f.tensors["head.bias"].data);
     let mut correct = 0;
@@ -190,7 +177,7 @@ pub fn train_supervised<V: VitModel>(
     while start < test.len() {
         let end = (start + 256).min(test.len());
         let xs: Vec<Vec<f32>> = (start..end)
-            .map(|i| test.load(i).map(|im| crate::cli::attention::normalize(&im.with_channels(c), &o.mean, &o.std)))
+            .map(|i| test.load(i).map(|im| crate::eval::preprocess::normalize(&im.with_channels(c), &o.mean, &o.std)))
             .collect::<Result<_>>()?;
         for (k, feat) in runner.run(&xs, size, size)?.iter().enumerate() {
             let d = feat.len();

@@ -115,8 +115,8 @@ pub fn expand(ir: &DinoIr, rt: &TokenStream) -> TokenStream {
     let (tm0, tm1) = (float(ir.teacher_momentum.0), float(ir.teacher_momentum.1));
     let o = &ir.optimizer;
     let kind = match o.kind {
-        OptKind::AdamW => "adamw",
-        OptKind::Sgd => "sgd",
+        OptKind::AdamW => quote!(#rt::config::OptimizerName::AdamW),
+        OptKind::Sgd => quote!(#rt::config::OptimizerName::Sgd),
     };
     let lr_per = match o.lr_per {
         Some(n) => {

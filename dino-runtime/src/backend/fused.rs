@@ -1,11 +1,10 @@
 //! The fused-kernel node: a [`Program`] evaluated over an iteration space, optionally reduced.
-use luminal::op::{InputTensor, Operator};
+
 use luminal::prelude::symbolic::Expression;
-use luminal::prelude::*;
 use rustc_hash::FxHashMap;
 
 use super::ir::{Program, ReduceKind, Stage};
-use super::layout::{eval, Layout};
+use super::layout::eval;
 
 /// One graph node computing what a whole chain of luminal primitives computed.
 ///
@@ -59,22 +58,5 @@ impl FusedOp {
             d.remove(a);
         }
         d
-    }
-}
-
-impl Operator for FusedOp {
-    fn process(&mut self, inp: Vec<(InputTensor, ShapeTracker)>) -> Vec<Tensor> {
-        // luminal's executor has already substituted the dynamic dims into the trackers.
-        let dyn_map = unsafe { self.dyn_map.as_ref().expect("graph outlives its ops") };
-        let dims = self.resolve_dims(dyn_map).expect("dims resolvable at execution");
-        let layouts: Vec<Layout> = inp.iter().map(|(_, st)| Layout::of(st, dyn_map).expect("resolved view")).collect();
-        let bufs: Vec<&[f32]> = inp
-            .iter()
-            .map(|(t, _)| t.borrowed().data.as_any().downcast_ref::<Vec<f32>>().expect("f32 buffer").as_slice())
-            .collect();
-        let kernel = super::cpu::fused::FusedKernel::new(self, &dims, &layouts);
-        let mut out = vec![0f32; kernel.out_len()];
-        kernel.run(&bufs, &mut out);
-        vec![Tensor::new(out)]
     }
 }

@@ -14,12 +14,11 @@
 //! (a weight gradient sums over batch *and* tokens) becomes one product with several K axes,
 //! merged into one when they are contiguous. Any strides and permutations are fine; the kernel
 //! reads the buffers in place.
-use luminal::op::{InputTensor, Mul, Operator, SumReduce};
+use luminal::op::{Mul, SumReduce};
 use luminal::prelude::petgraph::{visit::EdgeRef, Direction};
 use luminal::prelude::symbolic::Expression;
 use luminal::prelude::*;
 
-use super::layout::Layout;
 use crate::graph::view::logical_dims;
 
 /// The role of one axis of a contraction.
@@ -65,20 +64,6 @@ impl GemmOp {
     /// Output dims from A's view.
     pub fn out_dims(&self, a: &ShapeTracker) -> Vec<Expression> {
         logical_dims(a).into_iter().zip(&self.axes).filter(|(_, x)| **x != GemmAxis::K).map(|(d, _)| d).collect()
-    }
-}
-
-impl Operator for GemmOp {
-    fn process(&mut self, inp: Vec<(InputTensor, ShapeTracker)>) -> Vec<Tensor> {
-        let map = Default::default(); // trackers arrive resolved
-        let la = Layout::of(&inp[0].1, &map).expect("resolved view");
-        let lb = Layout::of(&inp[1].1, &map).expect("resolved view");
-        let buf =
-            |i: usize| inp[i].0.borrowed().data.as_any().downcast_ref::<Vec<f32>>().expect("f32 buffer").as_slice();
-        let plan = super::cpu::gemm::GemmPlan::new(&self.axes, &la, &lb);
-        let mut out = vec![0f32; plan.out_len()];
-        plan.run(buf(0), buf(1), &mut out);
-        vec![Tensor::new(out)]
     }
 }
 

@@ -60,7 +60,6 @@ pub fn center_update<K: Dimension>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::cpu::{CpuCompiler, CpuRuntime};
     use crate::graph::{data, Handles};
     use crate::testing::Rng;
 
@@ -124,8 +123,8 @@ mod tests {
         data::set(&mut cx, tt.id, vec![0.07]);
         cx.no_delete.insert(loss.id);
         let mut outs = Handles(vec![loss.id]);
-        cx.compile(CpuCompiler::default(), &mut outs);
-        CpuRuntime::new(&cx).execute(&mut cx).unwrap();
+        cx.compile(crate::backend::Passes::default(), &mut outs);
+        crate::testing::reference_executor(&cx).execute(&mut cx).unwrap();
         let got = data::get(&cx, outs.0[0]).unwrap()[0] as f64;
 
         let rows = |v: &[f32]| v.chunks(K).map(|r| r.iter().map(|x| *x as f64).collect()).collect::<Vec<Vec<f64>>>();

@@ -10,28 +10,29 @@ use luminal::prelude::*;
 use rand::Rng;
 
 use super::{center_update, dino_loss, ema_update};
-use crate::autograd::backward;
+use crate::backend::executor::Executor;
 use crate::config::DinoConfig;
 use crate::error::{Error, Result};
 use crate::graph::{data, Handles};
 use crate::model::DinoModel;
 use crate::nn::{drop_path, log_softmax, BranchMasks, ParamSet, Parameters};
-use crate::optim::{AdamWConfig, Optimizer, OptimizerKind, SgdConfig};
+use crate::step::{OptimizerSpec, TrainStep};
 
 /// Does a parameter belong to the last layer (DINO's freeze group)?
 pub fn is_last_layer(name: &str) -> bool {
     name.contains("last_layer")
 }
 
-/// The graph of one training step and the handles the host loop needs.
+/// The graph of one training step and the handles the host loop needs: a [`TrainStep`] (graph,
+/// trained student parameters, optimizer, loss, reports, carried state) with DINO's teacher,
+/// center, crops and schedules on top.
 pub struct DinoStep<M: DinoModel> {
-    pub cx: Box<Graph>,
+    pub train: TrainStep,
     pub student: M,
     pub teacher: M,
-    /// Every student parameter (for checkpoints).
+    /// Every student parameter (for checkpoints; the trained ones, a frozen `weight_g`
+    /// excluded, are `train.trained`).
     pub student_params: ParamSet,
-    /// The trained student parameters (a frozen `weight_g` excluded), in optimizer order.
-    pub trained: ParamSet,
     pub teacher_params: ParamSet,
     /// Teacher parameters updated by the EMA (aligned with `trained`) and their new values.
     pub teacher_trained: Vec<NodeIndex>,
@@ -44,7 +45,6 @@ pub struct DinoStep<M: DinoModel> {
     pub center: NodeIndex,
     pub teacher_temp: NodeIndex,
     pub momentum: NodeIndex,
-    pub loss: NodeIndex,
     pub new_center: NodeIndex,
     /// Mean entropy of the teacher's (centered, sharpened) distributions, and the entropy of
     /// their batch mean (1 element each; collapse shows as either going to 0).
@@ -52,7 +52,6 @@ pub struct DinoStep<M: DinoModel> {
     pub teacher_mean_entropy: NodeIndex,
     /// Stochastic-depth mask inputs of the student (blocks with a non-zero rate only).
     pub drop_inputs: Vec<DropInput>,
-    pub optimizer: Optimizer,
     /// Node counts after building each part.
     pub stages: Vec<(String, usize)>,
     pub batch: usize,
@@ -143,43 +142,46 @@ impl<M: DinoModel> DinoStep<M> {
         let fixed_g = |n: &str| cfg.head.norm_last_layer && n.ends_with("last_layer.weight_g");
         let mut trained = student_params.clone();
         trained.params.retain(|p| !fixed_g(&p.name));
-        let grads = backward(&mut cx, loss.id, &trained.ids())?;
-        stages.push(("+backward".to_string(), cx.graph.node_count()));
-        let kind = match cfg.optimizer.kind {
-            "sgd" => OptimizerKind::Sgd(SgdConfig { momentum: cfg.optimizer.momentum as f32 }),
-            _ => OptimizerKind::AdamW(AdamWConfig::default()),
-        };
+        let kind = cfg.optimizer.kind.build(cfg.optimizer.momentum);
         let clip = (cfg.clip_grad > 0.0).then_some(cfg.clip_grad as f32);
-        let optimizer = Optimizer::build(&mut cx, kind, &trained, &grads, clip, &["default", "last_layer"], |n| {
-            is_last_layer(n) as usize
-        })?;
+        let spec =
+            OptimizerSpec { kind, clip, groups: &["default", "last_layer"], group_of: &|n| is_last_layer(n) as usize };
+        let mut train = TrainStep::build(cx, loss.id, trained, spec)?;
+        let cx = &mut train.cx;
+        stages.push(("+backward+optimizer".to_string(), cx.graph.node_count()));
         // the teacher follows the trained parameters; its fixed weight_g stays 1 like the student's
-        let teacher_trained: Vec<NodeIndex> = teacher_params
-            .params
-            .iter()
-            .filter(|p| !fixed_g(p.name.trim_start_matches("teacher.")))
-            .map(|p| p.id)
-            .collect();
-        let shapes: Vec<(NodeIndex, Vec<usize>)> = teacher_params
+        let teacher_trained: Vec<(NodeIndex, Vec<usize>)> = teacher_params
             .params
             .iter()
             .filter(|p| !fixed_g(p.name.trim_start_matches("teacher.")))
             .map(|p| (p.id, p.shape.clone()))
             .collect();
-        let new_teacher = ema_update(&mut cx, &shapes, &optimizer.new_params, momentum.id);
-        stages.push(("+optimizer+ema".to_string(), cx.graph.node_count()));
-        for id in new_teacher.iter().chain([&loss.id, &new_center.id, &teacher_entropy.id, &teacher_mean_entropy.id]) {
-            cx.no_delete.insert(*id);
+        let new_teacher = ema_update(cx, &teacher_trained, &train.optimizer.new_params, momentum.id);
+        let teacher_trained: Vec<NodeIndex> = teacher_trained.into_iter().map(|t| t.0).collect();
+        stages.push(("+ema".to_string(), train.cx.graph.node_count()));
+        train
+            .input("global_crops", globals.id)
+            .input("center", center.id)
+            .input("teacher_temp", teacher_temp.id)
+            .input("teacher_momentum", momentum.id)
+            .report("teacher_entropy", teacher_entropy.id)
+            .report("teacher_mean_entropy", teacher_mean_entropy.id)
+            .carry(&new_teacher, &teacher_trained)
+            .carry(&[new_center.id], &[center.id]);
+        if let Some(l) = local_crops {
+            train.input("local_crops", l);
         }
-        for id in [center.id, teacher_temp.id, momentum.id] {
-            cx.no_delete.insert(id);
+        for d in &drop_inputs {
+            train.input(&d.name, d.id);
+        }
+        for id in [teacher_temp.id, momentum.id] {
+            train.cx.no_delete.insert(id);
         }
         Ok(DinoStep {
-            cx,
+            train,
             student,
             teacher,
             student_params,
-            trained,
             teacher_params,
             teacher_trained,
             new_teacher,
@@ -188,12 +190,10 @@ impl<M: DinoModel> DinoStep<M> {
             center: center.id,
             teacher_temp: teacher_temp.id,
             momentum: momentum.id,
-            loss: loss.id,
             new_center: new_center.id,
             teacher_entropy: teacher_entropy.id,
             teacher_mean_entropy: teacher_mean_entropy.id,
             drop_inputs,
-            optimizer,
             stages,
             batch,
             config: cfg,
@@ -203,24 +203,23 @@ impl<M: DinoModel> DinoStep<M> {
     /// Initialize: student from `seed`, teacher equal to the student, zero center and
     /// optimizer state.
     pub fn init(&mut self, seed: u64) {
-        self.student_params.init(&mut self.cx, seed);
+        self.student_params.init(&mut self.train.cx, seed);
         for (s, t) in self.student_params.params.iter().zip(&self.teacher_params.params) {
-            let v = data::get(&self.cx, s.id).expect("initialized").to_vec();
-            data::set(&mut self.cx, t.id, v);
-            self.cx.no_delete.insert(t.id);
+            let v = data::get(&self.train.cx, s.id).expect("initialized").to_vec();
+            data::set(&mut self.train.cx, t.id, v);
+            self.train.cx.no_delete.insert(t.id);
         }
-        data::set(&mut self.cx, self.center, vec![0.0; self.config.head.out]);
-        self.optimizer.init_state(&mut self.cx);
+        data::set(&mut self.train.cx, self.center, vec![0.0; self.config.head.out]);
+        self.train.optimizer.init_state(&mut self.train.cx);
     }
 
     /// Compile for a backend with the given pass pipeline, keeping every handle valid.
     pub fn compile<C: Compiler>(&mut self, pipeline: C) {
-        let mut outs = Handles(vec![self.loss, self.new_center, self.teacher_entropy, self.teacher_mean_entropy]);
-        let mut teacher = Handles(self.new_teacher.clone());
-        self.cx.compile(pipeline, (&mut outs, &mut teacher, &mut self.optimizer));
-        (self.loss, self.new_center, self.teacher_entropy, self.teacher_mean_entropy) =
-            (outs.0[0], outs.0[1], outs.0[2], outs.0[3]);
-        self.new_teacher = teacher.0;
+        let mut extra = Handles(vec![self.new_center, self.teacher_entropy, self.teacher_mean_entropy]);
+        extra.0.extend(&self.new_teacher);
+        self.train.compile(pipeline, &mut extra);
+        (self.new_center, self.teacher_entropy, self.teacher_mean_entropy) = (extra.0[0], extra.0[1], extra.0[2]);
+        self.new_teacher = extra.0[3..].to_vec();
     }
 
     /// Element counts of the global and local crop inputs.
@@ -244,7 +243,7 @@ impl<M: DinoModel> DinoStep<M> {
                 got: global.len(),
             });
         }
-        data::set(&mut self.cx, self.global_crops, global);
+        data::set(&mut self.train.cx, self.global_crops, global);
         if let Some(id) = self.local_crops {
             if local.len() != nl {
                 let l = self.config.local.expect("local crops");
@@ -255,7 +254,7 @@ impl<M: DinoModel> DinoStep<M> {
                     got: local.len(),
                 });
             }
-            data::set(&mut self.cx, id, local);
+            data::set(&mut self.train.cx, id, local);
         }
         Ok(())
     }
@@ -263,45 +262,47 @@ impl<M: DinoModel> DinoStep<M> {
     /// Draw this step's stochastic-depth masks.
     pub fn set_drop_masks(&mut self, rng: &mut impl Rng) {
         for d in &self.drop_inputs {
-            data::set(&mut self.cx, d.id, drop_path::sample(rng, d.rows, d.rate));
+            data::set(&mut self.train.cx, d.id, drop_path::sample(rng, d.rows, d.rate));
         }
     }
 
     /// Set this step's hyperparameters.
     pub fn set_hyper(&mut self, h: &StepHyper) {
-        if let Some(g) = self.optimizer.group_mut("last_layer") {
+        if let Some(g) = self.train.optimizer.group_mut("last_layer") {
             g.frozen = h.freeze_last_layer;
         }
-        self.optimizer.pre_step(&mut self.cx, h.lr as f32, h.weight_decay as f32);
-        data::set(&mut self.cx, self.teacher_temp, vec![h.teacher_temp as f32]);
-        data::set(&mut self.cx, self.momentum, vec![h.momentum as f32]);
+        self.train.optimizer.pre_step(&mut self.train.cx, h.lr as f32, h.weight_decay as f32);
+        data::set(&mut self.train.cx, self.teacher_temp, vec![h.teacher_temp as f32]);
+        data::set(&mut self.train.cx, self.momentum, vec![h.momentum as f32]);
     }
 
     /// The nodes [`Self::outputs`] reads (a device runtime brings these back to the host).
     pub fn report_ids(&self) -> Vec<NodeIndex> {
-        vec![self.loss, self.teacher_entropy, self.teacher_mean_entropy, self.optimizer.grad_norm]
+        self.train.report_ids()
+    }
+
+    /// Run the step once on `ex` and bring what it reports to the host (the rest of the state
+    /// may stay on the device).
+    pub fn run_on(&mut self, ex: &mut dyn Executor) -> Result<()> {
+        self.train.run_on(ex)
     }
 
     /// Read (and take) the reported values after an execution.
     pub fn outputs(&mut self) -> Result<StepOutputs> {
-        let mut take = |id: NodeIndex, name: &str| -> Result<f32> {
-            data::take(&mut self.cx, id)
-                .and_then(|v| v.first().copied())
-                .ok_or_else(|| Error::MissingInput { name: format!("step output `{name}` (was the step executed?)") })
+        let mut first = |name: &str| -> Result<f32> {
+            self.train.take(name)?.first().copied().ok_or_else(|| Error::MissingInput { name: name.into() })
         };
-        let loss = take(self.loss, "loss")?;
-        let teacher_entropy = take(self.teacher_entropy, "teacher_entropy")?;
-        let teacher_mean_entropy = take(self.teacher_mean_entropy, "teacher_mean_entropy")?;
-        let grad_norm = self.optimizer.take_grad_norm(&mut self.cx).unwrap_or(f32::NAN);
+        let loss = first("loss")?;
+        let teacher_entropy = first("teacher_entropy")?;
+        let teacher_mean_entropy = first("teacher_mean_entropy")?;
+        let grad_norm = self.train.take_grad_norm();
         Ok(StepOutputs { loss, grad_norm, teacher_entropy, teacher_mean_entropy })
     }
 
     /// After executing: move the new student, optimizer state, teacher and center into their
     /// slots (no copies).
     pub fn advance(&mut self) {
-        self.optimizer.post_step(&mut self.cx);
-        transfer_data_same_graph(self.new_teacher.clone(), self.teacher_trained.clone(), &mut self.cx);
-        transfer_data_same_graph(vec![self.new_center], vec![self.center], &mut self.cx);
+        self.train.advance();
     }
 }
 

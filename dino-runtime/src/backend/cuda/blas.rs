@@ -12,7 +12,8 @@
 //! K axes that could not be merged become extra calls accumulating with `beta = 1`. An operand
 //! with no unit stride on its two axes (an overlapping or gathered view) cannot be expressed:
 //! the runtime copies it to a contiguous buffer first ([`BlasPlan::new`] says which).
-use crate::backend::cpu::gemm::{point_offsets, Ax, GemmPlan};
+use crate::backend::plan::contraction::{point_offsets, Ax};
+use crate::backend::plan::GemmPlan;
 
 /// cuBLAS's transpose flag for one operand.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -193,7 +194,7 @@ pub fn canonical_copies(
     axes: &[crate::backend::gemm::GemmAxis],
     la: &crate::backend::layout::Layout,
     lb: &crate::backend::layout::Layout,
-) -> [(crate::backend::cpu::fused::FusedKernel, crate::backend::layout::Layout); 2] {
+) -> [(crate::backend::plan::FusedKernel, crate::backend::layout::Layout); 2] {
     use crate::backend::gemm::GemmAxis::{Batch, K, M, N};
     use crate::backend::layout::{Axis, Layout};
     let one = |l: &Layout, order: [crate::backend::gemm::GemmAxis; 3]| {
@@ -203,7 +204,7 @@ pub fn canonical_copies(
             .flat_map(|r| (0..rank).filter(move |&i| axes[i] == *r))
             .filter(|&i| l.axes[i].stride != 0 || l.axes[i].len == 1)
             .collect();
-        let kernel = crate::backend::cpu::fused::FusedKernel::copy(l, &mine);
+        let kernel = crate::backend::plan::FusedKernel::copy(l, &mine);
         let mut strides = vec![0isize; rank];
         let mut acc = 1isize;
         for &i in mine.iter().rev() {
@@ -220,12 +221,12 @@ pub fn canonical_copies(
 /// Everything the runtime runs for one contraction on cuBLAS.
 pub struct GemmRecipe {
     /// Copies of inputs to canonical layouts first (operand 0 = A, 1 = B).
-    pub copies: Vec<(usize, crate::backend::cpu::fused::FusedKernel)>,
+    pub copies: Vec<(usize, crate::backend::plan::FusedKernel)>,
     /// The cuBLAS calls, reading the (copied) inputs.
     pub blas: BlasPlan,
     /// When the calls write a scratch output in another axis order: the kernel copying it
     /// into the output's own order, and the scratch length.
-    pub unpermute: Option<(crate::backend::cpu::fused::FusedKernel, usize)>,
+    pub unpermute: Option<(crate::backend::plan::FusedKernel, usize)>,
 }
 
 /// Plan a contraction for cuBLAS, whatever its layouts: in place if possible; else on
@@ -236,9 +237,9 @@ pub fn recipe(
     la: &crate::backend::layout::Layout,
     lb: &crate::backend::layout::Layout,
 ) -> Result<GemmRecipe, NeedsCopy> {
-    use crate::backend::cpu::fused::FusedKernel;
     use crate::backend::gemm::GemmAxis::{self, Batch, K, M, N};
     use crate::backend::layout::{Axis, Layout};
+    use crate::backend::plan::FusedKernel;
     // in place, or on canonical copies
     let direct =
         |axes: &[GemmAxis], la: &Layout, lb: &Layout| -> Result<(Vec<(usize, FusedKernel)>, BlasPlan), NeedsCopy> {

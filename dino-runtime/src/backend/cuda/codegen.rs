@@ -30,8 +30,8 @@
 //! compiler against [`HOST_PRELUDE`] (one thread per block) and compare with the CPU kernel.
 use std::fmt::Write;
 
-use crate::backend::cpu::fused::FusedKernel;
 use crate::backend::ir::{BinaryOp, Instr, Program, ReduceKind, UnaryOp};
+use crate::backend::plan::FusedKernel;
 
 mod launch;
 mod prelude;

@@ -14,8 +14,8 @@ use cudarc::nvrtc::CompileOptions;
 
 use super::blas::{BlasPlan, Operand, Trans};
 use super::codegen::{kernel_source, KernelSource, Launch, CUDA_PRELUDE};
-use crate::backend::cpu::fused::FusedKernel;
-use crate::backend::cpu::gemm::GemmPlan;
+use crate::backend::plan::FusedKernel;
+use crate::backend::plan::GemmPlan;
 use crate::error::{Error, Result};
 
 /// A library the backend loads at run time.

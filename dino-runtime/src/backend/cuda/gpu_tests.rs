@@ -5,7 +5,7 @@ use super::blas::tests_support::random_case;
 use super::codegen::tests_support::block_kernels;
 use super::codegen::{kernel_source, kernel_source_tuned, Tuning};
 use super::device::{compile_ptx, CudaLib, Gpu};
-use crate::backend::cpu::gemm::GemmPlan;
+use crate::backend::plan::GemmPlan;
 use crate::testing::Rng;
 use rand::{Rng as _, SeedableRng};
 
@@ -116,7 +116,7 @@ fn cublas_products_match_the_cpu() {
 
 #[test]
 fn a_compiled_block_forward_and_backward_matches_the_cpu() {
-    use crate::backend::cpu::{CpuCompiler, CpuRuntime};
+    use crate::backend::Passes;
     use crate::nn::{Block, ParamSet};
     use crate::testing::{layer_problem, Differentiated};
     use luminal::prelude::*;
@@ -131,12 +131,12 @@ fn a_compiled_block_forward_and_backward_matches_the_cpu() {
     };
     let mut cpu = Differentiated::new(&build);
     let vals = cpu.values();
-    cpu.cx.compile(<CpuCompiler>::default(), &mut cpu.handles);
-    let mut rt = CpuRuntime::new(&cpu.cx);
+    cpu.cx.compile(<Passes>::default(), &mut cpu.handles);
+    let mut rt = crate::testing::reference_executor(&cpu.cx);
     let (l0, g0) = cpu.eval_with(&vals, &mut |cx| rt.execute(cx).expect("cpu run"));
 
     let mut dev = Differentiated::new(&build);
-    dev.cx.compile(<CpuCompiler>::default(), &mut dev.handles);
+    dev.cx.compile(<Passes>::default(), &mut dev.handles);
     let handles = dev.handles.0.clone();
     let mut grt = super::runtime::CudaRuntime::new(gpu, &dev.cx);
     let (l1, g1) = dev.eval_with(&vals, &mut |cx| {

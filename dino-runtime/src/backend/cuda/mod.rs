@@ -1,7 +1,7 @@
 //! The CUDA backend (DESIGN §4), in progress: the same compiled graph as the CPU backend, its
 //! contractions on cuBLAS and its fused kernels as NVRTC-compiled CUDA C.
 //!
-//! - [`blas`]: a contraction's [`GemmPlan`](crate::backend::cpu::gemm::GemmPlan) as
+//! - [`blas`]: a contraction's [`GemmPlan`](crate::backend::plan::GemmPlan) as
 //!   column-major `cublasSgemmStridedBatched` calls (or which operand needs a copy first).
 //! - [`codegen`]: a bound fused kernel as CUDA C (flat or one block per row, stages and
 //!   reductions as block reductions).

@@ -1,20 +1,18 @@
-//! From a compiled graph to what the GPU runs: the CPU executor's plan (same passes,
-//! schedule and arena offsets), its distinct fused kernels printed as CUDA C (the blocks of a
-//! ViT share theirs), and each contraction's cuBLAS recipe. Needs no GPU.
+//! From a compiled graph's device-neutral [`Plan`] to what the GPU runs: its distinct fused
+//! kernels printed as CUDA C (the blocks of a ViT share theirs), and each contraction's cuBLAS
+//! recipe. Needs no GPU.
 use std::collections::HashMap;
 
 use luminal::prelude::*;
 
 use super::blas::{recipe, BlasPlan, NeedsCopy};
 use super::codegen::{kernel_source, KernelSource};
-use crate::backend::cpu::fused::FusedKernel;
-use crate::backend::cpu::runtime::{Plan, Work};
-use crate::backend::cpu::CpuRuntime;
 use crate::backend::gemm::GemmOp;
 use crate::backend::layout::Layout;
+use crate::backend::plan::{FusedKernel, Plan, Planner, Work};
 use crate::error::{Error, Result};
 
-/// What the GPU runs for a compiled graph's CPU plan, before any device is touched.
+/// What the GPU runs for a compiled graph's plan, before any device is touched.
 pub(super) struct PlanKernels {
     pub(super) plan: Plan,
     /// Distinct fused kernels, named `k0`, `k1`, ...
@@ -33,10 +31,10 @@ pub(super) struct GemmWork {
     pub(super) unpermute: Option<(usize, usize)>,
 }
 
-/// The CPU runtime's best plan for `cx`, its distinct fused kernels as CUDA sources and its
+/// The planner's plan for `cx`, its distinct fused kernels as CUDA sources and its
 /// contractions as cuBLAS recipes.
-pub(super) fn plan_kernels(planner: &CpuRuntime, cx: &Graph) -> Result<PlanKernels> {
-    let plan = planner.best_plan(cx)?;
+pub(super) fn plan_kernels(planner: &Planner, cx: &Graph) -> Result<PlanKernels> {
+    let plan = planner.plan(cx)?;
     // one function per distinct kernel: the 12 blocks of a ViT share theirs
     let mut sources: Vec<KernelSource> = vec![];
     let mut by_code: HashMap<String, usize> = HashMap::new();
@@ -95,6 +93,6 @@ pub(super) fn plan_kernels(planner: &CpuRuntime, cx: &Graph) -> Result<PlanKerne
 /// for the GPU) at its current dynamic dims, and how many fused steps use them; needs no GPU
 /// (NVRTC alone compiles them: `device::compile_ptx`).
 pub fn distinct_kernels(cx: &Graph) -> Result<(Vec<KernelSource>, usize)> {
-    let pk = plan_kernels(&CpuRuntime::new(cx), cx)?;
+    let pk = plan_kernels(&Planner::new(cx), cx)?;
     Ok((pk.sources, pk.kernel_of.len()))
 }

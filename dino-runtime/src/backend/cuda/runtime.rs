@@ -1,5 +1,5 @@
-//! The GPU executor of a compiled graph: the CPU executor's plan (same passes, same schedule,
-//! same arena offsets), run with device buffers.
+//! The GPU executor of a compiled graph: its device-neutral [`Plan`] (the same schedule and
+//! arena offsets every executor runs), with device buffers.
 //!
 //! Tensors stay on the device between runs: kept outputs (new weights, optimizer state,
 //! teacher, center) are left in the graph's store as [`GpuBuffer`]s, so moving them into the
@@ -21,8 +21,8 @@ use super::codegen::Launch;
 use super::device::{compile_ptx, Gathered, Gpu};
 pub use super::plan::distinct_kernels;
 use super::plan::{plan_kernels, PlanKernels};
-use crate::backend::cpu::runtime::{Loc, Plan, Work};
-use crate::backend::cpu::CpuRuntime;
+use crate::backend::executor::{Executor, ProfileEntry, RunStats};
+use crate::backend::plan::{Loc, Plan, Planner, Work};
 use crate::error::{Error, Result};
 
 /// A tensor's data on the GPU, as it sits in a luminal graph's tensor store.
@@ -88,29 +88,20 @@ struct DevicePlan {
     arena: CudaSlice<f32>,
 }
 
-/// Runs a graph compiled by `CpuCompiler` on a GPU.
+/// Runs a graph compiled by [`crate::backend::Passes`] on a GPU.
 pub struct CudaRuntime {
     gpu: Gpu,
-    planner: CpuRuntime,
+    planner: Planner,
     plan: Option<DevicePlan>,
     pool: HashMap<usize, Vec<CudaSlice<f32>>>,
     /// When set, each step is timed alone (synchronizing after it): what and how long.
     profile: Option<HashMap<String, (usize, f64)>>,
 }
 
-/// Where a profiled run spent its time: one entry per kernel or product shape.
-#[derive(Debug, Clone)]
-pub struct ProfileEntry {
-    /// `fused k12`, `gemm 197x384x1152 (batch 128, 1 call)`, `copy` ...
-    pub what: String,
-    pub calls: usize,
-    pub seconds: f64,
-}
-
 impl CudaRuntime {
     /// Prepare to run `cx` (after compilation) on `gpu`.
     pub fn new(gpu: Gpu, cx: &Graph) -> CudaRuntime {
-        CudaRuntime { gpu, planner: CpuRuntime::new(cx), plan: None, pool: HashMap::new(), profile: None }
+        CudaRuntime { gpu, planner: Planner::new(cx), plan: None, pool: HashMap::new(), profile: None }
     }
 
     pub fn gpu(&self) -> &Gpu {
@@ -166,14 +157,6 @@ impl CudaRuntime {
             .collect();
         v.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
         v
-    }
-
-    /// Run one training step and bring what it reports (loss, entropies, gradient norm) back
-    /// to the host, where [`DinoStep::outputs`](crate::dino::DinoStep::outputs) reads it; the rest stays on the GPU.
-    pub fn run_step<M: crate::model::DinoModel>(&mut self, step: &mut crate::dino::DinoStep<M>) -> Result<()> {
-        self.execute(&mut step.cx)?;
-        let ids = step.report_ids();
-        self.to_host(&mut step.cx, &ids)
     }
 
     /// Bring these tensors of `cx` back to the host (as `Vec<f32>`, what CPU code reads).
@@ -243,7 +226,7 @@ impl CudaRuntime {
                 Work::Other => unreachable!("rejected above"),
             });
         }
-        let arena = self.gpu.stream.alloc_zeros::<f32>(plan.arena_len.max(1)).map_err(driver)?;
+        let arena = self.gpu.stream.alloc_zeros::<f32>((plan.arena_bytes / 4).max(1)).map_err(driver)?;
         Ok(DevicePlan { plan, work, arena })
     }
 
@@ -257,13 +240,7 @@ impl CudaRuntime {
     /// Run the graph once: inputs from `cx` (host vectors are uploaded, [`GpuBuffer`]s used in
     /// place), kept outputs left in `cx` as [`GpuBuffer`]s.
     pub fn execute(&mut self, cx: &mut Graph) -> Result<()> {
-        let mut dyn_dims: Vec<(char, usize)> = cx.dyn_map.iter().map(|(k, v)| (*k, *v)).collect();
-        dyn_dims.sort();
-        if self.plan.as_ref().map(|p| p.plan.dyn_dims != dyn_dims).unwrap_or(true) {
-            self.plan = None;
-            let p = self.make_plan(cx)?;
-            self.plan = Some(p);
-        }
+        Executor::plan(self, cx)?;
         let dp = self.plan.take().expect("planned");
         let r = self.run(cx, &dp);
         self.plan = Some(dp);
@@ -274,52 +251,33 @@ impl CudaRuntime {
         let plan = &dp.plan;
         let stream = self.gpu.stream.clone();
         // inputs: device buffers as they are, host vectors uploaded
+        plan.check_inputs(cx, "f32 host data or a GPU buffer", |a| {
+            a.downcast_ref::<GpuBuffer>().map(|b| b.len).or_else(|| a.downcast_ref::<Vec<f32>>().map(Vec::len))
+        })?;
         let mut inputs: Vec<(NodeIndex, GpuBuffer)> = Vec::with_capacity(plan.n_inputs);
         let mut failure = None;
-        for s in &plan.steps {
-            let Work::Input { name } = &s.work else { continue };
-            let need = plan.input_extent[inputs.len()];
-            let (is_gpu, len) = match cx.tensors.get(&(s.node, 0)).map(|t| t.data.as_any()) {
-                Some(a) if a.is::<GpuBuffer>() => (true, a.downcast_ref::<GpuBuffer>().map_or(0, |b| b.len)),
-                Some(a) if a.is::<Vec<f32>>() => (false, a.downcast_ref::<Vec<f32>>().map_or(0, Vec::len)),
-                Some(_) => {
-                    failure = Some(Error::Backend(format!("input `{name}` is neither f32 host data nor a GPU buffer")));
-                    break;
-                }
-                None => {
-                    failure = Some(Error::MissingInput { name: name.clone() });
-                    break;
-                }
-            };
-            if len < need {
-                failure = Some(Error::WrongSize {
-                    name: name.clone(),
-                    shape: "the graph's views of it".into(),
-                    expected: need,
-                    got: len,
-                });
-                break;
-            }
+        for (s, _) in plan.inputs() {
             let t = cx.tensors.remove(&(s.node, 0)).expect("checked above");
             // move the data out of the store entry (upcast to `Any` to take it by value)
             let any: Box<dyn std::any::Any> = t.data;
-            let b = if is_gpu {
-                *any.downcast::<GpuBuffer>().expect("checked above")
-            } else {
-                let v = any.downcast::<Vec<f32>>().expect("checked above");
-                match self.gpu.upload(&v) {
-                    Ok(data) => GpuBuffer { data, len: v.len() },
-                    Err(e) => {
-                        cx.tensors.insert((s.node, 0), Tensor::new(*v));
-                        failure = Some(e);
-                        break;
+            let b = match any.downcast::<GpuBuffer>() {
+                Ok(b) => *b,
+                Err(any) => {
+                    let v = any.downcast::<Vec<f32>>().expect("checked above");
+                    match self.gpu.upload(&v) {
+                        Ok(data) => GpuBuffer { data, len: v.len() },
+                        Err(e) => {
+                            cx.tensors.insert((s.node, 0), Tensor::new(*v));
+                            failure = Some(e);
+                            break;
+                        }
                     }
                 }
             };
             inputs.push((s.node, b));
         }
         if let Some(e) = failure {
-            // a failed run loses no data: what was taken goes back (on the device)
+            // a failed upload loses no data: what was taken goes back (on the device)
             for (node, b) in inputs {
                 cx.tensors.insert((node, 0), Tensor::new(b));
             }
@@ -337,7 +295,7 @@ impl CudaRuntime {
                 continue;
             }
             let out = match s.loc {
-                Loc::Arena(off) => arena_ptr + (off * 4) as u64,
+                Loc::Arena(off) => arena_ptr + off as u64,
                 Loc::Kept(k) => {
                     let b = self.alloc(s.out_len)?;
                     let (p, _) = b.device_ptr(&stream);
@@ -410,17 +368,57 @@ impl CudaRuntime {
         }
         stream.synchronize().map_err(driver)?;
         // kept inputs go back, the others to the pool; kept outputs into the store
-        for (node, b) in inputs {
-            if cx.no_delete.contains(&node) {
-                cx.tensors.insert((node, 0), Tensor::new(b));
-            } else {
-                self.pool.entry(b.data.len()).or_default().push(b.data);
-            }
-        }
-        for (s, b) in plan.steps.iter().filter(|s| matches!(s.loc, Loc::Kept(_))).zip(kept) {
-            let b = b.expect("every kept output computed");
-            cx.tensors.insert((s.node, 0), Tensor::new(b));
+        let kept = kept.into_iter().map(|b| b.expect("every kept output computed")).collect();
+        let pool = &mut self.pool;
+        let inputs = inputs.into_iter().map(|(_, b)| b).collect();
+        plan.hand_back(cx, inputs, kept, |b: GpuBuffer| pool.entry(b.data.len()).or_default().push(b.data));
+        Ok(())
+    }
+}
+
+impl Executor for CudaRuntime {
+    fn describe(&self) -> String {
+        self.gpu.describe()
+    }
+
+    fn plan(&mut self, cx: &Graph) -> Result<()> {
+        if !self.plan.as_ref().is_some_and(|p| p.plan.is_for(cx)) {
+            self.plan = None;
+            let p = self.make_plan(cx)?;
+            self.plan = Some(p);
         }
         Ok(())
+    }
+
+    fn execute(&mut self, cx: &mut Graph) -> Result<()> {
+        CudaRuntime::execute(self, cx)
+    }
+
+    fn to_host(&mut self, cx: &mut Graph, nodes: &[NodeIndex]) -> Result<()> {
+        CudaRuntime::to_host(self, cx, nodes)
+    }
+
+    fn all_to_host(&mut self, cx: &mut Graph) -> Result<()> {
+        CudaRuntime::all_to_host(self, cx)
+    }
+
+    fn stats(&self) -> RunStats {
+        match &self.plan {
+            Some(dp) => RunStats {
+                arena_bytes: dp.plan.arena_bytes,
+                kernels: dp.plan.kernels(),
+                launches: self.launches(),
+                order: dp.plan.order_name,
+            },
+            None => RunStats::default(),
+        }
+    }
+
+    fn start_profile(&mut self) {
+        CudaRuntime::start_profile(self)
+    }
+
+    fn take_profile(&mut self) -> Vec<ProfileEntry> {
+        CudaRuntime::take_profile(self)
     }
 }

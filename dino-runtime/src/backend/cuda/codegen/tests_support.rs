@@ -1,10 +1,10 @@
 //! Kernels for the codegen tests (host C and GPU).
 use luminal::prelude::*;
 
-use crate::backend::cpu::fused::FusedKernel;
-use crate::backend::cpu::CpuCompiler;
 use crate::backend::fused::FusedOp;
 use crate::backend::layout::Layout;
+use crate::backend::plan::FusedKernel;
+use crate::backend::Passes;
 use crate::nn::{Block, ParamSet};
 use crate::testing::{layer_problem, Differentiated, Rng};
 
@@ -20,7 +20,7 @@ pub(crate) fn block_kernels() -> Vec<(FusedKernel, Vec<usize>)> {
         layer_problem(cx, &p, vec![(x.id, rng.uniform(80, 1.0))], y, 0.5, &mut rng)
     });
     let mut d = d;
-    d.cx.compile(<CpuCompiler>::default(), &mut d.handles);
+    d.cx.compile(<Passes>::default(), &mut d.handles);
     let cx = &d.cx;
     let map = Default::default();
     let mut out = vec![];

@@ -2,9 +2,10 @@
 //! arena, reused by buffers whose lifetimes do not overlap.
 //!
 //! Greedy by size (largest first), each buffer at the lowest offset free over its whole
-//! lifetime, the usual offline allocator of inference runtimes. Offsets are 64-byte aligned.
+//! lifetime, the usual offline allocator of inference runtimes. Sizes and offsets are in bytes,
+//! offsets 64-byte aligned, so buffers of any storage dtype share one arena.
 
-/// A buffer to place: `len` floats live from step `first` to step `last` inclusive.
+/// A buffer to place: `len` bytes live from step `first` to step `last` inclusive.
 #[derive(Debug, Clone, Copy)]
 pub struct Interval {
     pub len: usize,
@@ -12,10 +13,10 @@ pub struct Interval {
     pub last: usize,
 }
 
-/// Alignment of offsets, in floats (64 bytes).
-const ALIGN: usize = 16;
+/// Alignment of offsets, in bytes.
+pub const ALIGN: usize = 64;
 
-/// Offsets (in floats) of each interval and the arena size.
+/// Offsets (in bytes) of each interval and the arena size.
 pub fn plan(intervals: &[Interval]) -> (Vec<usize>, usize) {
     let mut order: Vec<usize> = (0..intervals.len()).collect();
     order.sort_by_key(|&i| (std::cmp::Reverse(intervals[i].len), intervals[i].first));
@@ -65,14 +66,14 @@ mod tests {
     #[test]
     fn reuses_memory_of_dead_buffers() {
         let iv = [
-            Interval { len: 100, first: 0, last: 1 },
-            Interval { len: 100, first: 2, last: 3 },
-            Interval { len: 50, first: 1, last: 2 },
+            Interval { len: 400, first: 0, last: 1 },
+            Interval { len: 400, first: 2, last: 3 },
+            Interval { len: 200, first: 1, last: 2 },
         ];
         let (offs, size) = plan(&iv);
         check(&iv, &offs);
         assert_eq!(offs[0], offs[1], "second buffer reuses the first one's memory");
-        assert!(size <= 176, "arena {size}: 112 + 64 floats after 64-byte alignment");
+        assert!(size <= 704, "arena {size}: 448 + 256 bytes after 64-byte alignment");
     }
 
     #[test]

@@ -1,0 +1,28 @@
+//! The device-neutral result of compilation (DESIGN §4: the plan is the interface).
+//!
+//! ```text
+//! compiled graph (GemmOp, FusedOp, constants, inputs)
+//!     └─► Planner::plan ─► Plan { steps: [Step { work, srcs, dtype, loc }], arena_bytes, ... }
+//!                              │ work: FusedKernel (fusion IR bound to strides) | GemmPlan | Value
+//!                              ├─► cpu::CpuRuntime   (interprets kernels, gemm crate)
+//!                              └─► cuda::CudaRuntime (CUDA C from the kernels, cuBLAS calls)
+//! ```
+//!
+//! - [`schedule`]: candidate execution orders;
+//! - [`arena`]: byte offsets of intermediates that share one arena;
+//! - [`kernel`]: a fused kernel bound to concrete dims and layouts;
+//! - [`contraction`]: a contraction bound to concrete strides;
+//! - [`build`]: the plan itself, the planner, and the input/kept-output bookkeeping every
+//!   executor shares.
+//!
+//! Nothing here knows a device: no backend module is imported (a test in `tests/layering.rs`
+//! checks it).
+pub mod arena;
+pub mod build;
+pub mod contraction;
+pub mod kernel;
+pub mod schedule;
+
+pub use build::{dyn_dims, DType, DynDims, Loc, Plan, Planner, Step, Work};
+pub use contraction::GemmPlan;
+pub use kernel::FusedKernel;

@@ -1,0 +1,213 @@
+//! One compiled trainable step: a loss over a graph, its gradients, an optimizer built into
+//! the same graph, the state carried from one step to the next, named inputs and reported
+//! outputs, run on an executor.
+//!
+//! ```text
+//!  build(cx, loss, trained, OptimizerSpec)      backward + optimizer in the graph
+//!    .input("crops", id) .report("entropy", id) .carry(new_teacher, teacher)
+//!    .compile(Passes) .attach(device.executor(&cx))
+//!  loop: set("crops", x) ─► pre_step(lr, wd) ─► run() ─► loss() / take("entropy") ─► advance()
+//! ```
+//!
+//! The DINO step ([`crate::dino::DinoStep`]), the supervised baseline and the linear probe are
+//! its instances; each adds only what is its own (crops and schedules, labels, features).
+//! [`TrainStep::advance`] moves the new weights, optimizer state and carried state (an EMA
+//! teacher, a center) into their slots without copying.
+use luminal::prelude::*;
+
+use crate::autograd::backward;
+use crate::backend::executor::Executor;
+use crate::error::{Error, Result};
+use crate::graph::{data, Handles};
+use crate::nn::ParamSet;
+use crate::optim::{Optimizer, OptimizerKind};
+
+/// How the trained parameters are updated.
+pub struct OptimizerSpec<'a> {
+    pub kind: OptimizerKind,
+    /// Per-parameter gradient-norm clipping (DINO's `clip_gradients`), or none.
+    pub clip: Option<f32>,
+    /// Parameter groups (index 0 is the default) and each parameter's group by name.
+    pub groups: &'a [&'a str],
+    pub group_of: &'a dyn Fn(&str) -> usize,
+}
+
+impl OptimizerSpec<'_> {
+    /// One group, no clipping.
+    pub fn plain(kind: OptimizerKind) -> OptimizerSpec<'static> {
+        OptimizerSpec { kind, clip: None, groups: &["default"], group_of: &|_| 0 }
+    }
+}
+
+/// A compiled trainable step. See the module documentation.
+pub struct TrainStep {
+    pub cx: Box<Graph>,
+    /// The trained parameters, in optimizer order.
+    pub trained: ParamSet,
+    pub optimizer: Optimizer,
+    /// The scalar loss.
+    pub loss: NodeIndex,
+    inputs: Vec<(String, NodeIndex)>,
+    reports: Vec<(String, NodeIndex)>,
+    /// (new value, slot): moved after every step.
+    carry: Vec<(NodeIndex, NodeIndex)>,
+    executor: Option<Box<dyn Executor>>,
+}
+
+impl TrainStep {
+    /// Differentiate `loss` (one element) with respect to `trained` and build the optimizer's
+    /// update of each parameter into `cx`.
+    pub fn build(mut cx: Box<Graph>, loss: NodeIndex, trained: ParamSet, spec: OptimizerSpec) -> Result<TrainStep> {
+        let grads = backward(&mut cx, loss, &trained.ids())?;
+        let optimizer = Optimizer::build(&mut cx, spec.kind, &trained, &grads, spec.clip, spec.groups, spec.group_of)?;
+        cx.no_delete.insert(loss);
+        Ok(TrainStep { cx, trained, optimizer, loss, inputs: vec![], reports: vec![], carry: vec![], executor: None })
+    }
+
+    /// Name an input the host sets before each step ([`Self::set`]).
+    pub fn input(&mut self, name: &str, id: NodeIndex) -> &mut Self {
+        self.inputs.push((name.to_string(), id));
+        self
+    }
+
+    /// Report `id` after each step: kept, brought to the host, read with [`Self::take`].
+    pub fn report(&mut self, name: &str, id: NodeIndex) -> &mut Self {
+        self.cx.no_delete.insert(id);
+        self.reports.push((name.to_string(), id));
+        self
+    }
+
+    /// After each step, move each of `new` into the matching slot of `slots` (state carried
+    /// to the next step: an EMA, a running center). Slots keep their values across runs.
+    pub fn carry(&mut self, new: &[NodeIndex], slots: &[NodeIndex]) -> &mut Self {
+        assert_eq!(new.len(), slots.len(), "one slot per carried value");
+        for (&n, &s) in new.iter().zip(slots) {
+            self.cx.no_delete.insert(n);
+            self.cx.no_delete.insert(s);
+            self.carry.push((n, s));
+        }
+        self
+    }
+
+    /// Compile with `pipeline`, keeping every handle (loss, reports, carried values, the
+    /// optimizer's and the caller's `extra`) valid.
+    pub fn compile<C: Compiler>(&mut self, pipeline: C, extra: &mut Handles) {
+        let mut own = Handles(
+            std::iter::once(self.loss)
+                .chain(self.reports.iter().map(|r| r.1))
+                .chain(self.carry.iter().map(|c| c.0))
+                .collect(),
+        );
+        self.cx.compile(pipeline, (&mut own, extra, &mut self.optimizer));
+        let mut ids = own.0.into_iter();
+        self.loss = ids.next().expect("the loss");
+        for r in &mut self.reports {
+            r.1 = ids.next().expect("a report");
+        }
+        for c in &mut self.carry {
+            c.0 = ids.next().expect("a carried value");
+        }
+    }
+
+    /// Run on `ex` from now on ([`Self::run`]).
+    pub fn attach(&mut self, ex: Box<dyn Executor>) {
+        self.executor = Some(ex);
+    }
+
+    /// The attached executor.
+    pub fn executor(&mut self) -> Result<&mut dyn Executor> {
+        match self.executor.as_mut() {
+            Some(e) => Ok(e.as_mut()),
+            None => Err(Error::Backend("the step has no executor: attach one after compiling".into())),
+        }
+    }
+
+    /// Set the named input `name`.
+    pub fn set(&mut self, name: &str, v: Vec<f32>) -> Result<()> {
+        let id = self.inputs.iter().find(|i| i.0 == name).map(|i| i.1).ok_or_else(|| Error::UnknownName {
+            name: name.to_string(),
+            hint: format!(
+                " among the step's inputs ({})",
+                self.inputs.iter().map(|i| i.0.as_str()).collect::<Vec<_>>().join(", ")
+            ),
+        })?;
+        data::set(&mut self.cx, id, v);
+        Ok(())
+    }
+
+    /// Set the optimizer's per-step learning rate and weight decay.
+    pub fn pre_step(&mut self, lr: f32, weight_decay: f32) {
+        self.optimizer.pre_step(&mut self.cx, lr, weight_decay);
+    }
+
+    /// What one run brings back to the host: the loss, the reports, the gradient norm.
+    pub fn report_ids(&self) -> Vec<NodeIndex> {
+        std::iter::once(self.loss).chain(self.reports.iter().map(|r| r.1)).chain([self.optimizer.grad_norm]).collect()
+    }
+
+    /// Run once on the attached executor.
+    pub fn run(&mut self) -> Result<()> {
+        let ids = self.report_ids();
+        let ex = self.executor.as_mut().ok_or_else(|| Error::Backend("the step has no executor".into()))?;
+        ex.run(&mut self.cx, &ids)
+    }
+
+    /// Run once on `ex` (an executor held elsewhere).
+    pub fn run_on(&mut self, ex: &mut dyn Executor) -> Result<()> {
+        let ids = self.report_ids();
+        ex.run(&mut self.cx, &ids)
+    }
+
+    /// Take the reported value `name` (`loss` is always reported) after a run.
+    pub fn take(&mut self, name: &str) -> Result<Vec<f32>> {
+        let id = if name == "loss" {
+            self.loss
+        } else {
+            self.reports.iter().find(|r| r.0 == name).map(|r| r.1).ok_or_else(|| Error::UnknownName {
+                name: name.to_string(),
+                hint: " among the step's reports".into(),
+            })?
+        };
+        data::take(&mut self.cx, id)
+            .ok_or_else(|| Error::MissingInput { name: format!("step output `{name}` (was the step executed?)") })
+    }
+
+    /// Take the loss after run `iteration`; a non-finite loss is [`Error::NonFiniteLoss`].
+    pub fn take_loss(&mut self, iteration: usize) -> Result<f32> {
+        let loss = self.take("loss")?.first().copied().unwrap_or(f32::NAN);
+        if loss.is_finite() {
+            Ok(loss)
+        } else {
+            Err(Error::NonFiniteLoss { value: loss, iteration, epoch: None, context: String::new() })
+        }
+    }
+
+    /// Take the gradient norm (before clipping) of the last run.
+    pub fn take_grad_norm(&mut self) -> f32 {
+        self.optimizer.take_grad_norm(&mut self.cx).unwrap_or(f32::NAN)
+    }
+
+    /// After a run: the new weights, optimizer state and carried values into their slots.
+    pub fn advance(&mut self) {
+        self.optimizer.post_step(&mut self.cx);
+        let (new, slots): (Vec<NodeIndex>, Vec<NodeIndex>) = self.carry.iter().copied().unzip();
+        transfer_data_same_graph(new, slots, &mut self.cx);
+    }
+
+    /// Everything the step keeps on the device back to the host (checkpoints, evaluation).
+    pub fn sync(&mut self) -> Result<()> {
+        match self.executor.as_mut() {
+            Some(ex) => ex.all_to_host(&mut self.cx),
+            None => Ok(()),
+        }
+    }
+
+    /// The host values of the trained parameters, by name (after [`Self::sync`]).
+    pub fn weights(&self) -> Result<Vec<(String, Vec<f32>)>> {
+        self.trained
+            .params
+            .iter()
+            .map(|p| Ok((p.name.clone(), data::get_or_err(&self.cx, p.id, &p.name)?.to_vec())))
+            .collect()
+    }
+}

@@ -1,0 +1,103 @@
+//! Choosing a device: the one place above the backends that names a concrete runtime.
+//!
+//! Every command that runs a network takes `--device cpu|cuda`, checks it once
+//! ([`Device::check`]) and gets an [`Executor`] per compiled graph ([`Device::executor`]); the
+//! trainers, evaluators and benchmarks talk to that trait only. A test or CI step
+//! (`tests/layering.rs`) fails when another facade file names a runtime.
+use dino_runtime::backend::executor::Executor;
+use dino_runtime::Result;
+use luminal::prelude::Graph;
+
+/// Where networks run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Device {
+    /// This machine's cores.
+    #[default]
+    Cpu,
+    /// The first NVIDIA GPU (a binary built with `--features cuda`): weights and state stay on
+    /// the GPU between steps; inputs go up, what is read comes back.
+    Cuda,
+}
+
+/// Options of a device, as the benchmarks set them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeviceOptions {
+    /// Let cuBLAS run fp32 products in TF32 (`DINO_CUDA_TF32=1` sets it too).
+    pub tf32: bool,
+}
+
+impl std::fmt::Display for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Device::Cpu => "cpu",
+            Device::Cuda => "cuda",
+        })
+    }
+}
+
+impl Device {
+    /// Fail now, with the one clear error, if this device cannot be used here (a build without
+    /// the backend, no GPU, a missing library), rather than after a dataset was loaded.
+    pub fn check(self) -> Result<()> {
+        match self {
+            Device::Cpu => Ok(()),
+            #[cfg(feature = "cuda")]
+            Device::Cuda => dino_runtime::backend::cuda::device::Gpu::open(0).map(drop),
+            #[cfg(not(feature = "cuda"))]
+            Device::Cuda => Err(no_cuda()),
+        }
+    }
+
+    /// An executor of the compiled graph `cx` on this device.
+    pub fn executor(self, cx: &Graph) -> Result<Box<dyn Executor>> {
+        self.executor_with(cx, DeviceOptions::default())
+    }
+
+    /// [`Self::executor`] with options.
+    pub fn executor_with(self, cx: &Graph, opts: DeviceOptions) -> Result<Box<dyn Executor>> {
+        match self {
+            Device::Cpu => Ok(Box::new(dino_runtime::backend::cpu::CpuRuntime::new(cx))),
+            #[cfg(feature = "cuda")]
+            Device::Cuda => {
+                use dino_runtime::backend::cuda::{device::Gpu, runtime::CudaRuntime};
+                let gpu = Gpu::open(0)?;
+                if opts.tf32 {
+                    gpu.set_tf32(true)?;
+                }
+                Ok(Box::new(CudaRuntime::new(gpu, cx)))
+            }
+            #[cfg(not(feature = "cuda"))]
+            Device::Cuda => {
+                let _ = opts;
+                Err(no_cuda())
+            }
+        }
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+fn no_cuda() -> dino_runtime::Error {
+    dino_runtime::Error::Config {
+        what: "--device cuda".into(),
+        why: "this binary was built without the CUDA backend: build it with `cargo build --release --features cuda`"
+            .into(),
+    }
+}
+
+/// The device the test suites run on: `DINO_TEST_DEVICE=cuda` (a `--features cuda` build on a
+/// GPU machine, `scripts/gpu-check.sh`) or the CPU. The same suites run on either (dfdx's
+/// `TestDevice` habit).
+pub fn test_device() -> Device {
+    match std::env::var("DINO_TEST_DEVICE").as_deref() {
+        Ok("cuda") => Device::Cuda,
+        _ => Device::Cpu,
+    }
+}
+
+/// The executor of [`test_device`] for `cx`; panics with the reason when that device cannot
+/// be opened (a test asked for a GPU that is not there).
+pub fn test_executor(cx: &Graph) -> Box<dyn Executor> {
+    let d = test_device();
+    d.executor(cx).unwrap_or_else(|e| panic!("DINO_TEST_DEVICE={d}: {e}"))
+}
