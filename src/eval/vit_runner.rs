@@ -9,7 +9,10 @@ use dino_runtime::nn::ParamSet;
 use dino_runtime::{Error, Result};
 use luminal::prelude::*;
 
-use super::Weights;
+use super::features::{load_batch, Norm};
+use super::{Features, Weights};
+use dino_runtime::data::loader::BadImage;
+use dino_runtime::data::Dataset;
 
 /// What the runner computes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +104,47 @@ impl<V: VitModel> VitRunner<V> {
         Ok(())
     }
 
+    /// The output rows of every readable image of `ds` at `size` x `size` (DINO's evaluation
+    /// preprocessing with `norm`), `batch` images per run; `progress(done, total)` after each
+    /// batch. Unreadable images are skipped and listed in the result.
+    pub fn features(
+        &mut self,
+        ds: &dyn Dataset,
+        size: usize,
+        norm: Norm,
+        batch: usize,
+        mut progress: impl FnMut(usize, usize),
+    ) -> Result<Features> {
+        let mut f = Features::default();
+        let n = ds.len();
+        let mut start = 0;
+        while start < n {
+            let end = (start + batch.max(1)).min(n);
+            let mut xs = vec![];
+            let mut rows = vec![];
+            for (i, r) in load_batch(ds, start..end, size, V::CHANNELS, norm) {
+                match r {
+                    Ok(x) => {
+                        xs.push(x);
+                        rows.push(i);
+                    }
+                    Err(e) => f.skipped.push(BadImage { index: i, source: ds.source(i), why: e.to_string() }),
+                }
+            }
+            if !xs.is_empty() {
+                for row in self.run(&xs, size, size)? {
+                    f.dim = row.len();
+                    f.data.extend(row);
+                }
+                f.labels.extend(rows.iter().map(|&i| ds.label(i)));
+                f.indices.extend(rows);
+            }
+            progress(end, n);
+            start = end;
+        }
+        Ok(f)
+    }
+
     /// Run on `images` (normalized CHW floats, all `h x w`, both divisible by the patch).
     /// Returns the output rows, one `Vec` per image.
     pub fn run(&mut self, images: &[Vec<f32>], h: usize, w: usize) -> Result<Vec<Vec<f32>>> {
@@ -144,8 +188,8 @@ impl<V: VitModel> VitRunner<V> {
 }
 
 /// The runner's output rows for every readable image of `ds`, each preprocessed as DINO's
-/// evaluation does at the model's native size (see `eval_view`), unreadable images skipped
-/// and listed.
+/// evaluation does at the model's native size (see `eval_view`), with a progress bar;
+/// unreadable images skipped and listed.
 pub fn dataset_features<V: VitModel>(
     runner: &mut VitRunner<V>,
     ds: &dyn dino_runtime::data::Dataset,
@@ -153,58 +197,12 @@ pub fn dataset_features<V: VitModel>(
     std: &[f64],
     label: &str,
     quiet: bool,
-) -> Result<super::Features> {
-    use rayon::prelude::*;
-    let (size, c) = (V::IMAGE, V::CHANNELS);
-    let aug = dino_runtime::config::AugmentConfig {
-        flip: 0.0,
-        color_jitter: None,
-        grayscale: 0.0,
-        blur: None,
-        solarize: None,
-        mean: Box::leak(mean.to_vec().into_boxed_slice()),
-        std: Box::leak(std.to_vec().into_boxed_slice()),
-    };
-    let mut f = super::Features::default();
+) -> Result<Features> {
     let mut bar = crate::progress::Progress::new(label, ds.len() as u64, quiet);
-    let mut start = 0;
-    while start < ds.len() {
-        let end = (start + 256).min(ds.len());
-        let loaded: Vec<(usize, Result<Vec<f32>>)> = (start..end)
-            .into_par_iter()
-            .map(|i| (i, ds.load(i).map(|im| super::features::eval_tensor(&im, size, c, &aug))))
-            .collect();
-        let mut xs = vec![];
-        let mut rows = vec![];
-        for (i, r) in loaded {
-            match r {
-                Ok(x) => {
-                    xs.push(x);
-                    rows.push(i);
-                }
-                Err(e) => {
-                    f.skipped.push(dino_runtime::data::BadImage { index: i, source: ds.source(i), why: e.to_string() })
-                }
-            }
-        }
-        if !xs.is_empty() {
-            for row in self_run(runner, &xs, size)? {
-                f.dim = row.len();
-                f.data.extend(row);
-            }
-            f.labels.extend(rows.iter().map(|&i| ds.label(i)));
-            f.indices.extend(rows);
-        }
-        start = end;
-        bar.set(end as u64, String::new);
-    }
+    let f = runner.features(ds, V::IMAGE, Norm { mean, std }, 256, |done, _| bar.set(done as u64, String::new))?;
     bar.finish();
     for b in &f.skipped {
         bar.println(&format!("warning: skipped unreadable image {}: {}", b.source, b.why));
     }
     Ok(f)
-}
-
-fn self_run<V: VitModel>(runner: &mut VitRunner<V>, xs: &[Vec<f32>], size: usize) -> Result<Vec<Vec<f32>>> {
-    runner.run(xs, size, size)
 }
