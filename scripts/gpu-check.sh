@@ -22,6 +22,10 @@
 # through LD_LIBRARY_PATH; PyTorch's pip wheels carry NVRTC and cuBLAS, so their directories are
 # added when torch is importable.
 #
+# Then the parity suites of the CPU (fixtures from PyTorch: ViT block, timm ViT, optimizers, the
+# DINO step, DINO's rules, weight formats) again with DINO_TEST_DEVICE=cuda, so every executor is
+# held to the same tests through one alias (`dino::device::test_executor`).
+#
 # Then the benchmark: the DINO ViT-S/16 step (2x224 + 10x96 crops, batch 64) on our runtime
 # and in PyTorch on the same GPU, fp32 eager and AMP (`dino bench gpu`).
 set -uo pipefail
@@ -69,6 +73,19 @@ else
     s2=${PIPESTATUS[0]}
     [ "$status" = 0 ] && status=$s2
 fi
+echo "== the parity suites on the GPU executor (DINO_TEST_DEVICE=cuda: the CPU suites, run unchanged)"
+for t in vit_block_parity timm_parity optimizer_parity dino_step_parity dino_rules weight_formats; do
+    tb=$(ls -t "$bins"/deps/"$t"-* 2>/dev/null | grep -v '\.d$' | head -1)
+    if [ -z "$tb" ]; then
+        echo "$t: no prebuilt binary (cargo test --no-run --release --workspace --features cuda)" >&2
+        [ "$status" = 0 ] && status=2
+        continue
+    fi
+    echo "-- $t"
+    DINO_TEST_DEVICE=cuda timeout 100 "$tb" --test-threads 1 2>&1 | grep -E '^test |test result|panicked|Error'
+    s3=${PIPESTATUS[0]}
+    [ "$status" = 0 ] && status=$s3
+done
 echo "== benchmark: DINO ViT-S/16 step"
 if [ -x "$bins/dino" ]; then
     timeout 150 "$bins/dino" bench gpu --profile || { [ "$status" = 0 ] && status=1; }

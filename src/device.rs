@@ -95,9 +95,12 @@ pub fn test_device() -> Device {
     }
 }
 
+/// What the test suites hold: an executor of [`test_device`].
+pub type TestExecutor = Box<dyn Executor>;
+
 /// The executor of [`test_device`] for `cx`; panics with the reason when that device cannot
 /// be opened (a test asked for a GPU that is not there).
-pub fn test_executor(cx: &Graph) -> Box<dyn Executor> {
+pub fn test_executor(cx: &Graph) -> TestExecutor {
     let d = test_device();
     d.executor(cx).unwrap_or_else(|e| panic!("DINO_TEST_DEVICE={d}: {e}"))
 }

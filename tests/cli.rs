@@ -88,3 +88,37 @@ fn knn_of_a_random_init_on_the_fmnist_subset() {
     // a random ViT is better than chance (10%); raw pixels better still on this data
     assert!(k20("knn") > 20.0 && k20("raw_pixels") > k20("knn"), "{v}");
 }
+
+/// Every command that runs a network takes `--device`; `cuda` on a build without the backend
+/// (or, with it, on a machine without a GPU) is refused at once with the one clear error,
+/// before any data is read.
+#[test]
+fn every_network_command_takes_device_and_refuses_an_unusable_cuda_at_once() {
+    let dir = std::env::temp_dir().join(format!("dino-cli-device-{}", std::process::id()));
+    let out = dir.join("run");
+    let npy = dir.join("f.npy");
+    let pictures = dir.join("attention");
+    let (out, npy, pictures) = (out.to_str().unwrap(), npy.to_str().unwrap(), pictures.to_str().unwrap());
+    let commands: [&[&str]; 7] = [
+        &["train", "--model", "fmnist-tiny", "--data", "fmnist", "--out", out],
+        &["knn", "--random-init", "--model", "fmnist-small"],
+        &["linear", "--random-init", "--model", "fmnist-small"],
+        &["features", "--random-init", "--model", "fmnist-small", "--data", "fmnist", "--out", npy],
+        &["attention", "--random-init", "--model", "fmnist-small", "--fmnist", "1", "--out", pictures],
+        &["supervised", "--model", "fmnist-small", "--epochs", "1"],
+        &["bench", "engine", "--no-stock", "--no-torch"],
+    ];
+    for c in commands {
+        let t = std::time::Instant::now();
+        let mut args = c.to_vec();
+        args.extend(["--device", "cuda"]);
+        let e = failure(&args);
+        if cfg!(feature = "cuda") {
+            assert!(e.contains("CUDA"), "`dino {}`: {e}", args.join(" "));
+        } else {
+            assert!(e.contains("--device cuda") && e.contains("--features cuda"), "`dino {}`: {e}", args.join(" "));
+        }
+        assert!(t.elapsed().as_secs() < 20, "`dino {}` refused only after {:?}", args.join(" "), t.elapsed());
+    }
+    assert!(!dir.exists(), "nothing written");
+}

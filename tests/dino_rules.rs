@@ -7,7 +7,8 @@
 mod common;
 
 use common::splitmix::uniform;
-use dino::runtime::backend::cpu::{CpuCompiler, CpuRuntime};
+use dino::device::{test_executor, TestExecutor};
+use dino::runtime::backend::Passes;
 use dino::runtime::config::DinoConfig;
 use dino::runtime::dino::{DinoStep, StepHyper, StepOutputs};
 use dino::runtime::graph::data;
@@ -31,13 +32,13 @@ dino::dino! {
 const BATCH: usize = 3;
 
 /// A compiled step of `RuleDino` with overrides, weights from seed 0.
-fn step(change: impl Fn(&mut DinoConfig)) -> (DinoStep<RuleDino>, CpuRuntime) {
+fn step(change: impl Fn(&mut DinoConfig)) -> (DinoStep<RuleDino>, TestExecutor) {
     let mut cfg = RuleDino::CONFIG;
     change(&mut cfg);
     let mut s = DinoStep::<RuleDino>::build_with(cfg, BATCH).unwrap();
     s.init(0);
-    s.compile(CpuCompiler::default());
-    let rt = CpuRuntime::new(&s.train.cx);
+    s.compile(Passes::default());
+    let rt = test_executor(&s.train.cx);
     (s, rt)
 }
 
@@ -46,11 +47,11 @@ fn hyper(lr: f64, wd: f64, freeze: bool) -> StepHyper {
 }
 
 /// Run one step on crops from `seeds` (global, local).
-fn run(s: &mut DinoStep<RuleDino>, rt: &mut CpuRuntime, seeds: (u64, u64), h: StepHyper) -> StepOutputs {
+fn run(s: &mut DinoStep<RuleDino>, rt: &mut TestExecutor, seeds: (u64, u64), h: StepHyper) -> StepOutputs {
     let (ng, nl) = s.crop_sizes();
     s.set_batch(uniform(seeds.0, 0, ng), uniform(seeds.1, 0, nl)).unwrap();
     s.set_hyper(&h);
-    rt.execute(&mut s.train.cx).unwrap();
+    rt.execute_to_host(&mut s.train.cx).unwrap();
     let out = s.outputs().unwrap();
     s.advance();
     out
@@ -185,12 +186,12 @@ fn teacher_sees_only_the_global_crops() {
 fn center_moves_after_the_loss_from_raw_teacher_outputs() {
     let (mut s, mut rt) = step(|_| {});
     let (ng, nl) = s.crop_sizes();
-    let once = |s: &mut DinoStep<RuleDino>, rt: &mut CpuRuntime, center: Vec<f32>| {
+    let once = |s: &mut DinoStep<RuleDino>, rt: &mut TestExecutor, center: Vec<f32>| {
         s.set_batch(uniform(13, 0, ng), uniform(14, 0, nl)).unwrap();
         data::set(&mut s.train.cx, s.center, center);
         // lr 0 and momentum 1: weights and teacher stay, so runs are comparable
         s.set_hyper(&StepHyper { momentum: 1.0, ..hyper(0.0, 0.0, false) });
-        rt.execute(&mut s.train.cx).unwrap();
+        rt.execute_to_host(&mut s.train.cx).unwrap();
         let out = s.outputs().unwrap();
         s.advance();
         (out.loss, data::get(&s.train.cx, s.center).unwrap().to_vec())

@@ -11,7 +11,8 @@
 mod common;
 
 use common::{fixture, tensor};
-use dino::runtime::backend::cpu::{CpuCompiler, CpuRuntime};
+use dino::device::test_executor;
+use dino::runtime::backend::Passes;
 use dino::runtime::dino::{DinoStep, StepHyper};
 use dino::runtime::graph::data;
 use dino::runtime::model::DinoModel;
@@ -86,8 +87,8 @@ fn run<M: DinoModel>(name: &str) {
         let t = format!("teacher.{}", p.name);
         step.teacher_params.set(&mut step.train.cx, &t, v).unwrap();
     }
-    step.compile(CpuCompiler::default());
-    let mut rt = CpuRuntime::new(&step.train.cx);
+    step.compile(Passes::default());
+    let mut rt = test_executor(&step.train.cx);
     let mut worst = (0.0, String::new());
     for s in 0..2 {
         let k = |n: &str| format!("step{s}.{n}");
@@ -104,7 +105,7 @@ fn run<M: DinoModel>(name: &str) {
             teacher_temp: h[3] as f64,
             freeze_last_layer: h[4] > 0.5,
         });
-        rt.execute(&mut step.train.cx).unwrap();
+        rt.execute_to_host(&mut step.train.cx).unwrap();
         let out = step.outputs().unwrap();
         check(&k("loss"), &[out.loss], &tensor(&f, &k("loss")).data, &mut worst);
         check(&k("grad_norm"), &[out.grad_norm], &tensor(&f, &k("grad_norm")).data, &mut worst);

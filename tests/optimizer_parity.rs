@@ -9,8 +9,9 @@
 mod common;
 
 use common::{assert_close, fixture, tensor};
+use dino::device::test_executor;
 use dino::runtime::autograd::backward;
-use dino::runtime::backend::cpu::{CpuCompiler, CpuRuntime};
+use dino::runtime::backend::Passes;
 use dino::runtime::graph::{data, Handles};
 use dino::runtime::nn::{gelu, log_softmax, Linear, ParamSet, ParamVisitor, Parameters};
 use dino::runtime::optim::{AdamWConfig, Optimizer, OptimizerKind, SgdConfig};
@@ -51,8 +52,8 @@ fn run(name: &str, kind: OptimizerKind, compiled: bool) {
     opt.init_state(&mut cx);
     let mut rt = None;
     if compiled {
-        cx.compile(<CpuCompiler>::default(), (&mut opt, &mut handles));
-        rt = Some(CpuRuntime::new(&cx));
+        cx.compile(Passes::default(), (&mut opt, &mut handles));
+        rt = Some(test_executor(&cx));
     }
     let steps: usize = f.metadata["steps"].parse().unwrap();
     let tag = format!("{name} {}", if compiled { "compiled" } else { "uncompiled" });
@@ -63,7 +64,7 @@ fn run(name: &str, kind: OptimizerKind, compiled: bool) {
         let (lr, wd) = (tensor(&f, &format!("step{s}.lr")).data[0], tensor(&f, &format!("step{s}.wd")).data[0]);
         opt.pre_step(&mut cx, lr, wd);
         match rt.as_mut() {
-            Some(rt) => rt.execute(&mut cx).unwrap(),
+            Some(rt) => rt.execute_to_host(&mut cx).unwrap(),
             None => cx.execute(),
         }
         let l = data::take(&mut cx, handles.0[0]).unwrap();

@@ -9,7 +9,8 @@
 mod common;
 
 use common::{assert_close, fixture, max_abs_err, splitmix, tensor};
-use dino::runtime::backend::cpu::{CpuCompiler, CpuRuntime};
+use dino::device::test_executor;
+use dino::runtime::backend::Passes;
 use dino::runtime::graph::{data, Handles};
 use dino::runtime::model::VitModel;
 use dino::runtime::nn::ParamSet;
@@ -38,9 +39,9 @@ fn check<M: VitModel>(fixture_name: &str, forward: impl Fn(&M, &mut Graph) -> [(
     for id in &handles.0 {
         cx.no_delete.insert(*id);
     }
-    cx.compile(<CpuCompiler>::default(), &mut handles);
-    let mut rt = CpuRuntime::new(&cx);
-    rt.execute(&mut cx).unwrap();
+    cx.compile(Passes::default(), &mut handles);
+    let mut rt = test_executor(&cx);
+    rt.execute_to_host(&mut cx).unwrap();
     for ((_, what), id) in outs.iter().zip(&handles.0) {
         let got = data::get(&cx, *id).unwrap();
         let want = &tensor(&f, what).data;
@@ -112,8 +113,8 @@ fn check_dynamic<M: VitModel>(fixture_name: &str, seed: u64) {
         cx.set_dyn_dim(k, v);
     }
     let mut handles = Handles(vec![cls.id, attn.id]);
-    cx.compile(<CpuCompiler>::default(), &mut handles);
-    let mut rt = CpuRuntime::new(&cx);
+    cx.compile(Passes::default(), &mut handles);
+    let mut rt = test_executor(&cx);
     let g0 = M::IMAGE / p;
     for size in [224usize, 96] {
         let g = size / p;
@@ -126,7 +127,7 @@ fn check_dynamic<M: VitModel>(fixture_name: &str, seed: u64) {
         }
         data::set(&mut cx, patches.id, pv);
         data::set(&mut cx, resample.id, resample_matrix(g0, g, g));
-        rt.execute(&mut cx).unwrap();
+        rt.execute_to_host(&mut cx).unwrap();
         let got_cls = data::take(&mut cx, handles.0[0]).unwrap();
         let got_attn = data::take(&mut cx, handles.0[1]).unwrap();
         assert_close(

@@ -8,8 +8,9 @@
 mod common;
 
 use common::{assert_close, fixture, max_abs_err, tensor};
+use dino::device::test_executor;
 use dino::runtime::autograd::backward;
-use dino::runtime::backend::cpu::{CpuCompiler, CpuRuntime};
+use dino::runtime::backend::Passes;
 use dino::runtime::graph::{data, ops::sum_all, Handles, View};
 use dino::runtime::nn::{Block, ParamSet};
 use luminal::prelude::*;
@@ -43,9 +44,9 @@ fn run(compiled: bool) {
     data::set(&mut cx, x.id, tensor(&f, "x").data.clone());
     data::set(&mut cx, r.id, tensor(&f, "r").data.clone());
     if compiled {
-        cx.compile(<CpuCompiler>::default(), &mut handles);
-        let mut rt = CpuRuntime::new(&cx);
-        rt.execute(&mut cx).expect("run");
+        cx.compile(Passes::default(), &mut handles);
+        let mut rt = test_executor(&cx);
+        rt.execute_to_host(&mut cx).expect("run");
     } else {
         cx.execute();
     }

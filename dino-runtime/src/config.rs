@@ -2,6 +2,8 @@
 //! checkpoints.
 use serde::Serialize;
 
+use crate::error::{Error, Result};
+
 /// A ViT backbone (`vit!`).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct VitConfig {
@@ -116,13 +118,74 @@ pub struct AugmentConfig {
     pub blur: Option<((f64, f64), [f64; 3], usize)>,
     /// Threshold in [0, 1] and probability, global view 2 only.
     pub solarize: Option<(f64, f64)>,
-    pub mean: &'static [f64],
-    pub std: &'static [f64],
+    pub mean: PerChannel,
+    pub std: PerChannel,
+}
+
+/// Most channels a normalization holds values for (RGBA).
+pub const MAX_CHANNELS: usize = 4;
+
+/// Per-channel values of a normalization (mean or std), owned and `Copy`: a declaration's
+/// constant and a normalization chosen at run time are the same type. Reads as a `[f64]`.
+#[derive(Clone, Copy, PartialEq)]
+pub struct PerChannel {
+    vals: [f64; MAX_CHANNELS],
+    len: usize,
+}
+
+impl PerChannel {
+    /// The values of `v` (at most [`MAX_CHANNELS`]; `dino!` checks it at compile time).
+    pub const fn new(v: &[f64]) -> PerChannel {
+        assert!(v.len() <= MAX_CHANNELS, "a normalization holds at most 4 channels");
+        let mut vals = [0.0; MAX_CHANNELS];
+        let mut i = 0;
+        while i < v.len() {
+            vals[i] = v[i];
+            i += 1;
+        }
+        PerChannel { vals, len: v.len() }
+    }
+
+    /// The values of `v`, or an error naming `what` when there are too many.
+    pub fn from_slice(what: &str, v: &[f64]) -> crate::Result<PerChannel> {
+        if v.len() > MAX_CHANNELS {
+            return Err(crate::Error::Config {
+                what: what.into(),
+                why: format!("{} values; a normalization holds at most {MAX_CHANNELS} channels", v.len()),
+            });
+        }
+        Ok(PerChannel::new(v))
+    }
+}
+
+impl std::ops::Deref for PerChannel {
+    type Target = [f64];
+    fn deref(&self) -> &[f64] {
+        &self.vals[..self.len]
+    }
+}
+
+impl std::fmt::Debug for PerChannel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl Serialize for PerChannel {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        (**self).serialize(s)
+    }
+}
+
+impl<const N: usize> PartialEq<&[f64; N]> for PerChannel {
+    fn eq(&self, other: &&[f64; N]) -> bool {
+        **self == other[..]
+    }
 }
 
 impl AugmentConfig {
     /// Random horizontal flips and normalization only (supervised training, tests).
-    pub const fn flip_only(mean: &'static [f64], std: &'static [f64]) -> AugmentConfig {
+    pub const fn flip_only(mean: PerChannel, std: PerChannel) -> AugmentConfig {
         AugmentConfig { flip: 0.5, color_jitter: None, grayscale: 0.0, blur: None, solarize: None, mean, std }
     }
 }
@@ -155,6 +218,78 @@ impl DinoConfig {
     /// Student (= teacher) parameters: backbone and head.
     pub const fn num_params(&self) -> usize {
         self.backbone.num_params() + self.head.num_params(self.backbone.dim)
+    }
+
+    /// The one run-time check of an objective, whatever changed it (flags, a loaded run):
+    /// what the compiled model `declared` cannot honour (crop sizes, local crops), and every
+    /// value out of its range, named with its config key and its flag.
+    pub fn validate(&self, declared: &DinoConfig) -> Result<()> {
+        let cfg = self;
+        let bad = |what: &str, why: String| Err(Error::Config { what: what.into(), why });
+        if cfg.global.size != declared.global.size || cfg.global.count != 2 {
+            return bad(
+                "global crops",
+                format!("the model is built for 2 global crops of {} px", declared.global.size),
+            );
+        }
+        match (cfg.local, declared.local) {
+            (Some(l), Some(d)) if l.size != d.size => {
+                return bad(
+                    "local crops",
+                    format!("the model is built for local crops of {} px, not {}", d.size, l.size),
+                )
+            }
+            (Some(l), None) if l.count > 0 => {
+                return bad("local crops", format!("`{}` declares no local crops", declared.name))
+            }
+            _ => {}
+        }
+        for (what, c) in
+            std::iter::once(("global crop scale", cfg.global)).chain(cfg.local.map(|l| ("local crop scale", l)))
+        {
+            let (lo, hi) = c.scale;
+            if !(0.0 < lo && lo <= hi && hi <= 1.0) {
+                return bad(what, format!("({lo}, {hi}) must satisfy 0 < min <= max <= 1"));
+            }
+        }
+        let positive = [
+            ("student temperature", cfg.student_temp),
+            ("teacher temperature", cfg.teacher_temp.0),
+            ("teacher temperature", cfg.teacher_temp.1),
+        ];
+        for (what, v) in positive {
+            if !(v > 0.0) {
+                return bad(what, format!("{v} must be > 0"));
+            }
+        }
+        let unit = [
+            ("center momentum", cfg.center_momentum),
+            ("teacher momentum", cfg.teacher_momentum.0),
+            ("teacher momentum", cfg.teacher_momentum.1),
+            ("drop path rate", cfg.backbone.drop_path),
+        ];
+        for (what, v) in unit {
+            if !(0.0..=1.0).contains(&v) || (what == "drop path rate" && v >= 1.0) {
+                return bad(what, format!("{v} is outside [0, 1{}", if what == "drop path rate" { ")" } else { "]" }));
+            }
+        }
+        if !(cfg.clip_grad >= 0.0) {
+            return bad("clip_grad", format!("{} must be >= 0 (0 disables clipping)", cfg.clip_grad));
+        }
+        if cfg.epochs == 0 {
+            return bad("epochs (--epochs)", "must be at least 1".into());
+        }
+        if cfg.batch_size == 0 {
+            return bad("batch_size (--batch-size)", "must be at least 1".into());
+        }
+        let o = &cfg.optimizer;
+        if !(o.lr >= 0.0 && o.min_lr >= 0.0 && o.warmup_epochs >= 0.0) || !(o.lr.is_finite() && o.min_lr.is_finite()) {
+            return bad(
+                "learning-rate schedule (--lr, --min-lr, --warmup-epochs)",
+                format!("lr {}, min-lr {} and warmup {} must be finite and >= 0", o.lr, o.min_lr, o.warmup_epochs),
+            );
+        }
+        Ok(())
     }
 
     /// The peak learning rate for a total batch size (linear scaling when `lr_per` is set).

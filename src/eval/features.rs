@@ -80,7 +80,7 @@ pub(crate) fn load_batch(
 /// Raw-pixel features (the normalized image, flattened): the baseline k-NN is compared with.
 pub fn raw_pixels(ds: &dyn Dataset, size: usize, channels: usize, aug: &AugmentConfig) -> Features {
     let mut f = Features { dim: channels * size * size, ..Default::default() };
-    let norm = Norm { mean: aug.mean, std: aug.std };
+    let norm = Norm { mean: &aug.mean, std: &aug.std };
     for (i, r) in load_batch(ds, 0..ds.len(), size, channels, norm) {
         match r {
             Ok(v) => {
@@ -126,7 +126,7 @@ impl<M: DinoModel> Extractor<M> {
     /// Features of every readable image of `ds`; `progress(done, total)` after each batch.
     pub fn features(&mut self, ds: &dyn Dataset, progress: impl FnMut(usize, usize)) -> Result<Features> {
         let cfg = M::CONFIG;
-        let norm = Norm { mean: cfg.augment.mean, std: cfg.augment.std };
+        let norm = Norm { mean: &cfg.augment.mean, std: &cfg.augment.std };
         self.runner.features(ds, cfg.global.size, norm, self.batch, progress)
     }
 }

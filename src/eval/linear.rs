@@ -6,6 +6,7 @@
 //! computed once (no augmentation: the reference's random crops and flips of every epoch
 //! would cost a full forward pass per epoch on the CPU).
 use dino_runtime::backend::Passes;
+use dino_runtime::graph::dims;
 use dino_runtime::graph::Handles;
 use dino_runtime::nn::{log_softmax, Init, ParamInfo, ParamSet};
 use dino_runtime::optim::{OptimizerKind, SgdConfig};
@@ -70,14 +71,14 @@ pub fn linear_probe(
         return Err(Error::Config { what: "linear probe".into(), why: "needs labeled training features".into() });
     }
     let mut cx = Box::new(Graph::new());
-    cx.set_dyn_dim('b', b);
-    cx.set_dyn_dim('f', dim);
-    cx.set_dyn_dim('k', classes);
-    let x = cx.named_tensor::<(Dyn<'b'>, Dyn<'f'>)>("features");
-    let y = cx.named_tensor::<(Dyn<'b'>, Dyn<'k'>)>("labels");
-    let w = cx.named_tensor::<(Dyn<'k'>, Dyn<'f'>)>("linear.weight");
-    let bias = cx.named_tensor::<(Dyn<'k'>,)>("linear.bias");
-    let logits = x.matmul(w.permute::<_, Axes2<1, 0>>()) + bias.expand::<(Dyn<'b'>, Dyn<'k'>), Axis<0>>();
+    cx.set_dyn_dim(dims::BATCH, b);
+    cx.set_dyn_dim(dims::FEATURES, dim);
+    cx.set_dyn_dim(dims::CLASSES, classes);
+    let x = cx.named_tensor::<(dims::Batch, dims::Features)>("features");
+    let y = cx.named_tensor::<(dims::Batch, dims::Classes)>("labels");
+    let w = cx.named_tensor::<(dims::Classes, dims::Features)>("linear.weight");
+    let bias = cx.named_tensor::<(dims::Classes,)>("linear.bias");
+    let logits = x.matmul(w.permute::<_, Axes2<1, 0>>()) + bias.expand::<(dims::Batch, dims::Classes), Axis<0>>();
     let loss = (log_softmax(logits) * y).sum_reduce::<R0, Axes2<0, 1>>() * (-1.0 / b as f32);
     // the reference's init: N(0, 0.01) weights, zero bias
     let params = ParamSet {

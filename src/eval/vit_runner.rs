@@ -2,6 +2,7 @@
 //! position-embedding matrix are inputs, so one graph serves every size.
 use dino_runtime::backend::executor::Executor;
 use dino_runtime::backend::Passes;
+use dino_runtime::graph::dims;
 use dino_runtime::graph::{data, Handles};
 use dino_runtime::model::VitModel;
 use dino_runtime::nn::vit::{patchify, resample_matrix, VitLayers};
@@ -46,15 +47,15 @@ impl<V: VitModel> VitRunner<V> {
     pub fn new(output: Output, eps: Option<f32>, device: crate::device::Device) -> Result<Self> {
         let mut cx = Box::new(Graph::new());
         let g = V::IMAGE / V::PATCH;
-        for (k, v) in [('b', 1), ('n', g * g), ('t', g * g + 1)] {
+        for (k, v) in [(dims::BATCH, 1), (dims::PATCHES, g * g), (dims::TOKENS, g * g + 1)] {
             cx.set_dyn_dim(k, v);
         }
         let model = match eps {
             Some(e) => V::new_with_eps(&mut cx, e),
             None => V::new(&mut cx),
         };
-        let patches = cx.named_tensor::<(Dyn<'b'>, Dyn<'n'>, <V::Vit as VitLayers>::PatchPixels)>("patches");
-        let resample = cx.named_tensor::<(Dyn<'n'>, <V::Vit as VitLayers>::Native)>("resample");
+        let patches = cx.named_tensor::<(dims::Batch, dims::Patches, <V::Vit as VitLayers>::PatchPixels)>("patches");
+        let resample = cx.named_tensor::<(dims::Patches, <V::Vit as VitLayers>::Native)>("resample");
         let vit = model.vit();
         let outputs: Vec<NodeIndex> = match output {
             Output::Attention => vec![vit.last_attention_dyn(patches, resample).id],
@@ -62,7 +63,7 @@ impl<V: VitModel> VitRunner<V> {
             Output::Tokens => vec![vit.features_dyn(patches, resample).id],
             Output::ClsAndPatchMean => {
                 let t = vit.features_dyn(patches, resample);
-                let sum = t.sum_reduce::<(Dyn<'b'>, <V::Vit as VitLayers>::Dim), Axis<1>>();
+                let sum = t.sum_reduce::<(dims::Batch, <V::Vit as VitLayers>::Dim), Axis<1>>();
                 let cls = vit.last_cls_dyn(patches, resample, 1)[0];
                 // mean over patches = (sum over all tokens - cls) / n; 'n' is set per run
                 vec![cls.id, sum.id]
@@ -161,7 +162,7 @@ impl<V: VitModel> VitRunner<V> {
         for img in images {
             pv.extend(patchify(img, c, h, w, p));
         }
-        for (k, v) in [('b', b), ('n', n), ('t', n + 1)] {
+        for (k, v) in [(dims::BATCH, b), (dims::PATCHES, n), (dims::TOKENS, n + 1)] {
             self.cx.set_dyn_dim(k, v);
         }
         data::set(&mut self.cx, self.patches, pv);

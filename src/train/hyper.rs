@@ -172,15 +172,7 @@ impl Hyper {
                 l.scale = s;
             }
         }
-        if c.epochs == 0 {
-            return Err(Error::Config { what: "--epochs".into(), why: "must be at least 1".into() });
-        }
-        if !(c.optimizer.lr >= 0.0 && c.optimizer.min_lr >= 0.0 && c.optimizer.warmup_epochs >= 0.0) {
-            return Err(Error::Config {
-                what: "learning-rate schedule".into(),
-                why: "lr, min-lr and warmup must be >= 0".into(),
-            });
-        }
+        c.validate(declared)?;
         Ok(c)
     }
 }

@@ -2,11 +2,12 @@
 //! [CLS] token, trained with cross-entropy on Fashion-MNIST's labels (AdamW, linear warmup
 //! then cosine, RandomResizedCrop + flip). It is the "supervised model of the same
 //! architecture" the attention-map comparison needs.
+use dino_runtime::graph::dims;
 use std::path::Path;
 use std::time::Instant;
 
 use dino_runtime::backend::Passes;
-use dino_runtime::config::AugmentConfig;
+use dino_runtime::config::{AugmentConfig, PerChannel};
 use dino_runtime::data::loader::derive_seed;
 use dino_runtime::data::multicrop::{View, ViewTransform};
 use dino_runtime::data::Dataset;
@@ -70,12 +71,6 @@ pub struct SupervisedReport {
     pub images_per_s: f64,
 }
 
-fn static_aug(mean: &[f64], std: &[f64]) -> AugmentConfig {
-    // the config holds 'static slices (declarations); one small leak per run
-    let leak = |v: &[f64]| -> &'static [f64] { Box::leak(v.to_vec().into_boxed_slice()) };
-    AugmentConfig::flip_only(leak(mean), leak(std))
-}
-
 /// Train backbone `V` and a classifier on `train`, evaluate on `test`, save the weights (official
 /// names plus `head.*`) to `out`.
 pub fn train_supervised<V: VitModel>(
@@ -94,7 +89,7 @@ pub fn train_supervised<V: VitModel>(
     let g = size / p;
     let b = o.batch;
     let mut cx = Box::new(Graph::new());
-    for (k, v) in [('b', b), ('n', g * g), ('t', g * g + 1)] {
+    for (k, v) in [(dims::BATCH, b), (dims::PATCHES, g * g), (dims::TOKENS, g * g + 1)] {
         cx.set_dyn_dim(k, v);
     }
     let model = V::new(&mut cx);
@@ -102,12 +97,12 @@ pub fn train_supervised<V: VitModel>(
         weight: cx.named_tensor("head.weight"),
         bias: cx.named_tensor("head.bias"),
     };
-    let patches = cx.named_tensor::<(Dyn<'b'>, Dyn<'n'>, <V::Vit as VitLayers>::PatchPixels)>("patches");
-    let resample = cx.named_tensor::<(Dyn<'n'>, <V::Vit as VitLayers>::Native)>("resample");
-    let onehot = cx.named_tensor::<(Dyn<'b'>, Const<CLASSES>)>("labels");
+    let patches = cx.named_tensor::<(dims::Batch, dims::Patches, <V::Vit as VitLayers>::PatchPixels)>("patches");
+    let resample = cx.named_tensor::<(dims::Patches, <V::Vit as VitLayers>::Native)>("resample");
+    let onehot = cx.named_tensor::<(dims::Batch, Const<CLASSES>)>("labels");
     let cls = model.vit().last_cls_dyn(patches, resample, 1)[0];
-    let logits =
-        cls.matmul(head.weight.permute::<_, Axes2<1, 0>>()) + head.bias.expand::<(Dyn<'b'>, Const<CLASSES>), Axis<0>>();
+    let logits = cls.matmul(head.weight.permute::<_, Axes2<1, 0>>())
+        + head.bias.expand::<(dims::Batch, Const<CLASSES>), Axis<0>>();
     let loss = (log_softmax(logits) * onehot).sum_reduce::<R0, Axes2<0, 1>>() * (-1.0 / b as f32);
     let params = ParamSet::of(&[("", &model as &dyn Parameters), ("", &head as &dyn Parameters)][..], &mut cx);
     params.init(&mut cx, o.seed);
@@ -120,7 +115,9 @@ pub fn train_supervised<V: VitModel>(
     step.compile(Passes::default(), &mut Handles(vec![]));
     step.attach(o.device.executor(&step.cx)?);
 
-    let view = ViewTransform { view: View::Global1, size, scale: (0.4, 1.0), aug: static_aug(&o.mean, &o.std) };
+    let aug =
+        AugmentConfig::flip_only(PerChannel::from_slice("mean", &o.mean)?, PerChannel::from_slice("std", &o.std)?);
+    let view = ViewTransform { view: View::Global1, size, scale: (0.4, 1.0), aug };
     let niter = train.len() / b;
     let lr = cosine(o.lr, 1e-6, o.epochs, niter, o.warmup_epochs, 0.0);
     let t0 = Instant::now();

@@ -204,8 +204,8 @@ pub fn expand(ir: &DinoIr, rt: &TokenStream) -> TokenStream {
                     grayscale: #gray,
                     blur: #blur,
                     solarize: #solarize,
-                    mean: &[#(#mean),*],
-                    std: &[#(#std),*],
+                    mean: #rt::config::PerChannel::new(&[#(#mean),*]),
+                    std: #rt::config::PerChannel::new(&[#(#std),*]),
                 },
             };
 

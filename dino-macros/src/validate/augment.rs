@@ -100,6 +100,8 @@ pub(super) fn augment(cx: &mut Ctxt, a: Option<&AugmentInput>) -> AugmentIr {
         let n = &n.value;
         if n.mean.items.len() != n.std.items.len() {
             cx.error(n.std.span, "normalize needs one mean and one std per channel");
+        } else if n.mean.items.len() > 4 {
+            cx.error(n.mean.span, "normalize takes at most 4 channels (RGBA); this list has more");
         } else {
             ir.mean = n.mean.items.iter().map(|m| m.value).collect();
             ir.std = n.std.items.iter().map(|s| positive(cx, "std", s, 1.0)).collect();

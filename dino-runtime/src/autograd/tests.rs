@@ -5,6 +5,7 @@
 //! `|numeric - analytic| <= 2e-3 + 2e-2 * |analytic|`, f32 differences on O(1) values.
 //! Each case also runs compiled by the CPU backend and must match the uncompiled graph to
 //! 1e-5 relative.
+use crate::graph::dims;
 use luminal::prelude::*;
 
 use crate::graph::ops::sum_all;
@@ -186,10 +187,10 @@ fn dynamic_batch_dim() {
     for batch in [2usize, 5] {
         check("dynamic_batch_dim", &|cx: &mut Graph| {
             let mut rng = Rng::new(19);
-            let x = cx.named_tensor::<(Dyn<'b'>, Const<3>)>("x");
+            let x = cx.named_tensor::<(dims::Batch, Const<3>)>("x");
             let w = cx.named_tensor::<R2<3, 4>>("w");
-            let r = cx.named_tensor::<(Dyn<'b'>, Const<4>)>("r");
-            cx.set_dyn_dim('b', batch);
+            let r = cx.named_tensor::<(dims::Batch, Const<4>)>("r");
+            cx.set_dyn_dim(dims::BATCH, batch);
             let y = (x.matmul(w) * r).sin();
             let loss = sum_all(cx, View { id: y.id, st: y.shape });
             Problem {

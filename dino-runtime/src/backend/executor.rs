@@ -77,6 +77,12 @@ pub trait Executor {
     /// The profile since [`Self::start_profile`], longest first; stops profiling.
     fn take_profile(&mut self) -> Vec<ProfileEntry>;
 
+    /// Run once and bring every tensor back to the host (tests read anything afterwards).
+    fn execute_to_host(&mut self, cx: &mut Graph) -> Result<()> {
+        self.execute(cx)?;
+        self.all_to_host(cx)
+    }
+
     /// Run once and bring `report` (losses, diagnostics, outputs) to the host.
     fn run(&mut self, cx: &mut Graph, report: &[NodeIndex]) -> Result<()> {
         self.execute(cx)?;

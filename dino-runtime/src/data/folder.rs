@@ -184,7 +184,8 @@ mod tests {
         }
         std::fs::write(root.join("c/2.png"), b"\x89PNG truncated").unwrap();
         std::fs::write(root.join("c/4.png"), b"").unwrap();
-        let aug = AugmentConfig::flip_only(&[0.0], &[1.0]);
+        let aug =
+            AugmentConfig::flip_only(crate::config::PerChannel::new(&[0.0]), crate::config::PerChannel::new(&[1.0]));
         let crops = MultiCrop::new(CropConfig { count: 2, size: 4, scale: (0.5, 1.0) }, None, aug);
         let ds: std::sync::Arc<dyn Dataset> = std::sync::Arc::new(ImageFolder::open(&root, 1).unwrap());
         let loader = std::sync::Arc::new(Loader::new(ds, crops, 1, 3, 0).unwrap());

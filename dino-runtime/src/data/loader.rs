@@ -249,7 +249,7 @@ mod tests {
     }
 
     fn plain() -> AugmentConfig {
-        AugmentConfig::flip_only(&[0.0], &[1.0 / 255.0])
+        AugmentConfig::flip_only(crate::config::PerChannel::new(&[0.0]), crate::config::PerChannel::new(&[1.0 / 255.0]))
     }
 
     fn loader(n: usize, broken: Vec<usize>, seed: u64) -> Arc<Loader> {

@@ -226,8 +226,8 @@ mod tests {
             grayscale: 0.2,
             blur: Some(((0.1, 2.0), [1.0, 0.1, 0.5], 0)),
             solarize: Some((0.5, 0.2)),
-            mean: &[0.485, 0.456, 0.406],
-            std: &[0.229, 0.224, 0.225],
+            mean: crate::config::PerChannel::new(&[0.485, 0.456, 0.406]),
+            std: crate::config::PerChannel::new(&[0.229, 0.224, 0.225]),
         }
     }
 
@@ -346,7 +346,11 @@ mod tests {
             view: View::Global1,
             size: 2,
             scale: (1.0, 1.0),
-            aug: AugmentConfig { mean: &[0.5, 0.25, 0.0], std: &[0.5, 0.25, 1.0], ..aug() },
+            aug: AugmentConfig {
+                mean: crate::config::PerChannel::new(&[0.5, 0.25, 0.0]),
+                std: crate::config::PerChannel::new(&[0.5, 0.25, 1.0]),
+                ..aug()
+            },
         };
         let img = Image::new(2, 1, 3, vec![255, 0, 51, 0, 255, 102]);
         let mut out = vec![0f32; 6];

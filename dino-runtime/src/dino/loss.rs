@@ -1,13 +1,14 @@
 //! The DINO loss: cross-entropy between the sharpened, centered teacher distribution of each
 //! global view and the student distribution of every other view.
+use crate::graph::dims;
 use luminal::prelude::*;
 
 use crate::nn::log_softmax;
 
 /// `(views, batch, K)` view of `(views * batch, K)` rows grouped by view (crops of one view
 /// are consecutive, as DINO's multi-crop wrapper concatenates them).
-fn by_view<V: Dimension, N: Dimension, K: Dimension>(x: GraphTensor<(N, K)>) -> GraphTensor<(V, Dyn<'b'>, K)> {
-    x.reshape::<(V, Dyn<'b'>, K)>()
+fn by_view<V: Dimension, N: Dimension, K: Dimension>(x: GraphTensor<(N, K)>) -> GraphTensor<(V, dims::Batch, K)> {
+    x.reshape::<(V, dims::Batch, K)>()
 }
 
 /// The loss of one step, in the graph (dynamic dims: `'b'` batch, `'g'` = 2 * batch global
@@ -21,24 +22,24 @@ fn by_view<V: Dimension, N: Dimension, K: Dimension>(x: GraphTensor<(N, K)>) -> 
 ///
 /// PyTorch equivalent: `DINOLoss.forward` of DINO's `main_dino.py`.
 pub fn dino_loss<K: Dimension>(
-    student_global: GraphTensor<(Dyn<'g'>, K)>,
-    student_local: Option<GraphTensor<(Dyn<'l'>, K)>>,
-    teacher: GraphTensor<(Dyn<'g'>, K)>,
+    student_global: GraphTensor<(dims::GlobalRows, K)>,
+    student_local: Option<GraphTensor<(dims::LocalRows, K)>>,
+    teacher: GraphTensor<(dims::GlobalRows, K)>,
     center: GraphTensor<(K,)>,
     teacher_temp: GraphTensor<R0>,
     student_temp: f32,
     batch: usize,
     local_views: usize,
 ) -> GraphTensor<R0> {
-    let inv_tt = teacher_temp.recip().expand::<(Dyn<'g'>, K), _>();
-    let q = ((teacher - center.expand::<(Dyn<'g'>, K), Axis<0>>()) * inv_tt).softmax::<1>();
+    let inv_tt = teacher_temp.recip().expand::<(dims::GlobalRows, K), _>();
+    let q = ((teacher - center.expand::<(dims::GlobalRows, K), Axis<0>>()) * inv_tt).softmax::<1>();
     let q = by_view::<Const<2>, _, _>(q); // (2, B, K)
     let logp_g = by_view::<Const<2>, _, _>(log_softmax(student_global * (1.0 / student_temp)));
-    let q_sum = q.sum_reduce::<(Dyn<'b'>, K), Axis<0>>();
-    let mut p_sum = logp_g.sum_reduce::<(Dyn<'b'>, K), Axis<0>>();
+    let q_sum = q.sum_reduce::<(dims::Batch, K), Axis<0>>();
+    let mut p_sum = logp_g.sum_reduce::<(dims::Batch, K), Axis<0>>();
     if let Some(sl) = student_local {
-        let logp_l = by_view::<Dyn<'v'>, _, _>(log_softmax(sl * (1.0 / student_temp)));
-        p_sum += logp_l.sum_reduce::<(Dyn<'b'>, K), Axis<0>>();
+        let logp_l = by_view::<dims::LocalViews, _, _>(log_softmax(sl * (1.0 / student_temp)));
+        p_sum += logp_l.sum_reduce::<(dims::Batch, K), Axis<0>>();
     }
     let all_pairs = (q_sum * p_sum).sum_reduce::<R0, Axes2<0, 1>>();
     let same_view = (q * logp_g).sum_reduce::<R0, Axes3<0, 1, 2>>();
@@ -49,7 +50,7 @@ pub fn dino_loss<K: Dimension>(
 /// DINO's center update from the teacher's raw outputs: `c' = m c + (1 - m) mean_rows t`.
 pub fn center_update<K: Dimension>(
     center: GraphTensor<(K,)>,
-    teacher: GraphTensor<(Dyn<'g'>, K)>,
+    teacher: GraphTensor<(dims::GlobalRows, K)>,
     momentum: f32,
     rows: usize,
 ) -> GraphTensor<(K,)> {
@@ -101,13 +102,13 @@ mod tests {
     fn loss_averages_every_pair_except_the_same_view() {
         let mut rng = Rng::new(3);
         let mut cx = Graph::new();
-        cx.set_dyn_dim('b', B);
-        cx.set_dyn_dim('g', 2 * B);
-        cx.set_dyn_dim('l', L * B);
-        cx.set_dyn_dim('v', L);
-        let sg = cx.named_tensor::<(Dyn<'g'>, Const<K>)>("sg");
-        let sl = cx.named_tensor::<(Dyn<'l'>, Const<K>)>("sl");
-        let t = cx.named_tensor::<(Dyn<'g'>, Const<K>)>("t");
+        cx.set_dyn_dim(dims::BATCH, B);
+        cx.set_dyn_dim(dims::GLOBAL_ROWS, 2 * B);
+        cx.set_dyn_dim(dims::LOCAL_ROWS, L * B);
+        cx.set_dyn_dim(dims::LOCAL_VIEWS, L);
+        let sg = cx.named_tensor::<(dims::GlobalRows, Const<K>)>("sg");
+        let sl = cx.named_tensor::<(dims::LocalRows, Const<K>)>("sl");
+        let t = cx.named_tensor::<(dims::GlobalRows, Const<K>)>("t");
         let c = cx.named_tensor::<(Const<K>,)>("c");
         let tt = cx.named_tensor::<R0>("tt");
         let loss = dino_loss(sg, Some(sl), t, c, tt, 0.1, B, L);

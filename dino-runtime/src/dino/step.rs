@@ -6,6 +6,7 @@
 //! ([`DinoStep::set_batch`], [`DinoStep::set_drop_masks`], [`DinoStep::set_hyper`]), runs the
 //! compiled graph once, reads [`StepOutputs`] and moves the new state into place
 //! ([`DinoStep::advance`]).
+use crate::graph::dims;
 use luminal::prelude::*;
 use rand::Rng;
 
@@ -106,13 +107,13 @@ impl<M: DinoModel> DinoStep<M> {
         check_overrides(&cfg, &M::CONFIG)?;
         let locals = cfg.local.map(|l| l.count).unwrap_or(0);
         let mut cx = Box::new(Graph::new());
-        cx.set_dyn_dim('b', batch);
-        cx.set_dyn_dim('g', 2 * batch);
-        cx.set_dyn_dim('l', locals * batch);
-        cx.set_dyn_dim('v', locals);
+        cx.set_dyn_dim(dims::BATCH, batch);
+        cx.set_dyn_dim(dims::GLOBAL_ROWS, 2 * batch);
+        cx.set_dyn_dim(dims::LOCAL_ROWS, locals * batch);
+        cx.set_dyn_dim(dims::LOCAL_VIEWS, locals);
         let student = M::new(&mut cx);
         let teacher = M::new(&mut cx);
-        let globals = cx.named_tensor::<(Dyn<'g'>, M::Channels, M::Global, M::Global)>("global_crops");
+        let globals = cx.named_tensor::<(dims::GlobalRows, M::Channels, M::Global, M::Global)>("global_crops");
         let center = cx.named_tensor::<(M::Out,)>("center");
         let teacher_temp = cx.named_tensor::<R0>("teacher_temp");
         let momentum = cx.named_tensor::<R0>("teacher_momentum");
@@ -120,14 +121,15 @@ impl<M: DinoModel> DinoStep<M> {
         // stochastic depth on the student only: one (rows,) mask input per dropped branch
         let rates = drop_path::rates(cfg.backbone.drop_path, cfg.backbone.depth);
         let mut drop_inputs = vec![];
-        let g_masks: Vec<BranchMasks<Dyn<'g'>>> = masks(&mut cx, &rates, "global", 2 * batch, &mut drop_inputs);
+        let g_masks: Vec<BranchMasks<dims::GlobalRows>> = masks(&mut cx, &rates, "global", 2 * batch, &mut drop_inputs);
 
         // teacher: global crops only; student: every crop, shared parameters
         let t_out = teacher.head(teacher.backbone_global(globals));
         let s_global = student.head(student.backbone_global_drop(globals, &g_masks));
         let (local_crops, s_local) = if locals > 0 {
-            let x = cx.named_tensor::<(Dyn<'l'>, M::Channels, M::Local, M::Local)>("local_crops");
-            let l_masks: Vec<BranchMasks<Dyn<'l'>>> = masks(&mut cx, &rates, "local", locals * batch, &mut drop_inputs);
+            let x = cx.named_tensor::<(dims::LocalRows, M::Channels, M::Local, M::Local)>("local_crops");
+            let l_masks: Vec<BranchMasks<dims::LocalRows>> =
+                masks(&mut cx, &rates, "local", locals * batch, &mut drop_inputs);
             (Some(x.id), Some(student.head(student.backbone_local_drop(x, &l_masks))))
         } else {
             (None, None)
@@ -306,54 +308,10 @@ impl<M: DinoModel> DinoStep<M> {
     }
 }
 
-/// Reject overrides the compiled model cannot honour, and values out of range.
+/// Reject overrides the compiled model cannot honour, and values out of range (see
+/// [`DinoConfig::validate`]).
 pub fn check_overrides(cfg: &DinoConfig, declared: &DinoConfig) -> Result<()> {
-    let bad = |what: &str, why: String| Err(Error::Config { what: what.into(), why });
-    if cfg.global.size != declared.global.size || cfg.global.count != 2 {
-        return bad("global crops", format!("the model is built for 2 global crops of {} px", declared.global.size));
-    }
-    match (cfg.local, declared.local) {
-        (Some(l), Some(d)) if l.size != d.size => {
-            return bad("local crops", format!("the model is built for local crops of {} px, not {}", d.size, l.size))
-        }
-        (Some(l), None) if l.count > 0 => {
-            return bad("local crops", format!("`{}` declares no local crops", declared.name))
-        }
-        _ => {}
-    }
-    for (what, c) in
-        std::iter::once(("global crop scale", cfg.global)).chain(cfg.local.map(|l| ("local crop scale", l)))
-    {
-        let (lo, hi) = c.scale;
-        if !(0.0 < lo && lo <= hi && hi <= 1.0) {
-            return bad(what, format!("({lo}, {hi}) must satisfy 0 < min <= max <= 1"));
-        }
-    }
-    let positive = [
-        ("student temperature", cfg.student_temp),
-        ("teacher temperature", cfg.teacher_temp.0),
-        ("teacher temperature", cfg.teacher_temp.1),
-    ];
-    for (what, v) in positive {
-        if !(v > 0.0) {
-            return bad(what, format!("{v} must be > 0"));
-        }
-    }
-    let unit = [
-        ("center momentum", cfg.center_momentum),
-        ("teacher momentum", cfg.teacher_momentum.0),
-        ("teacher momentum", cfg.teacher_momentum.1),
-        ("drop path rate", cfg.backbone.drop_path),
-    ];
-    for (what, v) in unit {
-        if !(0.0..=1.0).contains(&v) || (what == "drop path rate" && v >= 1.0) {
-            return bad(what, format!("{v} is outside [0, 1{}", if what == "drop path rate" { ")" } else { "]" }));
-        }
-    }
-    if !(cfg.clip_grad >= 0.0) {
-        return bad("clip_grad", format!("{} must be >= 0 (0 disables clipping)", cfg.clip_grad));
-    }
-    Ok(())
+    cfg.validate(declared)
 }
 
 /// Mask inputs for the blocks with a non-zero drop rate.
@@ -384,12 +342,12 @@ fn masks<B: Dimension>(
 
 /// Mean per-row entropy of `softmax((t - c) / temp)` and the entropy of its row mean.
 fn teacher_entropies<K: Dimension>(
-    t: GraphTensor<(Dyn<'g'>, K)>,
+    t: GraphTensor<(dims::GlobalRows, K)>,
     center: GraphTensor<(K,)>,
     temp: GraphTensor<R0>,
     rows: usize,
 ) -> (GraphTensor<R0>, GraphTensor<R0>) {
-    let z = (t - center.expand::<(Dyn<'g'>, K), Axis<0>>()) * temp.recip().expand::<(Dyn<'g'>, K), _>();
+    let z = (t - center.expand::<(dims::GlobalRows, K), Axis<0>>()) * temp.recip().expand::<(dims::GlobalRows, K), _>();
     let q = z.softmax::<1>();
     let h = (q * log_softmax(z)).sum_reduce::<R0, Axes2<0, 1>>() * (-1.0 / rows as f32);
     let mean = q.sum_reduce::<(K,), Axis<0>>() * (1.0 / rows as f32);

@@ -1,6 +1,7 @@
 //! Helpers over luminal's graph: views detached from edges and raw primitive builders.
 pub mod data;
 pub mod detach;
+pub mod dims;
 pub mod ops;
 pub mod view;
 

@@ -58,6 +58,7 @@ pub fn log_softmax<B: Dimension, K: Dimension>(x: GraphTensor<(B, K)>) -> GraphT
 mod tests {
     use super::*;
     use crate::graph::data;
+    use crate::graph::dims;
     use crate::nn::ParamSet;
     use crate::testing::{check_gradients, layer_problem, Rng};
 
@@ -70,8 +71,8 @@ mod tests {
         let n = 20001;
         let xs: Vec<f32> = (0..n).map(|i| -10.0 + 20.0 * i as f32 / (n - 1) as f32).collect();
         let mut cx = Graph::new();
-        let x = cx.named_tensor::<(Dyn<'n'>,)>("x");
-        cx.set_dyn_dim('n', n);
+        let x = cx.named_tensor::<(dims::Patches,)>("x");
+        cx.set_dyn_dim(dims::PATCHES, n);
         let y = gelu(x).retrieve();
         data::set(&mut cx, x.id, xs.clone());
         cx.execute();

@@ -1,4 +1,5 @@
 //! The Vision Transformer backbone of DINO.
+use crate::graph::dims;
 use std::cell::RefCell;
 
 use luminal::prelude::*;
@@ -215,38 +216,38 @@ pub trait VitLayers {
     /// Tokens after block `upto - 1` (no final norm), `(b, t, D)`.
     fn tokens_after(
         &self,
-        patches: GraphTensor<(Dyn<'b'>, Dyn<'n'>, Self::PatchPixels)>,
-        resample: GraphTensor<(Dyn<'n'>, Self::Native)>,
+        patches: GraphTensor<(dims::Batch, dims::Patches, Self::PatchPixels)>,
+        resample: GraphTensor<(dims::Patches, Self::Native)>,
         upto: usize,
-    ) -> GraphTensor<(Dyn<'b'>, Dyn<'t'>, Self::Dim)>;
+    ) -> GraphTensor<(dims::Batch, dims::Tokens, Self::Dim)>;
     /// All tokens after the last block and the final norm.
     fn features_dyn(
         &self,
-        patches: GraphTensor<(Dyn<'b'>, Dyn<'n'>, Self::PatchPixels)>,
-        resample: GraphTensor<(Dyn<'n'>, Self::Native)>,
-    ) -> GraphTensor<(Dyn<'b'>, Dyn<'t'>, Self::Dim)>;
+        patches: GraphTensor<(dims::Batch, dims::Patches, Self::PatchPixels)>,
+        resample: GraphTensor<(dims::Patches, Self::Native)>,
+    ) -> GraphTensor<(dims::Batch, dims::Tokens, Self::Dim)>;
     /// The [CLS] token after each of the last `n` blocks, each through the final norm (DINO's
     /// `get_intermediate_layers` for the linear probe), oldest first.
     fn last_cls_dyn(
         &self,
-        patches: GraphTensor<(Dyn<'b'>, Dyn<'n'>, Self::PatchPixels)>,
-        resample: GraphTensor<(Dyn<'n'>, Self::Native)>,
+        patches: GraphTensor<(dims::Batch, dims::Patches, Self::PatchPixels)>,
+        resample: GraphTensor<(dims::Patches, Self::Native)>,
         n: usize,
-    ) -> Vec<GraphTensor<(Dyn<'b'>, Self::Dim)>>;
+    ) -> Vec<GraphTensor<(dims::Batch, Self::Dim)>>;
     /// The last block's attention weights `(b, H, t, t)` (`get_last_selfattention`).
     fn last_attention_dyn(
         &self,
-        patches: GraphTensor<(Dyn<'b'>, Dyn<'n'>, Self::PatchPixels)>,
-        resample: GraphTensor<(Dyn<'n'>, Self::Native)>,
-    ) -> GraphTensor<(Dyn<'b'>, Self::Heads, Dyn<'t'>, Dyn<'t'>)>;
+        patches: GraphTensor<(dims::Batch, dims::Patches, Self::PatchPixels)>,
+        resample: GraphTensor<(dims::Patches, Self::Native)>,
+    ) -> GraphTensor<(dims::Batch, Self::Heads, dims::Tokens, dims::Tokens)>;
 }
 
 /// The [CLS] token of tokens with a dynamic count.
-fn cls_dyn<D: Dimension>(t: GraphTensor<(Dyn<'b'>, Dyn<'t'>, D)>) -> GraphTensor<(Dyn<'b'>, D)> {
+fn cls_dyn<D: Dimension>(t: GraphTensor<(dims::Batch, dims::Tokens, D)>) -> GraphTensor<(dims::Batch, D)> {
     t.slice((.., ..luminal::prelude::symbolic::Expression::from(1), ..))
         .contiguous()
-        .realize::<(Dyn<'b'>, Const<1>, D)>()
-        .reshape::<(Dyn<'b'>, D)>()
+        .realize::<(dims::Batch, Const<1>, D)>()
+        .reshape::<(dims::Batch, D)>()
 }
 
 impl<
@@ -272,18 +273,20 @@ impl<
 
     fn tokens_after(
         &self,
-        patches: GraphTensor<(Dyn<'b'>, Dyn<'n'>, Const<CPP>)>,
-        resample: GraphTensor<(Dyn<'n'>, Const<N0>)>,
+        patches: GraphTensor<(dims::Batch, dims::Patches, Const<CPP>)>,
+        resample: GraphTensor<(dims::Patches, Const<N0>)>,
         upto: usize,
-    ) -> GraphTensor<(Dyn<'b'>, Dyn<'t'>, Const<D>)> {
+    ) -> GraphTensor<(dims::Batch, dims::Tokens, Const<D>)> {
         let w = self.patch_embed.weight.reshape::<R2<D, CPP>>().permute::<R2<CPP, D>, Axes2<1, 0>>();
-        let x = patches.matmul(w) + self.patch_embed.bias.expand::<(Dyn<'b'>, Dyn<'n'>, Const<D>), Axes2<0, 1>>();
+        let x =
+            patches.matmul(w) + self.patch_embed.bias.expand::<(dims::Batch, dims::Patches, Const<D>), Axes2<0, 1>>();
         let pos = resample.matmul(self.pos_embed.reshape::<R2<N0, D>>()); // (n, D)
-        let x = x + pos.expand::<(Dyn<'b'>, Dyn<'n'>, Const<D>), Axis<0>>();
+        let x = x + pos.expand::<(dims::Batch, dims::Patches, Const<D>), Axis<0>>();
         let cls_pos =
             self.pos_embed.slice((.., ..luminal::prelude::symbolic::Expression::from(1), ..)).realize::<R3<1, 1, D>>();
-        let cls = (self.cls_token + cls_pos).reshape::<R2<1, D>>().expand::<(Dyn<'b'>, Const<1>, Const<D>), Axis<0>>();
-        let mut t = cls.concat_along::<(Dyn<'b'>, Dyn<'t'>, Const<D>), Axis<1>, _>(x);
+        let cls =
+            (self.cls_token + cls_pos).reshape::<R2<1, D>>().expand::<(dims::Batch, Const<1>, Const<D>), Axis<0>>();
+        let mut t = cls.concat_along::<(dims::Batch, dims::Tokens, Const<D>), Axis<1>, _>(x);
         for b in &self.blocks[..upto] {
             t = b.forward(t);
         }
@@ -292,18 +295,18 @@ impl<
 
     fn features_dyn(
         &self,
-        patches: GraphTensor<(Dyn<'b'>, Dyn<'n'>, Const<CPP>)>,
-        resample: GraphTensor<(Dyn<'n'>, Const<N0>)>,
-    ) -> GraphTensor<(Dyn<'b'>, Dyn<'t'>, Const<D>)> {
+        patches: GraphTensor<(dims::Batch, dims::Patches, Const<CPP>)>,
+        resample: GraphTensor<(dims::Patches, Const<N0>)>,
+    ) -> GraphTensor<(dims::Batch, dims::Tokens, Const<D>)> {
         self.norm.forward(self.tokens_after(patches, resample, self.blocks.len()))
     }
 
     fn last_cls_dyn(
         &self,
-        patches: GraphTensor<(Dyn<'b'>, Dyn<'n'>, Const<CPP>)>,
-        resample: GraphTensor<(Dyn<'n'>, Const<N0>)>,
+        patches: GraphTensor<(dims::Batch, dims::Patches, Const<CPP>)>,
+        resample: GraphTensor<(dims::Patches, Const<N0>)>,
         n: usize,
-    ) -> Vec<GraphTensor<(Dyn<'b'>, Const<D>)>> {
+    ) -> Vec<GraphTensor<(dims::Batch, Const<D>)>> {
         let depth = self.blocks.len();
         let first = depth - n.min(depth);
         let mut t = self.tokens_after(patches, resample, first);
@@ -317,9 +320,9 @@ impl<
 
     fn last_attention_dyn(
         &self,
-        patches: GraphTensor<(Dyn<'b'>, Dyn<'n'>, Const<CPP>)>,
-        resample: GraphTensor<(Dyn<'n'>, Const<N0>)>,
-    ) -> GraphTensor<(Dyn<'b'>, Const<H>, Dyn<'t'>, Dyn<'t'>)> {
+        patches: GraphTensor<(dims::Batch, dims::Patches, Const<CPP>)>,
+        resample: GraphTensor<(dims::Patches, Const<N0>)>,
+    ) -> GraphTensor<(dims::Batch, Const<H>, dims::Tokens, dims::Tokens)> {
         let depth = self.blocks.len();
         let t = self.tokens_after(patches, resample, depth - 1);
         self.blocks[depth - 1].forward_with_weights(t).1

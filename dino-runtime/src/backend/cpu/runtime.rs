@@ -213,13 +213,14 @@ impl Executor for CpuRuntime {
 mod tests {
     use super::*;
     use crate::backend::cpu::CpuCompiler;
+    use crate::graph::dims;
     use crate::graph::{data, Handles};
     use crate::testing::Rng;
 
     /// `y = sin(x W)` with a dynamic batch.
     fn graph() -> (Box<Graph>, NodeIndex, NodeIndex, Handles) {
         let mut cx = Box::new(Graph::new());
-        let x = cx.named_tensor::<(Dyn<'b'>, Const<3>)>("x");
+        let x = cx.named_tensor::<(dims::Batch, Const<3>)>("x");
         let w = cx.named_tensor::<R2<3, 4>>("w");
         let y = x.matmul(w).sin();
         cx.no_delete.insert(y.id);
@@ -240,8 +241,8 @@ mod tests {
         }
         for b in [2usize, 5, 1] {
             let xv = rng.uniform(b * 3, 1.0);
-            cx.set_dyn_dim('b', b);
-            reference.set_dyn_dim('b', b);
+            cx.set_dyn_dim(dims::BATCH, b);
+            reference.set_dyn_dim(dims::BATCH, b);
             data::set(&mut cx, x, xv.clone());
             data::set(&mut reference, rx, xv);
             rt.execute(&mut cx).unwrap();
@@ -259,7 +260,7 @@ mod tests {
     fn missing_or_short_input_is_an_error_and_loses_nothing() {
         let (mut cx, x, w, mut h) = graph();
         cx.compile(<CpuCompiler>::default(), &mut h);
-        cx.set_dyn_dim('b', 2);
+        cx.set_dyn_dim(dims::BATCH, 2);
         let mut rt = CpuRuntime::new(&cx);
         data::set(&mut cx, w, vec![0.5; 12]);
         cx.no_delete.insert(w);

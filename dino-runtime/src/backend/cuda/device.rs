@@ -129,6 +129,33 @@ impl Gathered {
     }
 }
 
+/// NVRTC's name of a compute capability (`compute_90`): cudarc takes a `&'static str`.
+fn arch_name(major: i32, minor: i32) -> Option<&'static str> {
+    const KNOWN: [(i32, i32, &str); 20] = [
+        (5, 0, "compute_50"),
+        (5, 2, "compute_52"),
+        (5, 3, "compute_53"),
+        (6, 0, "compute_60"),
+        (6, 1, "compute_61"),
+        (6, 2, "compute_62"),
+        (7, 0, "compute_70"),
+        (7, 2, "compute_72"),
+        (7, 5, "compute_75"),
+        (8, 0, "compute_80"),
+        (8, 6, "compute_86"),
+        (8, 7, "compute_87"),
+        (8, 9, "compute_89"),
+        (9, 0, "compute_90"),
+        (10, 0, "compute_100"),
+        (10, 1, "compute_101"),
+        (10, 3, "compute_103"),
+        (11, 0, "compute_110"),
+        (12, 0, "compute_120"),
+        (12, 1, "compute_121"),
+    ];
+    KNOWN.iter().find(|k| k.0 == major && k.1 == minor).map(|k| k.2)
+}
+
 /// One GPU, its stream, cuBLAS handle and compiled kernels.
 pub struct Gpu {
     pub ctx: Arc<CudaContext>,
@@ -154,7 +181,9 @@ impl Gpu {
         let major = ctx.attribute(A::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR).map_err(driver)?;
         let minor = ctx.attribute(A::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR).map_err(driver)?;
         let sms = ctx.attribute(A::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT).map_err(driver)? as usize;
-        let arch: &'static str = Box::leak(format!("compute_{major}{minor}").into_boxed_str());
+        let arch = arch_name(major, minor).ok_or_else(|| {
+            Error::Backend(format!("CUDA: compute capability {major}.{minor} is not one this build knows for NVRTC"))
+        })?;
         let opts = CompileOptions { arch: Some(arch), ..Default::default() };
         let ptx = cudarc::nvrtc::compile_ptx_with_opts(FILL_PTRS, opts)
             .map_err(|e| Error::Backend(format!("NVRTC could not compile the pointer kernel: {e:?}")))?;
