@@ -184,6 +184,7 @@ struct Loop<'a> {
     niter: usize,
     total: usize,
     ckpt_path: &'a Path,
+    log_path: PathBuf,
     writer: log::Writer,
     report: TrainReport,
     t0: Instant,
@@ -237,23 +238,13 @@ pub fn train_model<M: DinoModel>(opts: &TrainOptions) -> Result<TrainReport> {
     let total = niter * cfg.epochs;
 
     // ============ optionally resume training ... ============
-    let mut start = 0;
-    if let Some((file, meta)) = &resumed {
-        checkpoint::restore(&mut step, file, meta, &ckpt_path)?;
-        if meta.niter_per_ep != niter {
-            return Err(Error::Config {
-                what: "--resume".into(),
-                why: format!(
-                    "the checkpoint has {} iterations per epoch, the data now gives {niter}",
-                    meta.niter_per_ep
-                ),
-            });
+    let start = match &resumed {
+        Some((file, meta)) => resume(&mut step, file, meta, &ckpt_path, &log_path, niter)?,
+        None => {
+            let _ = std::fs::remove_file(&log_path);
+            0
         }
-        start = meta.iteration;
-        log::truncate(&log_path, start)?;
-    } else {
-        let _ = std::fs::remove_file(&log_path);
-    }
+    };
     let config_json = serde_json::json!({ "run": run, "dino": cfg, "iterations_per_epoch": niter, "batch": batch });
     std::fs::write(out.join("config.json"), serde_json::to_string_pretty(&config_json).expect("json"))
         .map_err(io(out))?;
@@ -291,6 +282,7 @@ pub fn train_model<M: DinoModel>(opts: &TrainOptions) -> Result<TrainReport> {
         niter,
         total,
         ckpt_path: &ckpt_path,
+        log_path: log_path.clone(),
         writer: log::Writer::append(&log_path)?,
         report: TrainReport { checkpoint: ckpt_path.clone(), ..Default::default() },
         t0: Instant::now(),
@@ -325,62 +317,113 @@ pub fn train_model<M: DinoModel>(opts: &TrainOptions) -> Result<TrainReport> {
         }
 
         // ============ writing logs, checkpoint and k-NN ... ============
-        step.train.sync()?;
-        lp.save(&step, it)?;
-        if opts.save_every > 0 && (epoch + 1) % opts.save_every == 0 {
-            std::fs::copy(&ckpt_path, out.join(format!("checkpoint{:04}.safetensors", epoch + 1))).map_err(io(out))?;
-        }
-        let knn_r = match &mut knn {
-            Some(k) => {
-                let r = k.eval(&step)?;
-                if !opts.quiet {
-                    eprintln!("epoch {}: {}", epoch + 1, format_knn(&r));
-                }
-                lp.report.knn.push((epoch + 1, r.clone()));
-                Some(r)
-            }
-            None => None,
-        };
-        lp.writer.write(&Record::Epoch(EpochRecord {
-            epoch: epoch + 1,
-            iteration: it,
-            loss_mean: Some(e.loss_sum / e.steps.max(1) as f64),
-            images_per_s: ((it - first) * batch) as f64 / t_epoch.elapsed().as_secs_f64(),
-            bad_images: loader.bad_count(),
-            knn: knn_r,
-            elapsed_s: lp.t0.elapsed().as_secs_f64(),
-        }))?;
-        let records = log::read(&log_path)?;
-        if let Err(e) =
-            crate::plot::loss_plot(&out.join("loss.png"), &records, &format!("DINO {} training loss", run.preset))
-        {
-            eprintln!("warning: {e}");
-        }
-        if run.knn {
-            knn_plot(out, &records, &run.preset);
-        }
+        end_of_epoch(&mut lp, &mut step, knn.as_mut(), epoch, it, &e, first, t_epoch)?;
     }
 
     // ============ the raw-pixel baseline, once the run is complete ... ============
-    let has_baseline = || log::read(&log_path).map(|r| r.iter().any(|r| matches!(r, Record::Baseline(_))));
-    if let (Some(k), true) = (&knn, it == total && !has_baseline()?) {
-        let r = raw_pixel_knn(k.train, k.test, cfg.global.size, channels, &cfg.augment)?;
-        if !opts.quiet {
-            eprintln!("raw pixels: {}", format_knn(&r));
-        }
-        lp.writer.write(&Record::Baseline(log::BaselineRecord {
-            name: "raw pixels".into(),
-            iteration: it,
-            knn: r.clone(),
-        }))?;
-        lp.report.raw_knn = Some(r);
-        knn_plot(out, &log::read(&log_path)?, &run.preset);
+    if let (Some(k), true) = (&knn, it == total) {
+        raw_pixel_baseline(&mut lp, k, &cfg, it)?;
     }
     let mut report = lp.report;
     report.iterations = it;
     report.images_per_s = lp.images_done as f64 / lp.t0.elapsed().as_secs_f64().max(1e-9);
     report.bad_images = loader.bad_count();
     Ok(report)
+}
+
+/// Put the checkpoint's state into `step`; the iteration to continue from. The log is cut
+/// back to it.
+fn resume<M: DinoModel>(
+    step: &mut DinoStep<M>,
+    file: &TensorFile,
+    meta: &checkpoint::Meta,
+    ckpt_path: &Path,
+    log_path: &Path,
+    niter: usize,
+) -> Result<usize> {
+    checkpoint::restore(step, file, meta, ckpt_path)?;
+    if meta.niter_per_ep != niter {
+        return Err(Error::Config {
+            what: "--resume".into(),
+            why: format!("the checkpoint has {} iterations per epoch, the data now gives {niter}", meta.niter_per_ep),
+        });
+    }
+    log::truncate(log_path, meta.iteration)?;
+    Ok(meta.iteration)
+}
+
+/// After a whole epoch: the state to the host, the checkpoint (and a numbered copy), the
+/// teacher's k-NN, the epoch record, the plots.
+#[allow(clippy::too_many_arguments)]
+fn end_of_epoch<M: DinoModel>(
+    lp: &mut Loop<'_>,
+    step: &mut DinoStep<M>,
+    knn: Option<&mut KnnMonitor<'_, M>>,
+    epoch: usize,
+    it: usize,
+    e: &EpochOutcome,
+    first: usize,
+    t_epoch: Instant,
+) -> Result<()> {
+    let out = &lp.opts.out;
+    step.train.sync()?;
+    lp.save(step, it)?;
+    if lp.opts.save_every > 0 && (epoch + 1) % lp.opts.save_every == 0 {
+        std::fs::copy(lp.ckpt_path, out.join(format!("checkpoint{:04}.safetensors", epoch + 1))).map_err(io(out))?;
+    }
+    let knn_r = match knn {
+        Some(k) => {
+            let r = k.eval(step)?;
+            if !lp.opts.quiet {
+                eprintln!("epoch {}: {}", epoch + 1, format_knn(&r));
+            }
+            lp.report.knn.push((epoch + 1, r.clone()));
+            Some(r)
+        }
+        None => None,
+    };
+    lp.writer.write(&Record::Epoch(EpochRecord {
+        epoch: epoch + 1,
+        iteration: it,
+        loss_mean: Some(e.loss_sum / e.steps.max(1) as f64),
+        images_per_s: ((it - first) * step.batch) as f64 / t_epoch.elapsed().as_secs_f64(),
+        bad_images: lp.loader.bad_count(),
+        knn: knn_r,
+        elapsed_s: lp.t0.elapsed().as_secs_f64(),
+    }))?;
+    let records = log::read(&lp.log_path)?;
+    let title = format!("DINO {} training loss", lp.run.preset);
+    if let Err(e) = crate::plot::loss_plot(&out.join("loss.png"), &records, &title) {
+        eprintln!("warning: {e}");
+    }
+    if lp.run.knn {
+        knn_plot(out, &records, &lp.run.preset);
+    }
+    Ok(())
+}
+
+/// The k-NN of the raw pixels, logged once per run (a resumed complete run has it already).
+fn raw_pixel_baseline<M: DinoModel>(
+    lp: &mut Loop<'_>,
+    k: &KnnMonitor<'_, M>,
+    cfg: &DinoConfig,
+    it: usize,
+) -> Result<()> {
+    if log::read(&lp.log_path)?.iter().any(|r| matches!(r, Record::Baseline(_))) {
+        return Ok(());
+    }
+    let r = raw_pixel_knn(k.train, k.test, cfg.global.size, cfg.backbone.channels, &cfg.augment)?;
+    if !lp.opts.quiet {
+        eprintln!("raw pixels: {}", format_knn(&r));
+    }
+    lp.writer.write(&Record::Baseline(log::BaselineRecord {
+        name: "raw pixels".into(),
+        iteration: it,
+        knn: r.clone(),
+    }))?;
+    lp.report.raw_knn = Some(r);
+    knn_plot(&lp.opts.out, &log::read(&lp.log_path)?, &lp.run.preset);
+    Ok(())
 }
 
 /// One epoch of DINO steps from iteration `*it` (mid-epoch when resuming): crops, drop-path
