@@ -81,6 +81,9 @@ pub struct AugmentIr {
     pub std: Vec<f64>,
     /// Where `normalize` was written, if it was (its length is checked against the channels).
     pub normalize_span: Option<Span>,
+    /// The declared normalization was refused (an error is reported already): no channel
+    /// check on top of it, so the user sees one error, not two.
+    pub normalize_refused: bool,
 }
 
 /// A validated `dino!` declaration.

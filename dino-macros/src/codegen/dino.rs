@@ -106,9 +106,11 @@ pub fn expand(ir: &DinoIr, rt: &TokenStream) -> TokenStream {
         None => (name.span(), "the default normalization is ImageNet's (3 channels): give `augment: { normalize: mean [..] std [..] }` with one value per channel".to_string()),
     };
     let msg = msg.replace('{', "{{").replace('}', "}}"); // a format string
-    checks.push(quote_spanned! {span=>
-        const _: () = ::core::assert!(#bbv::CHANNELS == #n_channels, #msg);
-    });
+    checks.extend((!a.normalize_refused).then(|| {
+        quote_spanned! {span=>
+            const _: () = ::core::assert!(#bbv::CHANNELS == #n_channels, #msg);
+        }
+    }));
 
     let (st, cm) = (float(ir.student_temp), float(ir.center_momentum));
     let (tt0, tt1, ttw) = (float(ir.teacher_temp.0), float(ir.teacher_temp.1), float(ir.teacher_temp.2));

@@ -37,6 +37,7 @@ pub(super) fn augment(cx: &mut Ctxt, a: Option<&AugmentInput>) -> AugmentIr {
         mean: vec![0.485, 0.456, 0.406],
         std: vec![0.229, 0.224, 0.225],
         normalize_span: None,
+        normalize_refused: false,
     };
     let Some(a) = a else { return ir };
     cx.extend(a.errors.0.clone());
@@ -100,8 +101,10 @@ pub(super) fn augment(cx: &mut Ctxt, a: Option<&AugmentInput>) -> AugmentIr {
         let n = &n.value;
         if n.mean.items.len() != n.std.items.len() {
             cx.error(n.std.span, "normalize needs one mean and one std per channel");
+            ir.normalize_refused = true;
         } else if n.mean.items.len() > 4 {
             cx.error(n.mean.span, "normalize takes at most 4 channels (RGBA); this list has more");
+            ir.normalize_refused = true;
         } else {
             ir.mean = n.mean.items.iter().map(|m| m.value).collect();
             ir.std = n.std.items.iter().map(|s| positive(cx, "std", s, 1.0)).collect();
