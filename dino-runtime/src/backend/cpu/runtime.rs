@@ -43,11 +43,6 @@ impl CpuRuntime {
         }
     }
 
-    /// Turn per-kernel profiling on or off.
-    pub fn set_profiling(&mut self, on: bool) {
-        self.profile = on;
-    }
-
     /// Statistics of the last plan.
     pub fn stats(&self) -> &RunStats {
         &self.stats
