@@ -211,3 +211,76 @@ impl TrainStep {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::{Init, ParamInfo};
+    use crate::optim::SgdConfig;
+
+    /// `loss = sum(w * x)` with SGD (no momentum) on `w`, a step counter carried as
+    /// `count <- count + 1`, and `w * x` reported.
+    fn problem() -> TrainStep {
+        let mut cx = Box::new(Graph::new());
+        let x = cx.named_tensor::<luminal::shape::R1<3>>("x");
+        let w = cx.named_tensor::<luminal::shape::R1<3>>("w");
+        let count = cx.named_tensor::<luminal::shape::R0>("count");
+        let wx = w * x;
+        let loss = wx.sum_reduce::<luminal::shape::R0, luminal::shape::Axis<0>>();
+        let next = count + 1.0;
+        let trained =
+            ParamSet { params: vec![ParamInfo { name: "w".into(), id: w.id, shape: vec![3], init: Init::Zeros }] };
+        data::set(&mut cx, w.id, vec![1.0, 2.0, 3.0]);
+        data::set(&mut cx, count.id, vec![0.0]);
+        let sgd = OptimizerSpec::plain(OptimizerKind::Sgd(SgdConfig { momentum: 0.0 }));
+        let mut s = TrainStep::build(cx, loss.id, trained, sgd).expect("build");
+        s.input("x", x.id).report("wx", wx.id).carry(&[next.id], &[count.id]);
+        s.optimizer.init_state(&mut s.cx);
+        s.compile(crate::backend::Passes::default(), &mut Handles(vec![]));
+        let ex = crate::testing::reference_executor(&s.cx);
+        s.attach(ex);
+        s
+    }
+
+    #[test]
+    fn a_step_reports_updates_and_carries_its_state() {
+        let mut s = problem();
+        for it in 0..2 {
+            s.set("x", vec![1.0, -1.0, 0.5]).unwrap();
+            s.pre_step(0.1, 0.0);
+            s.run().unwrap();
+            let loss = s.take_loss(it).unwrap();
+            let w = [1.0 - 0.1 * it as f32, 2.0 + 0.1 * it as f32, 3.0 - 0.05 * it as f32];
+            assert!((loss - (w[0] - w[1] + 0.5 * w[2])).abs() < 1e-5, "iteration {it}: loss {loss}");
+            let wx = s.take("wx").unwrap();
+            assert!((wx[1] + w[1]).abs() < 1e-5, "{wx:?}");
+            assert!(s.take_grad_norm().is_finite());
+            s.advance();
+        }
+        s.sync().unwrap();
+        let w = &s.weights().unwrap()[0].1;
+        for (got, want) in w.iter().zip([0.8, 2.2, 2.9]) {
+            assert!((got - want).abs() < 1e-5, "w {w:?}");
+        }
+        let count = s.cx.tensors.get(&(s.carry[0].1, 0)).and_then(|t| t.data.as_any().downcast_ref::<Vec<f32>>());
+        assert_eq!(count.map(|c| c[0]), Some(2.0), "the carried counter moved into its slot twice");
+    }
+
+    #[test]
+    fn unknown_inputs_and_a_non_finite_loss_are_named_errors() {
+        let mut s = problem();
+        let e = s.set("crops", vec![0.0]).unwrap_err().to_string();
+        assert!(e.contains("`crops`") && e.contains("x"), "{e}");
+        assert!(s.take("nope").unwrap_err().to_string().contains("`nope`"));
+        s.set("x", vec![f32::NAN, 0.0, 0.0]).unwrap();
+        s.pre_step(0.1, 0.0);
+        s.run().unwrap();
+        match s.take_loss(7) {
+            Err(Error::NonFiniteLoss { iteration: 7, value, .. }) => assert!(value.is_nan()),
+            other => panic!("expected NonFiniteLoss, got {other:?}"),
+        }
+        let mut bare = problem();
+        bare.executor = None;
+        assert!(bare.run().unwrap_err().to_string().contains("no executor"));
+    }
+}
