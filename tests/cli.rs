@@ -122,3 +122,20 @@ fn every_network_command_takes_device_and_refuses_an_unusable_cuda_at_once() {
     }
     assert!(!dir.exists(), "nothing written");
 }
+
+/// Non-finite floats are refused by name, not dropped on the way to the run's config (before,
+/// `--lr NaN` trained with the recipe's rate).
+#[test]
+fn non_finite_hyperparameters_are_refused_naming_the_flag() {
+    for (flag, value) in [("--lr", "NaN"), ("--lr", "inf"), ("--teacher-temp=-inf", ""), ("--min-lr", "nan")] {
+        let mut args = vec!["train", "--model", "fmnist-tiny", "--data", "fmnist", "--out", "/nonexistent/run", flag];
+        if !value.is_empty() {
+            args.push(value);
+        }
+        let e = failure(&args);
+        let name = flag.split('=').next().unwrap();
+        assert!(e.contains(name) && e.contains("not a finite number"), "`{}`: {e}", args.join(" "));
+    }
+    let e = failure(&["train", "--model", "fmnist-tiny", "--global-crops-scale", "0.3", "NaN"]);
+    assert!(e.contains("--global-crops-scale") && e.contains("not a finite number"), "{e}");
+}
