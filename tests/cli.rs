@@ -138,4 +138,8 @@ fn non_finite_hyperparameters_are_refused_naming_the_flag() {
     }
     let e = failure(&["train", "--model", "fmnist-tiny", "--global-crops-scale", "0.3", "NaN"]);
     assert!(e.contains("--global-crops-scale") && e.contains("not a finite number"), "{e}");
+    for t in ["--threshold=NaN", "--threshold=5", "--threshold=0", "--threshold=-0.5"] {
+        let e = failure(&["attention", "--random-init", "--fmnist", "1", t]);
+        assert!(e.contains("--threshold") && e.contains("is outside (0, 1]"), "{t}: {e}");
+    }
 }

@@ -36,8 +36,8 @@ pub struct AttentionArgs {
     /// cropped to whole patches.
     #[arg(long)]
     pub size: Option<usize>,
-    /// Keep this fraction of the attention mass in the masks.
-    #[arg(long, default_value_t = attention::THRESHOLD)]
+    /// Keep this fraction of the attention mass in the masks (in (0, 1]).
+    #[arg(long, default_value_t = attention::THRESHOLD, value_parser = super::common::unit_fraction)]
     pub threshold: f32,
     /// Measure the mean Jaccard index between the masks of the mean attention and the
     /// foreground (pixels > 0) over the Fashion-MNIST test set (or its first N images).

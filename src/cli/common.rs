@@ -90,3 +90,12 @@ pub fn set_threads(threads: Option<usize>) -> Result<(), String> {
         None => Ok(()),
     }
 }
+
+/// A fraction in (0, 1] (a mass threshold): NaN, 0, negative and > 1 refused with the range.
+pub fn unit_fraction(s: &str) -> Result<f32, String> {
+    match s.trim().parse::<f32>() {
+        Ok(v) if v > 0.0 && v <= 1.0 => Ok(v),
+        Ok(v) => Err(format!("{v} is outside (0, 1]")),
+        Err(e) => Err(e.to_string()),
+    }
+}
