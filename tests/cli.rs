@@ -143,3 +143,21 @@ fn non_finite_hyperparameters_are_refused_naming_the_flag() {
         assert!(e.contains("--threshold") && e.contains("is outside (0, 1]"), "{t}: {e}");
     }
 }
+
+/// Size flags are refused at 0 by name (before, `knn --batch 0` hung and `linear --batch-size 0`
+/// answered about labels).
+#[test]
+fn zero_sizes_are_refused_naming_the_flag() {
+    let cases: [&[&str]; 5] = [
+        &["knn", "--random-init", "--batch", "0"],
+        &["linear", "--random-init", "--batch-size", "0"],
+        &["supervised", "--epochs", "0"],
+        &["train", "--model", "fmnist-tiny", "--batch-size", "0"],
+        &["features", "--random-init", "--data", "fmnist", "--out", "/nonexistent/f.npy", "--limit", "0"],
+    ];
+    for c in cases {
+        let e = failure(c);
+        let flag = c[c.len() - 2];
+        assert!(e.contains(flag) && e.contains("must be at least 1"), "`dino {}`: {e}", c.join(" "));
+    }
+}

@@ -43,20 +43,20 @@ pub struct EngineArgs {
     #[arg(long, value_enum, num_args = 1..)]
     pub workload: Vec<Workload>,
     /// Timed steps per measurement process.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = crate::train::hyper::positive)]
     pub runs: usize,
     /// Untimed steps first.
     #[arg(long, default_value_t = 2)]
     pub warmup: usize,
     /// Alternating rounds of ours and PyTorch (medians are over all rounds' steps), so
     /// machine noise hits both alike.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = crate::train::hyper::positive)]
     pub rounds: usize,
     /// Where our pipeline runs (stock luminal and PyTorch eager run on the CPU).
     #[arg(long, value_enum, default_value_t = Device::Cpu)]
     pub device: Device,
     /// Threads for ours and for PyTorch (stock luminal is single-threaded).
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = crate::train::hyper::positive)]
     pub threads: usize,
     /// Give up on stock luminal after this many seconds (it interprets every element).
     #[arg(long, default_value_t = 120)]

@@ -17,10 +17,10 @@ use crate::device::{Device, DeviceOptions};
 #[derive(Debug, Args)]
 pub struct GpuArgs {
     /// Images per step (each gives 2 global and 10 local crops).
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = crate::train::hyper::positive)]
     pub batch: usize,
     /// Timed steps.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = crate::train::hyper::positive)]
     pub runs: usize,
     /// Untimed steps first.
     #[arg(long, default_value_t = 3)]

@@ -32,7 +32,7 @@ pub struct FeaturesArgs {
     /// Export every final token (`n x tokens x dim`) instead of the [CLS] token.
     #[arg(long)]
     pub patch_tokens: bool,
-    #[arg(long)]
+    #[arg(long, value_parser = crate::train::hyper::positive)]
     pub limit: Option<usize>,
     #[command(flatten)]
     pub on: super::common::RunOn,

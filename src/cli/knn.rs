@@ -33,16 +33,16 @@ pub struct KnnArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Use this many training images only.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::train::hyper::positive)]
     pub limit: Option<usize>,
     /// Classify this many test images only.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::train::hyper::positive)]
     pub test_limit: Option<usize>,
     /// Skip the raw-pixel baseline.
     #[arg(long)]
     pub no_raw: bool,
     /// Images per forward pass.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, value_parser = crate::train::hyper::positive)]
     pub batch: usize,
     #[command(flatten)]
     pub on: super::common::RunOn,

@@ -21,9 +21,9 @@ pub struct LinearArgs {
     #[arg(long)]
     pub val: Option<std::path::PathBuf>,
     /// Epochs of the classifier (the reference trains 100).
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 30, value_parser = crate::train::hyper::positive)]
     pub epochs: usize,
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, value_parser = crate::train::hyper::positive)]
     pub batch_size: usize,
     /// SGD learning rate for a batch of 256 (scaled linearly with --batch-size). The
     /// reference's 0.001 is tuned for ImageNet and 100 epochs with augmentation; on the
@@ -32,14 +32,14 @@ pub struct LinearArgs {
     pub lr: f64,
     /// [CLS] tokens of this many last blocks [default: 4, or 1 with the mean patch token for
     /// ViT-B as the reference].
-    #[arg(long)]
+    #[arg(long, value_parser = crate::train::hyper::positive)]
     pub n_last_blocks: Option<usize>,
     /// Use the final [CLS] token and the mean patch token.
     #[arg(long)]
     pub avgpool: bool,
-    #[arg(long)]
+    #[arg(long, value_parser = crate::train::hyper::positive)]
     pub limit: Option<usize>,
-    #[arg(long)]
+    #[arg(long, value_parser = crate::train::hyper::positive)]
     pub test_limit: Option<usize>,
     #[command(flatten)]
     pub on: super::common::RunOn,

@@ -20,9 +20,9 @@ pub struct SupervisedArgs {
     /// Where to write the weights (official names plus `head.*`; loadable with --weights).
     #[arg(long, default_value = "runs/supervised/backbone.safetensors")]
     pub out: PathBuf,
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = crate::train::hyper::positive)]
     pub epochs: usize,
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = crate::train::hyper::positive)]
     pub batch_size: usize,
     /// Peak AdamW learning rate, after a linear warmup, then cosine to 1e-6.
     #[arg(long, default_value_t = 5e-4)]
@@ -34,7 +34,7 @@ pub struct SupervisedArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Train on this many images only.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::train::hyper::positive)]
     pub limit: Option<usize>,
     #[command(flatten)]
     pub on: super::common::RunOn,
@@ -70,9 +70,6 @@ impl models::VitVisitor for Go<'_> {
 
 pub fn run(args: SupervisedArgs) -> Result<(), String> {
     args.on.apply()?;
-    if args.epochs == 0 || args.batch_size == 0 {
-        return Err("--epochs and --batch-size must be at least 1".into());
-    }
     let r = models::with_vit(&args.model, Go(&args)).ok_or_else(|| {
         format!("no backbone named `{}`; choose one of {}", args.model, models::vit_names().join(", "))
     })??;

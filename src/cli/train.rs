@@ -36,17 +36,17 @@ pub struct TrainArgs {
     #[command(flatten)]
     pub on: super::common::RunOn,
     /// Train on this many images only (spread evenly over the dataset): quick runs.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::train::hyper::positive)]
     pub limit: Option<usize>,
     /// Evaluate k-NN on this many test images only.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::train::hyper::positive)]
     pub test_limit: Option<usize>,
     /// Evaluate weighted k-NN of the teacher at random init and after every epoch, and raw
     /// pixels at the end (needs labels: Fashion-MNIST, or --val).
     #[arg(long)]
     pub knn: bool,
     /// Log every this many iterations.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = crate::train::hyper::positive)]
     pub log_every: usize,
     /// Keep a numbered checkpoint every this many epochs (checkpoint.safetensors is always the
     /// latest).

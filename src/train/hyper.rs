@@ -9,10 +9,10 @@ use dino_runtime::{Error, Result};
 #[serde(default, deny_unknown_fields)]
 pub struct Hyper {
     /// Epochs to train (the cosine schedules span exactly this many).
-    #[arg(long)]
+    #[arg(long, value_parser = positive)]
     pub epochs: Option<usize>,
     /// Images per step. The learning rate is scaled linearly with it (see --lr).
-    #[arg(long)]
+    #[arg(long, value_parser = positive)]
     pub batch_size: Option<usize>,
     /// Peak learning rate, reached at the end of the warmup, for a batch of 256 images: the
     /// rate used is lr * batch_size / 256 (DINO's linear scaling rule; 5e-4 in DINO).
@@ -88,6 +88,15 @@ pub fn finite(s: &str) -> std::result::Result<f64, String> {
     match s.trim().parse::<f64>() {
         Ok(v) if v.is_finite() => Ok(v),
         Ok(v) => Err(format!("{v} is not a finite number")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// A count flag's value (batch sizes, epochs, limits, runs): a whole number of at least 1.
+pub fn positive(s: &str) -> std::result::Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(v) => Ok(v),
         Err(e) => Err(e.to_string()),
     }
 }
