@@ -1,5 +1,7 @@
-//! The CUDA backend (DESIGN §4), in progress: the same compiled graph as the CPU backend, its
-//! contractions on cuBLAS and its fused kernels as NVRTC-compiled CUDA C.
+//! The CUDA backend (DESIGN §4): a device-neutral [`Plan`](crate::backend::plan::Plan) run on
+//! a GPU, its contractions on cuBLAS and its fused kernels as NVRTC-compiled CUDA C, behind the
+//! [`Executor`](crate::backend::executor::Executor) trait. It imports nothing of the CPU
+//! backend.
 //!
 //! - [`blas`]: a contraction's [`GemmPlan`](crate::backend::plan::GemmPlan) as
 //!   column-major `cublasSgemmStridedBatched` calls (or which operand needs a copy first).
@@ -7,14 +9,15 @@
 //!   reductions as block reductions).
 //! - `device` (feature `cuda`): the GPU through cudarc with dynamic loading: library checks
 //!   with clear errors, NVRTC compilation cached by source, kernel launches, cuBLAS calls.
-//! - `plan` (feature `cuda`): a compiled graph's CPU plan with its kernels as CUDA sources and
-//!   its contractions as cuBLAS recipes.
+//! - `plan` (feature `cuda`): a compiled graph's plan with its kernels as CUDA sources and its
+//!   contractions as cuBLAS recipes.
 //! - `runtime` (feature `cuda`): that plan run with device buffers; tensors stay on the GPU
 //!   between runs.
 //!
 //! `blas` and `codegen` need no GPU and are tested on every machine: the cuBLAS calls by
 //! emulating their documented semantics, the kernels by compiling them with the host C
-//! compiler; both against the CPU kernels.
+//! compiler; both against the reference kernels (the CPU's interpretation of the same
+//! bound kernels, called as methods of the plan's types).
 pub mod blas;
 pub mod codegen;
 #[cfg(feature = "cuda")]
