@@ -1,0 +1,237 @@
+//! One epoch of DINO training and what follows it (the reference's `train_one_epoch` and the
+//! end of its epoch loop): the state shared by the epochs, the k-NN monitor, the checkpoint,
+//! the logs and plots, and the raw-pixel baseline.
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use dino_runtime::config::DinoConfig;
+use dino_runtime::data::loader::derive_seed;
+use dino_runtime::data::{Dataset, Loader};
+use dino_runtime::dino::{DinoStep, Schedules};
+use dino_runtime::model::DinoModel;
+use dino_runtime::{Error, Result};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use super::log::{self, EpochRecord, Record, StepRecord};
+use super::{checkpoint, io, teacher_weights, RunConfig, TrainOptions, TrainReport};
+use crate::eval::knn_eval::{format_knn, knn_eval, raw_pixel_knn};
+use crate::eval::{Extractor, KnnResult};
+use crate::progress::Progress;
+
+/// The stream of stochastic-depth masks (the loader uses streams 1 and 2).
+const STREAM_DROP: u64 = 3;
+
+/// The weighted k-NN monitor of a run: a feature extractor on the run's device and the splits.
+pub(super) struct KnnMonitor<'a, M: DinoModel> {
+    pub(super) ex: Extractor<M>,
+    pub(super) train: &'a dyn Dataset,
+    pub(super) test: &'a dyn Dataset,
+    pub(super) quiet: bool,
+}
+
+impl<M: DinoModel> KnnMonitor<'_, M> {
+    /// k-NN of the step's teacher now (its state must be on the host).
+    pub(super) fn eval(&mut self, step: &DinoStep<M>) -> Result<Vec<KnnResult>> {
+        knn_eval(&mut self.ex, &teacher_weights(step)?, self.train, self.test, self.quiet)
+    }
+}
+
+/// What one epoch did.
+pub(super) struct EpochOutcome {
+    pub(super) loss_sum: f64,
+    pub(super) steps: usize,
+    /// Stopped by `--stop-after` (a checkpoint was written).
+    pub(super) stopped: bool,
+}
+
+/// Everything the epochs share.
+pub(super) struct Loop<'a> {
+    pub(super) opts: &'a TrainOptions,
+    pub(super) run: &'a RunConfig,
+    pub(super) loader: &'a Arc<Loader>,
+    pub(super) schedules: &'a Schedules,
+    pub(super) niter: usize,
+    pub(super) total: usize,
+    pub(super) ckpt_path: &'a Path,
+    pub(super) log_path: PathBuf,
+    pub(super) writer: log::Writer,
+    pub(super) report: TrainReport,
+    pub(super) t0: Instant,
+    pub(super) images_done: usize,
+}
+
+impl Loop<'_> {
+    /// Write the step's state (on the host) to the run's checkpoint.
+    pub(super) fn save<M: DinoModel>(&self, step: &DinoStep<M>, it: usize) -> Result<()> {
+        let meta = checkpoint::Meta {
+            format: checkpoint::FORMAT.into(),
+            preset: self.run.preset.clone(),
+            iteration: it,
+            niter_per_ep: self.niter,
+            seed: self.run.seed,
+            group_steps: step.train.optimizer.groups.iter().map(|g| (g.name.clone(), g.steps)).collect(),
+            run: serde_json::to_value(self.run).expect("json"),
+        };
+        checkpoint::save(self.ckpt_path, step, &meta)
+    }
+}
+
+/// After a whole epoch: the state to the host, the checkpoint (and a numbered copy), the
+/// teacher's k-NN, the epoch record, the plots.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn end_of_epoch<M: DinoModel>(
+    lp: &mut Loop<'_>,
+    step: &mut DinoStep<M>,
+    knn: Option<&mut KnnMonitor<'_, M>>,
+    epoch: usize,
+    it: usize,
+    e: &EpochOutcome,
+    first: usize,
+    t_epoch: Instant,
+) -> Result<()> {
+    let out = &lp.opts.out;
+    step.train.sync()?;
+    lp.save(step, it)?;
+    if lp.opts.save_every > 0 && (epoch + 1) % lp.opts.save_every == 0 {
+        std::fs::copy(lp.ckpt_path, out.join(format!("checkpoint{:04}.safetensors", epoch + 1))).map_err(io(out))?;
+    }
+    let knn_r = match knn {
+        Some(k) => {
+            let r = k.eval(step)?;
+            if !lp.opts.quiet {
+                eprintln!("epoch {}: {}", epoch + 1, format_knn(&r));
+            }
+            lp.report.knn.push((epoch + 1, r.clone()));
+            Some(r)
+        }
+        None => None,
+    };
+    lp.writer.write(&Record::Epoch(EpochRecord {
+        epoch: epoch + 1,
+        iteration: it,
+        loss_mean: Some(e.loss_sum / e.steps.max(1) as f64),
+        images_per_s: ((it - first) * step.batch) as f64 / t_epoch.elapsed().as_secs_f64(),
+        bad_images: lp.loader.bad_count(),
+        knn: knn_r,
+        elapsed_s: lp.t0.elapsed().as_secs_f64(),
+    }))?;
+    let records = log::read(&lp.log_path)?;
+    let title = format!("DINO {} training loss", lp.run.preset);
+    if let Err(e) = crate::plot::loss_plot(&out.join("loss.png"), &records, &title) {
+        eprintln!("warning: {e}");
+    }
+    if lp.run.knn {
+        knn_plot(out, &records, &lp.run.preset);
+    }
+    Ok(())
+}
+
+/// The k-NN of the raw pixels, logged once per run (a resumed complete run has it already).
+pub(super) fn raw_pixel_baseline<M: DinoModel>(
+    lp: &mut Loop<'_>,
+    k: &KnnMonitor<'_, M>,
+    cfg: &DinoConfig,
+    it: usize,
+) -> Result<()> {
+    if log::read(&lp.log_path)?.iter().any(|r| matches!(r, Record::Baseline(_))) {
+        return Ok(());
+    }
+    let r = raw_pixel_knn(k.train, k.test, cfg.global.size, cfg.backbone.channels, &cfg.augment)?;
+    if !lp.opts.quiet {
+        eprintln!("raw pixels: {}", format_knn(&r));
+    }
+    lp.writer.write(&Record::Baseline(log::BaselineRecord {
+        name: "raw pixels".into(),
+        iteration: it,
+        knn: r.clone(),
+    }))?;
+    lp.report.raw_knn = Some(r);
+    knn_plot(&lp.opts.out, &log::read(&lp.log_path)?, &lp.run.preset);
+    Ok(())
+}
+
+/// One epoch of DINO steps from iteration `*it` (mid-epoch when resuming): crops, drop-path
+/// masks and schedules in, one graph run, the loss and diagnostics out, the state moved on.
+pub(super) fn train_one_epoch<M: DinoModel>(
+    lp: &mut Loop<'_>,
+    step: &mut DinoStep<M>,
+    epoch: usize,
+    it: &mut usize,
+) -> Result<EpochOutcome> {
+    let (opts, niter, batch) = (lp.opts, lp.niter, step.batch);
+    let cfg_epochs = step.config.epochs;
+    let ln_k = (step.config.head.out as f64).ln();
+    let mut bar = Progress::new(&format!("epoch {}/{}", epoch + 1, cfg_epochs), niter as u64, opts.quiet);
+    let mut e = EpochOutcome { loss_sum: 0.0, steps: 0, stopped: false };
+    for b in lp.loader.epoch(epoch, *it - epoch * niter) {
+        if opts.stop_after.is_some_and(|s| *it >= s) {
+            step.train.sync()?;
+            lp.save(step, *it)?;
+            bar.println(&format!("stopped at iteration {it}; checkpoint {}", lp.ckpt_path.display()));
+            e.stopped = true;
+            break;
+        }
+        let t_step = Instant::now();
+        let b = b?;
+        for bad in lp.loader.take_bad() {
+            bar.println(&format!("warning: skipped unreadable image {}: {}", bad.source, bad.why));
+        }
+        step.set_batch(b.global, b.local)?;
+        step.set_drop_masks(&mut ChaCha8Rng::seed_from_u64(derive_seed(lp.run.seed, STREAM_DROP, *it as u64, 0)));
+        let h = lp.schedules.at(*it);
+        step.set_hyper(&h);
+        step.train.run()?;
+        let o = step.outputs()?;
+        if !o.loss.is_finite() {
+            let kept = if lp.ckpt_path.exists() {
+                format!("the last good checkpoint, {}, is kept", lp.ckpt_path.display())
+            } else {
+                "no checkpoint was written yet".to_string()
+            };
+            return Err(Error::NonFiniteLoss {
+                value: o.loss,
+                iteration: *it,
+                epoch: Some(epoch + 1),
+                context: format!("; {kept}. Lower the learning rate (--lr) or raise --warmup-epochs"),
+            });
+        }
+        step.advance();
+        lp.images_done += batch;
+        e.loss_sum += o.loss as f64;
+        e.steps += 1;
+        lp.report.losses.push((*it, o.loss));
+        let ips = lp.images_done as f64 / lp.t0.elapsed().as_secs_f64();
+        if *it % opts.log_every.max(1) == 0 || *it + 1 == lp.total {
+            lp.writer.write(&Record::Step(StepRecord {
+                epoch,
+                iteration: *it,
+                loss: o.loss as f64,
+                ln_k,
+                teacher_entropy: o.teacher_entropy as f64,
+                teacher_mean_entropy: o.teacher_mean_entropy as f64,
+                kl_uniform: ln_k - o.teacher_entropy as f64,
+                lr: h.lr,
+                wd: h.weight_decay,
+                momentum: h.momentum,
+                teacher_temp: h.teacher_temp,
+                grad_norm: o.grad_norm as f64,
+                images_per_s: batch as f64 / t_step.elapsed().as_secs_f64(),
+                elapsed_s: lp.t0.elapsed().as_secs_f64(),
+            }))?;
+        }
+        *it += 1;
+        bar.set((*it - epoch * niter) as u64, || format!("loss {:.4} | {ips:.0} img/s | lr {:.2e}", o.loss, h.lr));
+    }
+    bar.finish();
+    Ok(e)
+}
+
+/// Redraw the run's k-NN plot (a failure is a warning: the run goes on).
+fn knn_plot(out: &Path, records: &[Record], preset: &str) {
+    let title = format!("DINO {preset}: weighted k-NN of the teacher");
+    if let Err(e) = crate::plot::knn_plot(&out.join("knn.png"), records, &title) {
+        eprintln!("warning: {e}");
+    }
+}
