@@ -104,7 +104,7 @@ impl<M: DinoModel> DinoStep<M> {
         if batch == 0 {
             return Err(Error::Config { what: "batch size".into(), why: "must be at least 1".into() });
         }
-        check_overrides(&cfg, &M::CONFIG)?;
+        cfg.validate(&M::CONFIG)?;
         let locals = cfg.local.map(|l| l.count).unwrap_or(0);
         let mut cx = Box::new(Graph::new());
         cx.set_dyn_dim(dims::BATCH, batch);
@@ -306,12 +306,6 @@ impl<M: DinoModel> DinoStep<M> {
     pub fn advance(&mut self) {
         self.train.advance();
     }
-}
-
-/// Reject overrides the compiled model cannot honour, and values out of range (see
-/// [`DinoConfig::validate`]).
-pub fn check_overrides(cfg: &DinoConfig, declared: &DinoConfig) -> Result<()> {
-    cfg.validate(declared)
 }
 
 /// Mask inputs for the blocks with a non-zero drop rate.
