@@ -33,7 +33,6 @@ pub struct Series<'a> {
 
 /// A line chart of `series` written to `path` as PNG.
 pub fn line_chart(path: &Path, title: &str, x_label: &str, y_label: &str, series: &[Series]) -> Result<()> {
-    let f = font();
     let all: Vec<(f64, f64)> =
         series.iter().flat_map(|s| s.points.iter().copied()).filter(|p| p.1.is_finite()).collect();
     if all.is_empty() {
@@ -43,14 +42,34 @@ pub fn line_chart(path: &Path, title: &str, x_label: &str, y_label: &str, series
     let (y0, y1) = all.iter().fold((f64::MAX, f64::MIN), |a, p| (a.0.min(p.1), a.1.max(p.1)));
     let pad = ((y1 - y0) * 0.05).max(1e-3);
     let x1 = if x1 > x0 { x1 } else { x0 + 1.0 };
-    let root = BitMapBackend::new(path, (960, 600)).into_drawing_area();
+    let (w, h) = (960, 600);
+    let mut pixels = vec![0u8; w as usize * h as usize * 3];
+    draw(&mut pixels, (w, h), path, title, x_label, y_label, series, (x0, x1), (y0 - pad, y1 + pad))?;
+    // drawn in memory, written atomically: a crash never leaves half a picture
+    dino_runtime::data::Image::new(w as usize, h as usize, 3, pixels).save_png(path)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn draw(
+    pixels: &mut [u8],
+    size: (u32, u32),
+    path: &Path,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[Series],
+    (x0, x1): (f64, f64),
+    (y0, y1): (f64, f64),
+) -> Result<()> {
+    let f = font();
+    let root = BitMapBackend::with_buffer(pixels, size).into_drawing_area();
     root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
     let mut chart = ChartBuilder::on(&root)
         .caption(title, (f, 26))
         .margin(16)
         .x_label_area_size(44)
         .y_label_area_size(64)
-        .build_cartesian_2d(x0..x1, (y0 - pad)..(y1 + pad))
+        .build_cartesian_2d(x0..x1, y0..y1)
         .map_err(|e| plot_err(path, e))?;
     chart
         .configure_mesh()

@@ -10,6 +10,7 @@ pub mod data;
 pub mod debug;
 pub mod dino;
 pub mod error;
+pub mod files;
 pub mod graph;
 pub mod model;
 pub mod nn;

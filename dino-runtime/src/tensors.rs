@@ -4,7 +4,6 @@
 //! is the project's reader and writer. Writes are atomic: a temporary file in the same
 //! directory, synced, then renamed over the target, so a crash never leaves half a file.
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::Path;
 
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
@@ -86,18 +85,7 @@ impl TensorFile {
 
     /// Write atomically (temporary file in the same directory, fsync, rename).
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
-        let path = path.as_ref();
-        let bytes = self.to_bytes()?;
-        let io = |source| Error::Io { path: path.to_path_buf(), source };
-        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).map_err(io)?;
-        let tmp = dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("tensors")));
-        {
-            let mut f = std::fs::File::create(&tmp).map_err(io)?;
-            f.write_all(&bytes).map_err(io)?;
-            f.sync_all().map_err(io)?;
-        }
-        std::fs::rename(&tmp, path).map_err(io)
+        crate::files::write_atomic(path.as_ref(), &self.to_bytes()?)
     }
 }
 

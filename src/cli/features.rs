@@ -1,7 +1,6 @@
 //! `dino features`: export a backbone's features of a dataset for use elsewhere: `.npy`
 //! (with an `.images.txt` list beside it) or `.safetensors` (`features`, `labels`, and the
 //! image list in the metadata).
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
@@ -38,24 +37,23 @@ pub struct FeaturesArgs {
     pub on: super::common::RunOn,
 }
 
-/// A little-endian float32 `.npy` array.
-pub fn write_npy(path: &Path, shape: &[usize], data: &[f32]) -> std::io::Result<()> {
+/// A little-endian float32 `.npy` array, written atomically.
+pub fn write_npy(path: &Path, shape: &[usize], data: &[f32]) -> dino_runtime::Result<()> {
     let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
     let shape_txt = if dims.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
     let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape_txt}, }}");
     let unpadded = 10 + header.len() + 1;
     header.push_str(&" ".repeat((64 - unpadded % 64) % 64));
     header.push('\n');
-    let tmp = path.with_extension("npy.tmp");
-    let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
-    f.write_all(b"\x93NUMPY\x01\x00")?;
-    f.write_all(&(header.len() as u16).to_le_bytes())?;
-    f.write_all(header.as_bytes())?;
-    for v in data {
-        f.write_all(&v.to_le_bytes())?;
-    }
-    f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-    std::fs::rename(tmp, path)
+    dino_runtime::files::write_atomic_with(path, |f| {
+        f.write_all(b"\x93NUMPY\x01\x00")?;
+        f.write_all(&(header.len() as u16).to_le_bytes())?;
+        f.write_all(header.as_bytes())?;
+        for v in data {
+            f.write_all(&v.to_le_bytes())?;
+        }
+        Ok(())
+    })
 }
 
 struct Go<'a>(&'a FeaturesArgs, Option<Weights>, Option<f32>, String);
@@ -95,7 +93,7 @@ pub fn run(args: FeaturesArgs) -> Result<(), String> {
     }
     match ext {
         "npy" => {
-            write_npy(&args.out, &shape, &f.data).map_err(io)?;
+            write_npy(&args.out, &shape, &f.data).map_err(|e| e.to_string())?;
             let list = args.out.with_extension("images.txt");
             let lines: Vec<String> = sources
                 .iter()
@@ -105,7 +103,7 @@ pub fn run(args: FeaturesArgs) -> Result<(), String> {
                     None => s.clone(),
                 })
                 .collect();
-            std::fs::write(&list, lines.join("\n") + "\n").map_err(io)?;
+            dino_runtime::files::write_atomic(&list, (lines.join("\n") + "\n").as_bytes()).map_err(|e| e.to_string())?;
             println!(
                 "{n} x {:?} features -> {} (images and labels in {})",
                 &shape[1..],

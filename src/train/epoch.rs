@@ -15,7 +15,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use super::log::{self, EpochRecord, Record, StepRecord};
-use super::{checkpoint, io, teacher_weights, RunConfig, TrainOptions, TrainReport};
+use super::{checkpoint, teacher_weights, RunConfig, TrainOptions, TrainReport};
 use crate::eval::knn_eval::{format_knn, knn_eval, raw_pixel_knn};
 use crate::eval::{Extractor, KnnResult};
 use crate::progress::Progress;
@@ -95,7 +95,7 @@ pub(super) fn end_of_epoch<M: DinoModel>(
     step.train.sync()?;
     lp.save(step, it)?;
     if lp.opts.save_every > 0 && (epoch + 1) % lp.opts.save_every == 0 {
-        std::fs::copy(lp.ckpt_path, out.join(format!("checkpoint{:04}.safetensors", epoch + 1))).map_err(io(out))?;
+        dino_runtime::files::copy_atomic(lp.ckpt_path, &out.join(format!("checkpoint{:04}.safetensors", epoch + 1)))?;
     }
     let knn_r = match knn {
         Some(k) => {

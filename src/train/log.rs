@@ -106,7 +106,7 @@ pub fn truncate(path: &Path, iteration: usize) -> Result<()> {
         text.push_str(&serde_json::to_string(r).expect("serializable"));
         text.push('\n');
     }
-    std::fs::write(path, text).map_err(|source| Error::Io { path: path.to_path_buf(), source })
+    dino_runtime::files::write_atomic(path, text.as_bytes())
 }
 
 /// Append records to the log, one line each, flushed.

@@ -186,8 +186,10 @@ pub fn train_model<M: DinoModel>(opts: &TrainOptions) -> Result<TrainReport> {
         }
     };
     let config_json = serde_json::json!({ "run": run, "dino": cfg, "iterations_per_epoch": niter, "batch": batch });
-    std::fs::write(out.join("config.json"), serde_json::to_string_pretty(&config_json).expect("json"))
-        .map_err(io(out))?;
+    dino_runtime::files::write_atomic(
+        &out.join("config.json"),
+        serde_json::to_string_pretty(&config_json).expect("json").as_bytes(),
+    )?;
     if !opts.quiet {
         eprintln!(
             "{}: {} images ({} per step, {niter} steps per epoch, {} epochs), graph built and compiled in {:.1} s{}",

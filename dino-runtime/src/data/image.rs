@@ -80,10 +80,24 @@ impl Image {
         rgb.with_channels(channels)
     }
 
-    /// Encode as PNG.
+    /// Encode as PNG, written atomically.
     pub fn save_png(&self, path: &Path) -> Result<()> {
         let color = if self.channels == 1 { image::ExtendedColorType::L8 } else { image::ExtendedColorType::Rgb8 };
-        image::save_buffer(path, &self.data, self.width as u32, self.height as u32, color)
-            .map_err(|e| Error::Format { path: path.to_path_buf(), why: format!("cannot write PNG: {e}") })
+        let bytes = png_bytes(&self.data, self.width as u32, self.height as u32, color)
+            .map_err(|e| Error::Format { path: path.to_path_buf(), why: format!("cannot encode PNG: {e}") })?;
+        crate::files::write_atomic(path, &bytes)
     }
+}
+
+/// PNG bytes of 8-bit pixels.
+pub fn png_bytes(
+    data: &[u8],
+    width: u32,
+    height: u32,
+    color: image::ExtendedColorType,
+) -> image::ImageResult<Vec<u8>> {
+    use image::ImageEncoder;
+    let mut out = vec![];
+    image::codecs::png::PngEncoder::new(&mut out).write_image(data, width, height, color)?;
+    Ok(out)
 }
