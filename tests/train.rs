@@ -51,11 +51,12 @@ fn options(preset: &str, out: &Path, limit: Option<usize>, knn: bool, hyper: Hyp
             test_limit: None,
             knn,
             hyper,
+            log_every: 1,
+            save_every: 1,
         },
         out: out.to_path_buf(),
         resume: false,
-        log_every: 1,
-        save_every: 1,
+        force: false,
         stop_after: None,
         quiet: true,
         device: Device::Cpu,
@@ -147,10 +148,11 @@ fn a_diverging_run_stops_and_keeps_the_last_good_checkpoint() {
     let hyper =
         Hyper { lr: Some(0.0), min_lr: Some(1e38), warmup_epochs: Some(0.0), epochs: Some(6), ..Default::default() };
     let e = train_model::<MiniDino>(&options("mini", &out, Some(16), false, hyper)).unwrap_err().to_string();
-    assert!(e.contains("the loss is") && e.contains("training stopped") && e.contains("last good checkpoint"), "{e}");
+    assert!(e.contains("the loss is") && e.contains("training stopped") && e.contains("the last checkpoint"), "{e}");
     let (_, meta) = checkpoint::load(&out.join("checkpoint.safetensors")).unwrap();
     let failed_at: usize = e.split("at iteration ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
     assert_eq!(meta.iteration, failed_at, "the checkpoint is the one before the non-finite step");
+    assert!(e.contains(&format!("(iteration {failed_at})")), "{e}");
 }
 
 #[test]
@@ -166,7 +168,7 @@ fn output_directory_and_checkpoint_guards() {
     let e = train_model::<MiniDino>(&TrainOptions { resume: true, ..options("mini", &out, Some(16), false, other) })
         .unwrap_err()
         .to_string();
-    assert!(e.contains("keeps its configuration"), "{e}");
+    assert!(e.contains("--lr 1.0") && e.contains("continues exactly"), "{e}");
     // a corrupt checkpoint is named, not a crash
     let ck = out.join("checkpoint.safetensors");
     let bytes = std::fs::read(&ck).unwrap();
@@ -185,4 +187,136 @@ fn output_directory_and_checkpoint_guards() {
     // an unknown preset names the choices
     let e = dino::train::train(&options("fmnist-huge", &empty, None, false, Hyper::default())).unwrap_err().to_string();
     assert!(e.contains("fmnist-small"), "{e}");
+}
+
+/// A checkpoint whose tensors were changed after it was written (resealed when `reseal`, so
+/// that only the later checks can catch it).
+fn tamper(path: &Path, reseal: bool, edit: impl FnOnce(&mut dino_runtime::tensors::TensorFile)) {
+    let mut f = dino_runtime::tensors::TensorFile::load(path).unwrap();
+    edit(&mut f);
+    if reseal {
+        checkpoint::seal(&mut f);
+    }
+    f.save(path).unwrap();
+}
+
+fn first_step_run(name: &str) -> (PathBuf, TrainOptions) {
+    let out = out_dir(name);
+    let opts = TrainOptions { stop_after: Some(1), ..options("mini", &out, Some(32), false, Hyper::default()) };
+    train_model::<MiniDino>(&opts).unwrap();
+    (out, TrainOptions { resume: true, stop_after: Some(2), ..opts })
+}
+
+#[test]
+fn damaged_checkpoints_are_refused_naming_the_tensor_and_the_file() {
+    let (out, resume) = first_step_run("integrity");
+    let ck = out.join("checkpoint.safetensors");
+    let good = std::fs::read(&ck).unwrap();
+    let name = "student.backbone.blocks.0.attn.qkv.weight";
+    // one flipped bit in a tensor's bytes: the checksum
+    tamper(&ck, false, |f| {
+        let t = f.tensors.get_mut(name).unwrap();
+        t.data[3] = f32::from_bits(t.data[3].to_bits() ^ 1);
+    });
+    let e = train_model::<MiniDino>(&resume).unwrap_err().to_string();
+    assert!(e.contains(name) && e.contains("damaged") && e.contains("checkpoint.safetensors"), "{e}");
+    // a tensor of NaN, checksums intact: finiteness
+    std::fs::write(&ck, &good).unwrap();
+    tamper(&ck, true, |f| f.tensors.get_mut("center").unwrap().data.fill(f32::NAN));
+    let e = train_model::<MiniDino>(&resume).unwrap_err().to_string();
+    assert!(e.contains("`center`") && e.contains("non-finite") && e.contains("checkpoint.safetensors"), "{e}");
+    // the right number of values in the wrong (transposed) shape
+    std::fs::write(&ck, &good).unwrap();
+    tamper(&ck, true, |f| f.tensors.get_mut(name).unwrap().shape.reverse());
+    let e = train_model::<MiniDino>(&resume).unwrap_err().to_string();
+    assert!(e.contains(name) && e.contains("[32, 96]") && e.contains("needs [96, 32]"), "{e}");
+    // evaluation checks every weight's full shape too
+    let (f, _) = checkpoint::load(&ck).unwrap();
+    let backbone: dino::eval::Weights = checkpoint::teacher_weights(&f)
+        .into_iter()
+        .filter_map(|(k, t)| k.strip_prefix("backbone.").map(|n| (n.to_string(), t)))
+        .collect();
+    let mut runner = dino::eval::VitRunner::<MiniVit>::new(dino::eval::Output::LastCls(1), None, Device::Cpu).unwrap();
+    assert!(runner.set_weights(&backbone).is_ok(), "the teacher is intact");
+    let mut student = backbone.clone();
+    student.get_mut("blocks.0.attn.qkv.weight").unwrap().shape.reverse();
+    let e = runner.set_weights(&student).unwrap_err().to_string();
+    assert!(e.contains("blocks.0.attn.qkv.weight") && e.contains("[32, 96]"), "{e}");
+    // the good file still resumes
+    std::fs::write(&ck, &good).unwrap();
+    assert_eq!(train_model::<MiniDino>(&resume).unwrap().iterations, 2);
+}
+
+#[test]
+fn a_resumed_run_that_diverges_at_once_blames_the_checkpoint_not_the_learning_rate() {
+    let (out, resume) = first_step_run("blame");
+    // finite and sealed, but absurd: the first resumed step overflows
+    tamper(&out.join("checkpoint.safetensors"), true, |f| {
+        f.tensors.get_mut("student.backbone.patch_embed.proj.weight").unwrap().data.fill(3e38);
+    });
+    let e = train_model::<MiniDino>(&resume).unwrap_err().to_string();
+    assert!(e.contains("first iteration after resuming") && e.contains("left as it was"), "{e}");
+    assert!(!e.contains("last good checkpoint"), "{e}");
+}
+
+#[test]
+fn resume_refuses_changes_that_alter_the_run_and_keeps_its_options() {
+    let (out, resume) = first_step_run("changes");
+    let with = |f: fn(&mut RunConfig)| {
+        let mut o = resume.clone();
+        f(&mut o.run);
+        train_model::<MiniDino>(&o).unwrap_err().to_string()
+    };
+    let e = with(|r| r.seed = 4);
+    assert!(e.contains("--seed 4 (the run has 3)"), "{e}");
+    let e = with(|r| r.limit = Some(48));
+    assert!(e.contains("--limit"), "{e}");
+    let e = with(|r| r.data = DataSpec::Fmnist(None));
+    assert!(e.contains("--data"), "{e}");
+    // evaluation and logging options may change; the run's own are kept otherwise
+    let mut o = resume.clone();
+    o.run.save_every = 0;
+    train_model::<MiniDino>(&o).unwrap();
+    let (_, meta) = checkpoint::load(&out.join("checkpoint.safetensors")).unwrap();
+    let saved: RunConfig = serde_json::from_value(meta.run).unwrap();
+    assert_eq!((saved.save_every, saved.log_every, saved.seed), (0, 1, 3));
+}
+
+#[test]
+fn a_torn_last_log_line_is_dropped_on_resume() {
+    let (out, resume) = first_step_run("torn");
+    let log_path = out.join("log.jsonl");
+    let mut text = std::fs::read_to_string(&log_path).unwrap();
+    let whole = log::read(&log_path).unwrap().len();
+    text.push_str(r#"{"event":"step","epoch":0,"itera"#);
+    std::fs::write(&log_path, text).unwrap();
+    assert_eq!(log::read(&log_path).unwrap().len(), whole, "the torn tail is set apart");
+    assert_eq!(train_model::<MiniDino>(&resume).unwrap().iterations, 2);
+    let after = std::fs::read_to_string(&log_path).unwrap();
+    assert!(!after.contains("itera\"") && after.ends_with('\n'), "{after}");
+    // a damaged line before the last is still an error naming the file and the line
+    std::fs::write(&log_path, format!("not json\n{after}")).unwrap();
+    let e = log::read(&log_path).unwrap_err().to_string();
+    assert!(e.contains("log.jsonl") && e.contains("line 1"), "{e}");
+}
+
+#[test]
+fn a_new_run_never_replaces_files_it_did_not_write() {
+    let out = out_dir("foreign");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("notes.txt"), "mine").unwrap();
+    let opts = TrainOptions { stop_after: Some(1), ..options("mini", &out, Some(16), false, Hyper::default()) };
+    let e = train_model::<MiniDino>(&opts).unwrap_err().to_string();
+    assert!(e.contains("not empty") && e.contains("--force") && e.contains("notes.txt"), "{e}");
+    // told to: the run goes beside the other files
+    train_model::<MiniDino>(&TrainOptions { force: true, ..opts.clone() }).unwrap();
+    assert_eq!(std::fs::read_to_string(out.join("notes.txt")).unwrap(), "mine");
+    // a file of a run's name that is not ours is never replaced, even with --force
+    let other = out_dir("foreign-log");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(other.join("log.jsonl"), "someone's log\n").unwrap();
+    let o = TrainOptions { out: other.clone(), force: true, ..opts };
+    let e = train_model::<MiniDino>(&o).unwrap_err().to_string();
+    assert!(e.contains("log.jsonl") && e.contains("would be replaced"), "{e}");
+    assert_eq!(std::fs::read_to_string(other.join("log.jsonl")).unwrap(), "someone's log\n");
 }

@@ -28,6 +28,10 @@ pub enum Error {
     #[error("`{name}`: expected {expected} elements ({shape}), got {got}")]
     WrongSize { name: String, shape: String, expected: usize, got: usize },
 
+    /// A named tensor has the right name and the wrong shape (transposed, another model's).
+    #[error("`{name}` has shape {got:?}, the model needs {expected:?}")]
+    WrongShape { name: String, expected: Vec<usize>, got: Vec<usize> },
+
     /// A named tensor the caller asked for does not exist.
     #[error("no tensor named `{name}`{hint}")]
     UnknownName { name: String, hint: String },

@@ -39,7 +39,7 @@ pub fn resolve(w: &WeightArgs) -> Result<(Option<Weights>, Option<f32>, String),
         let wts: Weights = f
             .tensors
             .iter()
-            .filter_map(|(k, t)| k.strip_prefix(&prefix).map(|n| (n.to_string(), t.data.clone())))
+            .filter_map(|(k, t)| k.strip_prefix(&prefix).map(|n| (n.to_string(), t.clone())))
             .collect();
         if wts.is_empty() {
             return Err(format!("{}: no `{prefix}*` tensors (--key teacher or student)", path.display()));

@@ -27,12 +27,17 @@ pub struct TrainArgs {
     /// Seed of the initialization, the image order, the crops and the drop-path masks.
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Continue the run in --out from its checkpoint, exactly where it stopped.
-    #[arg(long)]
+    /// Continue the run in --out from its checkpoint, exactly where it stopped (with its own
+    /// configuration: flags that would change the training are refused).
+    #[arg(long, conflicts_with = "config")]
     pub resume: bool,
     /// Start from a run's config.json (flags given here override it).
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Write a new run into a non-empty directory that holds no run (files of the names a run
+    /// writes are never replaced).
+    #[arg(long)]
+    pub force: bool,
     #[command(flatten)]
     pub on: super::common::RunOn,
     /// Train on this many images only (spread evenly over the dataset): quick runs.
@@ -45,13 +50,13 @@ pub struct TrainArgs {
     /// pixels at the end (needs labels: Fashion-MNIST, or --val).
     #[arg(long)]
     pub knn: bool,
-    /// Log every this many iterations.
-    #[arg(long, default_value_t = 10, value_parser = crate::train::hyper::positive)]
-    pub log_every: usize,
-    /// Keep a numbered checkpoint every this many epochs (checkpoint.safetensors is always the
-    /// latest).
-    #[arg(long, default_value_t = 20)]
-    pub save_every: usize,
+    /// Log every this many iterations [default: 10, or the resumed run's].
+    #[arg(long, value_parser = crate::train::hyper::positive)]
+    pub log_every: Option<usize>,
+    /// Keep a numbered checkpoint every this many epochs, 0 for none (checkpoint.safetensors is
+    /// always the latest) [default: 20, or the resumed run's].
+    #[arg(long)]
+    pub save_every: Option<usize>,
     /// Stop after this many iterations in total, with a checkpoint (as an interruption would).
     #[arg(long, hide = true)]
     pub stop_after: Option<usize>,
@@ -62,9 +67,21 @@ pub struct TrainArgs {
     pub hyper: Hyper,
 }
 
-/// The run a command line describes (a --config file, then the flags over it).
+/// The directory of the run (`runs/<model>` unless --out).
+fn out_dir(args: &TrainArgs, preset: &str) -> PathBuf {
+    args.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(preset))
+}
+
+/// The run a command line describes: a --config file (or, with --resume, the run's own
+/// configuration from its checkpoint), then the flags over it.
 pub fn run_config(args: &TrainArgs) -> Result<RunConfig, String> {
     let base: Option<RunConfig> = match &args.config {
+        None if args.resume => {
+            let out = out_dir(args, args.model.as_deref().unwrap_or("fmnist-small"));
+            let ckpt = train::checkpoint_path(&out);
+            let meta = train::checkpoint::read_meta(&ckpt).map_err(|e| e.to_string())?;
+            Some(serde_json::from_value(meta.run).map_err(|e| format!("{}: run configuration: {e}", ckpt.display()))?)
+        }
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
             let v: serde_json::Value =
@@ -87,19 +104,20 @@ pub fn run_config(args: &TrainArgs) -> Result<RunConfig, String> {
         test_limit: args.test_limit.or(b.and_then(|r| r.test_limit)),
         knn: args.knn || b.is_some_and(|r| r.knn),
         hyper: b.map(|r| r.hyper.clone()).unwrap_or_default().merged(&args.hyper),
+        log_every: args.log_every.or(b.map(|r| r.log_every)).unwrap_or(train::default_log_every()),
+        save_every: args.save_every.or(b.map(|r| r.save_every)).unwrap_or(train::default_save_every()),
     })
 }
 
 pub fn run(args: TrainArgs) -> Result<(), String> {
     args.on.apply()?;
     let run = run_config(&args)?;
-    let out = args.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(&run.preset));
+    let out = out_dir(&args, &run.preset);
     let opts = TrainOptions {
         run,
         out,
         resume: args.resume,
-        log_every: args.log_every,
-        save_every: args.save_every,
+        force: args.force,
         stop_after: args.stop_after,
         quiet: false,
         device: args.on.device,

@@ -8,6 +8,7 @@ use dino_runtime::data::{Dataset, Image};
 use dino_runtime::graph::data;
 use dino_runtime::model::DinoModel;
 use dino_runtime::nn::ParamSet;
+use dino_runtime::tensors::NamedTensor;
 use dino_runtime::{Error, Result};
 use luminal::prelude::*;
 use rayon::prelude::*;
@@ -15,7 +16,7 @@ use rayon::prelude::*;
 use super::{Output, VitRunner};
 
 /// Parameter values by name (`backbone.blocks.0.norm1.weight`, ...).
-pub type Weights = BTreeMap<String, Vec<f32>>;
+pub type Weights = BTreeMap<String, NamedTensor>;
 
 /// Features of the readable images of a dataset.
 #[derive(Debug, Clone, Default)]
@@ -137,7 +138,7 @@ pub fn random_init<M: DinoModel>(seed: u64) -> Weights {
     let m = M::new(&mut cx);
     let params = ParamSet::of(&m, &mut cx);
     params.init(&mut cx, seed);
-    params.params.iter().map(|p| (p.name.clone(), data::get(&cx, p.id).expect("initialized").to_vec())).collect()
+    params.params.iter().map(|p| (p.name.clone(), tensor(&p.shape, data::get(&cx, p.id).expect("initialized")))).collect()
 }
 
 /// Random weights of a backbone (the student's initialization for `seed`).
@@ -146,5 +147,9 @@ pub fn random_backbone<V: dino_runtime::model::VitModel>(seed: u64) -> Weights {
     let m = V::new(&mut cx);
     let p = ParamSet::of(&m, &mut cx);
     p.init(&mut cx, seed);
-    p.params.iter().map(|q| (q.name.clone(), data::get(&cx, q.id).expect("initialized").to_vec())).collect()
+    p.params.iter().map(|q| (q.name.clone(), tensor(&q.shape, data::get(&cx, q.id).expect("initialized")))).collect()
+}
+
+fn tensor(shape: &[usize], data: &[f32]) -> NamedTensor {
+    NamedTensor { shape: shape.to_vec(), data: data.to_vec() }
 }

@@ -93,16 +93,24 @@ impl<V: VitModel> VitRunner<V> {
     }
 
     /// Load backbone weights (`cls_token`, `blocks.0.norm1.weight`, ...): every one must be
-    /// present with its shape.
+    /// present with its full shape.
     pub fn set_weights(&mut self, w: &Weights) -> Result<()> {
         for p in &self.params.params {
             let v = w.get(&p.name).ok_or_else(|| Error::UnknownName {
                 name: p.name.clone(),
                 hint: format!(" among the {} tensors of the weights", w.len()),
             })?;
-            self.params.set(&mut self.cx, &p.name, v.clone())?;
+            if v.shape != p.shape {
+                return Err(Error::WrongShape { name: p.name.clone(), expected: p.shape.clone(), got: v.shape.clone() });
+            }
+            self.params.set(&mut self.cx, &p.name, v.data.clone())?;
         }
         Ok(())
+    }
+
+    /// The names of the backbone's parameters.
+    pub fn param_names(&self) -> impl Iterator<Item = &str> {
+        self.params.params.iter().map(|p| p.name.as_str())
     }
 
     /// The output rows of every readable image of `ds` at `size` x `size` (DINO's evaluation

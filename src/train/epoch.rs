@@ -60,11 +60,15 @@ pub(super) struct Loop<'a> {
     pub(super) report: TrainReport,
     pub(super) t0: Instant,
     pub(super) images_done: usize,
+    /// The iteration this session resumed at, if it resumed.
+    pub(super) resumed_at: Option<usize>,
+    /// The iteration of the checkpoint on disk (saved by this session or resumed from).
+    pub(super) last_saved: Option<usize>,
 }
 
 impl Loop<'_> {
     /// Write the step's state (on the host) to the run's checkpoint.
-    pub(super) fn save<M: DinoModel>(&self, step: &DinoStep<M>, it: usize) -> Result<()> {
+    pub(super) fn save<M: DinoModel>(&mut self, step: &DinoStep<M>, it: usize) -> Result<()> {
         let meta = checkpoint::Meta {
             format: checkpoint::FORMAT.into(),
             preset: self.run.preset.clone(),
@@ -74,7 +78,28 @@ impl Loop<'_> {
             group_steps: step.train.optimizer.groups.iter().map(|g| (g.name.clone(), g.steps)).collect(),
             run: serde_json::to_value(self.run).expect("json"),
         };
-        checkpoint::save(self.ckpt_path, step, &meta)
+        checkpoint::save(self.ckpt_path, step, &meta)?;
+        self.last_saved = Some(it);
+        Ok(())
+    }
+
+    /// What a non-finite loss at iteration `it` leaves, and what to try.
+    fn after_non_finite(&self, it: usize) -> String {
+        let ckpt = self.ckpt_path.display();
+        match (self.resumed_at, self.last_saved) {
+            (Some(r), _) if r == it => format!(
+                "; it is the first iteration after resuming from {ckpt}, whose tensors passed their checksum and \
+                 finiteness checks: the state saved there diverges with the run's own hyperparameters. The file is \
+                 left as it was; start a new run (another --out) with a lower --lr or a longer --warmup-epochs"
+            ),
+            (_, Some(at)) => format!(
+                "; the last checkpoint, {ckpt} (iteration {at}), is kept. Lower the learning rate (--lr) or raise \
+                 --warmup-epochs"
+            ),
+            (_, None) => {
+                "; no checkpoint was written yet. Lower the learning rate (--lr) or raise --warmup-epochs".into()
+            }
+        }
     }
 }
 
@@ -94,7 +119,7 @@ pub(super) fn end_of_epoch<M: DinoModel>(
     let out = &lp.opts.out;
     step.train.sync()?;
     lp.save(step, it)?;
-    if lp.opts.save_every > 0 && (epoch + 1) % lp.opts.save_every == 0 {
+    if lp.run.save_every > 0 && (epoch + 1) % lp.run.save_every == 0 {
         dino_runtime::files::copy_atomic(lp.ckpt_path, &out.join(format!("checkpoint{:04}.safetensors", epoch + 1)))?;
     }
     let knn_r = match knn {
@@ -185,16 +210,11 @@ pub(super) fn train_one_epoch<M: DinoModel>(
         step.train.run()?;
         let o = step.outputs()?;
         if !o.loss.is_finite() {
-            let kept = if lp.ckpt_path.exists() {
-                format!("the last good checkpoint, {}, is kept", lp.ckpt_path.display())
-            } else {
-                "no checkpoint was written yet".to_string()
-            };
             return Err(Error::NonFiniteLoss {
                 value: o.loss,
                 iteration: *it,
                 epoch: Some(epoch + 1),
-                context: format!("; {kept}. Lower the learning rate (--lr) or raise --warmup-epochs"),
+                context: lp.after_non_finite(*it),
             });
         }
         step.advance();
@@ -203,7 +223,7 @@ pub(super) fn train_one_epoch<M: DinoModel>(
         e.steps += 1;
         lp.report.losses.push((*it, o.loss));
         let ips = lp.images_done as f64 / lp.t0.elapsed().as_secs_f64();
-        if *it % opts.log_every.max(1) == 0 || *it + 1 == lp.total {
+        if *it % lp.run.log_every.max(1) == 0 || *it + 1 == lp.total {
             lp.writer.write(&Record::Step(StepRecord {
                 epoch,
                 iteration: *it,

@@ -1,6 +1,6 @@
 //! The training log: one JSON object per line (`log.jsonl`), a `step` record every few
 //! iterations and an `epoch` record at the end of each epoch.
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::Path;
 
 use dino_runtime::{Error, Result};
@@ -70,43 +70,73 @@ impl Record {
     }
 }
 
-/// Read a log (a missing file is an empty log).
-pub fn read(path: &Path) -> Result<Vec<Record>> {
-    let f = match std::fs::File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+/// A log's records, and the torn last line a crash or a full disk left, if any.
+#[derive(Debug, Default)]
+pub struct Read {
+    pub records: Vec<Record>,
+    /// The unparsable last line (no newline after it): what an interrupted append leaves.
+    pub torn: Option<String>,
+}
+
+/// Read a log (a missing file is an empty log). A torn last line is set apart, not an error;
+/// an unreadable line before the last is one (naming the file and the line).
+pub fn read_all(path: &Path) -> Result<Read> {
+    let text = match std::fs::read(path) {
+        Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Read::default()),
         Err(source) => return Err(Error::Io { path: path.to_path_buf(), source }),
     };
-    let mut out = vec![];
-    for (i, line) in std::io::BufReader::new(f).lines().enumerate() {
-        let line = line.map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+    let complete = text.ends_with('\n');
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = Read::default();
+    for (i, line) in lines.iter().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
-        let r = serde_json::from_str(&line)
-            .map_err(|e| Error::Format { path: path.to_path_buf(), why: format!("line {}: {e}", i + 1) })?;
-        out.push(r);
+        match serde_json::from_str(line) {
+            Ok(r) => out.records.push(r),
+            Err(_) if i + 1 == lines.len() && !complete => out.torn = Some(line.to_string()),
+            Err(e) => {
+                return Err(Error::Format { path: path.to_path_buf(), why: format!("line {}: {e}", i + 1) });
+            }
+        }
     }
     Ok(out)
 }
 
+/// The records of a log (a torn last line is left out).
+pub fn read(path: &Path) -> Result<Vec<Record>> {
+    Ok(read_all(path)?.records)
+}
+
 /// Keep only the records of iterations before `iteration` (resuming from a checkpoint drops
 /// what a crashed run logged after it); step records at `iteration` are dropped, the epoch
-/// record that ended there is kept.
-pub fn truncate(path: &Path, iteration: usize) -> Result<()> {
-    let kept: Vec<Record> = read(path)?
-        .into_iter()
+/// record that ended there is kept. A torn last line is dropped; the notice saying so is
+/// returned.
+pub fn truncate(path: &Path, iteration: usize) -> Result<Option<String>> {
+    let log = read_all(path)?;
+    let kept: Vec<&Record> = log
+        .records
+        .iter()
         .filter(|r| match r {
             Record::Step(_) => r.iteration() < iteration,
             Record::Epoch(_) | Record::Baseline(_) => r.iteration() <= iteration,
         })
         .collect();
     let mut text = String::new();
-    for r in &kept {
+    for r in kept {
         text.push_str(&serde_json::to_string(r).expect("serializable"));
         text.push('\n');
     }
-    dino_runtime::files::write_atomic(path, text.as_bytes())
+    dino_runtime::files::write_atomic(path, text.as_bytes())?;
+    Ok(log.torn.map(|t| {
+        let shown: String = t.chars().take(60).collect();
+        format!(
+            "note: {}: dropped a torn last line ({} bytes, `{shown}...`), left by an interrupted write",
+            path.display(),
+            t.len()
+        )
+    }))
 }
 
 /// Append records to the log, one line each, flushed.

@@ -16,7 +16,7 @@ use dino_runtime::config::DinoConfig;
 use dino_runtime::data::{Loader, MultiCrop};
 use dino_runtime::dino::{DinoStep, Schedules};
 use dino_runtime::model::DinoModel;
-use dino_runtime::tensors::TensorFile;
+use dino_runtime::tensors::{NamedTensor, TensorFile};
 use dino_runtime::{Error, Result};
 
 use epoch::{end_of_epoch, raw_pixel_baseline, train_one_epoch, KnnMonitor, Loop};
@@ -42,6 +42,20 @@ pub struct RunConfig {
     /// Evaluate weighted k-NN after every epoch.
     pub knn: bool,
     pub hyper: Hyper,
+    /// Log a step record every this many iterations (and the first).
+    #[serde(default = "default_log_every")]
+    pub log_every: usize,
+    /// Keep a numbered checkpoint every this many epochs (0: never; the latest is always kept).
+    #[serde(default = "default_save_every")]
+    pub save_every: usize,
+}
+
+pub const fn default_log_every() -> usize {
+    10
+}
+
+pub const fn default_save_every() -> usize {
+    20
 }
 
 /// How to run it.
@@ -50,10 +64,9 @@ pub struct TrainOptions {
     pub run: RunConfig,
     pub out: PathBuf,
     pub resume: bool,
-    /// Log a step record every this many iterations (and the first).
-    pub log_every: usize,
-    /// Keep a numbered checkpoint every this many epochs (the latest is always kept).
-    pub save_every: usize,
+    /// Write a new run into a non-empty directory that holds no run (never over a file of the
+    /// names a run writes).
+    pub force: bool,
     /// Stop (with a checkpoint) after this many iterations in total: an interruption.
     pub stop_after: Option<usize>,
     /// No progress output (tests).
@@ -109,14 +122,98 @@ pub(crate) fn teacher_weights<M: DinoModel>(step: &DinoStep<M>) -> Result<eval::
         .params
         .iter()
         .map(|p| {
-            let v = dino_runtime::graph::data::get_or_err(&step.train.cx, p.id, &p.name)?.to_vec();
-            Ok((p.name.trim_start_matches("teacher.").to_string(), v))
+            let data = dino_runtime::graph::data::get_or_err(&step.train.cx, p.id, &p.name)?.to_vec();
+            Ok((p.name.trim_start_matches("teacher.").to_string(), NamedTensor { shape: p.shape.clone(), data }))
         })
         .collect()
 }
 
-/// The run to train: the saved one when resuming (the same run continues; changed
-/// hyperparameters are refused), else the one given. Refuses to start over a checkpoint.
+/// The files a run writes into its directory (numbered checkpoints too: `checkpoint*.safetensors`).
+const RUN_FILES: [&str; 5] = ["config.json", "log.jsonl", "loss.png", "knn.png", "checkpoint.safetensors"];
+
+fn is_run_file(name: &str) -> bool {
+    RUN_FILES.contains(&name) || (name.starts_with("checkpoint") && name.ends_with(".safetensors"))
+}
+
+/// Does `out` hold a run of this program (a `config.json` with a run configuration)?
+fn holds_a_run(out: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(out.join("config.json")) else { return false };
+    serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| v.get("run").cloned())
+        .is_some_and(|r| serde_json::from_value::<RunConfig>(r).is_ok())
+}
+
+/// A new run may go into `out` if it is missing, empty, or a run of ours; with `force`, also a
+/// directory of other files, but never over a file of a run's names that it did not write.
+fn check_out_dir(out: &Path, force: bool) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(out) else { return Ok(()) };
+    let names: Vec<String> = entries.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    if names.is_empty() || holds_a_run(out) {
+        return Ok(());
+    }
+    let what = format!("--out {}", out.display());
+    let mut clash: Vec<&str> = names.iter().map(String::as_str).filter(|n| is_run_file(n)).collect();
+    clash.sort();
+    if !clash.is_empty() {
+        return Err(Error::Config {
+            what,
+            why: format!(
+                "holds {} but no run of this program (no config.json of a run): they would be replaced; choose \
+                 another directory",
+                clash.join(", ")
+            ),
+        });
+    }
+    if !force {
+        let mut some: Vec<&str> = names.iter().map(String::as_str).take(3).collect();
+        some.sort();
+        return Err(Error::Config {
+            what,
+            why: format!(
+                "is not empty and holds no run ({} entries, e.g. {}): pass --force to write the run beside them, or \
+                 choose another directory",
+                names.len(),
+                some.join(", ")
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// The training-affecting differences between a resumed run and the saved one: (flag, saved,
+/// given).
+fn changes(saved: &RunConfig, run: &RunConfig) -> Vec<(String, String, String)> {
+    let mut out = vec![];
+    let mut diff = |flag: &str, a: String, b: String| {
+        if a != b {
+            out.push((flag.to_string(), a, b));
+        }
+    };
+    diff("--model", saved.preset.clone(), run.preset.clone());
+    diff("--data", format!("{:?}", saved.data), format!("{:?}", run.data));
+    diff("--seed", saved.seed.to_string(), run.seed.to_string());
+    diff("--limit", format!("{:?}", saved.limit), format!("{:?}", run.limit));
+    // hyperparameters: none given (all default) keeps the run's
+    if run.hyper != Hyper::default() {
+        let json = |h: &Hyper| serde_json::to_value(h).ok().and_then(|v| v.as_object().cloned()).unwrap_or_default();
+        let (a, b) = (json(&saved.hyper), json(&run.hyper));
+        let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+        let show = |v: Option<&serde_json::Value>| match v {
+            None | Some(serde_json::Value::Null) => "the recipe's value".to_string(),
+            Some(v) => v.to_string(),
+        };
+        for k in keys {
+            diff(&format!("--{}", k.replace('_', "-")), show(a.get(k)), show(b.get(k)));
+        }
+    }
+    out
+}
+
+/// The run to train: the saved one when resuming (the same run continues: a change that would
+/// make it differ is refused, naming the flag; evaluation and logging options may change,
+/// with a notice), else the one given. Refuses to start over a checkpoint or over files it
+/// did not write.
 fn open_run(opts: &TrainOptions, ckpt_path: &Path) -> Result<(RunConfig, Option<(TensorFile, checkpoint::Meta)>)> {
     let run = opts.run.clone();
     if !opts.resume {
@@ -127,23 +224,45 @@ fn open_run(opts: &TrainOptions, ckpt_path: &Path) -> Result<(RunConfig, Option<
                     .into(),
             });
         }
+        check_out_dir(&opts.out, opts.force)?;
         return Ok((run, None));
     }
     let (file, meta) = checkpoint::load(ckpt_path)?;
-    let saved: RunConfig = serde_json::from_value(meta.run.clone())
+    let mut saved: RunConfig = serde_json::from_value(meta.run.clone())
         .map_err(|e| Error::Format { path: ckpt_path.to_path_buf(), why: format!("run configuration: {e}") })?;
-    if saved.preset != run.preset {
+    let changed = changes(&saved, &run);
+    if !changed.is_empty() {
+        let list: Vec<String> = changed.iter().map(|(f, a, b)| format!("{f} {b} (the run has {a})")).collect();
         return Err(Error::Config {
             what: "--resume".into(),
-            why: format!("{} holds a `{}` run, not `{}`", ckpt_path.display(), saved.preset, run.preset),
+            why: format!(
+                "{} holds a run that these options would change: {}. A resumed run continues exactly; drop them, or \
+                 start a new run in another --out",
+                ckpt_path.display(),
+                list.join(", ")
+            ),
         });
     }
-    if run.hyper != Hyper::default() && run.hyper != saved.hyper {
-        return Err(Error::Config {
-            what: "--resume".into(),
-            why: "a resumed run keeps its configuration; drop the hyperparameter flags (or start a new --out)".into(),
-        });
+    // what does not change the training may: evaluation and logging
+    let mut notes = vec![];
+    let mut note = |flag: &str, a: String, b: String| {
+        if a != b {
+            notes.push(format!("{flag} {b} (was {a})"));
+        }
+    };
+    note("--val", format!("{:?}", saved.val), format!("{:?}", run.val));
+    note("--test-limit", format!("{:?}", saved.test_limit), format!("{:?}", run.test_limit));
+    note("--knn", saved.knn.to_string(), run.knn.to_string());
+    note("--log-every", saved.log_every.to_string(), run.log_every.to_string());
+    note("--save-every", saved.save_every.to_string(), run.save_every.to_string());
+    if !notes.is_empty() {
+        eprintln!("note: the resumed run now uses {}", notes.join(", "));
     }
+    saved.val = run.val;
+    saved.test_limit = run.test_limit;
+    saved.knn = run.knn;
+    saved.log_every = run.log_every;
+    saved.save_every = run.save_every;
     Ok((saved, Some((file, meta))))
 }
 
@@ -229,6 +348,8 @@ pub fn train_model<M: DinoModel>(opts: &TrainOptions) -> Result<TrainReport> {
         report: TrainReport { checkpoint: ckpt_path.clone(), ..Default::default() },
         t0: Instant::now(),
         images_done: 0,
+        resumed_at: resumed.as_ref().map(|_| start),
+        last_saved: resumed.as_ref().map(|_| start),
     };
     if let (Some(k), 0) = (&mut knn, start) {
         // the baseline DINO must beat
@@ -290,6 +411,8 @@ fn resume<M: DinoModel>(
             why: format!("the checkpoint has {} iterations per epoch, the data now gives {niter}", meta.niter_per_ep),
         });
     }
-    log::truncate(log_path, meta.iteration)?;
+    if let Some(notice) = log::truncate(log_path, meta.iteration)? {
+        eprintln!("{notice}");
+    }
     Ok(meta.iteration)
 }

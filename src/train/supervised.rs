@@ -165,7 +165,7 @@ pub fn train_supervised<V: VitModel>(
     }
     f.metadata.insert("source".into(), "dino supervised baseline".into());
     f.save(out)?;
-    let weights: crate::eval::Weights = f.tensors.iter().map(|(k, t)| (k.clone(), t.data.clone())).collect();
+    let weights: crate::eval::Weights = f.tensors.clone();
     let mut runner = crate::eval::VitRunner::<V>::new(crate::eval::Output::LastCls(1), None, o.device)?;
     runner.set_weights(&weights)?;
     let (w, bias) = (&f.tensors["head.weight"].data, &f.tensors["head.bias"].data);

@@ -144,6 +144,7 @@ pub fn load(path: &Path, key: &str) -> Result<Backbone> {
     }
     let f = TensorFile::from_bytes(&bytes, path)?;
     if f.metadata.contains_key("dino") {
+        let (f, _) = crate::train::checkpoint::checked(f, path)?;
         let prefix = format!("{key}.backbone.");
         let t: BTreeMap<_, _> =
             f.tensors.into_iter().filter_map(|(k, v)| k.strip_prefix(&prefix).map(|n| (n.to_string(), v))).collect();
@@ -250,6 +251,6 @@ impl Backbone {
     }
 
     pub fn weights(&self) -> Weights {
-        self.tensors.iter().map(|(k, v)| (k.clone(), v.data.clone())).collect()
+        self.tensors.clone()
     }
 }
