@@ -29,7 +29,8 @@ fn path(name: &str) -> PathBuf {
 
 fn cls_of(file: &str, key: &str) -> (Vec<f32>, &'static str) {
     let p = path(file);
-    let b = weights::load(&p, key).unwrap_or_else(|e| panic!("{e}"));
+    // DINO's full checkpoints pickle their arguments (argparse.Namespace): allowed explicitly
+    let b = weights::load_trusting(&p, key, &["argparse.Namespace".into()]).unwrap_or_else(|e| panic!("{e}"));
     b.check(&p, &SmallTestVit::CONFIG).unwrap();
     let mut r = VitRunner::<SmallTestVit>::new(Output::LastCls(1), b.eps.map(|e| e as f32), test_device()).unwrap();
     r.set_weights(&b.weights()).unwrap();
@@ -66,7 +67,7 @@ fn architecture_is_inferred_and_hf_config_read() {
     let i = b.infer(&p).unwrap();
     assert_eq!((i.dim, i.depth, i.patch, i.channels, i.image, i.mlp, i.qkv_bias), (48, 2, 8, 3, 32, 192, true));
     // the full checkpoint's heads are dropped, the backbone kept
-    let c = weights::load(&path("full_checkpoint.pth"), "teacher").unwrap();
+    let c = weights::load_trusting(&path("full_checkpoint.pth"), "teacher", &["argparse.Namespace".into()]).unwrap();
     assert!(c.tensors.keys().all(|k| !k.starts_with("head")), "{:?}", c.tensors.keys().collect::<Vec<_>>());
     assert_eq!(c.tensors.len(), weights::load(&path("timm.safetensors"), "teacher").unwrap().tensors.len());
 }
@@ -97,4 +98,39 @@ fn mismatches_and_bad_files_are_named() {
         let e = weights::load(&f, "teacher").and_then(|b| b.infer(&f).map(|_| ())).unwrap_err().to_string();
         assert!(e.contains(name) && e.contains(why), "{e}");
     }
+}
+
+#[test]
+fn a_hugging_face_model_directory_loads_and_its_config_is_honoured_or_refused() {
+    // the directory itself, as `from_pretrained` takes it
+    let d = weights::load(&path("hf"), "teacher").unwrap();
+    let f = weights::load(&path("hf/model.safetensors"), "teacher").unwrap();
+    assert_eq!((d.tensors, d.heads, d.eps), (f.tensors, f.heads, f.eps));
+    // a config.json that disagrees with the model or with the tensors
+    let tmp = std::env::temp_dir().join(format!("dino-hf-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    std::fs::copy(path("hf/model.safetensors"), tmp.join("model.safetensors")).unwrap();
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path("hf/config.json")).unwrap()).unwrap();
+    let with = |key: &str, v: serde_json::Value| {
+        let mut c = config.clone();
+        c[key] = v;
+        std::fs::write(tmp.join("config.json"), c.to_string()).unwrap();
+        weights::load(&tmp, "teacher")
+    };
+    let b = with("num_attention_heads", 4.into()).unwrap();
+    let e = b.check(&tmp.join("model.safetensors"), &SmallTestVit::CONFIG).unwrap_err().to_string();
+    assert!(e.contains("4 heads") && e.contains("has 3"), "{e}");
+    let e = with("num_attention_heads", 5.into()).unwrap_err().to_string();
+    assert!(e.contains("config.json") && e.contains("5 attention heads"), "{e}");
+    let e = with("hidden_size", 96.into()).unwrap_err().to_string();
+    assert!(e.contains("config.json") && e.contains("hidden_size 96") && e.contains("48"), "{e}");
+    std::fs::write(tmp.join("config.json"), "{ not json").unwrap();
+    let e = weights::load(&tmp, "teacher").unwrap_err().to_string();
+    assert!(e.contains("config.json") && e.contains("not JSON"), "{e}");
+    // a directory with no weights in it
+    std::fs::remove_file(tmp.join("model.safetensors")).unwrap();
+    let e = weights::load(&tmp, "teacher").unwrap_err().to_string();
+    assert!(e.contains("model.safetensors") && !e.contains("Is a directory"), "{e}");
+    std::fs::remove_dir_all(tmp).ok();
 }

@@ -141,6 +141,13 @@ pub fn random_init<M: DinoModel>(seed: u64) -> Weights {
     params.params.iter().map(|p| (p.name.clone(), tensor(&p.shape, data::get(&cx, p.id).expect("initialized")))).collect()
 }
 
+/// The parameter shapes of a backbone (its graph built, nothing compiled).
+pub fn param_shapes<V: dino_runtime::model::VitModel>() -> BTreeMap<String, Vec<usize>> {
+    let mut cx = Graph::new();
+    let m = V::new(&mut cx);
+    ParamSet::of(&m, &mut cx).params.iter().map(|p| (p.name.clone(), p.shape.clone())).collect()
+}
+
 /// Random weights of a backbone (the student's initialization for `seed`).
 pub fn random_backbone<V: dino_runtime::model::VitModel>(seed: u64) -> Weights {
     let mut cx = Graph::new();

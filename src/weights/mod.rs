@@ -125,20 +125,77 @@ fn hf_to_official(path: &Path, t: BTreeMap<String, NamedTensor>) -> Result<BTree
     Ok(out)
 }
 
-/// The `config.json` of a Hugging Face model beside `path`, if any: (eps, heads).
-fn hf_config(path: &Path) -> (Option<f64>, Option<usize>) {
-    let Some(dir) = path.parent() else { return (None, None) };
-    let Ok(text) = std::fs::read_to_string(dir.join("config.json")) else { return (None, None) };
-    let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else { return (None, None) };
-    (v["layer_norm_eps"].as_f64(), v["num_attention_heads"].as_u64().map(|h| h as usize))
+/// The `config.json` of a Hugging Face model beside `path`, if any (an unreadable one is an
+/// error naming it: what it says is honoured or refused, never ignored).
+fn hf_config(path: &Path) -> Result<Option<serde_json::Value>> {
+    let Some(dir) = path.parent() else { return Ok(None) };
+    let cfg = dir.join("config.json");
+    let text = match std::fs::read_to_string(&cfg) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(Error::Io { path: cfg, source }),
+    };
+    serde_json::from_str(&text).map(Some).map_err(|e| bad(&cfg, format!("not JSON: {e}")))
+}
+
+/// What a Hugging Face config.json says must be what the tensors are.
+fn check_hf_config(path: &Path, v: &serde_json::Value, b: &Backbone) -> Result<()> {
+    let cfg = path.parent().unwrap_or(Path::new(".")).join("config.json");
+    let i = b.infer(path)?;
+    for (key, got) in [
+        ("hidden_size", i.dim),
+        ("num_hidden_layers", i.depth),
+        ("patch_size", i.patch),
+        ("num_channels", i.channels),
+        ("image_size", i.image),
+        ("intermediate_size", i.mlp),
+    ] {
+        if let Some(said) = v[key].as_u64() {
+            if said as usize != got {
+                return Err(bad(&cfg, format!("says {key} {said}, but the tensors of {} have {got}", path.display())));
+            }
+        }
+    }
+    if let Some(h) = b.heads {
+        if h == 0 || i.dim % h != 0 {
+            return Err(bad(&cfg, format!("says {h} attention heads, which do not divide the width {}", i.dim)));
+        }
+    }
+    Ok(())
+}
+
+/// The weight files a Hugging Face model directory holds, in the order they are looked for.
+const HF_FILES: [&str; 2] = ["model.safetensors", "pytorch_model.bin"];
+
+/// The file to read for `path`: itself, or the weights of a Hugging Face model directory.
+pub fn weights_file(path: &Path) -> std::path::PathBuf {
+    if path.is_dir() {
+        if let Some(f) = HF_FILES.iter().map(|f| path.join(f)).find(|f| f.is_file()) {
+            return f;
+        }
+    }
+    path.to_path_buf()
 }
 
 /// Read backbone weights from `path` (format from the content). `key` picks the network of a
 /// training checkpoint (`teacher`, DINO's choice for evaluation, or `student`).
 pub fn load(path: &Path, key: &str) -> Result<Backbone> {
+    load_trusting(path, key, &[])
+}
+
+/// [`load`], allowing the pickle globals in `trusted` (`argparse.Namespace`: the arguments in
+/// DINO's full checkpoints) beside the ones tensors need.
+pub fn load_trusting(path: &Path, key: &str, trusted: &[String]) -> Result<Backbone> {
+    let path = &weights_file(path);
+    if path.is_dir() {
+        return Err(bad(
+            path,
+            format!("a directory without {}: give the weights file itself", HF_FILES.join(" or ")),
+        ));
+    }
     let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
     if bytes.starts_with(b"PK") {
-        let tensors = pth::load_state_dict(path, &bytes, key)?;
+        let tensors = pth::load_state_dict(path, &bytes, key, trusted)?;
         let t = tensors.into_iter().map(|(k, v)| (strip(&k).to_string(), v)).filter(|(k, _)| is_backbone(k)).collect();
         return Ok(Backbone { tensors: t, format: "PyTorch .pth", ..Default::default() });
     }
@@ -155,9 +212,15 @@ pub fn load(path: &Path, key: &str) -> Result<Backbone> {
     }
     let hf = f.tensors.keys().any(|k| k.contains("encoder.layer.") || k.starts_with("embeddings."));
     if hf {
-        let (eps, heads) = hf_config(path);
+        let config = hf_config(path)?;
         let t = hf_to_official(path, f.tensors)?;
-        return Ok(Backbone { tensors: t, format: "Hugging Face safetensors", eps, heads });
+        let eps = config.as_ref().and_then(|v| v["layer_norm_eps"].as_f64());
+        let heads = config.as_ref().and_then(|v| v["num_attention_heads"].as_u64()).map(|h| h as usize);
+        let b = Backbone { tensors: t, format: "Hugging Face safetensors", eps, heads };
+        if let Some(v) = &config {
+            check_hf_config(path, v, &b)?;
+        }
+        return Ok(b);
     }
     let t = f.tensors.into_iter().map(|(k, v)| (strip(&k).to_string(), v)).filter(|(k, _)| is_backbone(k)).collect();
     Ok(Backbone { tensors: t, format: "timm safetensors", ..Default::default() })

@@ -17,44 +17,72 @@ pub const DIR_VAR: &str = "DINO_FMNIST_DIR";
 pub const FMNIST_CLASSES: [&str; 10] =
     ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"];
 
-fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
-    let raw = std::fs::read(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
-    if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = vec![];
-        flate2::read::MultiGzDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .map_err(|e| Error::Format { path: path.to_path_buf(), why: format!("corrupt gzip stream: {e}") })?;
-        Ok(out)
-    } else {
-        Ok(raw)
-    }
-}
+/// The largest payload an IDX file may declare (16 GiB: ten times ImageNet-1k at 28 x 28).
+const MAX_PAYLOAD: u64 = 16 << 30;
 
-/// Parse an IDX header: unsigned-byte data of `rank` dimensions; returns the dims and the
-/// payload, checking its length.
-fn parse_idx<'a>(path: &Path, bytes: &'a [u8], rank: usize) -> Result<(Vec<usize>, &'a [u8])> {
+/// Read an IDX file (gzipped or not) of unsigned-byte data of `rank` dimensions: the dims and
+/// the payload. The header is read first and its size checked (no overflow, no absurd size)
+/// before the payload is read, and no more than it declares is ever inflated.
+fn read_idx(path: &Path, rank: usize) -> Result<(Vec<usize>, Vec<u8>)> {
     let bad = |why: String| Error::Format { path: path.to_path_buf(), why };
-    if bytes.len() < 4 || bytes[0] != 0 || bytes[1] != 0 {
-        return Err(bad("not an IDX file (the magic number must start with two zero bytes)".into()));
-    }
-    if bytes[2] != 0x08 {
-        return Err(bad(format!("IDX element type 0x{:02x}; only unsigned bytes (0x08) are supported", bytes[2])));
-    }
-    if bytes[3] as usize != rank {
-        return Err(bad(format!("IDX file of {} dimension(s), expected {rank}", bytes[3])));
-    }
-    let header = 4 + 4 * rank;
-    if bytes.len() < header {
+    let file = std::fs::File::open(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+    let mut file = std::io::BufReader::new(file);
+    let gz = std::io::BufRead::fill_buf(&mut file).map(|b| b.starts_with(&[0x1f, 0x8b])).unwrap_or(false);
+    let mut r: Box<dyn Read> = if gz { Box::new(flate2::bufread::MultiGzDecoder::new(file)) } else { Box::new(file) };
+    let stream = |e: std::io::Error| {
+        if gz {
+            bad(format!("corrupt gzip stream: {e}"))
+        } else {
+            Error::Io { path: path.to_path_buf(), source: e }
+        }
+    };
+    let mut magic = [0u8; 4];
+    let n = read_up_to(&mut r, &mut magic).map_err(stream)?;
+    parse_magic(path, &magic[..n], rank)?;
+    let mut raw_dims = vec![0u8; 4 * rank];
+    if read_up_to(&mut r, &mut raw_dims).map_err(stream)? < raw_dims.len() {
         return Err(bad("truncated IDX header".into()));
     }
-    let dims: Vec<usize> =
-        (0..rank).map(|i| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().unwrap()) as usize).collect();
-    let expected: usize = dims.iter().product();
-    let payload = &bytes[header..];
-    if payload.len() != expected {
-        return Err(bad(format!("dims {dims:?} need {expected} bytes of data, the file has {}", payload.len())));
+    let dims: Vec<usize> = raw_dims.chunks(4).map(|c| u32::from_be_bytes(c.try_into().expect("4 bytes")) as usize).collect();
+    let expected = dims
+        .iter()
+        .try_fold(1u64, |a, &d| a.checked_mul(d as u64))
+        .filter(|&e| e <= MAX_PAYLOAD)
+        .ok_or_else(|| bad(format!("IDX dims {dims:?} declare more than {} GiB of data", MAX_PAYLOAD >> 30)))?;
+    let mut payload = Vec::with_capacity(expected.min(1 << 30) as usize);
+    (&mut r).take(expected + 1).read_to_end(&mut payload).map_err(stream)?;
+    if payload.len() as u64 != expected {
+        let got = if payload.len() as u64 > expected { "more".to_string() } else { payload.len().to_string() };
+        return Err(bad(format!("dims {dims:?} need {expected} bytes of data, the file has {got}")));
     }
     Ok((dims, payload))
+}
+
+/// Fill `buf` as far as the stream goes; the bytes read.
+fn read_up_to(r: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+/// Check an IDX magic number: unsigned bytes, `rank` dimensions.
+fn parse_magic(path: &Path, magic: &[u8], rank: usize) -> Result<()> {
+    let bad = |why: String| Error::Format { path: path.to_path_buf(), why };
+    if magic.len() < 4 || magic[0] != 0 || magic[1] != 0 {
+        return Err(bad("not an IDX file (the magic number must start with two zero bytes)".into()));
+    }
+    if magic[2] != 0x08 {
+        return Err(bad(format!("IDX element type 0x{:02x}; only unsigned bytes (0x08) are supported", magic[2])));
+    }
+    if magic[3] as usize != rank {
+        return Err(bad(format!("IDX file of {} dimension(s), expected {rank}", magic[3])));
+    }
+    Ok(())
 }
 
 /// Grayscale images from an IDX image file and labels from an IDX label file.
@@ -72,16 +100,17 @@ impl IdxImages {
     /// Read `images` (rank 3) and optionally `labels` (rank 1, one per image); either may be
     /// gzipped.
     pub fn open(images: &Path, labels: Option<&Path>, classes: &[&str]) -> Result<IdxImages> {
-        let bytes = read_maybe_gz(images)?;
-        let (dims, payload) = parse_idx(images, &bytes, 3)?;
+        let (dims, payload) = read_idx(images, 3)?;
         let (n, rows, cols) = (dims[0], dims[1], dims[2]);
-        if rows == 0 || cols == 0 {
+        if n == 0 {
+            return Err(Error::Format { path: images.to_path_buf(), why: "holds no images (its first dimension is 0)".into() });
+        }
+        if rows == 0 || cols == 0 || rows > 1 << 14 || cols > 1 << 14 {
             return Err(Error::Format { path: images.to_path_buf(), why: format!("images of {rows}x{cols} pixels") });
         }
         let labels = match labels {
             Some(lp) => {
-                let lb = read_maybe_gz(lp)?;
-                let (ld, lpay) = parse_idx(lp, &lb, 1)?;
+                let (ld, lpay) = read_idx(lp, 1)?;
                 if ld[0] != n {
                     return Err(Error::Format {
                         path: lp.to_path_buf(),
@@ -102,7 +131,7 @@ impl IdxImages {
             path: images.to_path_buf(),
             rows,
             cols,
-            pixels: Arc::new(payload.to_vec()),
+            pixels: Arc::new(payload),
             labels,
             classes: classes.iter().map(|s| s.to_string()).collect(),
         })
@@ -225,6 +254,36 @@ pub(crate) mod tests {
         assert_eq!(second.data, pixels[6..].to_vec());
         assert_eq!((d.label(0), d.label(1)), (Some(1), Some(0)));
         assert_eq!(d.truncate(1).len(), 1);
+    }
+
+    #[test]
+    fn overflowing_or_empty_headers_are_named() {
+        let dir = std::env::temp_dir().join(format!("dino-idx-overflow-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // 2^32-1 cubed overflows u64: refused by checked arithmetic, not wrapped to 0 images
+        let mut huge = vec![0, 0, 8, 3];
+        huge.extend([0xffu8; 12]);
+        let p = dir.join("huge-idx3-ubyte");
+        std::fs::write(&p, &huge).unwrap();
+        let e = IdxImages::open(&p, None, &[]).unwrap_err().to_string();
+        assert!(e.contains("huge-idx3-ubyte") && e.contains("more than 16 GiB"), "{e}");
+        // dims that multiply to just past u64 wrap to a small number without checking
+        let mut wrap = vec![0, 0, 8, 3];
+        for d in [1u32 << 31, 1 << 31, 4] {
+            wrap.extend(d.to_be_bytes());
+        }
+        std::fs::write(&p, &wrap).unwrap();
+        let e = IdxImages::open(&p, None, &[]).unwrap_err().to_string();
+        assert!(e.contains("more than 16 GiB"), "{e}");
+        // zero images
+        let mut empty = vec![0, 0, 8, 3];
+        for d in [0u32, 28, 28] {
+            empty.extend(d.to_be_bytes());
+        }
+        std::fs::write(&p, &empty).unwrap();
+        let e = IdxImages::open(&p, None, &[]).unwrap_err().to_string();
+        assert!(e.contains("huge-idx3-ubyte") && e.contains("no images"), "{e}");
+        std::fs::remove_dir_all(dir).ok();
     }
 
     #[test]
