@@ -46,5 +46,6 @@ pub mod device;
 pub mod eval;
 pub mod plot;
 pub mod progress;
+pub mod resources;
 pub mod train;
 pub mod weights;

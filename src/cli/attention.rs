@@ -84,6 +84,16 @@ pub struct JaccardResult {
     pub jaccard_best_head: f64,
 }
 
+/// A lower bound of the memory one attention picture of `h` x `w` px takes: the network's
+/// activations, the resized image and the tiles of the grid (an image, a mean, a mask and
+/// one overlay per head, enlarged to at least 224 px).
+fn picture_bytes(cfg: &dino_runtime::config::VitConfig, h: usize, w: usize) -> u128 {
+    let side = h.max(w) as u128;
+    let scale = (224 / side.max(1)).max(1);
+    let tiles = (3 + cfg.heads as u128) * (side * scale).pow(2) * 3;
+    cfg.activation_bytes(h.max(w), 1, false) + side * side * 3 * 4 + tiles
+}
+
 fn draw<V: VitModel>(
     runner: &mut VitRunner<V>,
     img: &Image,
@@ -103,6 +113,10 @@ fn draw<V: VitModel>(
         return Err(format!("{stem}: {}x{} is smaller than one {p} px patch", resized.width, resized.height));
     }
     let (h, w) = (resized.height / p * p, resized.width / p * p);
+    if size == 0 {
+        let what = format!("{stem} at its own size {}x{} (--size 0)", resized.width, resized.height);
+        crate::resources::check(&what, picture_bytes(&V::CONFIG, h, w)).map_err(|e| e.to_string())?;
+    }
     let x = pil::crop(&resized, 0, 0, h, w);
     let out = runner.run(&[normalize(&x, &norm.0, &norm.1)], h, w).map_err(|e| e.to_string())?;
     let maps = AttentionMaps::from_weights(&out[0], h / p, w / p, p);
@@ -175,6 +189,9 @@ impl models::VitVisitor for Run<'_> {
 
     fn visit<V: VitModel>(self, _: &'static str) -> Self::Output {
         let a = self.args;
+        if let Some(s) = a.size.filter(|&s| s > 0) {
+            crate::resources::check(&format!("--size {s}"), picture_bytes(&V::CONFIG, s, s)).map_err(|e| e.to_string())?;
+        }
         let weights = match self.weights {
             Some(w) => w,
             None => random_backbone::<V>(a.w.seed),

@@ -33,6 +33,10 @@ pub struct FeaturesArgs {
     pub patch_tokens: bool,
     #[arg(long, value_parser = crate::train::hyper::positive)]
     pub limit: Option<usize>,
+    /// Resize (and center-crop) images to SIZE x SIZE, a whole number of patches [default: the
+    /// model's native size]; the position embeddings are interpolated as DINO's evaluation does.
+    #[arg(long, value_parser = crate::train::hyper::positive)]
+    pub size: Option<usize>,
     #[command(flatten)]
     pub on: super::common::RunOn,
 }
@@ -62,6 +66,15 @@ impl models::VitVisitor for Go<'_> {
     type Output = Result<(Features, Vec<String>, usize), String>;
     fn visit<V: VitModel>(self, _: &'static str) -> Self::Output {
         let Go(a, weights, eps, name) = self;
+        let size = a.size.unwrap_or(V::IMAGE);
+        let p = V::PATCH;
+        if size % p != 0 || size < p {
+            let near = (size / p).max(1) * p;
+            return Err(format!(
+                "--size {size}: the model's patches are {p} px, so the size must be a multiple of {p} (e.g. {near})"
+            ));
+        }
+        let tokens = if a.patch_tokens { (size / p).pow(2) as u128 + 1 } else { 1 };
         let s = dataset::open(&a.data, V::CHANNELS, None, a.limit, a.limit).map_err(|e| e.to_string())?;
         let ds = match a.split.as_str() {
             "train" => s.train,
@@ -69,11 +82,13 @@ impl models::VitVisitor for Go<'_> {
             other => return Err(format!("--split {other}: use train or test")),
         };
         let output = if a.patch_tokens { Output::Tokens } else { Output::LastCls(1) };
+        let needs = V::CONFIG.activation_bytes(size, 256, false) + 4 * ds.len() as u128 * tokens * V::DIM as u128;
+        crate::resources::check(&format!("--size {size} over {} images", ds.len()), needs).map_err(|e| e.to_string())?;
         let mut runner = VitRunner::<V>::new(output, eps, a.on.device).map_err(|e| e.to_string())?;
         runner.set_weights(&weights.unwrap_or_else(|| random_backbone::<V>(a.w.seed))).map_err(|e| e.to_string())?;
         let (mean, std) = normalization(&name);
         let f =
-            dataset_features(&mut runner, ds.as_ref(), &mean, &std, "features", false).map_err(|e| e.to_string())?;
+            dataset_features(&mut runner, ds.as_ref(), size, &mean, &std, "features", false).map_err(|e| e.to_string())?;
         let sources = f.indices.iter().map(|&i| ds.source(i)).collect();
         Ok((f, sources, V::DIM))
     }
@@ -81,12 +96,16 @@ impl models::VitVisitor for Go<'_> {
 
 pub fn run(args: FeaturesArgs) -> Result<(), String> {
     args.on.apply()?;
+    let ext = args.out.extension().and_then(|e| e.to_str()).unwrap_or("");
+    if !matches!(ext, "npy" | "safetensors") {
+        // said before any work is done
+        return Err(format!("--out {}: the output must end in .npy or .safetensors", args.out.display()));
+    }
     let (weights, eps, name) = resolve(&args.w)?;
     let (f, sources, dim) = models::with_vit(&name, Go(&args, weights, eps, name.clone()))
         .ok_or_else(|| format!("no backbone or DINO preset named `{name}`"))??;
     let n = f.rows();
     let shape = if args.patch_tokens { vec![n, f.dim / dim, dim] } else { vec![n, f.dim] };
-    let ext = args.out.extension().and_then(|e| e.to_str()).unwrap_or("");
     let io = |e: std::io::Error| format!("{}: {e}", args.out.display());
     if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(io)?;

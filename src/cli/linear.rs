@@ -64,9 +64,9 @@ impl models::VitVisitor for Go<'_> {
         let mut runner = VitRunner::<V>::new(output, eps, a.on.device).map_err(|e| e.to_string())?;
         runner.set_weights(&weights.unwrap_or_else(|| random_backbone::<V>(a.w.seed))).map_err(|e| e.to_string())?;
         let (mean, std) = normalization(&name);
-        let tr = dataset_features(&mut runner, s.train.as_ref(), &mean, &std, "train feats", false)
+        let tr = dataset_features(&mut runner, s.train.as_ref(), V::IMAGE, &mean, &std, "train feats", false)
             .map_err(|e| e.to_string())?;
-        let te = dataset_features(&mut runner, test.as_ref(), &mean, &std, "test feats", false)
+        let te = dataset_features(&mut runner, test.as_ref(), V::IMAGE, &mean, &std, "test feats", false)
             .map_err(|e| e.to_string())?;
         let unlabeled = || "the probe needs labels for every image".to_string();
         let (ytr, yte) = (tr.all_labels().ok_or_else(unlabeled)?, te.all_labels().ok_or_else(unlabeled)?);

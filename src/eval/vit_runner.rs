@@ -202,13 +202,14 @@ impl<V: VitModel> VitRunner<V> {
 pub fn dataset_features<V: VitModel>(
     runner: &mut VitRunner<V>,
     ds: &dyn dino_runtime::data::Dataset,
+    size: usize,
     mean: &[f64],
     std: &[f64],
     label: &str,
     quiet: bool,
 ) -> Result<Features> {
     let mut bar = crate::progress::Progress::new(label, ds.len() as u64, quiet);
-    let f = runner.features(ds, V::IMAGE, Norm { mean, std }, 256, |done, _| bar.set(done as u64, String::new))?;
+    let f = runner.features(ds, size, Norm { mean, std }, 256, |done, _| bar.set(done as u64, String::new))?;
     bar.finish();
     for b in &f.skipped {
         bar.println(&format!("warning: skipped unreadable image {}: {}", b.source, b.why));

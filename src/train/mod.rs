@@ -270,7 +270,6 @@ fn open_run(opts: &TrainOptions, ckpt_path: &Path) -> Result<(RunConfig, Option<
 pub fn train_model<M: DinoModel>(opts: &TrainOptions) -> Result<TrainReport> {
     // ============ the run: new, or resumed from its checkpoint ... ============
     let out = &opts.out;
-    std::fs::create_dir_all(out).map_err(io(out))?;
     let ckpt_path = checkpoint_path(out);
     let log_path = out.join("log.jsonl");
     let (run, resumed) = open_run(opts, &ckpt_path)?;
@@ -283,6 +282,7 @@ pub fn train_model<M: DinoModel>(opts: &TrainOptions) -> Result<TrainReport> {
     let crops = MultiCrop::new(cfg.global, cfg.local, cfg.augment);
     let loader = Arc::new(Loader::new(Arc::clone(&splits.train), crops, channels, batch, run.seed)?);
     let niter = loader.steps_per_epoch();
+    let total = check_size(&cfg, niter, batch)?;
 
     // ============ building student and teacher networks, loss and optimizer: one graph ... ============
     let t_build = Instant::now();
@@ -294,9 +294,9 @@ pub fn train_model<M: DinoModel>(opts: &TrainOptions) -> Result<TrainReport> {
 
     // ============ init schedulers ... ============
     let schedules = Schedules::new(&cfg, niter, batch);
-    let total = niter * cfg.epochs;
 
     // ============ optionally resume training ... ============
+    std::fs::create_dir_all(out).map_err(io(out))?;
     let start = match &resumed {
         Some((file, meta)) => resume(&mut step, file, meta, &ckpt_path, &log_path, niter)?,
         None => {
@@ -392,6 +392,23 @@ pub fn train_model<M: DinoModel>(opts: &TrainOptions) -> Result<TrainReport> {
     report.images_per_s = lp.images_done as f64 / lp.t0.elapsed().as_secs_f64().max(1e-9);
     report.bad_images = loader.bad_count();
     Ok(report)
+}
+
+/// The iterations of the run, once the schedules and the step are known to fit in memory
+/// (refused naming the flags otherwise: an allocation that fails aborts the process).
+fn check_size(cfg: &DinoConfig, niter: usize, batch: usize) -> Result<usize> {
+    let epochs = format!("--epochs {}", cfg.epochs);
+    let total = niter.checked_mul(cfg.epochs).ok_or_else(|| Error::Config {
+        what: epochs.clone(),
+        why: format!("{} epochs of {niter} iterations do not fit in a 64-bit count", cfg.epochs),
+    })?;
+    crate::resources::check(&epochs, DinoConfig::schedule_bytes(total as u128))?;
+    let locals = cfg.local.map_or(0, |l| l.count);
+    crate::resources::check(
+        &format!("--batch-size {batch} with --local-crops-number {locals} (a step of 2 global and {locals} local crops of {batch} images)"),
+        cfg.step_bytes(batch),
+    )?;
+    Ok(total)
 }
 
 /// Put the checkpoint's state into `step`; the iteration to continue from. The log is cut
