@@ -321,6 +321,17 @@ impl DinoConfig {
         if cfg.batch_size == 0 {
             return bad("batch_size (--batch-size)", "must be at least 1".into());
         }
+        let warm = cfg.teacher_temp.2;
+        if warm > cfg.epochs as f64 {
+            return bad(
+                "teacher temperature warmup (--warmup-teacher-temp-epochs)",
+                format!(
+                    "{warm} epochs is longer than the training ({} epochs, --epochs): the temperature would never \
+                     reach {}; give a warmup of at most {} epochs",
+                    cfg.epochs, cfg.teacher_temp.1, cfg.epochs
+                ),
+            );
+        }
         let o = &cfg.optimizer;
         if !(o.lr >= 0.0 && o.min_lr >= 0.0 && o.warmup_epochs >= 0.0) || !(o.lr.is_finite() && o.min_lr.is_finite()) {
             return bad(

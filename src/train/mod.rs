@@ -279,6 +279,12 @@ pub fn train_model<M: DinoModel>(opts: &TrainOptions) -> Result<TrainReport> {
     let channels = cfg.backbone.channels;
     let splits = dataset::open(&run.data, channels, run.val.as_deref(), run.limit, run.test_limit)?;
     let batch = cfg.batch_size;
+    if cfg.freeze_last_layer >= cfg.epochs && !opts.quiet {
+        eprintln!(
+            "note: the last layer of the head stays frozen for the whole run (--freeze-last-layer {} >= --epochs {})",
+            cfg.freeze_last_layer, cfg.epochs
+        );
+    }
     let crops = MultiCrop::new(cfg.global, cfg.local, cfg.augment);
     let loader = Arc::new(Loader::new(Arc::clone(&splits.train), crops, channels, batch, run.seed)?);
     let niter = loader.steps_per_epoch();

@@ -40,9 +40,26 @@ pub fn expand(ir: &DinoIr, rt: &TokenStream) -> TokenStream {
     let groups = std::iter::once(("global", &ir.global)).chain(ir.local.as_ref().map(|l| ("local", l)));
     for (which, c) in groups {
         let size = int(c.size);
-        let msg = format!("{which} crops of {} px are not a whole number of the backbone's patches", c.size);
+        // the patch size is the backbone's (another macro's constant): every patch size up to
+        // 64 that does not divide the crop gets its own message, naming it and sizes that work
+        let (ps, msgs): (Vec<_>, Vec<_>) = (2..=64usize)
+            .filter(|p| c.size % p != 0)
+            .map(|p| {
+                let lo = c.size / p * p;
+                let works = if lo == 0 { format!("{p}") } else { format!("{lo} or {}", lo + p) };
+                let m = format!(
+                    "{which} crops of {} px are not a whole number of the backbone's {p} px patches: {works} px would be",
+                    c.size
+                );
+                (int(p), m)
+            })
+            .unzip();
+        let generic = format!("{which} crops of {} px are not a whole number of the backbone's patches", c.size);
         checks.push(quote_spanned! {c.size_span=>
-            const _: () = ::core::assert!(#size % #bbv::PATCH == 0, #msg);
+            const _: () = match #bbv::PATCH {
+                #( #ps => ::core::panic!(#msgs), )*
+                p => ::core::assert!(#size % p == 0, #generic),
+            };
         });
         let np = quote_spanned!(bb_span=> { (#size / #bbv::PATCH) * (#size / #bbv::PATCH) });
         let nt = quote_spanned!(bb_span=> { (#size / #bbv::PATCH) * (#size / #bbv::PATCH) + 1 });

@@ -118,7 +118,7 @@ impl Parse for DinoInput {
             } else if la.peek(kw::augment) {
                 key!(input, e, d.augment, augment)
             } else {
-                e.push(la.error());
+                e.push(super::unknown_key(input, la.error()));
                 skip_value(input)?;
             }
             Ok(())
@@ -166,7 +166,7 @@ impl Parse for HeadInput {
             } else if la.peek(kw::norm_last_layer) {
                 key!(input, e, h.norm_last_layer, norm_last_layer)
             } else {
-                e.push(la.error());
+                e.push(super::unknown_key(input, la.error()));
                 skip_value(input)?;
             }
             Ok(())
@@ -198,7 +198,7 @@ impl Parse for CropsInput {
             } else if la.peek(kw::local) {
                 key!(input, e, c.local, local)
             } else {
-                e.push(la.error());
+                e.push(super::unknown_key(input, la.error()));
                 skip_value(input)?;
             }
             Ok(())
@@ -284,7 +284,7 @@ impl Parse for OptimizerInput {
             } else if la.peek(kw::momentum) {
                 key!(input, e, o.momentum, momentum)
             } else {
-                e.push(la.error());
+                e.push(super::unknown_key(input, la.error()));
                 skip_value(input)?;
             }
             Ok(())
@@ -422,7 +422,7 @@ impl Parse for AugmentInput {
             } else if la.peek(kw::normalize) {
                 key!(input, e, a.normalize, normalize)
             } else {
-                e.push(la.error());
+                e.push(super::unknown_key(input, la.error()));
                 skip_value(input)?;
             }
             Ok(())

@@ -50,6 +50,13 @@ impl Parse for Num {
             let v: f64 = l.base10_parse()?;
             let span = neg.map(|n| n.span.join(l.span()).unwrap_or(l.span())).unwrap_or(l.span());
             Ok(Num { value: sign * v, is_int: false, text: format!("{prefix}{}", l.base10_digits()), span })
+        } else if input.peek(syn::token::Paren) {
+            Err(syn::Error::new(
+                input.span(),
+                "expected a number, not a tuple: write one number (ranges are `lo..hi`, lists `[a, b]`)",
+            ))
+        } else if input.peek(syn::LitStr) {
+            Err(syn::Error::new(input.span(), "expected a number, not a string: write the number itself, without quotes"))
         } else {
             Err(la.error())
         }

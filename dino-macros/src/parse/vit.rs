@@ -93,7 +93,7 @@ impl Parse for VitInput {
             } else if la.peek(kw::drop_path) {
                 num_key!(drop_path, drop_path)
             } else {
-                v.errors.push(la.error());
+                v.errors.push(super::unknown_key(input, la.error()));
                 skip_value(input)?;
             }
             Ok(())

@@ -211,6 +211,27 @@ pub fn dino(d: DinoInput) -> (DinoIr, Ctxt) {
     let clip_grad = d.clip_grad.as_ref().map(|n| non_negative(&mut cx, "clip_grad", &n.value)).unwrap_or(3.0);
     let freeze_last_layer =
         d.freeze_last_layer.as_ref().map(|n| count(&mut cx, "freeze_last_layer", &n.value)).unwrap_or(1);
+    // schedules in epochs must fit in the training
+    if let Some(n) = d.freeze_last_layer.as_ref().filter(|_| freeze_last_layer >= epochs) {
+        cx.error(
+            n.value.span,
+            format!(
+                "the last layer would stay frozen for the whole training ({} of {epochs} epochs): it would never \
+                 learn; freeze it for fewer epochs (DINO: 1)",
+                n.value.text
+            ),
+        );
+    }
+    if let Some(w) = d.teacher_temp.as_ref().and_then(|t| t.value.warmup.as_ref()).filter(|_| teacher_temp.2 > epochs as f64) {
+        cx.error(
+            w.span,
+            format!(
+                "a teacher-temperature warmup of {} epochs is longer than the {epochs} epochs of training: the \
+                 temperature would never reach {}",
+                w.text, teacher_temp.1
+            ),
+        );
+    }
     let augment = augment(&mut cx, d.augment.as_ref().map(|a| &a.value));
     let doc = doc_string(&d.attrs);
     let ir = DinoIr {
