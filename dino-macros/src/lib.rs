@@ -99,3 +99,92 @@ mod tests {
         assert!(text.contains("pub struct V"), "{text}");
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    //! The parser and the validator take any tokens without panicking: random edits of the
+    //! canonical declarations (characters dropped, replaced, inserted, tokens duplicated) give
+    //! an expansion or a compile error, never a panic. Cases: `PROPTEST_CASES` (CI: 256).
+    use proptest::prelude::*;
+
+    const VIT: &str = "/// doc\npub V { image: 224, patch: 16, channels: 3, dim: 384, depth: 12, heads: 6, mlp_ratio: 4, \
+                       qkv_bias: true, norm_eps: 1e-6, drop_path: 0.1 }";
+    const DINO: &str = "pub D for V { head: { hidden: 2048, bottleneck: 256, out: 65536, layers: 3, \
+                        norm_last_layer: true }, crops: { global: 2 x 224 scale 0.4..1.0, local: 10 x 96 scale \
+                        0.05..0.4 }, student_temp: 0.1, teacher_temp: 0.04 -> 0.07 warmup 30 epochs, \
+                        center_momentum: 0.9, teacher_momentum: 0.996 -> 1.0 cosine, optimizer: adamw { lr: 5e-4 \
+                        per 256, warmup: 10 epochs, min_lr: 1e-6, weight_decay: 0.04 -> 0.4 }, clip_grad: 3.0, \
+                        freeze_last_layer: 1 epochs, epochs: 100, batch_size: 64, augment: { flip: 0.5, \
+                        color_jitter: [0.4, 0.4, 0.0, 0.0] p 0.8, grayscale: off, blur: sigma 0.1..1.0 p [1.0, \
+                        0.1, 0.5] kernel 3, solarize: threshold 0.5 p 0.2, normalize: mean [0.2860] std \
+                        [0.3530] } }";
+
+    /// Pieces a mutation may insert: the DSL's own punctuation and words, and foreign ones.
+    const PIECES: &[&str] = &[
+        ",", ":", "{", "}", "[", "]", "(", ")", "..", "->", "x", "p", "epochs", "-", "*", "0", "1e400", "18446744073709551616",
+        "-1", "0.0", "\"s\"", "true", "per", "warmup", "cosine", "linear", "head", "crops", "global", "local", "'a",
+    ];
+
+    #[derive(Debug, Clone)]
+    enum Edit {
+        Drop(usize, usize),
+        Insert(usize, usize),
+        Replace(usize, usize),
+    }
+
+    fn edit() -> impl Strategy<Value = Edit> {
+        prop_oneof![
+            (any::<usize>(), 1..8usize).prop_map(|(a, n)| Edit::Drop(a, n)),
+            (any::<usize>(), 0..PIECES.len()).prop_map(|(a, p)| Edit::Insert(a, p)),
+            (any::<usize>(), 0..PIECES.len()).prop_map(|(a, p)| Edit::Replace(a, p)),
+        ]
+    }
+
+    fn apply(src: &str, edits: &[Edit]) -> String {
+        let mut s: Vec<char> = src.chars().collect();
+        for e in edits {
+            let at = |a: usize, len: usize| if len == 0 { 0 } else { a % len };
+            match *e {
+                Edit::Drop(a, n) => {
+                    let i = at(a, s.len());
+                    s.drain(i..(i + n).min(s.len()));
+                }
+                Edit::Insert(a, p) => {
+                    let i = at(a, s.len() + 1);
+                    s.splice(i..i, format!(" {} ", PIECES[p]).chars());
+                }
+                Edit::Replace(a, p) => {
+                    let i = at(a, s.len());
+                    let end = (i + 1..s.len()).find(|&j| !s[j].is_alphanumeric() && s[j] != '.').unwrap_or(s.len());
+                    s.splice(i..end, PIECES[p].chars());
+                }
+            }
+        }
+        s.into_iter().collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn vit_declarations_never_panic(edits in proptest::collection::vec(edit(), 1..6)) {
+            if let Ok(ts) = syn::parse_str::<proc_macro2::TokenStream>(&apply(VIT, &edits)) {
+                let _ = super::expand::vit(ts);
+            }
+        }
+
+        #[test]
+        fn dino_declarations_never_panic(edits in proptest::collection::vec(edit(), 1..6)) {
+            if let Ok(ts) = syn::parse_str::<proc_macro2::TokenStream>(&apply(DINO, &edits)) {
+                let _ = super::expand::dino(ts);
+            }
+        }
+    }
+
+    #[test]
+    fn the_seeds_expand_cleanly() {
+        let v = super::expand::vit(syn::parse_str(VIT).unwrap()).to_string();
+        let d = super::expand::dino(syn::parse_str(DINO).unwrap()).to_string();
+        assert!(!v.contains("compile_error") && !d.contains("compile_error"), "{v}\n{d}");
+    }
+}

@@ -53,7 +53,8 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
-        let s = self.b.get(self.pos..self.pos + n).ok_or("truncated pickle")?;
+        let end = self.pos.checked_add(n).ok_or("truncated pickle")?;
+        let s = self.b.get(self.pos..end).ok_or("truncated pickle")?;
         self.pos += n;
         Ok(s)
     }
@@ -218,6 +219,9 @@ pub fn parse(bytes: &[u8]) -> Result<Pickle, String> {
             }
             b'd' => {
                 let items = pop_mark(&mut stack)?;
+                if items.len() % 2 != 0 {
+                    return Err(format!("DICT of an odd number of items at byte {}", r.pos - 1));
+                }
                 let pairs = items.chunks(2).map(|c| (c[0], c[1])).collect();
                 stack.push(Item::Ref(new(&mut p, Obj::Dict(pairs))))
             }
@@ -238,6 +242,9 @@ pub fn parse(bytes: &[u8]) -> Result<Pickle, String> {
                 } else {
                     pop_mark(&mut stack)?
                 };
+                if items.len() % 2 != 0 {
+                    return Err(format!("SETITEMS of an odd number of items at byte {}", r.pos - 1));
+                }
                 let target = top(&stack)?;
                 let pairs = items.chunks(2).map(|c| (c[0], c[1]));
                 match &mut p.objects[target] {
@@ -383,5 +390,24 @@ mod tests {
     fn truncated_or_foreign_bytes_are_errors() {
         assert!(parse(&SIMPLE[..SIMPLE.len() - 3]).is_err());
         assert!(parse(b"\x80\x02\xff").unwrap_err().contains("opcode 0xff"));
+    }
+
+    /// Cases the fuzzer's random bytes rarely reach: odd dict items, deep nesting, huge
+    /// lengths, a memo without an object.
+    #[test]
+    fn hostile_opcodes_are_errors_not_panics() {
+        for bad in [
+            &b"(K\x01d."[..],                      // DICT of an odd number of items
+            b"}(K\x01u.",                          // SETITEMS of an odd number
+            b"X\xff\xff\xff\xff",                  // a string longer than the file
+            b"\x8d\xff\xff\xff\xff\xff\xff\xff\xff", // BINUNICODE8 of 2^64-1 bytes
+            b"\x94.",                              // MEMOIZE of an empty stack
+            b"h\x05.",                             // GET of a missing memo
+            b"\x8b\xff\xff\xff\xff",              // LONG4 longer than the file
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
+        let deep = [vec![b'('; 100_000], vec![b'l'; 100_000], vec![b'.']].concat();
+        assert!(parse(&deep).is_ok());
     }
 }
