@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use dino_runtime::data::{fashion_mnist, Dataset, Image, ImageFolder};
-use dino_runtime::Result;
+use dino_runtime::{Error, Result};
 
 /// A data argument: `fmnist`, `fmnist:DIR` (the four IDX files in DIR), or a folder path.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -95,6 +95,14 @@ pub fn open(
 ) -> Result<Splits> {
     let (train, test): (Arc<dyn Dataset>, Option<Arc<dyn Dataset>>) = match spec {
         DataSpec::Fmnist(dir) => {
+            if let Some(v) = val {
+                return Err(Error::Config {
+                    what: format!("--val {}", v.display()),
+                    why: "Fashion-MNIST brings its own test split; --val names the labeled folder of an image-folder \
+                          dataset"
+                        .into(),
+                });
+            }
             let f = fashion_mnist(dir.as_deref())?;
             (Arc::new(f.train), Some(Arc::new(f.test)))
         }

@@ -72,10 +72,9 @@ mod tests {
     #[test]
     fn step_estimates_stay_below_the_planned_arenas() {
         use dino_runtime::model::DinoModel;
-        for (cfg, planned) in [
-            (crate::models::FmnistSmall::CONFIG, 509.9e6),
-            (crate::models::DinoVitS16::CONFIG, 14711.8e6),
-        ] {
+        for (cfg, planned) in
+            [(crate::models::FmnistSmall::CONFIG, 509.9e6), (crate::models::DinoVitS16::CONFIG, 14711.8e6)]
+        {
             let est = cfg.step_bytes(64) as f64;
             assert!(est < planned && est > planned / 4.0, "{}: {est:.3e} against {planned:.3e}", cfg.name);
         }

@@ -94,9 +94,11 @@ fn code_in_a_pickle_is_refused_naming_the_global_and_never_run() {
     embedded.extend_from_slice(&state_dict(|p| p)[2..]);
     // with the builtins module, by STACK_GLOBAL
     let stack = state_dict(|p| p.str("e").str("builtins").str("eval").op(b"\x93(").str("1+1").op(b"tR"));
-    for (name, pkl, global) in
-        [("value.pth", as_value, "os.system"), ("embedded.pth", embedded, "os.system"), ("stack.pth", stack, "builtins.eval")]
-    {
+    for (name, pkl, global) in [
+        ("value.pth", as_value, "os.system"),
+        ("embedded.pth", embedded, "os.system"),
+        ("stack.pth", stack, "builtins.eval"),
+    ] {
         let f = d.join(name);
         pth(&f, &pkl, &floats(&[1.0, 2.0, 3.0, 4.0]));
         let e = weights::load(&f, "teacher").unwrap_err().to_string();

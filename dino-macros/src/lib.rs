@@ -107,7 +107,8 @@ mod fuzz {
     //! an expansion or a compile error, never a panic. Cases: `PROPTEST_CASES` (CI: 256).
     use proptest::prelude::*;
 
-    const VIT: &str = "/// doc\npub V { image: 224, patch: 16, channels: 3, dim: 384, depth: 12, heads: 6, mlp_ratio: 4, \
+    const VIT: &str =
+        "/// doc\npub V { image: 224, patch: 16, channels: 3, dim: 384, depth: 12, heads: 6, mlp_ratio: 4, \
                        qkv_bias: true, norm_eps: 1e-6, drop_path: 0.1 }";
     const DINO: &str = "pub D for V { head: { hidden: 2048, bottleneck: 256, out: 65536, layers: 3, \
                         norm_last_layer: true }, crops: { global: 2 x 224 scale 0.4..1.0, local: 10 x 96 scale \
@@ -121,8 +122,37 @@ mod fuzz {
 
     /// Pieces a mutation may insert: the DSL's own punctuation and words, and foreign ones.
     const PIECES: &[&str] = &[
-        ",", ":", "{", "}", "[", "]", "(", ")", "..", "->", "x", "p", "epochs", "-", "*", "0", "1e400", "18446744073709551616",
-        "-1", "0.0", "\"s\"", "true", "per", "warmup", "cosine", "linear", "head", "crops", "global", "local", "'a",
+        ",",
+        ":",
+        "{",
+        "}",
+        "[",
+        "]",
+        "(",
+        ")",
+        "..",
+        "->",
+        "x",
+        "p",
+        "epochs",
+        "-",
+        "*",
+        "0",
+        "1e400",
+        "18446744073709551616",
+        "-1",
+        "0.0",
+        "\"s\"",
+        "true",
+        "per",
+        "warmup",
+        "cosine",
+        "linear",
+        "head",
+        "crops",
+        "global",
+        "local",
+        "'a",
     ];
 
     #[derive(Debug, Clone)]

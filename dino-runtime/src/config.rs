@@ -242,9 +242,12 @@ impl DinoConfig {
     pub fn step_bytes(&self, batch: usize) -> u128 {
         let b = &self.backbone;
         let n = self.global.count as u128;
-        let global = n.saturating_mul(
-            b.activation_bytes(self.global.size, batch, true).saturating_add(b.activation_bytes(self.global.size, batch, false)),
-        );
+        let global =
+            n.saturating_mul(b.activation_bytes(self.global.size, batch, true).saturating_add(b.activation_bytes(
+                self.global.size,
+                batch,
+                false,
+            )));
         let locals = self.local.map_or(0, |l| l.count as u128);
         let local = self.local.map_or(0, |l| locals.saturating_mul(b.activation_bytes(l.size, batch, true)));
         let rows = (n + locals).saturating_mul(batch as u128);

@@ -190,7 +190,8 @@ impl models::VitVisitor for Run<'_> {
     fn visit<V: VitModel>(self, _: &'static str) -> Self::Output {
         let a = self.args;
         if let Some(s) = a.size.filter(|&s| s > 0) {
-            crate::resources::check(&format!("--size {s}"), picture_bytes(&V::CONFIG, s, s)).map_err(|e| e.to_string())?;
+            crate::resources::check(&format!("--size {s}"), picture_bytes(&V::CONFIG, s, s))
+                .map_err(|e| e.to_string())?;
         }
         let weights = match self.weights {
             Some(w) => w,

@@ -50,7 +50,10 @@ fn backbone_config(name: &str) -> Result<VitConfig, String> {
     match crate::models::find(name).map(|e| e.preset) {
         Some(Preset::Backbone(c)) => Ok(c),
         Some(Preset::Dino(d)) => Ok(d.backbone),
-        None => Err(format!("no backbone or DINO preset named `{name}`; choose one of {}", crate::models::vit_names().join(", "))),
+        None => Err(format!(
+            "no backbone or DINO preset named `{name}`; choose one of {}",
+            crate::models::vit_names().join(", ")
+        )),
     }
 }
 
@@ -216,7 +219,10 @@ mod tests {
         let extra = dir.join("extra.safetensors");
         save(&extra, &w);
         let e = resolve(&args(&extra, false)).unwrap_err();
-        assert!(e.contains("extra.safetensors") && e.contains("blocks.0.ls1.gamma") && e.contains("--non-strict"), "{e}");
+        assert!(
+            e.contains("extra.safetensors") && e.contains("blocks.0.ls1.gamma") && e.contains("--non-strict"),
+            "{e}"
+        );
         let (got, _, _) = resolve(&args(&extra, true)).unwrap();
         assert!(!got.unwrap().contains_key("blocks.0.ls1.gamma"), "dropped");
         // a missing tensor and a transposed one are named with the file before anything is built

@@ -83,12 +83,13 @@ impl models::VitVisitor for Go<'_> {
         };
         let output = if a.patch_tokens { Output::Tokens } else { Output::LastCls(1) };
         let needs = V::CONFIG.activation_bytes(size, 256, false) + 4 * ds.len() as u128 * tokens * V::DIM as u128;
-        crate::resources::check(&format!("--size {size} over {} images", ds.len()), needs).map_err(|e| e.to_string())?;
+        crate::resources::check(&format!("--size {size} over {} images", ds.len()), needs)
+            .map_err(|e| e.to_string())?;
         let mut runner = VitRunner::<V>::new(output, eps, a.on.device).map_err(|e| e.to_string())?;
         runner.set_weights(&weights.unwrap_or_else(|| random_backbone::<V>(a.w.seed))).map_err(|e| e.to_string())?;
         let (mean, std) = normalization(&name);
-        let f =
-            dataset_features(&mut runner, ds.as_ref(), size, &mean, &std, "features", false).map_err(|e| e.to_string())?;
+        let f = dataset_features(&mut runner, ds.as_ref(), size, &mean, &std, "features", false)
+            .map_err(|e| e.to_string())?;
         let sources = f.indices.iter().map(|&i| ds.source(i)).collect();
         Ok((f, sources, V::DIM))
     }
@@ -122,7 +123,8 @@ pub fn run(args: FeaturesArgs) -> Result<(), String> {
                     None => s.clone(),
                 })
                 .collect();
-            dino_runtime::files::write_atomic(&list, (lines.join("\n") + "\n").as_bytes()).map_err(|e| e.to_string())?;
+            dino_runtime::files::write_atomic(&list, (lines.join("\n") + "\n").as_bytes())
+                .map_err(|e| e.to_string())?;
             println!(
                 "{n} x {:?} features -> {} (images and labels in {})",
                 &shape[1..],

@@ -138,7 +138,11 @@ pub fn random_init<M: DinoModel>(seed: u64) -> Weights {
     let m = M::new(&mut cx);
     let params = ParamSet::of(&m, &mut cx);
     params.init(&mut cx, seed);
-    params.params.iter().map(|p| (p.name.clone(), tensor(&p.shape, data::get(&cx, p.id).expect("initialized")))).collect()
+    params
+        .params
+        .iter()
+        .map(|p| (p.name.clone(), tensor(&p.shape, data::get(&cx, p.id).expect("initialized"))))
+        .collect()
 }
 
 /// The parameter shapes of a backbone (its graph built, nothing compiled).

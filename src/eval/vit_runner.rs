@@ -101,7 +101,11 @@ impl<V: VitModel> VitRunner<V> {
                 hint: format!(" among the {} tensors of the weights", w.len()),
             })?;
             if v.shape != p.shape {
-                return Err(Error::WrongShape { name: p.name.clone(), expected: p.shape.clone(), got: v.shape.clone() });
+                return Err(Error::WrongShape {
+                    name: p.name.clone(),
+                    expected: p.shape.clone(),
+                    got: v.shape.clone(),
+                });
             }
             self.params.set(&mut self.cx, &p.name, v.data.clone())?;
         }

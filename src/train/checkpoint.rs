@@ -110,7 +110,8 @@ pub fn read_meta(path: &Path) -> Result<Meta> {
     f.read_exact(&mut header).map_err(io)?;
     let v: serde_json::Value =
         serde_json::from_slice(&header).map_err(|e| bad(format!("not a safetensors file: {e}")))?;
-    let raw = v["__metadata__"]["dino"].as_str().ok_or_else(|| bad("not a dino checkpoint (no `dino` metadata)".into()))?;
+    let raw =
+        v["__metadata__"]["dino"].as_str().ok_or_else(|| bad("not a dino checkpoint (no `dino` metadata)".into()))?;
     serde_json::from_str(raw).map_err(|e| bad(format!("unreadable checkpoint metadata: {e}")))
 }
 

@@ -9,63 +9,63 @@ use dino_runtime::{Error, Result};
 #[serde(default, deny_unknown_fields)]
 pub struct Hyper {
     /// Epochs to train (the cosine schedules span exactly this many).
-    #[arg(long, value_parser = positive)]
+    #[arg(long, value_parser = positive, allow_negative_numbers = true)]
     pub epochs: Option<usize>,
     /// Images per step. The learning rate is scaled linearly with it (see --lr).
-    #[arg(long, value_parser = positive)]
+    #[arg(long, value_parser = positive, allow_negative_numbers = true)]
     pub batch_size: Option<usize>,
     /// Peak learning rate, reached at the end of the warmup, for a batch of 256 images: the
     /// rate used is lr * batch_size / 256 (DINO's linear scaling rule; 5e-4 in DINO).
-    #[arg(long, value_parser = finite)]
+    #[arg(long, value_parser = finite, allow_negative_numbers = true)]
     pub lr: Option<f64>,
     /// Learning rate at the end of training; a cosine schedule leads there after the warmup.
-    #[arg(long, value_parser = finite)]
+    #[arg(long, value_parser = finite, allow_negative_numbers = true)]
     pub min_lr: Option<f64>,
     /// Epochs of linear learning-rate warmup from 0 (fractions allowed).
-    #[arg(long, value_parser = finite)]
+    #[arg(long, value_parser = finite, allow_negative_numbers = true)]
     pub warmup_epochs: Option<f64>,
     /// Weight decay at the start. ViTs train well with a small value early on (0.04 in DINO).
-    #[arg(long, value_parser = finite)]
+    #[arg(long, value_parser = finite, allow_negative_numbers = true)]
     pub weight_decay: Option<f64>,
     /// Weight decay at the end, reached along a cosine; a larger final decay helps ViTs
     /// (0.4 in DINO).
-    #[arg(long, value_parser = finite)]
+    #[arg(long, value_parser = finite, allow_negative_numbers = true)]
     pub weight_decay_end: Option<f64>,
     /// Starting EMA momentum of the teacher; a cosine schedule raises it to 1. Small batches
     /// want a value closer to 1 (DINO suggests 0.9995 for a batch of 256; 0.996 at 1024).
-    #[arg(long, value_parser = finite)]
+    #[arg(long, value_parser = finite, allow_negative_numbers = true)]
     pub momentum_teacher: Option<f64>,
     /// Teacher temperature after its warmup. Above about 0.07 training tends to be unstable;
     /// start from 0.04 and raise it a little only if needed.
-    #[arg(long, value_parser = finite)]
+    #[arg(long, value_parser = finite, allow_negative_numbers = true)]
     pub teacher_temp: Option<f64>,
     /// Teacher temperature at the start of its warmup (0.04 usually works; lower it if the
     /// loss does not go down).
-    #[arg(long, value_parser = finite)]
+    #[arg(long, value_parser = finite, allow_negative_numbers = true)]
     pub warmup_teacher_temp: Option<f64>,
     /// Epochs of linear teacher-temperature warmup (0: no warmup; the paper uses 30).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub warmup_teacher_temp_epochs: Option<usize>,
     /// Student temperature (0.1 in DINO).
-    #[arg(long, value_parser = finite)]
+    #[arg(long, value_parser = finite, allow_negative_numbers = true)]
     pub student_temp: Option<f64>,
     /// Momentum of the center of the teacher outputs (0.9 in DINO).
-    #[arg(long, value_parser = finite)]
+    #[arg(long, value_parser = finite, allow_negative_numbers = true)]
     pub center_momentum: Option<f64>,
     /// Largest gradient norm of each parameter tensor (clipped one tensor at a time, not
     /// globally); 0 disables clipping. 0.3 to 1.0 can help large ViTs (3.0 in DINO).
-    #[arg(long, value_parser = finite)]
+    #[arg(long, value_parser = finite, allow_negative_numbers = true)]
     pub clip_grad: Option<f64>,
     /// Epochs during which the last layer of the head is not updated. Freezing it in the first
     /// epoch helps; raise this if the loss does not go down.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub freeze_last_layer: Option<usize>,
     /// Stochastic-depth rate of the student (the teacher never drops).
-    #[arg(long, value_parser = finite)]
+    #[arg(long, value_parser = finite, allow_negative_numbers = true)]
     pub drop_path_rate: Option<f64>,
     /// Number of small local views per image; 0 disables multi-crop (then a wider global
     /// scale such as 0.14 1.0 is recommended).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub local_crops_number: Option<usize>,
     /// Area range (fractions of the image) of the global crops before resizing.
     #[arg(long, num_args = 2, value_names = ["MIN", "MAX"], value_parser = finite)]

@@ -148,7 +148,8 @@ fn holds_a_run(out: &Path) -> bool {
 /// directory of other files, but never over a file of a run's names that it did not write.
 fn check_out_dir(out: &Path, force: bool) -> Result<()> {
     let Ok(entries) = std::fs::read_dir(out) else { return Ok(()) };
-    let names: Vec<String> = entries.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    let names: Vec<String> =
+        entries.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
     if names.is_empty() || holds_a_run(out) {
         return Ok(());
     }

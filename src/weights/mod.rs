@@ -188,10 +188,7 @@ pub fn load(path: &Path, key: &str) -> Result<Backbone> {
 pub fn load_trusting(path: &Path, key: &str, trusted: &[String]) -> Result<Backbone> {
     let path = &weights_file(path);
     if path.is_dir() {
-        return Err(bad(
-            path,
-            format!("a directory without {}: give the weights file itself", HF_FILES.join(" or ")),
-        ));
+        return Err(bad(path, format!("a directory without {}: give the weights file itself", HF_FILES.join(" or "))));
     }
     let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
     if bytes.starts_with(b"PK") {

@@ -397,13 +397,13 @@ mod tests {
     #[test]
     fn hostile_opcodes_are_errors_not_panics() {
         for bad in [
-            &b"(K\x01d."[..],                      // DICT of an odd number of items
-            b"}(K\x01u.",                          // SETITEMS of an odd number
-            b"X\xff\xff\xff\xff",                  // a string longer than the file
+            &b"(K\x01d."[..],                        // DICT of an odd number of items
+            b"}(K\x01u.",                            // SETITEMS of an odd number
+            b"X\xff\xff\xff\xff",                    // a string longer than the file
             b"\x8d\xff\xff\xff\xff\xff\xff\xff\xff", // BINUNICODE8 of 2^64-1 bytes
-            b"\x94.",                              // MEMOIZE of an empty stack
-            b"h\x05.",                             // GET of a missing memo
-            b"\x8b\xff\xff\xff\xff",              // LONG4 longer than the file
+            b"\x94.",                                // MEMOIZE of an empty stack
+            b"h\x05.",                               // GET of a missing memo
+            b"\x8b\xff\xff\xff\xff",                 // LONG4 longer than the file
         ] {
             assert!(parse(bad).is_err(), "{bad:?}");
         }

@@ -52,8 +52,24 @@ const SAFE_GLOBALS: &[&str] = &[
 
 /// torch's dtypes (`torch.float32`, ...), as pickled with tensors and storages.
 const DTYPES: &[&str] = &[
-    "float32", "float", "float64", "double", "float16", "half", "bfloat16", "int64", "long", "int32", "int", "int16",
-    "short", "int8", "uint8", "bool", "complex64", "complex128",
+    "float32",
+    "float",
+    "float64",
+    "double",
+    "float16",
+    "half",
+    "bfloat16",
+    "int64",
+    "long",
+    "int32",
+    "int",
+    "int16",
+    "short",
+    "int8",
+    "uint8",
+    "bool",
+    "complex64",
+    "complex128",
 ];
 
 fn is_safe_global(module: &str, name: &str, trusted: &[String]) -> bool {
@@ -222,9 +238,9 @@ pub fn load_state_dict(
     for (name, t) in refs {
         let Some(es) = element_size(&t.dtype) else { continue }; // integer buffers
         let member = format!("{prefix}data/{}", t.storage);
-        let (n, end) = t.extent().ok_or_else(|| {
-            bad(path, format!("`{name}`: shape {:?} with strides {:?} overflows", t.shape, t.stride))
-        })?;
+        let (n, end) = t
+            .extent()
+            .ok_or_else(|| bad(path, format!("`{name}`: shape {:?} with strides {:?} overflows", t.shape, t.stride)))?;
         if end > t.numel {
             return Err(bad(
                 path,

@@ -56,7 +56,10 @@ impl Parse for Num {
                 "expected a number, not a tuple: write one number (ranges are `lo..hi`, lists `[a, b]`)",
             ))
         } else if input.peek(syn::LitStr) {
-            Err(syn::Error::new(input.span(), "expected a number, not a string: write the number itself, without quotes"))
+            Err(syn::Error::new(
+                input.span(),
+                "expected a number, not a string: write the number itself, without quotes",
+            ))
         } else {
             Err(la.error())
         }

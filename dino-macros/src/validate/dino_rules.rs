@@ -222,7 +222,9 @@ pub fn dino(d: DinoInput) -> (DinoIr, Ctxt) {
             ),
         );
     }
-    if let Some(w) = d.teacher_temp.as_ref().and_then(|t| t.value.warmup.as_ref()).filter(|_| teacher_temp.2 > epochs as f64) {
+    if let Some(w) =
+        d.teacher_temp.as_ref().and_then(|t| t.value.warmup.as_ref()).filter(|_| teacher_temp.2 > epochs as f64)
+    {
         cx.error(
             w.span,
             format!(

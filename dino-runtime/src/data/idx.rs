@@ -43,7 +43,8 @@ fn read_idx(path: &Path, rank: usize) -> Result<(Vec<usize>, Vec<u8>)> {
     if read_up_to(&mut r, &mut raw_dims).map_err(stream)? < raw_dims.len() {
         return Err(bad("truncated IDX header".into()));
     }
-    let dims: Vec<usize> = raw_dims.chunks(4).map(|c| u32::from_be_bytes(c.try_into().expect("4 bytes")) as usize).collect();
+    let dims: Vec<usize> =
+        raw_dims.chunks(4).map(|c| u32::from_be_bytes(c.try_into().expect("4 bytes")) as usize).collect();
     let expected = dims
         .iter()
         .try_fold(1u64, |a, &d| a.checked_mul(d as u64))
@@ -103,7 +104,10 @@ impl IdxImages {
         let (dims, payload) = read_idx(images, 3)?;
         let (n, rows, cols) = (dims[0], dims[1], dims[2]);
         if n == 0 {
-            return Err(Error::Format { path: images.to_path_buf(), why: "holds no images (its first dimension is 0)".into() });
+            return Err(Error::Format {
+                path: images.to_path_buf(),
+                why: "holds no images (its first dimension is 0)".into(),
+            });
         }
         if rows == 0 || cols == 0 || rows > 1 << 14 || cols > 1 << 14 {
             return Err(Error::Format { path: images.to_path_buf(), why: format!("images of {rows}x{cols} pixels") });

@@ -90,12 +90,7 @@ impl Image {
 }
 
 /// PNG bytes of 8-bit pixels.
-pub fn png_bytes(
-    data: &[u8],
-    width: u32,
-    height: u32,
-    color: image::ExtendedColorType,
-) -> image::ImageResult<Vec<u8>> {
+pub fn png_bytes(data: &[u8], width: u32, height: u32, color: image::ExtendedColorType) -> image::ImageResult<Vec<u8>> {
     use image::ImageEncoder;
     let mut out = vec![];
     image::codecs::png::PngEncoder::new(&mut out).write_image(data, width, height, color)?;

@@ -1,0 +1,592 @@
+//! The bad-input suite: the release habits of a trusted tool, checked against the `dino`
+//! binary. Every case gives a bad flag, a damaged file, a file from a stranger or a fault, and
+//! asserts three things: the exit status (2 for a command line clap refuses, 1 for an input
+//! the program refuses; never an abort or a panic), a message that names the input (the flag,
+//! the file, the tensor), and that every file that was there before is still there, byte for
+//! byte.
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use dino_runtime::tensors::TensorFile;
+
+const USAGE: i32 = 2;
+const REFUSED: i32 = 1;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn subset() -> String {
+    format!("fmnist:{}", root().join("tests/fixtures/fmnist-subset").display())
+}
+
+fn dino(dir: &Path, args: &[String]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_dino")).current_dir(dir).args(args).env("RAYON_NUM_THREADS", "2").output().unwrap()
+}
+
+/// Every file under `dir` with its bytes.
+fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Ok(b) = std::fs::read(&p) {
+                out.insert(p, b);
+            }
+        }
+    }
+    out
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            copy_dir(&p, &to.join(e.file_name()));
+        } else {
+            std::fs::copy(&p, to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+fn scratch(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("dino-bad-{}-{tag}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A real run of fmnist-small (one step), made once: the checkpoint the cases damage.
+fn trained_run() -> &'static PathBuf {
+    static RUN: OnceLock<PathBuf> = OnceLock::new();
+    RUN.get_or_init(|| {
+        let d = scratch("run");
+        let out = dino(
+            &d,
+            &["train", "--data", &subset(), "--limit", "64", "--epochs", "2", "--stop-after", "1", "--out", "run"]
+                .map(String::from),
+        );
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        d.join("run")
+    })
+}
+
+/// Rewrite a checkpoint's tensors (resealed: only the later checks can catch the change).
+fn tamper(path: &Path, reseal: bool, edit: impl FnOnce(&mut TensorFile)) {
+    let mut f = TensorFile::load(path).unwrap();
+    edit(&mut f);
+    if reseal {
+        dino::train::checkpoint::seal(&mut f);
+    }
+    f.save(path).unwrap();
+}
+
+/// A zip `.pth` with one storage.
+fn pth(path: &Path, pkl: &[u8], storage: &[u8]) {
+    use std::io::Write;
+    let mut z = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
+    let o = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+    z.start_file("archive/data.pkl", o).unwrap();
+    z.write_all(pkl).unwrap();
+    z.start_file("archive/data/0", o).unwrap();
+    z.write_all(storage).unwrap();
+    z.finish().unwrap();
+}
+
+/// `{"w": a 2x2 float tensor on storage 0 (4 elements)}` with `extra` before the closing `u`.
+fn state_dict_pickle(extra: &[u8]) -> Vec<u8> {
+    let s = |t: &str| [vec![b'X'], (t.len() as u32).to_le_bytes().to_vec(), t.as_bytes().to_vec()].concat();
+    let mut p = b"\x80\x02}(".to_vec();
+    p.extend(s("w"));
+    p.extend(b"ctorch._utils\n_rebuild_tensor_v2\n((");
+    p.extend(s("storage"));
+    p.extend(b"ctorch\nFloatStorage\n");
+    p.extend(s("0"));
+    p.extend(s("cpu"));
+    p.extend(b"K\x04tQK\x00(K\x02K\x02t(K\x02K\x01t\x89ccollections\nOrderedDict\n)RtR");
+    p.extend(extra);
+    p.extend(b"u.");
+    p
+}
+
+struct Case {
+    name: &'static str,
+    args: Vec<String>,
+    exit: i32,
+    /// Every one must appear in the message (stderr).
+    names: Vec<String>,
+}
+
+fn case<S: ToString>(name: &'static str, args: impl IntoIterator<Item = S>, exit: i32, names: &[&str]) -> Case {
+    Case {
+        name,
+        args: args.into_iter().map(|s| s.to_string()).collect(),
+        exit,
+        names: names.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+fn run_cases(dir: &Path, cases: Vec<Case>) -> usize {
+    let mut failures = vec![];
+    let n = cases.len();
+    for c in cases {
+        let before = snapshot(dir);
+        let out = dino(dir, &c.args);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        let code = out.status.code();
+        if code != Some(c.exit) {
+            failures.push(format!(
+                "{}: exit {code:?}, expected {} (`dino {}`)\n{err}",
+                c.name,
+                c.exit,
+                c.args.join(" ")
+            ));
+            continue;
+        }
+        if let Some(missing) = c.names.iter().find(|n| !err.contains(n.as_str())) {
+            failures.push(format!("{}: the message does not name `{missing}`:\n{err}", c.name));
+            continue;
+        }
+        let after = snapshot(dir);
+        for (p, b) in &before {
+            if after.get(p) != Some(b) {
+                failures.push(format!("{}: {} was lost or changed", c.name, p.display()));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{} of {n} cases failed:\n\n{}", failures.len(), failures.join("\n\n"));
+    n
+}
+
+#[test]
+fn flags_out_of_range_are_refused_by_name() {
+    let d = scratch("flags");
+    let data = subset();
+    let t = |extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = ["train", "--data", data.as_str(), "--out", "r"].map(String::from).to_vec();
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let cases = vec![
+        case("lr NaN", &t(&["--lr", "NaN"]), USAGE, &["--lr", "NaN"]),
+        case("lr inf", &t(&["--lr", "inf"]), USAGE, &["--lr", "inf"]),
+        case("min-lr nan", &t(&["--min-lr", "nan"]), USAGE, &["--min-lr"]),
+        case("momentum word", &t(&["--momentum-teacher", "high"]), USAGE, &["--momentum-teacher", "high"]),
+        case("epochs 0", &t(&["--epochs", "0"]), USAGE, &["--epochs"]),
+        case("batch 0", &t(&["--batch-size", "0"]), USAGE, &["--batch-size"]),
+        case("limit 0", &t(&["--limit", "0"]), USAGE, &["--limit"]),
+        case("log-every 0", &t(&["--log-every", "0"]), USAGE, &["--log-every"]),
+        case("negative epochs", &t(&["--epochs", "-3"]), USAGE, &["--epochs"]),
+        case("one crop scale", &t(&["--global-crops-scale", "0.5"]), USAGE, &["--global-crops-scale"]),
+        case("crop scale reversed", &t(&["--global-crops-scale", "0.9", "0.2"]), REFUSED, &["global crop scale"]),
+        case("device", &t(&["--device", "tpu"]), USAGE, &["--device", "tpu"]),
+        case("threads 0", &t(&["--threads", "0"]), REFUSED, &["--threads"]),
+        case("teacher temp 0", &t(&["--teacher-temp", "0"]), REFUSED, &["teacher temperature"]),
+        case("drop path 1", &t(&["--drop-path-rate", "1"]), REFUSED, &["drop path rate"]),
+        case("unknown model", &t(&["--model", "vit-huge"]), REFUSED, &["vit-huge", "fmnist-small"]),
+        case(
+            "teacher warmup past the end",
+            &t(&["--warmup-teacher-temp-epochs", "5"]),
+            REFUSED,
+            &["--warmup-teacher-temp-epochs", "--epochs"],
+        ),
+        case("resume and config", &t(&["--resume", "--config", "c.json"]), USAGE, &["--resume", "--config"]),
+        case("missing config", &t(&["--config", "nope.json"]), REFUSED, &["nope.json"]),
+        case("knn batch 0", &["knn", "--random-init", "--batch", "0"], USAGE, &["--batch"]),
+        case("knn test-limit 0", &["knn", "--random-init", "--test-limit", "0"], USAGE, &["--test-limit"]),
+        case("knn nothing", &["knn"], REFUSED, &["--checkpoint", "--random-init"]),
+        case("linear batch 0", &["linear", "--random-init", "--batch-size", "0"], USAGE, &["--batch-size"]),
+        case("threshold NaN", &["attention", "--random-init", "--threshold", "NaN"], USAGE, &["--threshold"]),
+        case("threshold 5", &["attention", "--random-init", "--threshold", "5"], USAGE, &["--threshold", "(0, 1]"]),
+        case("attention nothing", &["attention", "--random-init"], REFUSED, &["--image", "--fmnist"]),
+        case(
+            "features format",
+            &["features", "--random-init", "--data", &data, "--out", "f.csv"],
+            REFUSED,
+            &["f.csv", ".npy"],
+        ),
+        case(
+            "features size",
+            &["features", "--random-init", "--data", &data, "--size", "30", "--out", "f.npy"],
+            REFUSED,
+            &["--size 30", "4 px", "28"],
+        ),
+        case("bench workload", &["bench", "engine", "--workload", "nope"], USAGE, &["nope", "block-fwd"]),
+    ];
+    let n = run_cases(&d, cases);
+    assert!(!d.join("r").exists(), "no run directory for a refused run");
+    println!("{n} flag cases");
+}
+
+#[test]
+fn absurd_sizes_are_refused_up_front_never_aborted() {
+    let d = scratch("sizes");
+    let data = subset();
+    let cases = vec![
+        case("epochs 1e12", &["train", "--data", &data, "--epochs", "1000000000000"], REFUSED, &["--epochs", "memory"]),
+        case(
+            "epochs overflow",
+            &["train", "--data", &data, "--epochs", "18446744073709551615"],
+            REFUSED,
+            &["--epochs", "64-bit"],
+        ),
+        case(
+            "local crops",
+            &["train", "--data", &data, "--local-crops-number", "100000"],
+            REFUSED,
+            &["--local-crops-number 100000", "memory"],
+        ),
+        case("batch past the data", &["train", "--data", &data, "--batch-size", "100000"], REFUSED, &["100000", "512"]),
+        case(
+            "attention size",
+            &["attention", "--random-init", "--fmnist", "1", "--fmnist-dir", &data[7..], "--size", "100000"],
+            REFUSED,
+            &["--size 100000", "memory"],
+        ),
+        case(
+            "features size",
+            &["features", "--random-init", "--data", &data, "--size", "100000", "--out", "f.npy"],
+            REFUSED,
+            &["--size 100000", "memory"],
+        ),
+    ];
+    println!("{} size cases", run_cases(&d, cases));
+}
+
+#[test]
+fn damaged_data_is_named() {
+    let d = scratch("data");
+    let fx = root().join("tests/fixtures/fmnist-subset");
+    let set = |name: &str, edit: &dyn Fn(&Path)| -> String {
+        let dir = d.join(name);
+        copy_dir(&fx, &dir);
+        edit(&dir);
+        format!("fmnist:{}", dir.display())
+    };
+    let truncated = set("truncated", &|p| {
+        let f = p.join("train-images-idx3-ubyte.gz");
+        let b = std::fs::read(&f).unwrap();
+        std::fs::write(&f, &b[..b.len() / 2]).unwrap();
+    });
+    let garbage =
+        set("garbage", &|p| std::fs::write(p.join("train-labels-idx1-ubyte.gz"), b"not an idx file").unwrap());
+    let overflow = set("overflow", &|p| {
+        let mut h = vec![0, 0, 8, 3];
+        h.extend([0xff; 12]);
+        std::fs::write(p.join("train-images-idx3-ubyte.gz"), h).unwrap();
+    });
+    let empty = set("empty", &|p| {
+        let mut h = vec![0, 0, 8, 3];
+        for v in [0u32, 28, 28] {
+            h.extend(v.to_be_bytes());
+        }
+        std::fs::write(p.join("train-images-idx3-ubyte.gz"), h).unwrap();
+    });
+    let labels = set("labels", &|p| {
+        let mut h = vec![0, 0, 8, 1];
+        h.extend(512u32.to_be_bytes());
+        h.extend([200u8; 512]);
+        std::fs::write(p.join("train-labels-idx1-ubyte.gz"), h).unwrap();
+    });
+    let few_labels = set("few-labels", &|p| {
+        let mut h = vec![0, 0, 8, 1];
+        h.extend(3u32.to_be_bytes());
+        h.extend([1u8; 3]);
+        std::fs::write(p.join("train-labels-idx1-ubyte.gz"), h).unwrap();
+    });
+    std::fs::create_dir_all(d.join("imgs/empty-folder")).unwrap();
+    std::fs::write(d.join("imgs/broken.png"), b"\x89PNG\r\n\x1a\n broken").unwrap();
+    std::fs::write(d.join("imgs/empty.jpg"), b"").unwrap();
+    std::fs::write(d.join("imgs/text.png"), b"hello").unwrap();
+    let img = |p: &str| -> Vec<String> {
+        ["attention", "--random-init", "--image", p, "--out", "att"].map(String::from).to_vec()
+    };
+    let cases = vec![
+        case("no folder", &["train", "--data", "/no/such/folder"], REFUSED, &["/no/such/folder"]),
+        case("no fmnist", &["train", "--data", "fmnist:/no/such"], REFUSED, &["/no/such", "get-fmnist.sh"]),
+        case("truncated gzip", &["train", "--data", &truncated], REFUSED, &["truncated", "train-images-idx3-ubyte.gz"]),
+        case("garbage labels", &["train", "--data", &garbage], REFUSED, &["train-labels-idx1-ubyte.gz", "IDX"]),
+        case("overflowing header", &["train", "--data", &overflow], REFUSED, &["train-images-idx3-ubyte.gz", "16 GiB"]),
+        case("no images", &["train", "--data", &empty], REFUSED, &["train-images-idx3-ubyte.gz", "no images"]),
+        case("label out of range", &["train", "--data", &labels], REFUSED, &["train-labels-idx1-ubyte.gz", "200"]),
+        case("label count", &["train", "--data", &few_labels], REFUSED, &["train-labels-idx1-ubyte.gz", "3 labels"]),
+        case("empty image folder", &["train", "--data", "imgs/empty-folder"], REFUSED, &["imgs/empty-folder"]),
+        case("broken png", &img("imgs/broken.png"), REFUSED, &["imgs/broken.png"]),
+        case("empty jpg", &img("imgs/empty.jpg"), REFUSED, &["imgs/empty.jpg"]),
+        case("text as png", &img("imgs/text.png"), REFUSED, &["imgs/text.png"]),
+        case("missing image", &img("imgs/none.png"), REFUSED, &["imgs/none.png"]),
+        case("val folder", &["knn", "--random-init", "--data", &subset(), "--val", "/no/val"], REFUSED, &["/no/val"]),
+    ];
+    println!("{} data cases", run_cases(&d, cases));
+}
+
+#[test]
+fn damaged_checkpoints_and_runs_are_named_and_kept() {
+    let d = scratch("ckpt");
+    let run = trained_run();
+    let data = subset();
+    let make = |name: &str, edit: &dyn Fn(&Path)| -> String {
+        let dir = d.join(name);
+        copy_dir(run, &dir);
+        edit(&dir.join("checkpoint.safetensors"));
+        name.to_string()
+    };
+    let q = "student.backbone.blocks.0.attn.qkv.weight";
+    let truncated = make("truncated", &|c| {
+        let b = std::fs::read(c).unwrap();
+        std::fs::write(c, &b[..b.len() / 3]).unwrap();
+    });
+    let flipped = make("flipped", &|c| {
+        tamper(c, false, |f| {
+            let t = f.tensors.get_mut(q).unwrap();
+            t.data[7] = f32::from_bits(t.data[7].to_bits() ^ 0x10);
+        })
+    });
+    let nan = make("nan", &|c| tamper(c, true, |f| f.tensors.get_mut("center").unwrap().data[0] = f32::NAN));
+    let transposed = make("transposed", &|c| tamper(c, true, |f| f.tensors.get_mut(q).unwrap().shape.reverse()));
+    let missing = make("missing", &|c| {
+        tamper(c, true, |f| {
+            f.tensors.remove("center");
+        })
+    });
+    let format = make("format", &|c| {
+        tamper(c, true, |f| {
+            let m = f.metadata.get_mut("dino").unwrap();
+            *m = m.replace("dino-checkpoint/2", "dino-checkpoint/9");
+        })
+    });
+    let meta = make("meta", &|c| tamper(c, true, |f| *f.metadata.get_mut("dino").unwrap() = "{ not json".into()));
+    let log = make("log", &|c| {
+        let l = c.with_file_name("log.jsonl");
+        let text = std::fs::read_to_string(&l).unwrap();
+        std::fs::write(&l, format!("{{\"broken\n{text}")).unwrap();
+    });
+    let fresh = make("fresh", &|_| {});
+    std::fs::create_dir_all(d.join("empty")).unwrap();
+    std::fs::create_dir_all(d.join("foreign")).unwrap();
+    std::fs::write(d.join("foreign/thesis.tex"), "mine").unwrap();
+    std::fs::create_dir_all(d.join("foreign-log")).unwrap();
+    std::fs::write(d.join("foreign-log/log.jsonl"), "mine\n").unwrap();
+    std::fs::copy(root().join("tests/fixtures/weights/timm.safetensors"), d.join("timm.safetensors")).unwrap();
+    std::fs::write(d.join("garbage.safetensors"), b"\xff\xff\xff\xff\xff\xff\xff\xffgarbage").unwrap();
+    let resume = |dir: &str, extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = ["train", "--resume", "--out", dir].map(String::from).to_vec();
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let c = |name, args: Vec<String>, exit, names: &[&str]| Case {
+        name,
+        args,
+        exit,
+        names: names.iter().map(|s| s.to_string()).collect(),
+    };
+    let knn = |ck: &str| {
+        ["knn", "--checkpoint", ck, "--data", &data, "--limit", "64", "--test-limit", "16"].map(String::from).to_vec()
+    };
+    let cases = vec![
+        c("nothing to resume", resume("empty", &[]), REFUSED, &["empty/checkpoint.safetensors"]),
+        c("truncated", resume(&truncated, &[]), REFUSED, &["truncated/checkpoint.safetensors"]),
+        c("flipped bit", resume(&flipped, &[]), REFUSED, &["flipped/checkpoint.safetensors", q, "damaged"]),
+        c("NaN", resume(&nan, &[]), REFUSED, &["nan/checkpoint.safetensors", "`center`", "non-finite"]),
+        c("transposed", resume(&transposed, &[]), REFUSED, &["transposed/checkpoint.safetensors", q, "shape"]),
+        c("missing tensor", resume(&missing, &[]), REFUSED, &["missing/checkpoint.safetensors", "center"]),
+        c("format", resume(&format, &[]), REFUSED, &["format/checkpoint.safetensors", "dino-checkpoint/9"]),
+        c("metadata", resume(&meta, &[]), REFUSED, &["meta/checkpoint.safetensors", "metadata"]),
+        c("torn log middle", resume(&log, &[]), REFUSED, &["log/log.jsonl", "line 1"]),
+        c("changed seed", resume(&fresh, &["--seed", "9"]), REFUSED, &["--seed 9", "the run has 0"]),
+        c("changed data", resume(&fresh, &["--data", "fmnist"]), REFUSED, &["--data"]),
+        c("changed limit", resume(&fresh, &["--limit", "128"]), REFUSED, &["--limit"]),
+        c("changed lr", resume(&fresh, &["--lr", "0.1"]), REFUSED, &["--lr 0.1"]),
+        c("changed model", resume(&fresh, &["--model", "fmnist-tiny"]), REFUSED, &["--model", "fmnist-tiny"]),
+        c(
+            "fresh over a run",
+            ["train", "--data", &data, "--out", &fresh].map(String::from).to_vec(),
+            REFUSED,
+            &["already holds a checkpoint", "--resume"],
+        ),
+        c(
+            "foreign directory",
+            ["train", "--data", &data, "--out", "foreign"].map(String::from).to_vec(),
+            REFUSED,
+            &["--out foreign", "thesis.tex", "--force"],
+        ),
+        c(
+            "foreign log with force",
+            ["train", "--data", &data, "--out", "foreign-log", "--force"].map(String::from).to_vec(),
+            REFUSED,
+            &["log.jsonl", "would be replaced"],
+        ),
+        c(
+            "knn flipped",
+            knn(&format!("{flipped}/checkpoint.safetensors")),
+            REFUSED,
+            &["flipped/checkpoint.safetensors", q],
+        ),
+        c("knn not ours", knn("timm.safetensors"), REFUSED, &["timm.safetensors", "not a dino checkpoint"]),
+        c("knn garbage", knn("garbage.safetensors"), REFUSED, &["garbage.safetensors"]),
+        c("knn missing", knn("none.safetensors"), REFUSED, &["none.safetensors"]),
+        c(
+            "features wrong key",
+            [
+                "features",
+                "--checkpoint",
+                &format!("{fresh}/checkpoint.safetensors"),
+                "--key",
+                "nope",
+                "--data",
+                &data,
+                "--out",
+                "f.npy",
+            ]
+            .map(String::from)
+            .to_vec(),
+            REFUSED,
+            &["nope.backbone."],
+        ),
+    ];
+    println!("{} checkpoint cases", run_cases(&d, cases));
+}
+
+#[test]
+fn weights_from_strangers_are_refused_naming_the_file() {
+    let d = scratch("weights");
+    let data = subset();
+    let w = root().join("tests/fixtures/weights");
+    pth(
+        &d.join("system.pth"),
+        &state_dict_pickle(b"X\x04\x00\x00\x00evilcos\nsystem\n(X\x04\x00\x00\x00truetR"),
+        &[0; 16],
+    );
+    pth(&d.join("bomb.pth"), &state_dict_pickle(b""), &vec![0u8; 1 << 20]);
+    pth(&d.join("past.pth"), &state_dict_pickle(b"").replace_shape(), &[0; 16]);
+    std::fs::write(d.join("junk.safetensors"), b"\x08\x00\x00\x00\x00\x00\x00\x00{}").unwrap();
+    std::fs::write(d.join("broken.pth"), b"PK\x03\x04 not a zip").unwrap();
+    std::fs::create_dir_all(d.join("hf-empty")).unwrap();
+    std::fs::create_dir_all(d.join("hf-bad")).unwrap();
+    std::fs::copy(w.join("hf/model.safetensors"), d.join("hf-bad/model.safetensors")).unwrap();
+    std::fs::write(d.join("hf-bad/config.json"), "{ nope").unwrap();
+    // fmnist-small's own shapes, with a tensor it has no place for
+    let mut f = TensorFile::default();
+    for (k, t) in dino::eval::features::random_backbone::<dino::models::FmnistSmallVit>(0) {
+        f.insert(k, &t.shape, t.data);
+    }
+    f.insert("blocks.0.ls1.gamma", &[128], vec![1.0; 128]);
+    f.save(d.join("extra.safetensors")).unwrap();
+    let feats = |weights: &str, extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = ["features", "--weights", weights, "--data", &data, "--limit", "8", "--out", "f.npy"]
+            .map(String::from)
+            .to_vec();
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let full = w.join("full_checkpoint.pth");
+    let timm = w.join("timm.safetensors");
+    let c = |name, args: Vec<String>, exit, names: &[&str]| Case {
+        name,
+        args,
+        exit,
+        names: names.iter().map(|s| s.to_string()).collect(),
+    };
+    let cases = vec![
+        c("os.system", feats("system.pth", &[]), REFUSED, &["system.pth", "`os.system`", "--safe-global"]),
+        c("storage bomb", feats("bomb.pth", &[]), REFUSED, &["bomb.pth", "inflates to 1048576 bytes"]),
+        c("past storage", feats("past.pth", &[]), REFUSED, &["past.pth", "reads", "holds 4"]),
+        c("namespace", feats(full.to_str().unwrap(), &[]), REFUSED, &["full_checkpoint.pth", "argparse.Namespace"]),
+        c("broken zip", feats("broken.pth", &[]), REFUSED, &["broken.pth", "zip"]),
+        c("junk safetensors", feats("junk.safetensors", &[]), REFUSED, &["junk.safetensors"]),
+        c("missing file", feats("none.safetensors", &[]), REFUSED, &["none.safetensors"]),
+        c("empty HF dir", feats("hf-empty", &[]), REFUSED, &["hf-empty", "model.safetensors"]),
+        c("bad HF config", feats("hf-bad", &[]), REFUSED, &["hf-bad/config.json", "not JSON"]),
+        c(
+            "unexpected tensors",
+            feats("extra.safetensors", &[]),
+            REFUSED,
+            &["extra.safetensors", "blocks.0.ls1.gamma", "--non-strict"],
+        ),
+        c("unknown architecture", feats(timm.to_str().unwrap(), &[]), REFUSED, &["timm.safetensors", "--model"]),
+        c(
+            "wrong model",
+            feats(timm.to_str().unwrap(), &["--model", "fmnist-small"]),
+            REFUSED,
+            &["timm.safetensors", "width 48"],
+        ),
+        c("unknown model", feats(timm.to_str().unwrap(), &["--model", "vit-giant"]), REFUSED, &["vit-giant"]),
+    ];
+    println!("{} weight cases", run_cases(&d, cases));
+    // told to: the extra tensor is listed and dropped, and the export is written
+    let out = dino(&d, &feats("extra.safetensors", &["--non-strict"]));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("blocks.0.ls1.gamma"));
+    assert!(d.join("f.npy").exists() && d.join("f.images.txt").exists());
+}
+
+trait ReplaceShape {
+    fn replace_shape(self) -> Vec<u8>;
+}
+
+impl ReplaceShape for Vec<u8> {
+    /// (2, 2) -> (100, 100) with strides (100, 1): a view far past its 4-element storage.
+    fn replace_shape(self) -> Vec<u8> {
+        let from = b"(K\x02K\x02t(K\x02K\x01t";
+        let to = b"(KdKdt(KdK\x01t";
+        let at = self.windows(from.len()).position(|w| w == from).unwrap();
+        [&self[..at], &to[..], &self[at + from.len()..]].concat()
+    }
+}
+
+#[test]
+fn a_run_killed_mid_write_resumes_and_leaves_no_torn_file() {
+    let d = scratch("kill");
+    let data = subset();
+    let args = [
+        "train",
+        "--data",
+        &data,
+        "--limit",
+        "128",
+        "--epochs",
+        "6",
+        "--save-every",
+        "1",
+        "--log-every",
+        "1",
+        "--out",
+        "run",
+    ];
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dino"))
+        .current_dir(&d)
+        .args(args)
+        .env("RAYON_NUM_THREADS", "2")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // kill -9 once the first checkpoint is there, in the middle of the training
+    let ck = d.join("run/checkpoint.safetensors");
+    let t0 = std::time::Instant::now();
+    while !ck.exists() && t0.elapsed().as_secs() < 600 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    // every checkpoint there is whole (temporary files aside, which are never read)
+    for e in std::fs::read_dir(d.join("run")).unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".safetensors") && !name.starts_with('.') {
+            dino::train::checkpoint::load(&e.path()).unwrap_or_else(|err| panic!("{name}: {err}"));
+        }
+    }
+    let mut resume: Vec<&str> = args.to_vec();
+    resume.push("--resume");
+    let out = dino(&d, &resume.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (_, meta) = dino::train::checkpoint::load(&ck).unwrap();
+    assert_eq!(meta.iteration, 12, "6 epochs of 2 steps");
+    assert!(d.join("run/checkpoint0006.safetensors").exists());
+}
