@@ -34,5 +34,6 @@ pub fn int(n: usize) -> Literal {
 
 /// An f64 literal.
 pub fn float(x: f64) -> Literal {
-    Literal::f64_suffixed(x)
+    // the parser refuses non-finite numbers; a placeholder keeps codegen total
+    Literal::f64_suffixed(if x.is_finite() { x } else { 0.0 })
 }

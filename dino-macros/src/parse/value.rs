@@ -48,6 +48,9 @@ impl Parse for Num {
                 return Err(syn::Error::new(l.span(), format!("`{l}` is not a number (no type suffix)")));
             }
             let v: f64 = l.base10_parse()?;
+            if !v.is_finite() {
+                return Err(syn::Error::new(l.span(), format!("`{l}` is too large for a number (beyond 1.8e308)")));
+            }
             let span = neg.map(|n| n.span.join(l.span()).unwrap_or(l.span())).unwrap_or(l.span());
             Ok(Num { value: sign * v, is_int: false, text: format!("{prefix}{}", l.base10_digits()), span })
         } else if input.peek(syn::token::Paren) {
