@@ -71,7 +71,6 @@ mod tests {
     /// not so low that they miss the order of magnitude.
     #[test]
     fn step_estimates_stay_below_the_planned_arenas() {
-        use dino_runtime::model::DinoModel;
         for (cfg, planned) in
             [(crate::models::FmnistSmall::CONFIG, 509.9e6), (crate::models::DinoVitS16::CONFIG, 14711.8e6)]
         {

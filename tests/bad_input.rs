@@ -4,6 +4,8 @@
 //! the program refuses; never an abort or a panic), a message that names the input (the flag,
 //! the file, the tensor), and that every file that was there before is still there, byte for
 //! byte.
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -85,18 +87,6 @@ fn tamper(path: &Path, reseal: bool, edit: impl FnOnce(&mut TensorFile)) {
         dino::train::checkpoint::seal(&mut f);
     }
     f.save(path).unwrap();
-}
-
-/// A zip `.pth` with one storage.
-fn pth(path: &Path, pkl: &[u8], storage: &[u8]) {
-    use std::io::Write;
-    let mut z = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
-    let o = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
-    z.start_file("archive/data.pkl", o).unwrap();
-    z.write_all(pkl).unwrap();
-    z.start_file("archive/data/0", o).unwrap();
-    z.write_all(storage).unwrap();
-    z.finish().unwrap();
 }
 
 /// `{"w": a 2x2 float tensor on storage 0 (4 elements)}` with `extra` before the closing `u`.
@@ -458,13 +448,13 @@ fn weights_from_strangers_are_refused_naming_the_file() {
     let d = scratch("weights");
     let data = subset();
     let w = root().join("tests/fixtures/weights");
-    pth(
+    common::write_pth(
         &d.join("system.pth"),
         &state_dict_pickle(b"X\x04\x00\x00\x00evilcos\nsystem\n(X\x04\x00\x00\x00truetR"),
         &[0; 16],
     );
-    pth(&d.join("bomb.pth"), &state_dict_pickle(b""), &vec![0u8; 1 << 20]);
-    pth(&d.join("past.pth"), &state_dict_pickle(b"").replace_shape(), &[0; 16]);
+    common::write_pth(&d.join("bomb.pth"), &state_dict_pickle(b""), &vec![0u8; 1 << 20]);
+    common::write_pth(&d.join("past.pth"), &state_dict_pickle(b"").replace_shape(), &[0; 16]);
     std::fs::write(d.join("junk.safetensors"), b"\x08\x00\x00\x00\x00\x00\x00\x00{}").unwrap();
     std::fs::write(d.join("broken.pth"), b"PK\x03\x04 not a zip").unwrap();
     std::fs::create_dir_all(d.join("hf-empty")).unwrap();

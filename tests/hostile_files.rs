@@ -2,8 +2,9 @@
 //! their tensors need, weights with tensors the model has no place for, Hugging Face model
 //! directories and config files that disagree with the tensors. Every one is refused (or
 //! honoured) with a message naming the file, and nothing from a file is ever run.
-use std::io::Write;
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::PathBuf;
 
 use dino::weights;
 
@@ -51,17 +52,6 @@ impl Pkl {
     }
 }
 
-/// A `.pth` archive: `data.pkl` and one storage `0`.
-fn pth(path: &Path, pkl: &[u8], storage: &[u8]) {
-    let mut z = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
-    let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
-    z.start_file("archive/data.pkl", opts).unwrap();
-    z.write_all(pkl).unwrap();
-    z.start_file("archive/data/0", opts).unwrap();
-    z.write_all(storage).unwrap();
-    z.finish().unwrap();
-}
-
 fn floats(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
@@ -76,7 +66,7 @@ fn state_dict(extra: impl FnOnce(Pkl) -> Pkl) -> Vec<u8> {
 fn a_clean_state_dict_loads() {
     let d = dir("clean");
     let f = d.join("clean.pth");
-    pth(&f, &state_dict(|p| p), &floats(&[1.0, 2.0, 3.0, 4.0]));
+    common::write_pth(&f, &state_dict(|p| p), &floats(&[1.0, 2.0, 3.0, 4.0]));
     let b = weights::load(&f, "teacher").unwrap();
     assert_eq!(b.tensors["w"].shape, vec![2, 2]);
     assert_eq!(b.tensors["w"].data, vec![1.0, 2.0, 3.0, 4.0]);
@@ -100,7 +90,7 @@ fn code_in_a_pickle_is_refused_naming_the_global_and_never_run() {
         ("stack.pth", stack, "builtins.eval"),
     ] {
         let f = d.join(name);
-        pth(&f, &pkl, &floats(&[1.0, 2.0, 3.0, 4.0]));
+        common::write_pth(&f, &pkl, &floats(&[1.0, 2.0, 3.0, 4.0]));
         let e = weights::load(&f, "teacher").unwrap_err().to_string();
         assert!(e.contains(name) && e.contains(&format!("`{global}`")) && e.contains("--safe-global"), "{e}");
         // even trusted, the reader only builds objects: nothing runs
@@ -115,13 +105,13 @@ fn storages_are_checked_before_they_are_inflated() {
     let d = dir("storage");
     // 1 MiB of zeros (a kilobyte deflated) behind a storage that says 4 floats
     let f = d.join("bomb.pth");
-    pth(&f, &state_dict(|p| p), &vec![0u8; 1 << 20]);
+    common::write_pth(&f, &state_dict(|p| p), &vec![0u8; 1 << 20]);
     let e = weights::load(&f, "teacher").unwrap_err().to_string();
     assert!(e.contains("bomb.pth") && e.contains("inflates to 1048576 bytes") && e.contains("take 16"), "{e}");
     // a view that reads past its storage
     let f = d.join("past.pth");
     let pkl = Pkl::default().op(b"\x80\x02}(").str("w").tensor(4, &[100, 100], &[100, 1]).op(b"u.").0;
-    pth(&f, &pkl, &floats(&[0.0; 4]));
+    common::write_pth(&f, &pkl, &floats(&[0.0; 4]));
     let e = weights::load(&f, "teacher").unwrap_err().to_string();
     assert!(e.contains("past.pth") && e.contains("`w` reads 10000 elements") && e.contains("holds 4"), "{e}");
     // strides whose extent overflows
@@ -130,7 +120,7 @@ fn storages_are_checked_before_they_are_inflated() {
     pkl = pkl.op(b"(").str("storage").global("torch", "FloatStorage").str("0").str("cpu").int(4).op(b"tQ").int(0);
     pkl = pkl.op(b"(\x8a\x08\xff\xff\xff\xff\xff\xff\xff\x3f\x8a\x08\xff\xff\xff\xff\xff\xff\xff\x3ft(K\x01K\x01t");
     pkl = pkl.op(b"\x89").global("collections", "OrderedDict").op(b")RtRu.");
-    pth(&f, &pkl.0, &floats(&[0.0; 4]));
+    common::write_pth(&f, &pkl.0, &floats(&[0.0; 4]));
     let e = weights::load(&f, "teacher").unwrap_err().to_string();
     assert!(e.contains("overflow.pth") && e.contains("overflows"), "{e}");
 }

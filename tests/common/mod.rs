@@ -44,3 +44,16 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32)
 pub fn max_abs_err(got: &[f32], want: &[f32]) -> f32 {
     got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max)
 }
+
+/// A PyTorch `.pth` archive as `torch.save` lays it out: `archive/data.pkl` and one storage
+/// `archive/data/0`, deflated.
+pub fn write_pth(path: &std::path::Path, pkl: &[u8], storage: &[u8]) {
+    use std::io::Write;
+    let mut z = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
+    let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+    z.start_file("archive/data.pkl", opts).unwrap();
+    z.write_all(pkl).unwrap();
+    z.start_file("archive/data/0", opts).unwrap();
+    z.write_all(storage).unwrap();
+    z.finish().unwrap();
+}
