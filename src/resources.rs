@@ -66,17 +66,10 @@ mod tests {
         assert!(available().is_some_and(|a| a > 0), "Linux reports MemAvailable");
     }
 
-    /// The estimates are lower bounds of what the engine plans (arenas measured with `dino
-    /// bench engine --workload dino-step dino-vits16-compile`: 509.9 MB and 14711.8 MB), and
-    /// not so low that they miss the order of magnitude.
+    /// Absurd requests are measured in u128, never overflowed (that the estimates are lower
+    /// bounds of the planned arena is measured in `tests/train.rs`).
     #[test]
-    fn step_estimates_stay_below_the_planned_arenas() {
-        for (cfg, planned) in
-            [(crate::models::FmnistSmall::CONFIG, 509.9e6), (crate::models::DinoVitS16::CONFIG, 14711.8e6)]
-        {
-            let est = cfg.step_bytes(64) as f64;
-            assert!(est < planned && est > planned / 4.0, "{}: {est:.3e} against {planned:.3e}", cfg.name);
-        }
+    fn absurd_steps_are_measured_not_overflowed() {
         // absurd requests are measured in u128, not overflowed
         let mut c = crate::models::FmnistSmall::CONFIG;
         c.local = c.local.map(|l| dino_runtime::config::CropConfig { count: usize::MAX, ..l });

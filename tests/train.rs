@@ -320,3 +320,20 @@ fn a_new_run_never_replaces_files_it_did_not_write() {
     assert!(e.contains("log.jsonl") && e.contains("would be replaced"), "{e}");
     assert_eq!(std::fs::read_to_string(other.join("log.jsonl")).unwrap(), "someone's log\n");
 }
+
+/// The memory estimate that refuses absurd requests stays below what the engine really plans
+/// for a step (it must never refuse a step that fits), within a factor of 4 (it must not miss
+/// the order of magnitude). The planned arena is measured here, not written down.
+#[test]
+fn the_step_memory_estimate_is_a_lower_bound_of_the_planned_arena() {
+    for batch in [8, 32] {
+        let mut step = dino::runtime::dino::DinoStep::<MiniDino>::build(batch).unwrap();
+        step.compile(dino::runtime::backend::Passes::default());
+        let mut rt = Device::Cpu.executor(&step.train.cx).unwrap();
+        rt.plan(&step.train.cx).unwrap();
+        let planned = rt.stats().arena_bytes as u128;
+        let est = MiniDino::CONFIG.step_bytes(batch);
+        println!("batch {batch}: estimated {est} B, planned {planned} B");
+        assert!(est < planned && 4 * est > planned, "batch {batch}: estimated {est}, planned {planned}");
+    }
+}

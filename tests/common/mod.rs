@@ -1,5 +1,6 @@
 //! Shared helpers of the integration tests: fixtures and comparisons.
 #![allow(dead_code)]
+pub mod cli_cases;
 pub mod splitmix;
 use std::path::PathBuf;
 
