@@ -193,3 +193,56 @@ pub fn knn_plot(path: &Path, records: &[Record], title: &str) -> Result<()> {
     }
     line_chart(path, title, "epoch (0 = random initialization)", "top-1 accuracy (%)", &series)
 }
+
+/// A horizontal bar chart on a logarithmic axis (values spanning orders of magnitude, as
+/// step times of an ablation do), one labelled bar per `(name, value)`, written to `path`.
+pub fn bar_chart(path: &Path, title: &str, x_label: &str, bars: &[(String, f64)]) -> Result<()> {
+    let bars: Vec<&(String, f64)> = bars.iter().filter(|b| b.1.is_finite() && b.1 > 0.0).collect();
+    if bars.is_empty() {
+        return Err(plot_err(path, "no positive finite values"));
+    }
+    let max = bars.iter().fold(0f64, |m, b| m.max(b.1));
+    let min = bars.iter().fold(f64::MAX, |m, b| m.min(b.1));
+    // decades around the values, room on the right for the longest label
+    let lo = 10f64.powf((min / 2.0).log10().floor());
+    let hi = 10f64.powf((max * 4.0).log10().ceil());
+    let (w, h) = (960u32, 120 + 44 * bars.len() as u32);
+    let mut pixels = vec![0u8; w as usize * h as usize * 3];
+    {
+        let f = font();
+        let root = BitMapBackend::with_buffer(&mut pixels, (w, h)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
+        let n = bars.len() as f64;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, (f, 22))
+            .margin(16)
+            .x_label_area_size(44)
+            .y_label_area_size(8)
+            .build_cartesian_2d((lo..hi).log_scale(), 0f64..n)
+            .map_err(|e| plot_err(path, e))?;
+        chart
+            .configure_mesh()
+            .x_desc(x_label)
+            .disable_y_mesh()
+            .y_labels(0)
+            .label_style((f, 15))
+            .axis_desc_style((f, 17))
+            .light_line_style(RGBColor(235, 235, 235))
+            .draw()
+            .map_err(|e| plot_err(path, e))?;
+        for (i, (name, v)) in bars.iter().enumerate() {
+            // first row at the top
+            let y = n - 1.0 - i as f64;
+            let color = Palette99::pick(i).mix(0.55);
+            chart
+                .draw_series(std::iter::once(Rectangle::new([(lo, y + 0.12), (*v, y + 0.88)], color.filled())))
+                .map_err(|e| plot_err(path, e))?;
+            let label = format!("{name}  {v:.1}");
+            chart
+                .draw_series(std::iter::once(Text::new(label, (lo * 1.08, y + 0.68), (f, 16).into_font())))
+                .map_err(|e| plot_err(path, e))?;
+        }
+        root.present().map_err(|e| plot_err(path, e))?;
+    }
+    dino_runtime::data::Image::new(w as usize, h as usize, 3, pixels).save_png(path)
+}

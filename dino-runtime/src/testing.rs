@@ -5,6 +5,7 @@ use rand::{Rng as _, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::autograd::backward;
+use crate::backend::passes::Passes;
 use crate::graph::{data, Handles};
 
 /// A seeded, portable random source for test data.
@@ -150,14 +151,21 @@ pub fn reference_executor(cx: &Graph) -> Box<dyn crate::backend::executor::Execu
 }
 
 /// Build the problem twice: run one graph uncompiled with luminal's executor, compile the
-/// other with [`crate::backend::Passes`] and run it with the CPU runtime, and compare every
+/// other with the standard [`Passes`] and run it with the CPU runtime, and compare every
 /// output.
 pub fn cpu_parity(build: &dyn Fn(&mut Graph) -> Problem) -> Parity {
+    passes_parity(build, &Passes::standard())
+}
+
+/// The pass correctness harness: build the problem twice, run one graph uncompiled with
+/// luminal's executor and the other compiled by `passes` with the CPU runtime, and compare
+/// the loss and every gradient. A pass of one's own is checked the same way.
+pub fn passes_parity(build: &dyn Fn(&mut Graph) -> Problem, passes: &Passes) -> Parity {
     let mut reference = Differentiated::new(build);
     let vals = reference.values();
     let (l0, g0) = reference.eval(&vals);
     let mut compiled = Differentiated::new(build);
-    compiled.cx.compile(<crate::backend::Passes>::default(), &mut compiled.handles);
+    passes.compile(&mut compiled.cx, &mut compiled.handles);
     let mut rt = reference_executor(&compiled.cx);
     let (l1, g1) = compiled.eval_with(&vals, &mut |cx| rt.execute(cx).expect("cpu run"));
     let mut worst = Parity { worst: 0.0, output: 0, element: 0, kernels: rt.stats().kernels };

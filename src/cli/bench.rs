@@ -16,6 +16,11 @@ pub enum BenchCommand {
     /// ours against stock luminal and PyTorch eager (when python3 with torch and timm is
     /// installed), same thread count. Not a test: numbers vary with the machine.
     Engine(EngineArgs),
+    /// The pass ablation: one DINO training step of a preset compiled with every pass, with
+    /// none, with each pass switched off in turn, and by stock luminal; compile time, nodes,
+    /// kernels, step time (median of alternating rounds), GFLOP/s, memory, and the largest
+    /// difference of the step's results from the unoptimized graph. Not a test.
+    Passes(PassesArgs),
     /// The DINO ViT-S/16 training step on the GPU (feature `cuda`): ours against PyTorch fp32
     /// eager and AMP on the same GPU, step time, images/s and FLOP utilization.
     #[cfg(feature = "cuda")]
@@ -72,6 +77,88 @@ pub struct EngineArgs {
     pub json: bool,
 }
 
+#[derive(Debug, Args)]
+pub struct PassesArgs {
+    /// The DINO preset whose training step is compiled (`dino models` lists them).
+    #[arg(long, default_value = "fmnist-small")]
+    pub model: String,
+    /// Images per step.
+    #[arg(long, default_value_t = 16, value_parser = crate::train::hyper::positive)]
+    pub batch: usize,
+    /// Where our pipelines run (stock luminal runs on the CPU).
+    #[arg(long, value_enum, default_value_t = Device::Cpu)]
+    pub device: Device,
+    /// Timed steps per pipeline per round.
+    #[arg(long, default_value_t = 3, value_parser = crate::train::hyper::positive)]
+    pub runs: usize,
+    /// Untimed steps per pipeline before the first round.
+    #[arg(long, default_value_t = 1)]
+    pub warmup: usize,
+    /// Rounds; each runs every pipeline in turn, so machine noise hits them alike.
+    #[arg(long, default_value_t = 3, value_parser = crate::train::hyper::positive)]
+    pub rounds: usize,
+    /// Only these rows' passes switched off (default: each built-in pass in turn).
+    #[arg(long, value_delimiter = ',')]
+    pub without: Vec<String>,
+    /// Skip the stock luminal row (it interprets the graph on one thread: slow).
+    #[arg(long)]
+    pub no_stock: bool,
+    /// Give up on the stock luminal row's one step after this many seconds.
+    #[arg(long, default_value_t = 300, value_parser = crate::train::hyper::positive)]
+    pub stock_timeout: usize,
+    /// Print the table as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Write `passes.json` and the bar chart `passes.png` here.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+fn bench_passes(args: PassesArgs) -> Result<(), String> {
+    use crate::bench::passes::{ablate, standard_rows, AblationOptions, Row};
+    use dino_runtime::backend::{Builtin, Passes};
+    args.device.check().map_err(|e| e.to_string())?;
+    let rows = if args.without.is_empty() {
+        standard_rows(!args.no_stock)
+    } else {
+        let mut rows = vec![Row::ours("all passes", Passes::standard()), Row::ours("no passes", Passes::none())];
+        for name in &args.without {
+            let b = Builtin::parse(name).map_err(|e| format!("--without: {e}"))?;
+            rows.push(Row::ours(
+                format!("without {b}"),
+                Passes::standard().without(b.name()).map_err(|e| e.to_string())?,
+            ));
+        }
+        if !args.no_stock {
+            rows.push(Row { name: "stock luminal".into(), pipeline: crate::bench::passes::Pipeline::Stock });
+        }
+        rows
+    };
+    let opts = AblationOptions {
+        batch: args.batch,
+        runs: args.runs,
+        warmup: args.warmup,
+        rounds: args.rounds,
+        device: args.device,
+        stock_timeout_s: args.stock_timeout as u64,
+    };
+    let table =
+        ablate(&args.model, rows, opts, &mut |what| eprintln!("[bench passes] {what}")).map_err(|e| e.to_string())?;
+    if args.json {
+        println!("{}", serde_json::to_string(&table).map_err(|e| e.to_string())?);
+    } else {
+        print!("{}", table.table());
+    }
+    if let Some(dir) = &args.out {
+        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let json = serde_json::to_vec_pretty(&table).map_err(|e| e.to_string())?;
+        dino_runtime::files::write_atomic(&dir.join("passes.json"), &json).map_err(|e| e.to_string())?;
+        table.chart(&dir.join("passes.png")).map_err(|e| e.to_string())?;
+        eprintln!("wrote {} and {}", dir.join("passes.json").display(), dir.join("passes.png").display());
+    }
+    Ok(())
+}
+
 pub fn run(cmd: BenchCommand) -> Result<(), String> {
     match cmd {
         BenchCommand::Worker { workload, implementation, runs, warmup, device } => {
@@ -79,6 +166,7 @@ pub fn run(cmd: BenchCommand) -> Result<(), String> {
             println!("{}", serde_json::to_string(&m).map_err(|e| e.to_string())?);
             Ok(())
         }
+        BenchCommand::Passes(args) => bench_passes(args),
         BenchCommand::Engine(args) => {
             args.device.check().map_err(|e| e.to_string())?;
             engine(args)

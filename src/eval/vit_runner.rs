@@ -45,6 +45,11 @@ impl<V: VitModel> VitRunner<V> {
     /// Build and compile for `device`; `eps` replaces the declared LayerNorm epsilon (weights
     /// trained with another one).
     pub fn new(output: Output, eps: Option<f32>, device: crate::device::Device) -> Result<Self> {
+        Self::new_with(output, eps, device, &Passes::standard())
+    }
+
+    /// [`Self::new`] compiled by `passes` (the pass tests compare pipelines on every preset).
+    pub fn new_with(output: Output, eps: Option<f32>, device: crate::device::Device, passes: &Passes) -> Result<Self> {
         let mut cx = Box::new(Graph::new());
         let g = V::IMAGE / V::PATCH;
         for (k, v) in [(dims::BATCH, 1), (dims::PATCHES, g * g), (dims::TOKENS, g * g + 1)] {
@@ -78,7 +83,7 @@ impl<V: VitModel> VitRunner<V> {
             cx.no_delete.insert(*id);
         }
         let mut h = Handles(outputs);
-        cx.compile(Passes::default(), &mut h);
+        cx.compile(passes, &mut h);
         let rt = device.executor(&cx)?;
         Ok(VitRunner {
             cx,
@@ -110,6 +115,12 @@ impl<V: VitModel> VitRunner<V> {
             self.params.set(&mut self.cx, &p.name, v.data.clone())?;
         }
         Ok(())
+    }
+
+    /// Random weights, initialized as DINO does (tests; the weights of a real run are loaded
+    /// with [`Self::set_weights`]).
+    pub fn init_random(&mut self, seed: u64) {
+        self.params.init(&mut self.cx, seed);
     }
 
     /// The names of the backbone's parameters.

@@ -5,6 +5,7 @@ pub mod fused;
 pub mod gemm;
 mod luminal_ops;
 pub mod math;
+pub mod primitive;
 pub mod runtime;
 
 pub use runtime::CpuRuntime;

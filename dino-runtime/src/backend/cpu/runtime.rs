@@ -12,8 +12,10 @@ use luminal::op::InputTensor;
 use luminal::prelude::*;
 use rustc_hash::FxHashMap;
 
+use crate::autograd::Prim;
 use crate::backend::executor::{Executor, ProfileEntry, RunStats};
-use crate::backend::plan::{DType, Loc, Plan, Planner, Work};
+use crate::backend::layout::Layout;
+use crate::backend::plan::{DType, Loc, Plan, Planner, Step, Work};
 use crate::error::{Error, Result};
 
 /// Runs a graph compiled by [`crate::backend::Passes`] on the CPU.
@@ -46,6 +48,17 @@ impl CpuRuntime {
     /// Statistics of the last plan.
     pub fn stats(&self) -> &RunStats {
         &self.stats
+    }
+
+    /// Run a luminal primitive no pass replaced on resolved layouts ([`super::primitive`]);
+    /// false when it is not one (the caller then runs luminal's own operator).
+    fn primitive(&self, cx: &Graph, s: &Step, srcs: &[&[f32]], out: &mut [f32]) -> bool {
+        let Some(prim) = cx.graph.node_weight(s.node).and_then(|op| Prim::of(op.as_ref())) else { return false };
+        let layouts: Option<Vec<Layout>> = s.srcs.iter().map(|(_, st)| Layout::of(st, &cx.dyn_map).ok()).collect();
+        match layouts {
+            Some(layouts) => super::primitive::eval(prim, srcs, &layouts, out),
+            None => false,
+        }
     }
 
     fn note(&mut self, plan: &Plan) {
@@ -131,11 +144,22 @@ impl CpuRuntime {
                     out[0] = *v;
                     "constant"
                 }
+                Work::Other if self.primitive(cx, s, &srcs, out) => "primitive",
                 Work::Other => {
-                    let op = cx.graph.node_weight_mut(s.node).expect("node");
                     let tensors: Vec<Tensor> = srcs.iter().map(|b| Tensor::new(b.to_vec())).collect();
-                    let ins = tensors.iter().zip(&s.srcs).map(|(t, (_, st))| (InputTensor::Borrowed(t), *st)).collect();
-                    let res = op.process(ins);
+                    // luminal's operators expect views with the dynamic dims substituted, as
+                    // its executor gives them
+                    let dyn_map = &cx.dyn_map;
+                    let ins = tensors
+                        .iter()
+                        .zip(&s.srcs)
+                        .map(|(t, (_, st))| {
+                            let mut st = *st;
+                            st.resolve_global_dyn_dims(dyn_map);
+                            (InputTensor::Borrowed(t), st)
+                        })
+                        .collect();
+                    let res = cx.graph.node_weight_mut(s.node).expect("node").process(ins);
                     let v = res
                         .first()
                         .and_then(|t| t.data.as_any().downcast_ref::<Vec<f32>>())

@@ -21,6 +21,7 @@ use rustc_hash::FxHashMap;
 
 use super::arena::{self, Interval};
 use super::{FusedKernel, GemmPlan};
+use crate::autograd::Prim;
 use crate::backend::fused::FusedOp;
 use crate::backend::gemm::GemmOp;
 use crate::backend::layout::Layout;
@@ -213,6 +214,21 @@ fn build(cx: &Graph, order: &[NodeIndex], order_name: &'static str) -> Result<Pl
                 }
             };
             (Work::Value(v), 1)
+        } else if let (Some(Prim::Log2 | Prim::Exp2 | Prim::Sin | Prim::Sqrt | Prim::Recip), Some((si, _))) =
+            (Prim::of(op.as_ref()), srcs.first())
+        {
+            // luminal's unary operators map their input's physical buffer (the view passes on)
+            let len = match steps[*si].loc {
+                Loc::Input(_) => layouts[0].extent(),
+                _ => steps[*si].out_len,
+            };
+            (Work::Other, len)
+        } else if let (Some(Prim::SumReduce(d) | Prim::MaxReduce(d)), Some(l)) =
+            (Prim::of(op.as_ref()), layouts.first())
+        {
+            // the reduced axis is gone from the output
+            let len = l.axes.iter().enumerate().filter(|(i, _)| *i != d).map(|(_, a)| a.len).product();
+            (Work::Other, len)
         } else {
             let len = srcs.first().map(|(_, st)| st.n_elements().exec(dm).unwrap_or(0)).unwrap_or(1);
             (Work::Other, len)
