@@ -44,6 +44,7 @@ pub mod cli;
 pub mod dataset;
 pub mod device;
 pub mod eval;
+pub mod inspect;
 pub mod plot;
 pub mod progress;
 pub mod resources;

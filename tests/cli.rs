@@ -161,3 +161,38 @@ fn zero_sizes_are_refused_naming_the_flag() {
         assert!(e.contains(flag) && e.contains("must be at least 1"), "`dino {}`: {e}", c.join(" "));
     }
 }
+
+#[test]
+fn inspect_and_bench_passes_name_a_bad_pass_or_model() {
+    let dir = std::env::temp_dir().join(format!("dino-cli-inspect-{}", std::process::id()));
+    let out = dir.to_str().unwrap();
+    let e = failure(&["inspect", "--passes", "gemm,fuse", "--out", out]);
+    assert!(e.contains("--passes") && e.contains("fuse") && e.contains("row-fusion"), "{e}");
+    let e = failure(&["inspect", "--model", "nope", "--out", out]);
+    assert!(e.contains("nope") && e.contains("fmnist-small"), "{e}");
+    let e = failure(&["bench", "passes", "--without", "nope"]);
+    assert!(e.contains("--without") && e.contains("nope"), "{e}");
+    let e = failure(&["bench", "passes", "--model", "vit-tiny-16", "--no-stock"]);
+    assert!(e.contains("vit-tiny-16") && e.contains("DINO presets"), "{e}");
+    let e = failure(&["bench", "passes", "--batch", "0"]);
+    assert!(e.contains("--batch"), "{e}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn inspect_prints_a_summary_per_stage() {
+    let dir = std::env::temp_dir().join(format!("dino-cli-inspect-ok-{}", std::process::id()));
+    let out = dino()
+        .args(["inspect", "--model", "fmnist-tiny", "--graph", "forward", "--batch", "1", "--no-render", "--out"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for stage in ["built", "dead-code", "cse", "gemm", "fusion", "row-fusion"] {
+        assert!(text.lines().any(|l| l.starts_with(stage)), "{stage} missing:\n{text}");
+    }
+    assert!(text.contains("fused kernels") && text.contains("contractions"), "{text}");
+    assert!(dir.join("05-row-fusion.dot").exists());
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -16,6 +16,8 @@
 //! `lr * m / (sqrt(v) + eps)`, which for a gradient near zero turns that rounding into a
 //! difference of up to `2 lr` (1e-3 at lr 5e-4) on a weight: 2e-3 bounds it. The forward
 //! pass has no such amplification: 1e-4.
+mod common;
+use common::big_stack;
 use dino::bench::passes::{ablate, standard_rows, AblationOptions, Pipeline};
 use dino::device::Device;
 use dino::eval::vit_runner::{Output, VitRunner};
@@ -23,17 +25,6 @@ use dino::runtime::backend::{Builtin, Passes};
 use dino::runtime::model::VitModel;
 use dino::runtime::testing::Rng;
 use dino_models::{vit_names, with_vit, VitVisitor};
-
-/// Graph building and the passes recurse deeply on a whole training step: run on a big stack,
-/// as the `dino` binary does.
-fn big_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    std::thread::Builder::new()
-        .stack_size(256 << 20)
-        .spawn(f)
-        .expect("thread")
-        .join()
-        .unwrap_or_else(|e| std::panic::resume_unwind(e))
-}
 
 fn options(batch: usize) -> AblationOptions {
     AblationOptions { batch, runs: 1, warmup: 0, rounds: 1, device: Device::Cpu, stock_timeout_s: 1 }

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod bench_gpu;
 pub mod common;
 pub mod features;
+pub mod inspect;
 pub mod knn;
 pub mod linear;
 pub mod models;
@@ -47,6 +48,9 @@ pub enum Command {
     Plot(plot::PlotArgs),
     /// Export [CLS] (or all token) features of a dataset as .npy or .safetensors.
     Features(Box<features::FeaturesArgs>),
+    /// The graph of a preset before and after each compiler pass: DOT drawings collapsed per
+    /// block (Graphviz renders them when installed) and per-pass summaries.
+    Inspect(inspect::InspectArgs),
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -66,6 +70,7 @@ pub fn run(cli: Cli) -> Result<(), String> {
         Command::Linear(args) => linear::run(*args),
         Command::Plot(args) => plot::run(args),
         Command::Features(args) => features::run(*args),
+        Command::Inspect(args) => inspect::run(args),
     }
 }
 

@@ -30,6 +30,16 @@ pub enum Output {
     Tokens,
 }
 
+/// A compiled backbone graph and its handles (what [`VitRunner`] runs).
+pub struct BuiltForward<V: VitModel> {
+    pub cx: Box<Graph>,
+    pub params: ParamSet,
+    pub patches: NodeIndex,
+    pub resample: NodeIndex,
+    pub outputs: Vec<NodeIndex>,
+    pub model: V,
+}
+
 pub struct VitRunner<V: VitModel> {
     cx: Box<Graph>,
     params: ParamSet,
@@ -50,9 +60,31 @@ impl<V: VitModel> VitRunner<V> {
 
     /// [`Self::new`] compiled by `passes` (the pass tests compare pipelines on every preset).
     pub fn new_with(output: Output, eps: Option<f32>, device: crate::device::Device, passes: &Passes) -> Result<Self> {
+        let b = Self::build_compiled(output, eps, 1, passes)?;
+        let rt = device.executor(&b.cx)?;
+        Ok(VitRunner {
+            cx: b.cx,
+            params: b.params,
+            patches: b.patches,
+            resample: b.resample,
+            outputs: b.outputs,
+            rt,
+            output,
+            _model: b.model,
+        })
+    }
+
+    /// The graph for `batch` images at the native size, compiled by `compiler` (`dino
+    /// inspect` passes one that draws every stage).
+    pub fn build_compiled<C: Compiler>(
+        output: Output,
+        eps: Option<f32>,
+        batch: usize,
+        compiler: C,
+    ) -> Result<BuiltForward<V>> {
         let mut cx = Box::new(Graph::new());
         let g = V::IMAGE / V::PATCH;
-        for (k, v) in [(dims::BATCH, 1), (dims::PATCHES, g * g), (dims::TOKENS, g * g + 1)] {
+        for (k, v) in [(dims::BATCH, batch.max(1)), (dims::PATCHES, g * g), (dims::TOKENS, g * g + 1)] {
             cx.set_dyn_dim(k, v);
         }
         let model = match eps {
@@ -83,18 +115,14 @@ impl<V: VitModel> VitRunner<V> {
             cx.no_delete.insert(*id);
         }
         let mut h = Handles(outputs);
-        cx.compile(passes, &mut h);
-        let rt = device.executor(&cx)?;
-        Ok(VitRunner {
-            cx,
-            params,
-            patches: patches.id,
-            resample: resample.id,
-            outputs: h.0,
-            rt,
-            output,
-            _model: model,
-        })
+        cx.compile(compiler, &mut h);
+        Ok(BuiltForward { cx, params, patches: patches.id, resample: resample.id, outputs: h.0, model })
+    }
+
+    /// Random weights, initialized as DINO does (tests; the weights of a real run are loaded
+    /// with [`Self::set_weights`]).
+    pub fn init_random(&mut self, seed: u64) {
+        self.params.init(&mut self.cx, seed);
     }
 
     /// Load backbone weights (`cls_token`, `blocks.0.norm1.weight`, ...): every one must be
@@ -115,12 +143,6 @@ impl<V: VitModel> VitRunner<V> {
             self.params.set(&mut self.cx, &p.name, v.data.clone())?;
         }
         Ok(())
-    }
-
-    /// Random weights, initialized as DINO does (tests; the weights of a real run are loaded
-    /// with [`Self::set_weights`]).
-    pub fn init_random(&mut self, seed: u64) {
-        self.params.init(&mut self.cx, seed);
     }
 
     /// The names of the backbone's parameters.

@@ -58,3 +58,14 @@ pub fn write_pth(path: &std::path::Path, pkl: &[u8], storage: &[u8]) {
     z.write_all(storage).unwrap();
     z.finish().unwrap();
 }
+
+/// Graph building and the passes recurse deeply on a whole training step: run `f` on a big
+/// stack, as the `dino` binary does.
+pub fn big_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::Builder::new()
+        .stack_size(256 << 20)
+        .spawn(f)
+        .expect("thread")
+        .join()
+        .unwrap_or_else(|e| std::panic::resume_unwind(e))
+}

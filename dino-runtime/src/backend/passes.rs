@@ -262,6 +262,29 @@ impl Passes {
     }
 }
 
+/// A pipeline that shows each stage to `observe`: the graph as built (`None`), then after each
+/// pass with its report. Made by [`Passes::observed`].
+pub struct Observed<'a> {
+    passes: &'a Passes,
+    observe: std::cell::RefCell<&'a mut dyn FnMut(Option<&PassReport>, &Graph)>,
+}
+
+impl Passes {
+    /// This pipeline as a [`Compiler`] that calls `observe` on the graph as built and after
+    /// each pass (`dino inspect` draws and summarizes each stage).
+    pub fn observed<'a>(&'a self, observe: &'a mut dyn FnMut(Option<&PassReport>, &Graph)) -> Observed<'a> {
+        Observed { passes: self, observe: std::cell::RefCell::new(observe) }
+    }
+}
+
+impl Compiler for Observed<'_> {
+    fn compile<T: ToIdsMut>(&self, cx: &mut Graph, remap: T) {
+        let mut observe = self.observe.borrow_mut();
+        observe(None, cx);
+        self.passes.compile_observed(cx, remap, &mut |r, g| observe(Some(r), g));
+    }
+}
+
 impl Compiler for Passes {
     fn compile<T: ToIdsMut>(&self, cx: &mut Graph, remap: T) {
         self.compile_observed(cx, remap, &mut |_, _| {});

@@ -83,6 +83,11 @@ impl GemmPlan {
         self.batch() * self.m.len * self.n.len * self.k.len * self.k_loops.iter().map(|a| a.len).product::<usize>()
     }
 
+    /// `(batch, m, n, k)` of the products (K over every K axis).
+    pub fn dims(&self) -> (usize, usize, usize, usize) {
+        (self.batch(), self.m.len, self.n.len, self.k.len * self.k_loops.iter().map(|a| a.len).product::<usize>())
+    }
+
     pub(crate) fn batch(&self) -> usize {
         self.loops.iter().map(|a| a.len).product()
     }
