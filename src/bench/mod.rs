@@ -3,6 +3,7 @@
 //! pass ablation (`dino bench passes`).
 pub mod measure;
 pub mod passes;
+pub mod passes_table;
 pub mod workloads;
 
 pub use measure::{measure, Impl, Measurement};
