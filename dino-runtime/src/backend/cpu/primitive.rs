@@ -220,7 +220,7 @@ mod tests {
         let mut rng = Rng::new(2);
         let (a, b) = (rng.range(12, -2.0, 2.0), rng.range(12, 0.5, 2.0));
         let vs = views();
-        for (i, st) in vs.iter().enumerate() {
+        for st in &vs {
             // the other operand: the same logical shape, another layout of the same kind
             let other = vs.iter().find(|o| o.shape() == st.shape() && *o != st).copied().unwrap_or(*st);
             let ins = [(a.clone(), *st), (b.clone(), other)];
@@ -228,7 +228,6 @@ mod tests {
             both(&mut luminal::op::Mul, Prim::Mul, &ins);
             both(&mut luminal::op::Mod, Prim::Mod, &ins);
             both(&mut luminal::op::LessThan, Prim::LessThan, &ins);
-            assert!(i < 5);
         }
     }
 
