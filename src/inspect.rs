@@ -240,7 +240,7 @@ pub fn summarize(cx: &Graph, stage: &str, seconds: f64) -> StageSummary {
                 continue;
             }
             bytes += s.bytes() as f64;
-            for (si, st) in &s.srcs {
+            for (si, st) in s.srcs.iter().zip(&s.views) {
                 let logical =
                     dino_runtime::backend::layout::Layout::of(st, &cx.dyn_map).map(|l| l.n_elements()).unwrap_or(0);
                 bytes += (logical.min(plan.steps[*si].out_len.max(1)) * s.dtype.size()) as f64;

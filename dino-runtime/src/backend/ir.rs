@@ -11,7 +11,7 @@ use std::fmt;
 pub type Reg = u16;
 
 /// The unary primitives of luminal 0.2.0.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum UnaryOp {
     Log2,
     Exp2,
@@ -21,7 +21,7 @@ pub enum UnaryOp {
 }
 
 /// The binary primitives of luminal 0.2.0.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum BinaryOp {
     Add,
     Mul,
@@ -32,7 +32,7 @@ pub enum BinaryOp {
 }
 
 /// How a kernel reduces its last-evaluated values along its reduce axis.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum ReduceKind {
     Sum,
     Max,
@@ -49,7 +49,7 @@ impl ReduceKind {
 }
 
 /// One SSA instruction.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Instr {
     /// Read input `i` at the current point (zero where its view is padded or sliced away).
     Load(u16),
@@ -71,7 +71,7 @@ pub struct Stage {
 }
 
 /// A straight-line program; its value is the value of the last instruction.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Program {
     pub instrs: Vec<Instr>,
 }

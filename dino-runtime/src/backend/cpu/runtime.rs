@@ -20,7 +20,9 @@ use crate::error::{Error, Result};
 
 /// Runs a graph compiled by [`crate::backend::Passes`] on the CPU.
 pub struct CpuRuntime {
-    planner: Planner,
+    /// Plans anew when the dynamic dims change; none for a plan loaded from an artifact,
+    /// which runs at its own dims only.
+    planner: Option<Planner>,
     plan: Option<Plan>,
     arena: Vec<f32>,
     stats: RunStats,
@@ -36,12 +38,41 @@ impl CpuRuntime {
     pub fn new(cx: &Graph) -> CpuRuntime {
         let profile = crate::debug::level() >= 2;
         CpuRuntime {
-            planner: Planner::new(cx),
+            planner: Some(Planner::new(cx)),
             plan: None,
             arena: vec![],
             stats: RunStats::default(),
             profile,
             kernel_times: FxHashMap::default(),
+        }
+    }
+
+    /// Run a plan made elsewhere (an artifact's, validated by [`Plan::from_bytes`]): no graph
+    /// is compiled or planned, and only graphs at the plan's dynamic dims run.
+    pub fn from_plan(plan: Plan) -> CpuRuntime {
+        let mut rt = CpuRuntime {
+            planner: None,
+            arena: vec![0.0; plan.arena_bytes.div_ceil(DType::F32.size())],
+            plan: None,
+            stats: RunStats::default(),
+            profile: crate::debug::level() >= 2,
+            kernel_times: FxHashMap::default(),
+        };
+        rt.note(&plan);
+        rt.plan = Some(plan);
+        rt
+    }
+
+    /// A plan for the current dynamic dims of `cx`.
+    fn new_plan(&self, cx: &Graph) -> Result<Plan> {
+        match (&self.planner, &self.plan) {
+            (Some(planner), _) => planner.plan(cx),
+            (None, Some(p)) => Err(Error::Backend(format!(
+                "this plan was compiled for {}, the graph is at {}: compile it again for these sizes",
+                dims_text(&p.dyn_dims),
+                dims_text(&crate::backend::plan::dyn_dims(cx))
+            ))),
+            (None, None) => Err(Error::Backend("an executor without a plan".into())),
         }
     }
 
@@ -54,7 +85,10 @@ impl CpuRuntime {
     /// false when it is not one (the caller then runs luminal's own operator).
     fn primitive(&self, cx: &Graph, s: &Step, srcs: &[&[f32]], out: &mut [f32]) -> bool {
         let Some(prim) = cx.graph.node_weight(s.node).and_then(|op| Prim::of(op.as_ref())) else { return false };
-        let layouts: Option<Vec<Layout>> = s.srcs.iter().map(|(_, st)| Layout::of(st, &cx.dyn_map).ok()).collect();
+        if s.views.len() != s.srcs.len() {
+            return false;
+        }
+        let layouts: Option<Vec<Layout>> = s.views.iter().map(|st| Layout::of(st, &cx.dyn_map).ok()).collect();
         match layouts {
             Some(layouts) => super::primitive::eval(prim, srcs, &layouts, out),
             None => false,
@@ -69,7 +103,10 @@ impl CpuRuntime {
     /// Plan for the current dynamic dims without running or allocating (the arena size lands
     /// in `stats`).
     pub fn plan(&mut self, cx: &Graph) -> Result<()> {
-        let plan = self.planner.plan(cx)?;
+        if self.planner.is_none() && self.plan.as_ref().is_some_and(|p| p.is_for(cx)) {
+            return Ok(());
+        }
+        let plan = self.new_plan(cx)?;
         self.note(&plan);
         Ok(())
     }
@@ -77,7 +114,7 @@ impl CpuRuntime {
     /// Run the graph once: reads the inputs set in `cx`, leaves kept outputs in it.
     pub fn execute(&mut self, cx: &mut Graph) -> Result<()> {
         if !self.plan.as_ref().is_some_and(|p| p.is_for(cx)) {
-            let plan = self.planner.plan(cx)?;
+            let plan = self.new_plan(cx)?;
             self.arena = vec![0.0; plan.arena_bytes / DType::F32.size()];
             self.note(&plan);
             self.plan = Some(plan);
@@ -108,7 +145,7 @@ impl CpuRuntime {
             let srcs: Vec<&[f32]> = s
                 .srcs
                 .iter()
-                .map(|(si, _)| {
+                .map(|si| {
                     let src = &plan.steps[*si];
                     match src.loc {
                         Loc::Input(k) => &inputs[k][..],
@@ -152,8 +189,8 @@ impl CpuRuntime {
                     let dyn_map = &cx.dyn_map;
                     let ins = tensors
                         .iter()
-                        .zip(&s.srcs)
-                        .map(|(t, (_, st))| {
+                        .zip(&s.views)
+                        .map(|(t, st)| {
                             let mut st = *st;
                             st.resolve_global_dyn_dims(dyn_map);
                             (InputTensor::Borrowed(t), st)
@@ -183,6 +220,11 @@ impl CpuRuntime {
         plan.hand_back(cx, inputs, kept, drop);
         Ok(())
     }
+}
+
+/// `b=3, g=6` (the dims a plan was made for).
+fn dims_text(d: &[(char, usize)]) -> String {
+    d.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ")
 }
 
 impl Executor for CpuRuntime {

@@ -67,8 +67,8 @@ pub(super) fn plan_kernels(planner: &Planner, cx: &Graph) -> Result<PlanKernels>
                             .node_weight(s.node)
                             .and_then(|o| o.as_any().downcast_ref::<GemmOp>())
                             .ok_or_else(|| Error::Backend("a GEMM step without its node".into()))?;
-                        let la = Layout::of(&s.srcs[0].1, &cx.dyn_map)?;
-                        let lb = Layout::of(&s.srcs[1].1, &cx.dyn_map)?;
+                        let la = Layout::of(&s.views[0], &cx.dyn_map)?;
+                        let lb = Layout::of(&s.views[1], &cx.dyn_map)?;
                         let r = recipe(&op.axes, &la, &lb).map_err(unsupported)?;
                         let copies = r.copies.iter().map(|(o, k)| (*o, add(k), k.out_len())).collect();
                         let unpermute = r.unpermute.as_ref().map(|(k, len)| (add(k), *len));

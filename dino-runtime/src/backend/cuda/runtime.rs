@@ -305,7 +305,7 @@ impl CudaRuntime {
                 Loc::Input(_) => unreachable!("only inputs live in input slots"),
             };
             ptrs[i] = out;
-            let src: Vec<u64> = s.srcs.iter().map(|(si, _)| ptrs[*si]).collect();
+            let src: Vec<u64> = s.srcs.iter().map(|si| ptrs[*si]).collect();
             let t0 = self.profile.is_some().then(std::time::Instant::now);
             match &dp.work[i] {
                 // SAFETY (all three): pointers into live buffers (inputs, arena, kept outputs,

@@ -29,7 +29,7 @@ use crate::error::{Error, Result};
 
 /// How a buffer's elements are stored. Arithmetic inside kernels is always fp32; the storage
 /// type decides what is loaded and stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
 pub enum DType {
     #[default]
     F32,
@@ -45,7 +45,7 @@ impl DType {
 }
 
 /// Where a node's output lives during a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Loc {
     /// The k-th input buffer, moved in from the graph's store.
     Input(usize),
@@ -56,6 +56,7 @@ pub enum Loc {
 }
 
 /// What a step computes.
+#[derive(serde::Serialize, serde::Deserialize)]
 pub enum Work {
     Input {
         name: String,
@@ -71,8 +72,11 @@ pub enum Work {
 pub struct Step {
     pub node: NodeIndex,
     pub work: Work,
-    /// (step index of the source, view)
-    pub srcs: Vec<(usize, ShapeTracker)>,
+    /// Step index of each source.
+    pub srcs: Vec<usize>,
+    /// The graph's view of each source (aligned with `srcs`); empty in a plan loaded from an
+    /// artifact, which holds only steps that need none ([`Work::Other`] needs them).
+    pub views: Vec<ShapeTracker>,
     /// Output elements.
     pub out_len: usize,
     pub dtype: DType,
@@ -161,6 +165,7 @@ fn build(cx: &Graph, order: &[NodeIndex], order_name: &'static str) -> Result<Pl
                 node: n,
                 work: Work::Input { name: format!("{op:?}") },
                 srcs: vec![],
+                views: vec![],
                 out_len: 0,
                 dtype: DType::F32,
                 loc: Loc::Input(n_inputs),
@@ -182,9 +187,10 @@ fn build(cx: &Graph, order: &[NodeIndex], order_name: &'static str) -> Result<Pl
                     .ok_or_else(|| Error::Backend(format!("{op:?} reads a node with no value")))
             })
             .collect::<Result<_>>()?;
-        let layouts: Vec<Layout> = srcs.iter().map(|(_, st)| Layout::of(st, dm)).collect::<Result<_>>()?;
+        let (srcs, views): (Vec<usize>, Vec<ShapeTracker>) = srcs.into_iter().unzip();
+        let layouts: Vec<Layout> = views.iter().map(|st| Layout::of(st, dm)).collect::<Result<_>>()?;
         // every view must stay inside its buffer
-        for ((si, _), l) in srcs.iter().zip(&layouts) {
+        for (si, l) in srcs.iter().zip(&layouts) {
             let ext = l.extent();
             match steps[*si].loc {
                 Loc::Input(k) => input_extent[k] = input_extent[k].max(ext),
@@ -214,7 +220,7 @@ fn build(cx: &Graph, order: &[NodeIndex], order_name: &'static str) -> Result<Pl
                 }
             };
             (Work::Value(v), 1)
-        } else if let (Some(Prim::Log2 | Prim::Exp2 | Prim::Sin | Prim::Sqrt | Prim::Recip), Some((si, _))) =
+        } else if let (Some(Prim::Log2 | Prim::Exp2 | Prim::Sin | Prim::Sqrt | Prim::Recip), Some(si)) =
             (Prim::of(op.as_ref()), srcs.first())
         {
             // luminal's unary operators map their input's physical buffer (the view passes on)
@@ -230,7 +236,7 @@ fn build(cx: &Graph, order: &[NodeIndex], order_name: &'static str) -> Result<Pl
             let len = l.axes.iter().enumerate().filter(|(i, _)| *i != d).map(|(_, a)| a.len).product();
             (Work::Other, len)
         } else {
-            let len = srcs.first().map(|(_, st)| st.n_elements().exec(dm).unwrap_or(0)).unwrap_or(1);
+            let len = views.first().map(|st| st.n_elements().exec(dm).unwrap_or(0)).unwrap_or(1);
             (Work::Other, len)
         };
         let loc = if kept {
@@ -240,12 +246,12 @@ fn build(cx: &Graph, order: &[NodeIndex], order_name: &'static str) -> Result<Pl
             Loc::Arena(0)
         };
         step_of.insert(n, steps.len());
-        steps.push(Step { node: n, work, srcs, out_len, dtype: DType::F32, loc });
+        steps.push(Step { node: n, work, srcs, views, out_len, dtype: DType::F32, loc });
     }
     // lifetimes of arena buffers: from definition to last read
     let mut last = (0..steps.len()).collect::<Vec<_>>();
     for (i, s) in steps.iter().enumerate() {
-        for (si, _) in &s.srcs {
+        for si in &s.srcs {
             last[*si] = last[*si].max(i);
         }
     }

@@ -6,7 +6,7 @@ use crate::backend::gemm::GemmAxis;
 use crate::backend::layout::Layout;
 
 /// One axis of the product after merging: length and strides in A, B and the output.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Ax {
     pub(crate) len: usize,
     pub(crate) sa: isize,
@@ -16,7 +16,7 @@ pub(crate) struct Ax {
 
 /// A contraction resolved to strides: one `m x k x n` sgemm per point of the loop axes,
 /// accumulated over the points of the extra K axes (K axes that could not be merged).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct GemmPlan {
     pub(crate) m: Ax,
     pub(crate) n: Ax,

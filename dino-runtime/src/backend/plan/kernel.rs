@@ -7,7 +7,7 @@ use crate::backend::ir::{Program, ReduceKind};
 use crate::backend::layout::Layout;
 
 /// A fused kernel bound to concrete dims and input layouts.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct FusedKernel {
     pub(crate) program: Program,
     /// Row reductions before the program (see `ir::Stage`).
@@ -22,7 +22,7 @@ pub struct FusedKernel {
     pub(crate) out_len: usize,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct LoadSpec {
     pub(crate) strides: Vec<isize>,
     pub(crate) lo: Vec<usize>,

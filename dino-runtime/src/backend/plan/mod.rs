@@ -12,6 +12,8 @@
 //! - [`arena`]: byte offsets of intermediates that share one arena;
 //! - [`kernel`]: a fused kernel bound to concrete dims and layouts;
 //! - [`contraction`]: a contraction bound to concrete strides;
+//! - [`wire`]: a plan as bytes (artifacts), and the validation that makes one from a file
+//!   safe to run;
 //! - [`build`]: the plan itself, the planner, and the input/kept-output bookkeeping every
 //!   executor shares.
 //!
@@ -22,6 +24,7 @@ pub mod build;
 pub mod contraction;
 pub mod kernel;
 pub mod schedule;
+pub mod wire;
 
 pub use build::{dyn_dims, DType, DynDims, Loc, Plan, Planner, Step, Work};
 pub use contraction::GemmPlan;

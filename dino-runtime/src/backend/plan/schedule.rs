@@ -13,6 +13,9 @@ use crate::backend::gemm::GemmOp;
 use crate::backend::layout::eval;
 use crate::graph::view::logical_dims;
 
+/// The names of the candidate orders ([`candidates`]), as plans record them.
+pub const ORDER_NAMES: [&str; 4] = ["greedy-memory", "depth-first", "depth-first-reversed", "topological"];
+
 /// Candidate orders of every node of the graph (each a topological order).
 pub fn candidates(cx: &Graph) -> Vec<(&'static str, Vec<NodeIndex>)> {
     let topo = toposort(&cx.graph, None).expect("luminal graphs are acyclic");
@@ -24,10 +27,10 @@ pub fn candidates(cx: &Graph) -> Vec<(&'static str, Vec<NodeIndex>)> {
     let mut rev = sinks.clone();
     rev.reverse();
     vec![
-        ("greedy-memory", greedy(cx, &topo)),
-        ("depth-first", depth_first(cx, &sinks)),
-        ("depth-first-reversed", depth_first(cx, &rev)),
-        ("topological", topo),
+        (ORDER_NAMES[0], greedy(cx, &topo)),
+        (ORDER_NAMES[1], depth_first(cx, &sinks)),
+        (ORDER_NAMES[2], depth_first(cx, &rev)),
+        (ORDER_NAMES[3], topo),
     ]
 }
 
