@@ -55,6 +55,10 @@ pub enum Error {
     /// A safetensors file that cannot be read or has the wrong content.
     #[error("{path}: {why}")]
     Format { path: PathBuf, why: String },
+
+    /// A compiled artifact built for something else than what the run asks for.
+    #[error("{path} was compiled for {what} {built}, this run asks for {asked}: compile it again with `dino compile` (or drop --compiled)")]
+    ArtifactMismatch { path: PathBuf, what: String, built: String, asked: String },
 }
 
 fn epoch_note(epoch: &Option<usize>) -> String {

@@ -39,8 +39,11 @@ impl OptimizerSpec<'_> {
     }
 }
 
-/// A compiled trainable step. See the module documentation.
+/// A compiled trainable step. See the module documentation. Serialized as its handles (a
+/// compiled artifact's): the graph and the executor are not part of it.
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct TrainStep {
+    #[serde(skip)]
     pub cx: Box<Graph>,
     /// The trained parameters, in optimizer order.
     pub trained: ParamSet,
@@ -51,6 +54,7 @@ pub struct TrainStep {
     reports: Vec<(String, NodeIndex)>,
     /// (new value, slot): moved after every step.
     carry: Vec<(NodeIndex, NodeIndex)>,
+    #[serde(skip)]
     executor: Option<Box<dyn Executor>>,
 }
 

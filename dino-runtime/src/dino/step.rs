@@ -27,10 +27,13 @@ pub fn is_last_layer(name: &str) -> bool {
 /// The graph of one training step and the handles the host loop needs: a [`TrainStep`] (graph,
 /// trained student parameters, optimizer, loss, reports, carried state) with DINO's teacher,
 /// center, crops and schedules on top.
+///
+/// Serialized as its handles (a compiled artifact's, see [`TrainStep`]); a deserialized step
+/// has the declaration's config, which the caller replaces with the run's.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(bound = "")]
 pub struct DinoStep<M: DinoModel> {
     pub train: TrainStep,
-    pub student: M,
-    pub teacher: M,
     /// Every student parameter (for checkpoints; the trained ones, a frozen `weight_g`
     /// excluded, are `train.trained`).
     pub student_params: ParamSet,
@@ -57,11 +60,18 @@ pub struct DinoStep<M: DinoModel> {
     pub stages: Vec<(String, usize)>,
     pub batch: usize,
     /// The objective the step was built for (the declaration, with run-time overrides).
+    #[serde(skip, default = "declared::<M>")]
     pub config: DinoConfig,
+    #[serde(skip)]
+    model: std::marker::PhantomData<M>,
+}
+
+fn declared<M: DinoModel>() -> DinoConfig {
+    M::CONFIG
 }
 
 /// One stochastic-depth mask input: `rows` samples, drop probability `rate`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct DropInput {
     pub id: NodeIndex,
     pub name: String,
@@ -181,8 +191,6 @@ impl<M: DinoModel> DinoStep<M> {
         }
         Ok(DinoStep {
             train,
-            student,
-            teacher,
             student_params,
             teacher_params,
             teacher_trained,
@@ -199,6 +207,7 @@ impl<M: DinoModel> DinoStep<M> {
             stages,
             batch,
             config: cfg,
+            model: std::marker::PhantomData,
         })
     }
 

@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::graph::data;
 
 /// How a parameter starts (the initializers of timm's ViT and DINO's head).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Init {
     Zeros,
     Ones,
@@ -54,7 +54,7 @@ impl Init {
 }
 
 /// One parameter of a model.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ParamInfo {
     /// The PyTorch `state_dict` key.
     pub name: String,
@@ -105,7 +105,7 @@ impl ParamVisitor {
 }
 
 /// The parameters of a model, in visiting order.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct ParamSet {
     pub params: Vec<ParamInfo>,
 }

@@ -11,7 +11,7 @@ use crate::graph::ops::{add, mul, scale, shift, unary};
 use crate::graph::View;
 
 /// AdamW's fixed hyperparameters (PyTorch defaults).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AdamWConfig {
     pub beta1: f32,
     pub beta2: f32,

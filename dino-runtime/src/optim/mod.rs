@@ -26,14 +26,14 @@ use crate::graph::{data, View};
 use crate::nn::ParamSet;
 
 /// Which optimizer, with its fixed hyperparameters.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum OptimizerKind {
     AdamW(AdamWConfig),
     Sgd(SgdConfig),
 }
 
 /// A set of parameters sharing an lr scale, a step count and a frozen flag.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Group {
     pub name: String,
     pub lr_scale: f32,
@@ -45,7 +45,9 @@ pub struct Group {
     scalars: Vec<NodeIndex>,
 }
 
-/// An optimizer built into a graph. See the module documentation.
+/// An optimizer built into a graph. See the module documentation. Serialized as its handles
+/// (a compiled artifact's).
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct Optimizer {
     pub kind: OptimizerKind,
     pub groups: Vec<Group>,

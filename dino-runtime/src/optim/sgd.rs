@@ -12,7 +12,7 @@ use crate::graph::ops::{add, mul, scale};
 use crate::graph::View;
 
 /// SGD's fixed hyperparameters.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct SgdConfig {
     pub momentum: f32,
 }
