@@ -54,6 +54,18 @@ impl Device {
         self.executor_with(cx, DeviceOptions::default())
     }
 
+    /// An executor of a compiled artifact's program on this device: nothing is compiled or
+    /// planned.
+    pub fn executor_of(self, program: dino_runtime::artifact::CompiledProgram) -> Result<Box<dyn Executor>> {
+        match self {
+            Device::Cpu => Ok(Box::new(dino_runtime::backend::cpu::CpuRuntime::from_plan(program.plan))),
+            Device::Cuda => Err(dino_runtime::Error::Config {
+                what: "--compiled with --device cuda".into(),
+                why: "compiled artifacts hold CPU plans only so far".into(),
+            }),
+        }
+    }
+
     /// [`Self::executor`] with options.
     pub fn executor_with(self, cx: &Graph, opts: DeviceOptions) -> Result<Box<dyn Executor>> {
         match self {

@@ -40,6 +40,7 @@ pub use dino_models as models;
 pub use dino_runtime as runtime;
 
 pub mod bench;
+pub mod compiled;
 pub mod cli;
 pub mod dataset;
 pub mod device;

@@ -151,6 +151,7 @@ fn training_on_the_gpu_follows_the_cpu() {
             stop_after: None,
             quiet: true,
             device,
+            compiled: None,
         };
         // the ViT graph is deep: build it on a thread with room
         let r = std::thread::Builder::new().stack_size(256 << 20).spawn(move || train(&opts)).unwrap().join().unwrap();

@@ -60,6 +60,7 @@ fn options(preset: &str, out: &Path, limit: Option<usize>, knn: bool, hyper: Hyp
         stop_after: None,
         quiet: true,
         device: Device::Cpu,
+        compiled: None,
     }
 }
 

@@ -19,9 +19,11 @@
 //! run asks for by [`Artifact::require`], which names the first field that differs.
 //!
 //! A program is a plan plus what the code that built its graph needs to drive it without the
-//! graph: that code's node handles (`handles`, serialized by it) and the inputs the graph keeps
-//! between runs. [`CompiledProgram::shell`] gives the empty graph such code then runs on: its
-//! tensor store, dynamic dims and kept inputs, and no nodes.
+//! graph: that code's node handles (`handles`, serialized by it), the inputs the graph keeps
+//! between runs, and the constants the graph was built with (inputs that already held a value
+//! when the program was captured: position-embedding resampling matrices, ...).
+//! [`CompiledProgram::shell`] gives the empty graph such code then runs on: its tensor store
+//! with the constants in it, dynamic dims and kept inputs, and no nodes.
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -91,6 +93,8 @@ pub struct CompiledProgram {
     pub keep: Vec<NodeIndex>,
     /// The building code's node handles, as it serialized them.
     pub handles: serde_json::Value,
+    /// Inputs that held a value when the program was captured, with that value.
+    pub constants: Vec<(NodeIndex, Vec<f32>)>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -99,12 +103,22 @@ struct ProgramMeta {
     handles: serde_json::Value,
 }
 
+fn bin() -> impl bincode::Options {
+    use bincode::Options;
+    bincode::DefaultOptions::new().with_fixint_encoding().with_limit(MAX_BYTES)
+}
+
 impl CompiledProgram {
-    /// The program of the compiled graph `cx` at its current dynamic dims.
+    /// The program of the compiled graph `cx` at its current dynamic dims. Capture it before
+    /// setting weights or data: every input that holds a value now is stored as a constant.
     pub fn capture(cx: &Graph, handles: serde_json::Value) -> Result<CompiledProgram> {
         let plan = Planner::new(cx).plan(cx)?;
         let keep = plan.inputs().map(|(s, _)| s.node).filter(|n| cx.no_delete.contains(n)).collect();
-        Ok(CompiledProgram { plan, keep, handles })
+        let constants = plan
+            .inputs()
+            .filter_map(|(s, _)| crate::graph::data::get(cx, s.node).map(|v| (s.node, v.to_vec())))
+            .collect();
+        Ok(CompiledProgram { plan, keep, handles, constants })
     }
 
     /// The graph this program runs on: no nodes, the plan's dynamic dims, the kept inputs
@@ -115,6 +129,9 @@ impl CompiledProgram {
             cx.set_dyn_dim(d, v);
         }
         cx.no_delete.extend(self.keep.iter().copied());
+        for (n, v) in &self.constants {
+            crate::graph::data::set(&mut cx, *n, v.clone());
+        }
         cx
     }
 
@@ -164,8 +181,13 @@ impl Artifact {
         let plan = p.plan.to_bytes(describe).map_err(|why| Error::Backend(format!("program `{name}`: {why}")))?;
         let meta = serde_json::to_vec(&ProgramMeta { keep: p.keep.clone(), handles: p.handles.clone() })
             .map_err(|e| Error::Backend(format!("program `{name}`: {e}")))?;
+        use bincode::Options;
+        let constants = bin()
+            .serialize(&p.constants.iter().map(|(n, v)| (n.index() as u32, v)).collect::<Vec<_>>())
+            .map_err(|e| Error::Backend(format!("program `{name}` constants: {e}")))?;
         self.add(&format!("{name}.plan"), plan);
         self.add(&format!("{name}.meta"), meta);
+        self.add(&format!("{name}.constants"), constants);
         Ok(())
     }
 
@@ -191,9 +213,28 @@ impl Artifact {
         let plan = Plan::from_bytes(self.section(&format!("{name}.plan"))?).map_err(bad)?;
         let meta: ProgramMeta =
             serde_json::from_slice(self.section(&format!("{name}.meta"))?).map_err(|e| bad(e.to_string()))?;
+        use bincode::Options;
+        let constants: Vec<(u32, Vec<f32>)> =
+            bin().deserialize(self.section(&format!("{name}.constants"))?).map_err(|e| bad(e.to_string()))?;
         let inputs: Vec<NodeIndex> = plan.inputs().map(|(s, _)| s.node).collect();
         if let Some(k) = meta.keep.iter().find(|k| !inputs.contains(k)) {
             return Err(bad(format!("keeps node {} which is not an input", k.index())));
+        }
+        let constants: Vec<(NodeIndex, Vec<f32>)> =
+            constants.into_iter().map(|(n, v)| (NodeIndex::new(n as usize), v)).collect();
+        for (n, v) in &constants {
+            match inputs.iter().position(|i| i == n) {
+                Some(k) if v.len() >= plan.input_extent[k] => {}
+                Some(k) => {
+                    return Err(bad(format!(
+                        "constant of node {} holds {} values, its views read {}",
+                        n.index(),
+                        v.len(),
+                        plan.input_extent[k]
+                    )))
+                }
+                None => return Err(bad(format!("a constant for node {}, which is not an input", n.index()))),
+            }
         }
         let mut nodes: Vec<NodeIndex> =
             plan.steps.iter().filter(|s| matches!(s.loc, Loc::Input(_) | Loc::Kept(_))).map(|s| s.node).collect();
@@ -201,7 +242,7 @@ impl Artifact {
         if nodes.windows(2).any(|w| w[0] == w[1]) {
             return Err(bad("two inputs or kept outputs share a node".into()));
         }
-        Ok(CompiledProgram { plan, keep: meta.keep, handles: meta.handles })
+        Ok(CompiledProgram { plan, keep: meta.keep, handles: meta.handles, constants })
     }
 
     /// Refuse an artifact built for something else than `asked`, naming the first field that

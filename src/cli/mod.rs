@@ -4,6 +4,7 @@ pub mod bench;
 #[cfg(feature = "cuda")]
 pub mod bench_gpu;
 pub mod common;
+pub mod compile;
 pub mod features;
 pub mod inspect;
 pub mod knn;
@@ -51,6 +52,9 @@ pub enum Command {
     /// The graph of a preset before and after each compiler pass: DOT drawings collapsed per
     /// block (Graphviz renders them when installed) and per-pass summaries.
     Inspect(inspect::InspectArgs),
+    /// Compile a preset's training step once into an artifact (plan, kernels, parameter
+    /// layout, config) that `dino train --compiled` runs with no graph building or passes.
+    Compile(Box<compile::CompileArgs>),
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -71,6 +75,7 @@ pub fn run(cli: Cli) -> Result<(), String> {
         Command::Plot(args) => plot::run(args),
         Command::Features(args) => features::run(*args),
         Command::Inspect(args) => inspect::run(args),
+        Command::Compile(args) => compile::run(*args),
     }
 }
 

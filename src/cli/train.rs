@@ -40,6 +40,10 @@ pub struct TrainArgs {
     pub force: bool,
     #[command(flatten)]
     pub on: super::common::RunOn,
+    /// Run the training step of this compiled artifact (`dino compile`, the same model and
+    /// hyperparameters) instead of building and compiling the graph at start.
+    #[arg(long)]
+    pub compiled: Option<PathBuf>,
     /// Train on this many images only (spread evenly over the dataset): quick runs.
     #[arg(long, value_parser = crate::train::hyper::positive)]
     pub limit: Option<usize>,
@@ -121,6 +125,7 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
         stop_after: args.stop_after,
         quiet: false,
         device: args.on.device,
+        compiled: args.compiled.clone(),
     };
     let r = train::train(&opts).map_err(|e| e.to_string())?;
     if args.json {

@@ -73,6 +73,9 @@ pub struct TrainOptions {
     pub quiet: bool,
     /// Where the training step runs.
     pub device: Device,
+    /// Run this compiled artifact's step (`dino compile`) instead of building and compiling
+    /// the graph.
+    pub compiled: Option<PathBuf>,
 }
 
 /// What a run did.
@@ -293,11 +296,21 @@ pub fn train_model<M: DinoModel>(opts: &TrainOptions) -> Result<TrainReport> {
 
     // ============ building student and teacher networks, loss and optimizer: one graph ... ============
     let t_build = Instant::now();
-    let mut step = DinoStep::<M>::build_with(cfg, batch)?;
-    step.init(run.seed);
-    step.compile(Passes::default());
-    let executor = opts.device.executor(&step.train.cx)?;
-    step.train.attach(executor);
+    let mut step = match &opts.compiled {
+        Some(path) => {
+            let mut step = crate::compiled::load_train_step::<M>(path, &run.preset, cfg, opts.device)?;
+            step.init(run.seed);
+            step
+        }
+        None => {
+            let mut step = DinoStep::<M>::build_with(cfg, batch)?;
+            step.init(run.seed);
+            step.compile(Passes::default());
+            let executor = opts.device.executor(&step.train.cx)?;
+            step.train.attach(executor);
+            step
+        }
+    };
 
     // ============ init schedulers ... ============
     let schedules = Schedules::new(&cfg, niter, batch);
@@ -318,11 +331,15 @@ pub fn train_model<M: DinoModel>(opts: &TrainOptions) -> Result<TrainReport> {
     )?;
     if !opts.quiet {
         eprintln!(
-            "{}: {} images ({} per step, {niter} steps per epoch, {} epochs), graph built and compiled in {:.1} s{}",
+            "{}: {} images ({} per step, {niter} steps per epoch, {} epochs), {} in {:.1} s{}",
             run.preset,
             splits.train.len(),
             batch,
             cfg.epochs,
+            match &opts.compiled {
+                Some(p) => format!("step loaded from {}", p.display()),
+                None => "graph built and compiled".to_string(),
+            },
             t_build.elapsed().as_secs_f64(),
             if start > 0 { format!(", resuming at iteration {start}") } else { String::new() }
         );
