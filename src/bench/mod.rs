@@ -4,6 +4,7 @@
 pub mod measure;
 pub mod passes;
 pub mod passes_table;
+pub mod startup;
 pub mod workloads;
 
 pub use measure::{measure, Impl, Measurement};

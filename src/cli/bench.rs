@@ -21,6 +21,9 @@ pub enum BenchCommand {
     /// kernels, step time (median of alternating rounds), GFLOP/s, memory, and the largest
     /// difference of the step's results from the unoptimized graph. Not a test.
     Passes(PassesArgs),
+    /// Start-up of a preset's training step: built and compiled at start (JIT) against loaded
+    /// from a compiled artifact (`dino compile`), alternating rounds, medians. Not a test.
+    Startup(StartupArgs),
     /// The DINO ViT-S/16 training step on the GPU (feature `cuda`): ours against PyTorch fp32
     /// eager and AMP on the same GPU, step time, images/s and FLOP utilization.
     #[cfg(feature = "cuda")]
@@ -75,6 +78,65 @@ pub struct EngineArgs {
     /// One JSON object per workload instead of the report.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StartupArgs {
+    /// The DINO preset (`dino models` lists them).
+    #[arg(long, default_value = "fmnist-small")]
+    pub model: String,
+    /// Images per step.
+    #[arg(long, default_value_t = 16, value_parser = crate::train::hyper::positive)]
+    pub batch: usize,
+    /// Alternating rounds (JIT, then compiled).
+    #[arg(long, default_value_t = 3, value_parser = crate::train::hyper::positive)]
+    pub rounds: usize,
+    /// Print the rows as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn bench_startup(args: StartupArgs) -> Result<(), String> {
+    use crate::bench::startup::{startup, StartupRow};
+    let dir = std::env::temp_dir().join(format!("dino-startup-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let artifact = dir.join("step.dart");
+    struct Go<'a>(&'a StartupArgs, &'a std::path::Path);
+    impl crate::models::DinoVisitor for Go<'_> {
+        type Output = dino_runtime::Result<Vec<StartupRow>>;
+        fn visit<M: dino_runtime::model::DinoModel>(self, _: &'static str) -> Self::Output {
+            let hyper = crate::train::Hyper { batch_size: Some(self.0.batch), ..Default::default() };
+            startup::<M>(&self.0.model, hyper.apply(&M::CONFIG)?, self.1, self.0.rounds)
+        }
+    }
+    let rows = crate::models::with_dino(&args.model, Go(&args, &artifact));
+    let _ = std::fs::remove_dir_all(&dir);
+    let rows = rows
+        .ok_or_else(|| format!("model `{}`: not a DINO preset", args.model))?
+        .map_err(|e| e.to_string())?;
+    if args.json {
+        println!("{}", serde_json::to_string(&rows).expect("json"));
+        return Ok(());
+    }
+    println!(
+        "{} training step, batch {}, cpu ({} threads), medians of {} alternating rounds:",
+        args.model,
+        args.batch,
+        rayon::current_num_threads(),
+        args.rounds
+    );
+    println!("  {:<10} {:>10} {:>12} {:>10} {:>10}", "start", "ready ms", "1st step ms", "total ms", "loss");
+    for r in &rows {
+        println!(
+            "  {:<10} {:>10.1} {:>12.1} {:>10.1} {:>10.5}",
+            r.how,
+            r.ready_s * 1e3,
+            r.first_step_s * 1e3,
+            (r.ready_s + r.first_step_s) * 1e3,
+            r.loss
+        );
+    }
+    Ok(())
 }
 
 #[derive(Debug, Args)]
@@ -167,6 +229,7 @@ pub fn run(cmd: BenchCommand) -> Result<(), String> {
             Ok(())
         }
         BenchCommand::Passes(args) => bench_passes(args),
+        BenchCommand::Startup(args) => bench_startup(args),
         BenchCommand::Engine(args) => {
             args.device.check().map_err(|e| e.to_string())?;
             engine(args)

@@ -1,0 +1,85 @@
+//! Start-up of a training step, JIT against a compiled artifact (`dino bench startup`).
+//!
+//! ```text
+//!  JIT:       build graph ─► passes ─► executor ─► first step (plans, allocates, runs)
+//!  compiled:  read + check artifact ─► handles on an empty graph ─► executor of the plan
+//!                                                               ─► first step (allocates, runs)
+//! ```
+//!
+//! Rounds alternate JIT and compiled in one process; each figure is the median over rounds.
+//! "ready" is the time until the step can run, "first step" the time of the first step (the
+//! JIT executor plans in it), both with the same weights, crops and hyperparameters.
+use std::path::Path;
+use std::time::Instant;
+
+use dino_runtime::config::DinoConfig;
+use dino_runtime::dino::{DinoStep, StepHyper};
+use dino_runtime::model::DinoModel;
+use dino_runtime::Result;
+use rand::SeedableRng;
+
+use crate::compiled;
+use crate::device::Device;
+
+/// One way of starting: medians over the rounds.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StartupRow {
+    pub how: &'static str,
+    pub ready_s: f64,
+    pub first_step_s: f64,
+    /// The first step's loss (equal on both rows: the same step).
+    pub loss: f32,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Run one step on fixed data and return (first-step seconds, loss).
+fn first_step<M: DinoModel>(step: &mut DinoStep<M>) -> Result<(f64, f32)> {
+    let (ng, nl) = step.crop_sizes();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+    let crops = |n: usize| (0..n).map(|i| ((i * 7919) % 255) as f32 / 255.0 - 0.5).collect::<Vec<f32>>();
+    let t = Instant::now();
+    step.set_batch(crops(ng), crops(nl))?;
+    step.set_drop_masks(&mut rng);
+    step.set_hyper(&StepHyper { lr: 1e-4, weight_decay: 0.04, momentum: 0.996, teacher_temp: 0.04, freeze_last_layer: false });
+    step.train.run()?;
+    let out = step.outputs()?;
+    Ok((t.elapsed().as_secs_f64(), out.loss))
+}
+
+/// Compile `M`'s step for `cfg` into `artifact`, then `rounds` alternating JIT and compiled
+/// start-ups on the CPU.
+pub fn startup<M: DinoModel>(preset: &str, cfg: DinoConfig, artifact: &Path, rounds: usize) -> Result<Vec<StartupRow>> {
+    compiled::compile_train_step::<M>(preset, cfg, compiled::target(Device::Cpu, None)?, artifact)?;
+    let mut times = [(vec![], vec![], 0f32), (vec![], vec![], 0f32)];
+    for _ in 0..rounds.max(1) {
+        // JIT, as `dino train` does without --compiled
+        let t = Instant::now();
+        let mut step = DinoStep::<M>::build_with(cfg, cfg.batch_size)?;
+        step.init(0);
+        step.compile(dino_runtime::backend::Passes::default());
+        let ex = Device::Cpu.executor(&step.train.cx)?;
+        step.train.attach(ex);
+        times[0].0.push(t.elapsed().as_secs_f64());
+        let (s, loss) = first_step(&mut step)?;
+        times[0].1.push(s);
+        times[0].2 = loss;
+        drop(step);
+        // compiled
+        let t = Instant::now();
+        let mut step = compiled::load_train_step::<M>(artifact, preset, cfg, Device::Cpu)?;
+        step.init(0);
+        times[1].0.push(t.elapsed().as_secs_f64());
+        let (s, loss) = first_step(&mut step)?;
+        times[1].1.push(s);
+        times[1].2 = loss;
+    }
+    let [jit, comp] = times;
+    Ok(vec![
+        StartupRow { how: "jit", ready_s: median(jit.0), first_step_s: median(jit.1), loss: jit.2 },
+        StartupRow { how: "compiled", ready_s: median(comp.0), first_step_s: median(comp.1), loss: comp.2 },
+    ])
+}
