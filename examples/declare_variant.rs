@@ -73,6 +73,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         stop_after: None,
         quiet: true,
         device: Device::Cpu,
+        compiled: None,
     };
     let r = train_model::<SlimDino>(&opts)?;
     for (i, l) in &r.losses {

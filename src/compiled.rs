@@ -126,13 +126,41 @@ pub fn load_train_step<M: DinoModel>(path: &Path, preset: &str, cfg: DinoConfig,
     let a = Artifact::read(path)?;
     a.require(&Identity { target: target(device, None)?, fields: train_fields(preset, &cfg) })?;
     let program = a.program(TRAIN_STEP)?;
+    crate::resources::check(&format!("the compiled step of {}", path.display()), program.plan.run_bytes())?;
     let bad = |why: String| Error::Format { path: path.into(), why: format!("program `{TRAIN_STEP}`: {why}") };
     let mut step: DinoStep<M> = serde_json::from_value(program.handles.clone()).map_err(|e| bad(e.to_string()))?;
     if step.batch != cfg.batch_size {
         return Err(bad(format!("handles for batch {}, identity says {}", step.batch, cfg.batch_size)));
     }
+    check_handles(&step, &program).map_err(bad)?;
     step.config = cfg;
     step.train.cx = program.shell();
     step.train.attach(device.executor_of(program)?);
     Ok(step)
+}
+
+/// Every tensor the host code allocates for the step (parameters, teacher, optimizer state)
+/// is an input of the plan with exactly the size its views read: the handles of a file agree
+/// with its plan before anything is allocated from them.
+fn check_handles<M: DinoModel>(step: &DinoStep<M>, program: &CompiledProgram) -> std::result::Result<(), String> {
+    let extent: BTreeMap<usize, usize> =
+        program.plan.inputs().map(|(s, _)| s.node.index()).zip(program.plan.input_extent.iter().copied()).collect();
+    let tensors = step
+        .student_params
+        .params
+        .iter()
+        .chain(&step.teacher_params.params)
+        .map(|p| (p.name.clone(), p.id, p.numel()))
+        .chain(step.train.optimizer.state_names());
+    for (name, id, numel) in tensors {
+        match extent.get(&id.index()) {
+            Some(&e) if e == numel => {}
+            Some(&e) => return Err(format!("`{name}` has {numel} elements, the plan reads {e}")),
+            None => return Err(format!("`{name}` (node {}) is not an input of the plan", id.index())),
+        }
+    }
+    if step.student_params.params.len() != step.teacher_params.params.len() {
+        return Err("student and teacher differ in their parameters".into());
+    }
+    Ok(())
 }

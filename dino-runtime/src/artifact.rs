@@ -103,9 +103,10 @@ struct ProgramMeta {
     handles: serde_json::Value,
 }
 
-fn bin() -> impl bincode::Options {
+/// The encoding of constants; decoding claims at most `limit` bytes.
+fn bin(limit: u64) -> impl bincode::Options {
     use bincode::Options;
-    bincode::DefaultOptions::new().with_fixint_encoding().with_limit(MAX_BYTES)
+    bincode::DefaultOptions::new().with_fixint_encoding().with_limit(limit)
 }
 
 impl CompiledProgram {
@@ -182,7 +183,7 @@ impl Artifact {
         let meta = serde_json::to_vec(&ProgramMeta { keep: p.keep.clone(), handles: p.handles.clone() })
             .map_err(|e| Error::Backend(format!("program `{name}`: {e}")))?;
         use bincode::Options;
-        let constants = bin()
+        let constants = bin(MAX_BYTES)
             .serialize(&p.constants.iter().map(|(n, v)| (n.index() as u32, v)).collect::<Vec<_>>())
             .map_err(|e| Error::Backend(format!("program `{name}` constants: {e}")))?;
         self.add(&format!("{name}.plan"), plan);
@@ -214,8 +215,9 @@ impl Artifact {
         let meta: ProgramMeta =
             serde_json::from_slice(self.section(&format!("{name}.meta"))?).map_err(|e| bad(e.to_string()))?;
         use bincode::Options;
+        let section = self.section(&format!("{name}.constants"))?;
         let constants: Vec<(u32, Vec<f32>)> =
-            bin().deserialize(self.section(&format!("{name}.constants"))?).map_err(|e| bad(e.to_string()))?;
+            bin(section.len() as u64).deserialize(section).map_err(|e| bad(e.to_string()))?;
         let inputs: Vec<NodeIndex> = plan.inputs().map(|(s, _)| s.node).collect();
         if let Some(k) = meta.keep.iter().find(|k| !inputs.contains(k)) {
             return Err(bad(format!("keeps node {} which is not an input", k.index())));

@@ -317,6 +317,31 @@ mod tests {
         }
     }
 
+    /// A plan through bytes ([`Plan::to_bytes`], [`Plan::from_bytes`]) runs to the same
+    /// numbers with no graph compiled, at its own dims only.
+    #[test]
+    fn a_plan_from_bytes_runs_to_the_same_numbers() {
+        let (mut cx, x, w, mut h) = graph();
+        cx.compile(<CpuCompiler>::default(), &mut h);
+        cx.set_dyn_dim(dims::BATCH, 3);
+        let bytes = Planner::new(&cx).plan(&cx).unwrap().to_bytes(|_| String::new()).unwrap();
+        let mut loaded = CpuRuntime::from_plan(Plan::from_bytes(&bytes).unwrap());
+        let mut live = CpuRuntime::new(&cx);
+        data::set(&mut cx, w, Rng::new(1).uniform(12, 1.0));
+        cx.no_delete.insert(w);
+        let mut outputs = vec![];
+        for rt in [&mut live, &mut loaded] {
+            data::set(&mut cx, x, Rng::new(2).uniform(9, 1.0));
+            rt.execute(&mut cx).unwrap();
+            outputs.push(data::take(&mut cx, h.0[0]).unwrap());
+        }
+        assert_eq!(outputs[0], outputs[1]);
+        cx.set_dyn_dim(dims::BATCH, 4);
+        data::set(&mut cx, x, vec![0.0; 12]);
+        let e = loaded.execute(&mut cx).unwrap_err().to_string();
+        assert!(e.contains("b=3") && e.contains("b=4"), "{e}");
+    }
+
     #[test]
     fn missing_or_short_input_is_an_error_and_loses_nothing() {
         let (mut cx, x, w, mut h) = graph();
