@@ -122,7 +122,12 @@ pub fn compile_train_step<M: DinoModel>(
 
 /// The training step of `M` for `cfg` from the artifact at `path`, on `device`: refused with
 /// the differing field when the artifact was built for something else.
-pub fn load_train_step<M: DinoModel>(path: &Path, preset: &str, cfg: DinoConfig, device: Device) -> Result<DinoStep<M>> {
+pub fn load_train_step<M: DinoModel>(
+    path: &Path,
+    preset: &str,
+    cfg: DinoConfig,
+    device: Device,
+) -> Result<DinoStep<M>> {
     let a = Artifact::read(path)?;
     a.require(&Identity { target: target(device, None)?, fields: train_fields(preset, &cfg) })?;
     let program = a.program(TRAIN_STEP)?;

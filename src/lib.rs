@@ -40,8 +40,8 @@ pub use dino_models as models;
 pub use dino_runtime as runtime;
 
 pub mod bench;
-pub mod compiled;
 pub mod cli;
+pub mod compiled;
 pub mod dataset;
 pub mod device;
 pub mod eval;

@@ -43,7 +43,9 @@ fn options(out: &Path, compiled: Option<PathBuf>, hyper: Hyper) -> TrainOptions 
     TrainOptions {
         run: RunConfig {
             preset: "art".into(),
-            data: DataSpec::Fmnist(Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fmnist-subset"))),
+            data: DataSpec::Fmnist(Some(
+                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fmnist-subset"),
+            )),
             val: None,
             seed: 4,
             limit: Some(32),

@@ -282,12 +282,8 @@ impl Artifact {
             sections.push(Section { name: name.clone(), offset, len: b.len() as u64, crc32: crc(b) });
             offset += b.len() as u64;
         }
-        let header = Header {
-            format: FORMAT.into(),
-            program: self.program.clone(),
-            identity: self.identity.clone(),
-            sections,
-        };
+        let header =
+            Header { format: FORMAT.into(), program: self.program.clone(), identity: self.identity.clone(), sections };
         let h = serde_json::to_vec(&header).map_err(|e| Error::Backend(format!("artifact header: {e}")))?;
         let mut out = Vec::with_capacity(16 + h.len() + offset as usize);
         out.extend_from_slice(MAGIC);
@@ -341,10 +337,7 @@ impl Artifact {
             };
             let b = &bytes[body + s.offset as usize..body + end as usize];
             if crc(b) != s.crc32 {
-                return Err(bad(format!(
-                    "section `{}` fails its checksum: the file was altered or damaged",
-                    s.name
-                )));
+                return Err(bad(format!("section `{}` fails its checksum: the file was altered or damaged", s.name)));
             }
             sections.push((s.name.clone(), b.to_vec()));
             at = end;

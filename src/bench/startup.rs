@@ -44,7 +44,13 @@ fn first_step<M: DinoModel>(step: &mut DinoStep<M>) -> Result<(f64, f32)> {
     let t = Instant::now();
     step.set_batch(crops(ng), crops(nl))?;
     step.set_drop_masks(&mut rng);
-    step.set_hyper(&StepHyper { lr: 1e-4, weight_decay: 0.04, momentum: 0.996, teacher_temp: 0.04, freeze_last_layer: false });
+    step.set_hyper(&StepHyper {
+        lr: 1e-4,
+        weight_decay: 0.04,
+        momentum: 0.996,
+        teacher_temp: 0.04,
+        freeze_last_layer: false,
+    });
     step.train.run()?;
     let out = step.outputs()?;
     Ok((t.elapsed().as_secs_f64(), out.loss))

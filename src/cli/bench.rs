@@ -111,9 +111,7 @@ fn bench_startup(args: StartupArgs) -> Result<(), String> {
     }
     let rows = crate::models::with_dino(&args.model, Go(&args, &artifact));
     let _ = std::fs::remove_dir_all(&dir);
-    let rows = rows
-        .ok_or_else(|| format!("model `{}`: not a DINO preset", args.model))?
-        .map_err(|e| e.to_string())?;
+    let rows = rows.ok_or_else(|| format!("model `{}`: not a DINO preset", args.model))?.map_err(|e| e.to_string())?;
     if args.json {
         println!("{}", serde_json::to_string(&rows).expect("json"));
         return Ok(());

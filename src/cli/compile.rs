@@ -55,7 +55,11 @@ pub fn run(args: CompileArgs) -> Result<(), String> {
     }
     let r = crate::models::with_dino(&args.model, Go(&args, &out, target))
         .ok_or_else(|| {
-            format!("model `{}`: not a DINO preset; choose one of {}", args.model, crate::models::dino_names().join(", "))
+            format!(
+                "model `{}`: not a DINO preset; choose one of {}",
+                args.model,
+                crate::models::dino_names().join(", ")
+            )
         })?
         .map_err(|e| e.to_string())?;
     println!(

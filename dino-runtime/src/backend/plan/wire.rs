@@ -104,7 +104,8 @@ impl Plan {
     /// error says which step is wrong and why.
     pub fn from_bytes(bytes: &[u8]) -> Result<Plan, String> {
         use bincode::Options;
-        let w: WirePlan = options(bytes.len() as u64).deserialize(bytes).map_err(|e| format!("the plan does not decode: {e}"))?;
+        let w: WirePlan =
+            options(bytes.len() as u64).deserialize(bytes).map_err(|e| format!("the plan does not decode: {e}"))?;
         let order_name = ORDER_NAMES
             .iter()
             .copied()
@@ -393,7 +394,11 @@ mod tests {
             ("a load past its buffer", |p, f| f(p).loads[0].offset += 1000, "addresses elements"),
             ("a negative load", |p, f| f(p).loads[0].offset = -1, "addresses elements"),
             ("an output written twice", |p, f| f(p).out_strides.iter_mut().for_each(|s| *s = 0), "once"),
-            ("a register from the future", |p, f| f(p).program.instrs[0] = Instr::Unary(crate::backend::ir::UnaryOp::Exp2, 3), "cannot read"),
+            (
+                "a register from the future",
+                |p, f| f(p).program.instrs[0] = Instr::Unary(crate::backend::ir::UnaryOp::Exp2, 3),
+                "cannot read",
+            ),
             ("a missing load", |p, f| f(p).program.instrs[0] = Instr::Load(9), "cannot read"),
             ("a source from the future", |p, _| p.steps[2].srcs = vec![40], "not all before it"),
             ("a buffer past the arena", |p, _| p.arena_bytes = 4, "arena"),
