@@ -238,8 +238,12 @@ fn inside(what: &str, s: Option<(i128, i128)>, len: usize) -> Result<(), String>
     }
 }
 
-/// Do the axes `(len, stride)` with `len > 1` address each element of `0..total` once?
+/// Do the axes `(len, stride)` address each element of `0..total` once? (An empty iteration
+/// space addresses nothing: then `total` must be 0.)
 fn dense(mut axes: Vec<(usize, isize)>, total: usize) -> bool {
+    if axes.iter().any(|a| a.0 == 0) {
+        return total == 0;
+    }
     axes.retain(|a| a.0 > 1);
     axes.sort_by_key(|a| a.1);
     let mut acc = 1isize;
@@ -252,7 +256,7 @@ fn dense(mut axes: Vec<(usize, isize)>, total: usize) -> bool {
             None => return false,
         };
     }
-    acc as usize == total.max(1) || total == 0
+    acc as usize == total
 }
 
 fn check_program(p: &Program, loads: usize, stages: usize) -> Result<(), String> {
@@ -394,6 +398,7 @@ mod tests {
             ("a load past its buffer", |p, f| f(p).loads[0].offset += 1000, "addresses elements"),
             ("a negative load", |p, f| f(p).loads[0].offset = -1, "addresses elements"),
             ("an output written twice", |p, f| f(p).out_strides.iter_mut().for_each(|s| *s = 0), "once"),
+            ("an output longer than its length", |p, f| f(p).out_len = 0, "once"),
             (
                 "a register from the future",
                 |p, f| f(p).program.instrs[0] = Instr::Unary(crate::backend::ir::UnaryOp::Exp2, 3),
