@@ -18,7 +18,7 @@ pub enum GraphKind {
 
 #[derive(Debug, Args)]
 pub struct CompileArgs {
-    /// The DINO preset (`dino models` lists them) [default: fmnist-small].
+    /// The DINO preset (`dino models` lists them).
     #[arg(long, default_value = "fmnist-small")]
     pub model: String,
     #[arg(long, value_enum, default_value_t = GraphKind::TrainStep)]
