@@ -135,16 +135,6 @@ impl CompiledProgram {
         }
         cx
     }
-
-    /// The names of the inputs, in slot order (`x Load`, as luminal names them).
-    pub fn input_names(&self) -> Vec<&str> {
-        self.plan.inputs().map(|(_, n)| n).collect()
-    }
-
-    /// The nodes whose values the plan leaves in the store after a run.
-    pub fn kept_outputs(&self) -> Vec<NodeIndex> {
-        self.plan.steps.iter().filter(|s| matches!(s.loc, Loc::Kept(_))).map(|s| s.node).collect()
-    }
 }
 
 /// An artifact in memory: identity and sections.
