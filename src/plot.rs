@@ -33,39 +33,49 @@ pub struct Series<'a> {
 
 /// A line chart of `series` written to `path` as PNG.
 pub fn line_chart(path: &Path, title: &str, x_label: &str, y_label: &str, series: &[Series]) -> Result<()> {
-    let all: Vec<(f64, f64)> =
-        series.iter().flat_map(|s| s.points.iter().copied()).filter(|p| p.1.is_finite()).collect();
-    if all.is_empty() {
-        return Err(plot_err(path, "no finite points"));
-    }
-    let (x0, x1) = all.iter().fold((f64::MAX, f64::MIN), |a, p| (a.0.min(p.0), a.1.max(p.0)));
-    let (y0, y1) = all.iter().fold((f64::MAX, f64::MIN), |a, p| (a.0.min(p.1), a.1.max(p.1)));
-    let pad = ((y1 - y0) * 0.05).max(1e-3);
-    let x1 = if x1 > x0 { x1 } else { x0 + 1.0 };
-    let (w, h) = (960, 600);
+    charts_png(path, &[Panel { title, x_label, y_label, series, markers: &[] }], 600)
+}
+
+/// Panels stacked top to bottom, each `panel_h` pixels high, written to `path` as PNG.
+fn charts_png(path: &Path, panels: &[Panel], panel_h: u32) -> Result<()> {
+    let (w, h) = (960u32, panel_h * panels.len() as u32);
     let mut pixels = vec![0u8; w as usize * h as usize * 3];
-    draw(&mut pixels, (w, h), path, title, x_label, y_label, series, (x0, x1), (y0 - pad, y1 + pad))?;
+    {
+        let root = BitMapBackend::with_buffer(&mut pixels, (w, h)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
+        for (area, panel) in root.split_evenly((panels.len(), 1)).iter().zip(panels) {
+            let all: Vec<(f64, f64)> =
+                panel.series.iter().flat_map(|s| s.points.iter().copied()).filter(|p| p.1.is_finite()).collect();
+            if all.is_empty() {
+                return Err(plot_err(path, format!("{}: no finite points", panel.title)));
+            }
+            let (x0, x1) = all.iter().fold((f64::MAX, f64::MIN), |a, p| (a.0.min(p.0), a.1.max(p.0)));
+            let (y0, y1) = all.iter().fold((f64::MAX, f64::MIN), |a, p| (a.0.min(p.1), a.1.max(p.1)));
+            let pad = ((y1 - y0) * 0.05).max(1e-3);
+            let x1 = if x1 > x0 { x1 } else { x0 + 1.0 };
+            draw(area, path, panel, (x0, x1), (y0 - pad, y1 + pad))?;
+        }
+        root.present().map_err(|e| plot_err(path, e))?;
+    }
     // drawn in memory, written atomically: a crash never leaves half a picture
     dino_runtime::data::Image::new(w as usize, h as usize, 3, pixels).save_png(path)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn draw(
-    pixels: &mut [u8],
-    size: (u32, u32),
-    path: &Path,
-    title: &str,
-    x_label: &str,
-    y_label: &str,
-    series: &[Series],
-    (x0, x1): (f64, f64),
-    (y0, y1): (f64, f64),
-) -> Result<()> {
+/// One chart of a picture: its lines and the iterations marked on it (vertical lines).
+struct Panel<'a> {
+    title: &'a str,
+    x_label: &'a str,
+    y_label: &'a str,
+    series: &'a [Series<'a>],
+    markers: &'a [(f64, String)],
+}
+
+type Area<'a> = DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>;
+
+fn draw(root: &Area, path: &Path, p: &Panel, (x0, x1): (f64, f64), (y0, y1): (f64, f64)) -> Result<()> {
     let f = font();
-    let root = BitMapBackend::with_buffer(pixels, size).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, (f, 26))
+    let mut chart = ChartBuilder::on(root)
+        .caption(p.title, (f, 24))
         .margin(16)
         .x_label_area_size(44)
         .y_label_area_size(64)
@@ -73,14 +83,14 @@ fn draw(
         .map_err(|e| plot_err(path, e))?;
     chart
         .configure_mesh()
-        .x_desc(x_label)
-        .y_desc(y_label)
+        .x_desc(p.x_label)
+        .y_desc(p.y_label)
         .label_style((f, 15))
         .axis_desc_style((f, 17))
         .light_line_style(RGBColor(235, 235, 235))
         .draw()
         .map_err(|e| plot_err(path, e))?;
-    for s in series {
+    for s in p.series {
         let style = ShapeStyle::from(&s.color).stroke_width(2);
         let pts: Vec<(f64, f64)> = s.points.iter().copied().filter(|p| p.1.is_finite()).collect();
         let drawn = if s.dashed {
@@ -95,6 +105,17 @@ fn draw(
             PathElement::new(vec![(x, y), (x + 22, y)], ShapeStyle::from(&color).stroke_width(3))
         });
     }
+    let red = RGBColor(214, 39, 40);
+    for (x, label) in p.markers {
+        let style = ShapeStyle::from(&red).stroke_width(2);
+        chart
+            .draw_series(DashedLineSeries::new(vec![(*x, y0), (*x, y1)], 6, 4, style))
+            .map_err(|e| plot_err(path, e))?;
+        let at = (*x + (x1 - x0) * 0.005, y0 + (y1 - y0) * 0.06);
+        chart
+            .draw_series(std::iter::once(Text::new(label.clone(), at, (f, 15).into_font().color(&red))))
+            .map_err(|e| plot_err(path, e))?;
+    }
     chart
         .configure_series_labels()
         .label_font((f, 15))
@@ -103,7 +124,7 @@ fn draw(
         .position(SeriesLabelPosition::UpperRight)
         .draw()
         .map_err(|e| plot_err(path, e))?;
-    root.present().map_err(|e| plot_err(path, e))
+    Ok(())
 }
 
 /// The loss curve of a training log, with the teacher's entropy and ln K for reference.
@@ -145,6 +166,68 @@ pub fn loss_plot(path: &Path, records: &[Record], title: &str) -> Result<()> {
         },
     ];
     line_chart(path, title, "iteration", "nats", &series)
+}
+
+/// The collapse diagnostics of a training log, two panels over the iterations: the loss
+/// against ln K (a loss stuck at ln K is the uniform collapse), then the teacher's entropy, the
+/// entropy of its batch mean and KL(teacher || uniform), with the monitor's thresholds dashed.
+/// The symptoms the monitor raised are marked where they were raised.
+pub fn diagnostics_plot(path: &Path, records: &[Record], title: &str) -> Result<()> {
+    let steps: Vec<&StepRecord> = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Step(s) => Some(s),
+            _ => None,
+        })
+        .collect();
+    let Some(first) = steps.first() else { return Err(plot_err(path, "the log has no steps yet")) };
+    let ln_k = first.ln_k;
+    let last = steps.last().map_or(1.0, |s| s.iteration as f64).max(1.0);
+    let markers: Vec<(f64, String)> = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Health(a) => Some((a.iteration as f64, a.symptom.name().to_string())),
+            _ => None,
+        })
+        .collect();
+    let th = crate::train::health::Thresholds::default();
+    let line = |name, v: f64, color| Series { name, points: vec![(0.0, v), (last, v)], color, dashed: true };
+    let of = |f: fn(&StepRecord) -> f64| steps.iter().map(|s| (s.iteration as f64, f(s))).collect::<Vec<_>>();
+    let grey = RGBColor(120, 120, 120);
+    let loss = [
+        Series { name: "loss", points: of(|s| s.loss), color: RGBColor(31, 119, 180), dashed: false },
+        line("ln K (uniform student and teacher)", ln_k, grey),
+    ];
+    let teacher = [
+        Series {
+            name: "teacher entropy",
+            points: of(|s| s.teacher_entropy),
+            color: RGBColor(255, 127, 14),
+            dashed: false,
+        },
+        Series {
+            name: "entropy of the batch-mean teacher output",
+            points: of(|s| s.teacher_mean_entropy),
+            color: RGBColor(44, 160, 44),
+            dashed: false,
+        },
+        Series {
+            name: "KL(teacher || uniform)",
+            points: of(|s| s.kl_uniform),
+            color: RGBColor(148, 103, 189),
+            dashed: false,
+        },
+        line("ln K", ln_k, grey),
+        line("uniform-collapse threshold", th.uniform * ln_k, RGBColor(255, 187, 120)),
+        line("one-dimension threshold", th.one_dim * ln_k, RGBColor(152, 223, 138)),
+    ];
+    let top = format!("{title}: loss against ln K");
+    let bottom = "teacher: entropy (ln K = uniform, 0 = one-hot), entropy of its mean, KL to uniform";
+    let panels = [
+        Panel { title: &top, x_label: "iteration", y_label: "nats", series: &loss, markers: &markers },
+        Panel { title: bottom, x_label: "iteration", y_label: "nats", series: &teacher, markers: &markers },
+    ];
+    charts_png(path, &panels, 460)
 }
 
 /// Teacher k-NN accuracy over the epochs of a training log (random init at epoch 0), with

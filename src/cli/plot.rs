@@ -1,4 +1,5 @@
-//! `dino plot`: redraw a run's pictures from its log.
+//! `dino plot`: redraw a run's pictures from its log: the loss, the collapse diagnostics and
+//! the k-NN accuracy over the epochs.
 use std::path::PathBuf;
 
 use clap::Args;
@@ -20,6 +21,9 @@ pub fn run(args: PlotArgs) -> Result<(), String> {
     let loss = args.run.join("loss.png");
     crate::plot::loss_plot(&loss, &records, &format!("DINO {name} training loss")).map_err(|e| e.to_string())?;
     println!("{}", loss.display());
+    let diag = args.run.join("diagnostics.png");
+    crate::plot::diagnostics_plot(&diag, &records, &format!("DINO {name}")).map_err(|e| e.to_string())?;
+    println!("{}", diag.display());
     let knn = args.run.join("knn.png");
     match crate::plot::knn_plot(&knn, &records, &format!("DINO {name}: weighted k-NN of the teacher")) {
         Ok(()) => println!("{}", knn.display()),

@@ -138,6 +138,7 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
             "raw_pixels": r.raw_knn,
             "checkpoint": r.checkpoint,
             "last_loss": r.losses.last().map(|l| l.1),
+            "alerts": r.alerts,
         });
         println!("{j}");
         return Ok(());
@@ -160,6 +161,19 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
     }
     // the k-NN table of the whole run (earlier sessions of a resumed run included)
     let records = crate::train::log::read(&opts.out.join("log.jsonl")).map_err(|e| e.to_string())?;
+    let alerts: Vec<String> = records
+        .iter()
+        .filter_map(|rec| match rec {
+            Record::Health(a) => Some(format!("{} at iteration {}", a.symptom.name(), a.iteration)),
+            _ => None,
+        })
+        .collect();
+    match alerts.is_empty() {
+        true => {
+            println!("health: no collapse or stall seen (`dino plot {}` draws the diagnostics)", opts.out.display())
+        }
+        false => println!("health: {} (the warnings above say what to change)", alerts.join("; ")),
+    }
     let mut rows = vec![];
     for rec in &records {
         match rec {

@@ -14,6 +14,7 @@ use dino_runtime::{Error, Result};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
+use super::health::Monitor;
 use super::log::{self, EpochRecord, Record, StepRecord};
 use super::{checkpoint, teacher_weights, RunConfig, TrainOptions, TrainReport};
 use crate::eval::knn_eval::{format_knn, knn_eval, raw_pixel_knn};
@@ -64,6 +65,8 @@ pub(super) struct Loop<'a> {
     pub(super) resumed_at: Option<usize>,
     /// The iteration of the checkpoint on disk (saved by this session or resumed from).
     pub(super) last_saved: Option<usize>,
+    /// Watches the logged steps for collapse.
+    pub(super) health: Monitor,
 }
 
 impl Loop<'_> {
@@ -147,6 +150,10 @@ pub(super) fn end_of_epoch<M: DinoModel>(
     if let Err(e) = crate::plot::loss_plot(&out.join("loss.png"), &records, &title) {
         eprintln!("warning: {e}");
     }
+    let title = format!("DINO {}", lp.run.preset);
+    if let Err(e) = crate::plot::diagnostics_plot(&out.join("diagnostics.png"), &records, &title) {
+        eprintln!("warning: {e}");
+    }
     if lp.run.knn {
         knn_plot(out, &records, &lp.run.preset);
     }
@@ -224,7 +231,7 @@ pub(super) fn train_one_epoch<M: DinoModel>(
         lp.report.losses.push((*it, o.loss));
         let ips = lp.images_done as f64 / lp.t0.elapsed().as_secs_f64();
         if *it % lp.run.log_every.max(1) == 0 || *it + 1 == lp.total {
-            lp.writer.write(&Record::Step(StepRecord {
+            let rec = StepRecord {
                 epoch,
                 iteration: *it,
                 loss: o.loss as f64,
@@ -239,7 +246,14 @@ pub(super) fn train_one_epoch<M: DinoModel>(
                 grad_norm: o.grad_norm as f64,
                 images_per_s: batch as f64 / t_step.elapsed().as_secs_f64(),
                 elapsed_s: lp.t0.elapsed().as_secs_f64(),
-            }))?;
+            };
+            let alert = lp.health.observe(&rec);
+            lp.writer.write(&Record::Step(rec))?;
+            if let Some(a) = alert {
+                bar.println(&a.message());
+                lp.writer.write(&Record::Health(a.clone()))?;
+                lp.report.alerts.push(a);
+            }
         }
         *it += 1;
         bar.set((*it - epoch * niter) as u64, || format!("loss {:.4} | {ips:.0} img/s | lr {:.2e}", o.loss, h.lr));

@@ -1,10 +1,12 @@
 //! The training log: one JSON object per line (`log.jsonl`), a `step` record every few
-//! iterations and an `epoch` record at the end of each epoch.
+//! iterations, an `epoch` record at the end of each epoch, a `health` record when the
+//! collapse monitor raises a symptom.
 use std::io::Write;
 use std::path::Path;
 
 use dino_runtime::{Error, Result};
 
+use super::health::Alert;
 use crate::eval::KnnResult;
 
 /// What one logged iteration did.
@@ -58,6 +60,8 @@ pub enum Record {
     Step(StepRecord),
     Epoch(EpochRecord),
     Baseline(BaselineRecord),
+    /// A collapse or a stall the trainer's monitor saw (raised once per run).
+    Health(Alert),
 }
 
 impl Record {
@@ -66,6 +70,7 @@ impl Record {
             Record::Step(s) => s.iteration,
             Record::Epoch(e) => e.iteration,
             Record::Baseline(b) => b.iteration,
+            Record::Health(a) => a.iteration,
         }
     }
 }
@@ -119,7 +124,7 @@ pub fn truncate(path: &Path, iteration: usize) -> Result<Option<String>> {
         .records
         .iter()
         .filter(|r| match r {
-            Record::Step(_) => r.iteration() < iteration,
+            Record::Step(_) | Record::Health(_) => r.iteration() < iteration,
             Record::Epoch(_) | Record::Baseline(_) => r.iteration() <= iteration,
         })
         .collect();

@@ -3,6 +3,7 @@
 //! and [`train_one_epoch`] like its `train_one_epoch`.
 pub mod checkpoint;
 mod epoch;
+pub mod health;
 pub mod hyper;
 pub mod log;
 pub mod supervised;
@@ -92,6 +93,8 @@ pub struct TrainReport {
     pub images_per_s: f64,
     pub bad_images: usize,
     pub checkpoint: PathBuf,
+    /// Collapses and stalls the monitor raised in this call.
+    pub alerts: Vec<health::Alert>,
 }
 
 pub fn checkpoint_path(out: &Path) -> PathBuf {
@@ -374,6 +377,7 @@ pub fn train_model<M: DinoModel>(opts: &TrainOptions) -> Result<TrainReport> {
         images_done: 0,
         resumed_at: resumed.as_ref().map(|_| start),
         last_saved: resumed.as_ref().map(|_| start),
+        health: replayed_monitor(&log_path)?,
     };
     if let (Some(k), 0) = (&mut knn, start) {
         // the baseline DINO must beat
@@ -416,6 +420,18 @@ pub fn train_model<M: DinoModel>(opts: &TrainOptions) -> Result<TrainReport> {
     report.images_per_s = lp.images_done as f64 / lp.t0.elapsed().as_secs_f64().max(1e-9);
     report.bad_images = loader.bad_count();
     Ok(report)
+}
+
+/// The collapse monitor, having seen the step records already in the log (a resumed run
+/// raises nothing twice and the rest at the iterations the uninterrupted run would).
+fn replayed_monitor(log_path: &Path) -> Result<health::Monitor> {
+    let mut m = health::Monitor::new(health::Thresholds::default());
+    for r in log::read(log_path)? {
+        if let Record::Step(s) = r {
+            m.observe(&s);
+        }
+    }
+    Ok(m)
 }
 
 /// The iterations of the run, once the schedules and the step are known to fit in memory
