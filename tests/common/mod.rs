@@ -1,6 +1,7 @@
 //! Shared helpers of the integration tests: fixtures and comparisons.
 #![allow(dead_code)]
 pub mod cli_cases;
+pub mod mini;
 pub mod splitmix;
 use std::path::PathBuf;
 
