@@ -27,6 +27,7 @@ fn raised(name: &str) -> Vec<(Symptom, usize)> {
         }
     }
     assert_eq!(steps, 300, "{name}: a step record per iteration");
+    eprintln!("{name}: raised {out:?}");
     out
 }
 
