@@ -1,5 +1,6 @@
-//! Compiled artifacts of the facade's graphs: `dino compile` writes them, `dino train
-//! --compiled` runs them with no graph built, no pass run and no kernel compiled at start.
+//! Compiled artifacts of the facade's graphs: `dino compile` writes them; `dino train`,
+//! `dino features` and `dino attention` run them (`--compiled`) with no graph built, no pass
+//! run and no kernel compiled at start.
 //!
 //! ```text
 //!  dino compile --model M [hyperparameters] --out F
@@ -15,25 +16,173 @@
 //! at every iteration (learning rate, weight decay, teacher temperature and momentum schedules,
 //! epochs, freeze) may differ between the artifact and the run. A differing field is refused by
 //! name with both values.
+//!
+//! A backbone's forward program (features, tokens, attention) is planned at one batch and one
+//! image size: a smaller last batch runs padded with zero images whose rows are dropped, and
+//! another size is refused naming both.
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 
 use dino_runtime::artifact::{Artifact, CompiledProgram, Identity, Target};
 use dino_runtime::backend::Passes;
-use dino_runtime::config::DinoConfig;
+use dino_runtime::config::{DinoConfig, VitConfig};
 use dino_runtime::dino::DinoStep;
-use dino_runtime::model::DinoModel;
+use dino_runtime::graph::{data, dims};
+use dino_runtime::model::{DinoModel, VitModel};
 use dino_runtime::{Error, Result};
 use serde_json::{json, Value};
 
 use crate::device::Device;
+use crate::eval::vit_runner::ForwardHandles;
+use crate::eval::{Output, VitRunner};
 
 /// The program name of a DINO training step.
 pub const TRAIN_STEP: &str = "train-step";
 
 /// The only precision a plan has today (a storage dtype per buffer: fp32).
 const PRECISION: &str = "fp32";
+
+/// A backbone's forward graph, as `dino compile --graph` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardGraph {
+    /// The final [CLS] token (`dino features`).
+    Features,
+    /// Every final token (`dino features --patch-tokens`).
+    Tokens,
+    /// The last block's attention weights (`dino attention`).
+    Attention,
+}
+
+impl ForwardGraph {
+    pub fn name(self) -> &'static str {
+        match self {
+            ForwardGraph::Features => "features",
+            ForwardGraph::Tokens => "tokens",
+            ForwardGraph::Attention => "attention",
+        }
+    }
+
+    pub fn output(self) -> Output {
+        match self {
+            ForwardGraph::Features => Output::LastCls(1),
+            ForwardGraph::Tokens => Output::Tokens,
+            ForwardGraph::Attention => Output::Attention,
+        }
+    }
+}
+
+fn backbone_json(b: &VitConfig) -> Value {
+    json!([b.image, b.patch, b.channels, b.dim, b.depth, b.heads, b.mlp, b.qkv_bias, b.norm_eps, b.drop_path])
+}
+
+/// What a forward program's plan depends on: the backbone, the graph, the LayerNorm epsilon
+/// (weights trained with another one), the batch and the image size.
+pub fn forward_fields(
+    b: &VitConfig,
+    graph: ForwardGraph,
+    eps: Option<f32>,
+    batch: usize,
+    size: usize,
+) -> BTreeMap<String, Value> {
+    [
+        ("graph", json!(graph.name())),
+        ("backbone", backbone_json(b)),
+        ("norm_eps", json!(eps.unwrap_or(b.norm_eps as f32))),
+        ("batch", json!(batch)),
+        ("image_size", json!(size)),
+        ("precision", json!(PRECISION)),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+/// Build, compile and plan `V`'s forward `graph` for `batch` images of `size` px and write it
+/// to `out`.
+pub fn compile_forward<V: VitModel>(
+    graph: ForwardGraph,
+    eps: Option<f32>,
+    batch: usize,
+    size: usize,
+    target: Target,
+    out: &Path,
+) -> Result<CompileReport> {
+    let p = V::PATCH;
+    if size % p != 0 || size < p {
+        return Err(Error::Config {
+            what: format!("--size {size}"),
+            why: format!("the model's patches are {p} px, so the size must be a multiple of {p}"),
+        });
+    }
+    crate::resources::check(
+        &format!("--batch-size {batch} at --size {size}"),
+        V::CONFIG.activation_bytes(size, batch, false),
+    )?;
+    let t0 = Instant::now();
+    let mut b = VitRunner::<V>::build_compiled(graph.output(), eps, batch, Passes::standard())?;
+    let compile_s = t0.elapsed().as_secs_f64();
+    let n = (size / p) * (size / p);
+    for (k, v) in [(dims::BATCH, batch), (dims::PATCHES, n), (dims::TOKENS, n + 1)] {
+        b.cx.set_dyn_dim(k, v);
+    }
+    // the weights are set at run time: nothing but the plan is captured
+    for prm in &b.params.params {
+        data::take(&mut b.cx, prm.id);
+    }
+    let t1 = Instant::now();
+    let handles =
+        ForwardHandles { params: b.params, patches: b.patches, resample: b.resample, outputs: b.outputs, batch, size };
+    let handles = serde_json::to_value(&handles).map_err(|e| Error::Backend(format!("the program's handles: {e}")))?;
+    let program = CompiledProgram::capture(&b.cx, handles)?;
+    let plan_s = t1.elapsed().as_secs_f64();
+    let mut a = Artifact::new(Identity { target, fields: forward_fields(&V::CONFIG, graph, eps, batch, size) });
+    a.add_program(graph.name(), &program, &b.cx)?;
+    a.write(out)?;
+    let bytes = std::fs::metadata(out).map_err(|e| Error::Io { path: out.into(), source: e })?.len();
+    Ok(CompileReport {
+        build_s: 0.0,
+        compile_s,
+        plan_s,
+        kernels: program.plan.kernels(),
+        arena_bytes: program.plan.arena_bytes,
+        bytes,
+    })
+}
+
+/// `V`'s forward `graph` at `size` px from the artifact at `path`, on `device`, at the batch it
+/// was compiled for: refused with the differing field when it was built for something else.
+pub fn load_forward<V: VitModel>(
+    path: &Path,
+    graph: ForwardGraph,
+    eps: Option<f32>,
+    size: usize,
+    device: Device,
+) -> Result<VitRunner<V>> {
+    let a = Artifact::read(path)?;
+    let bad = |why: String| Error::Format { path: path.into(), why: format!("program `{}`: {why}", graph.name()) };
+    // the batch is the file's to choose; everything else must be what is asked
+    let batch = match a.identity.fields.get("batch").and_then(Value::as_u64) {
+        Some(b) if b > 0 => b as usize,
+        _ => return Err(bad("the identity has no positive `batch`".into())),
+    };
+    a.require(&Identity {
+        target: target(device, None)?,
+        fields: forward_fields(&V::CONFIG, graph, eps, batch, size),
+    })?;
+    let program = a.program(graph.name())?;
+    crate::resources::check(&format!("the compiled program of {}", path.display()), program.plan.run_bytes())?;
+    let h: ForwardHandles = serde_json::from_value(program.handles.clone()).map_err(|e| bad(e.to_string()))?;
+    if (h.batch, h.size) != (batch, size) {
+        return Err(bad(format!("handles for batch {} at {} px, identity says {batch} at {size}", h.batch, h.size)));
+    }
+    // a forward pass may read part of a weight or none of it (the attention graph never reads
+    // the last block's values, projection and MLP), never more than all of it
+    check_inputs(&program, h.params.params.iter().map(|p| (p.name.clone(), p.id, p.numel())), false).map_err(bad)?;
+    let cx = program.shell();
+    let rt = device.executor_of(program)?;
+    Ok(VitRunner::from_program(cx, h, graph.output(), rt))
+}
 
 /// What a DINO step's plan depends on (see the module documentation), as identity fields.
 pub fn train_fields(preset: &str, cfg: &DinoConfig) -> BTreeMap<String, Value> {
@@ -46,10 +195,7 @@ pub fn train_fields(preset: &str, cfg: &DinoConfig) -> BTreeMap<String, Value> {
     put("graph", json!(TRAIN_STEP));
     put("batch", json!(cfg.batch_size));
     put("precision", json!(PRECISION));
-    put(
-        "backbone",
-        json!([b.image, b.patch, b.channels, b.dim, b.depth, b.heads, b.mlp, b.qkv_bias, b.norm_eps, b.drop_path]),
-    );
+    put("backbone", backbone_json(b));
     put("head", json!(cfg.head));
     put("global_crop_size", json!(cfg.global.size));
     put("local_crops", json!(cfg.local.map(|l| (l.count, l.size))));
@@ -148,8 +294,6 @@ pub fn load_train_step<M: DinoModel>(
 /// is an input of the plan with exactly the size its views read: the handles of a file agree
 /// with its plan before anything is allocated from them.
 fn check_handles<M: DinoModel>(step: &DinoStep<M>, program: &CompiledProgram) -> std::result::Result<(), String> {
-    let extent: BTreeMap<usize, usize> =
-        program.plan.inputs().map(|(s, _)| s.node.index()).zip(program.plan.input_extent.iter().copied()).collect();
     let tensors = step
         .student_params
         .params
@@ -157,15 +301,29 @@ fn check_handles<M: DinoModel>(step: &DinoStep<M>, program: &CompiledProgram) ->
         .chain(&step.teacher_params.params)
         .map(|p| (p.name.clone(), p.id, p.numel()))
         .chain(step.train.optimizer.state_names());
-    for (name, id, numel) in tensors {
-        match extent.get(&id.index()) {
-            Some(&e) if e == numel => {}
-            Some(&e) => return Err(format!("`{name}` has {numel} elements, the plan reads {e}")),
-            None => return Err(format!("`{name}` (node {}) is not an input of the plan", id.index())),
-        }
-    }
+    check_inputs(program, tensors, true)?;
     if step.student_params.params.len() != step.teacher_params.params.len() {
         return Err("student and teacher differ in their parameters".into());
+    }
+    Ok(())
+}
+
+/// Each `(name, node, elements)` is an input of the program's plan read over exactly that
+/// many elements (`exact`), or is read over at most that many if at all.
+fn check_inputs(
+    program: &CompiledProgram,
+    tensors: impl Iterator<Item = (String, luminal::prelude::NodeIndex, usize)>,
+    exact: bool,
+) -> std::result::Result<(), String> {
+    let extent: BTreeMap<usize, usize> =
+        program.plan.inputs().map(|(s, _)| s.node.index()).zip(program.plan.input_extent.iter().copied()).collect();
+    for (name, id, numel) in tensors {
+        match extent.get(&id.index()) {
+            Some(&e) if e == numel || (!exact && e <= numel) => {}
+            Some(&e) => return Err(format!("`{name}` has {numel} elements, the plan reads {e}")),
+            None if !exact => {}
+            None => return Err(format!("`{name}` (node {}) is not an input of the plan", id.index())),
+        }
     }
     Ok(())
 }

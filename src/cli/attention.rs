@@ -8,6 +8,7 @@ use dino_runtime::data::{fashion_mnist, pil, Dataset, Image};
 use dino_runtime::model::VitModel;
 
 use super::common::{resolve, RunOn, WeightArgs};
+use crate::compiled::ForwardGraph;
 use crate::eval::attention::{self, AttentionMaps};
 use crate::eval::features::random_backbone;
 use crate::eval::preprocess::{normalization, normalize};
@@ -43,6 +44,10 @@ pub struct AttentionArgs {
     /// foreground (pixels > 0) over the Fashion-MNIST test set (or its first N images).
     #[arg(long, num_args = 0..=1, default_missing_value = "10000")]
     pub jaccard: Option<usize>,
+    /// Run the backbone compiled by `dino compile --graph attention` (at this --size): no
+    /// graph built, no pass run at start.
+    #[arg(long)]
+    pub compiled: Option<PathBuf>,
     #[command(flatten)]
     pub on: RunOn,
     /// Print the Jaccard result as JSON.
@@ -102,7 +107,7 @@ fn draw<V: VitModel>(
     norm: &(Vec<f64>, Vec<f64>),
 ) -> Result<PathBuf, String> {
     let p = V::PATCH;
-    let size = args.size.unwrap_or(if V::IMAGE < 224 { V::IMAGE } else { 480 });
+    let size = picture_size::<V>(args);
     let img = img.with_channels(V::CHANNELS);
     let resized = if size == 0 || (img.width == size && img.height == size) {
         img
@@ -145,6 +150,12 @@ fn draw<V: VitModel>(
     Ok(grid)
 }
 
+/// The side images are resized to: --size, else the native size of a small-image model, else
+/// 480 (the reference's).
+fn picture_size<V: VitModel>(a: &AttentionArgs) -> usize {
+    a.size.unwrap_or(if V::IMAGE < 224 { V::IMAGE } else { 480 })
+}
+
 /// Mean Jaccard of attention masks with the foreground over Fashion-MNIST test images.
 fn jaccard<V: VitModel>(
     runner: &mut VitRunner<V>,
@@ -159,7 +170,7 @@ fn jaccard<V: VitModel>(
     let mut bar = Progress::new("jaccard", n as u64, false);
     let mut start = 0;
     while start < n {
-        let end = (start + 256).min(n);
+        let end = (start + runner.fixed_batch().unwrap_or(256)).min(n);
         let imgs: Vec<Image> =
             (start..end).map(|i| test.load(i)).collect::<Result<_, _>>().map_err(|e| e.to_string())?;
         let xs: Vec<Vec<f32>> =
@@ -197,7 +208,14 @@ impl models::VitVisitor for Run<'_> {
             Some(w) => w,
             None => random_backbone::<V>(a.w.seed),
         };
-        let mut runner = VitRunner::<V>::new(Output::Attention, self.eps, a.on.device).map_err(|e| e.to_string())?;
+        let mut runner = match &a.compiled {
+            Some(path) => {
+                let size = picture_size::<V>(a);
+                crate::compiled::load_forward::<V>(path, ForwardGraph::Attention, self.eps, size, a.on.device)
+            }
+            None => VitRunner::<V>::new(Output::Attention, self.eps, a.on.device),
+        }
+        .map_err(|e| e.to_string())?;
         runner.set_weights(&weights).map_err(|e| e.to_string())?;
         let norm = normalization(&self.name);
         std::fs::create_dir_all(&a.out).map_err(|e| format!("{}: {e}", a.out.display()))?;

@@ -8,6 +8,7 @@ use dino_runtime::model::VitModel;
 use dino_runtime::tensors::TensorFile;
 
 use super::common::{resolve, WeightArgs};
+use crate::compiled::ForwardGraph;
 use crate::dataset::{self, DataSpec};
 use crate::eval::features::random_backbone;
 use crate::eval::preprocess::normalization;
@@ -37,6 +38,10 @@ pub struct FeaturesArgs {
     /// model's native size]; the position embeddings are interpolated as DINO's evaluation does.
     #[arg(long, value_parser = crate::train::hyper::positive)]
     pub size: Option<usize>,
+    /// Run the backbone compiled by `dino compile --graph features` (or `tokens` with
+    /// --patch-tokens) at this --size: no graph built, no pass run at start.
+    #[arg(long)]
+    pub compiled: Option<PathBuf>,
     #[command(flatten)]
     pub on: super::common::RunOn,
 }
@@ -85,7 +90,14 @@ impl models::VitVisitor for Go<'_> {
         let needs = V::CONFIG.activation_bytes(size, 256, false) + 4 * ds.len() as u128 * tokens * V::DIM as u128;
         crate::resources::check(&format!("--size {size} over {} images", ds.len()), needs)
             .map_err(|e| e.to_string())?;
-        let mut runner = VitRunner::<V>::new(output, eps, a.on.device).map_err(|e| e.to_string())?;
+        let mut runner = match &a.compiled {
+            Some(path) => {
+                let graph = if a.patch_tokens { ForwardGraph::Tokens } else { ForwardGraph::Features };
+                crate::compiled::load_forward::<V>(path, graph, eps, size, a.on.device)
+            }
+            None => VitRunner::<V>::new(output, eps, a.on.device),
+        }
+        .map_err(|e| e.to_string())?;
         runner.set_weights(&weights.unwrap_or_else(|| random_backbone::<V>(a.w.seed))).map_err(|e| e.to_string())?;
         let (mean, std) = normalization(&name);
         let f = dataset_features(&mut runner, ds.as_ref(), size, &mean, &std, "features", false)

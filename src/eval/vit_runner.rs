@@ -40,6 +40,19 @@ pub struct BuiltForward<V: VitModel> {
     pub model: V,
 }
 
+/// What a compiled forward program needs besides its plan: the builder's node handles and the
+/// fixed dims it was planned at (stored in the artifact as the program's handles).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ForwardHandles {
+    pub params: ParamSet,
+    pub patches: NodeIndex,
+    pub resample: NodeIndex,
+    pub outputs: Vec<NodeIndex>,
+    /// Images per run (a smaller last batch is padded) and their side in pixels.
+    pub batch: usize,
+    pub size: usize,
+}
+
 pub struct VitRunner<V: VitModel> {
     cx: Box<Graph>,
     params: ParamSet,
@@ -48,7 +61,9 @@ pub struct VitRunner<V: VitModel> {
     outputs: Vec<NodeIndex>,
     rt: Box<dyn Executor>,
     pub output: Output,
-    _model: V,
+    /// A compiled program's (batch, size): it runs at those dims only.
+    fixed: Option<(usize, usize)>,
+    _model: std::marker::PhantomData<V>,
 }
 
 impl<V: VitModel> VitRunner<V> {
@@ -70,8 +85,31 @@ impl<V: VitModel> VitRunner<V> {
             outputs: b.outputs,
             rt,
             output,
-            _model: b.model,
+            fixed: None,
+            _model: std::marker::PhantomData,
         })
+    }
+
+    /// A runner of a compiled forward program: no graph built, no pass run. `cx` is the
+    /// program's graph shell and `rt` its executor; it runs `h.batch` images of `h.size` px
+    /// at a time.
+    pub fn from_program(cx: Box<Graph>, h: ForwardHandles, output: Output, rt: Box<dyn Executor>) -> Self {
+        VitRunner {
+            cx,
+            params: h.params,
+            patches: h.patches,
+            resample: h.resample,
+            outputs: h.outputs,
+            rt,
+            output,
+            fixed: Some((h.batch, h.size)),
+            _model: std::marker::PhantomData,
+        }
+    }
+
+    /// The batch a compiled program runs at (none for a graph compiled here).
+    pub fn fixed_batch(&self) -> Option<usize> {
+        self.fixed.map(|f| f.0)
     }
 
     /// The graph for `batch` images at the native size, compiled by `compiler` (`dino
@@ -162,6 +200,7 @@ impl<V: VitModel> VitRunner<V> {
         mut progress: impl FnMut(usize, usize),
     ) -> Result<Features> {
         let mut f = Features::default();
+        let batch = self.fixed.map_or(batch, |fixed| fixed.0);
         let n = ds.len();
         let mut start = 0;
         while start < n {
@@ -201,14 +240,32 @@ impl<V: VitModel> VitRunner<V> {
                 why: format!("{h}x{w} is not a whole number of {p} px patches"),
             });
         }
+        if let Some((fb, fs)) = self.fixed {
+            if (h, w) != (fs, fs) || images.len() > fb {
+                return Err(Error::Config {
+                    what: "--compiled".into(),
+                    why: format!(
+                        "the program runs batches of up to {fb} images of {fs}x{fs} px, not {} of {h}x{w} (compile \
+                         one with --size {h} --batch-size {}, or drop --compiled)",
+                        images.len(),
+                        images.len().max(fb)
+                    ),
+                });
+            }
+        }
         let (gh, gw) = (h / p, w / p);
         let (b, n) = (images.len(), gh * gw);
-        let mut pv = Vec::with_capacity(b * n * c * p * p);
+        // a compiled program runs its whole batch: the rows past `b` are zeros, dropped below
+        let run_b = self.fixed.map_or(b, |f| f.0);
+        let mut pv = Vec::with_capacity(run_b * n * c * p * p);
         for img in images {
             pv.extend(patchify(img, c, h, w, p));
         }
-        for (k, v) in [(dims::BATCH, b), (dims::PATCHES, n), (dims::TOKENS, n + 1)] {
-            self.cx.set_dyn_dim(k, v);
+        pv.resize(run_b * n * c * p * p, 0.0);
+        if self.fixed.is_none() {
+            for (k, v) in [(dims::BATCH, b), (dims::PATCHES, n), (dims::TOKENS, n + 1)] {
+                self.cx.set_dyn_dim(k, v);
+            }
         }
         data::set(&mut self.cx, self.patches, pv);
         data::set(&mut self.cx, self.resample, resample_matrix(V::IMAGE / p, gh, gw));
@@ -218,7 +275,7 @@ impl<V: VitModel> VitRunner<V> {
             .iter()
             .map(|id| data::take(&mut self.cx, *id).ok_or_else(|| Error::Backend("missing output".into())))
             .collect::<Result<_>>()?;
-        let per = |v: &Vec<f32>| v.len() / b;
+        let per = |v: &Vec<f32>| v.len() / run_b;
         Ok((0..b)
             .map(|i| match self.output {
                 Output::ClsAndPatchMean => {
