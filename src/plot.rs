@@ -127,15 +127,19 @@ fn draw(root: &Area, path: &Path, p: &Panel, (x0, x1): (f64, f64), (y0, y1): (f6
     Ok(())
 }
 
-/// The loss curve of a training log, with the teacher's entropy and ln K for reference.
-pub fn loss_plot(path: &Path, records: &[Record], title: &str) -> Result<()> {
-    let steps: Vec<&StepRecord> = records
+fn step_records(records: &[Record]) -> Vec<&StepRecord> {
+    records
         .iter()
         .filter_map(|r| match r {
             Record::Step(s) => Some(s),
             _ => None,
         })
-        .collect();
+        .collect()
+}
+
+/// The loss curve of a training log, with the teacher's entropy and ln K for reference.
+pub fn loss_plot(path: &Path, records: &[Record], title: &str) -> Result<()> {
+    let steps = step_records(records);
     let Some(first) = steps.first() else { return Err(plot_err(path, "the log has no steps yet")) };
     let ln_k = first.ln_k;
     let last = steps.last().map(|s| s.iteration as f64).unwrap_or(0.0);
@@ -173,13 +177,7 @@ pub fn loss_plot(path: &Path, records: &[Record], title: &str) -> Result<()> {
 /// entropy of its batch mean and KL(teacher || uniform), with the monitor's thresholds dashed.
 /// The symptoms the monitor raised are marked where they were raised.
 pub fn diagnostics_plot(path: &Path, records: &[Record], title: &str) -> Result<()> {
-    let steps: Vec<&StepRecord> = records
-        .iter()
-        .filter_map(|r| match r {
-            Record::Step(s) => Some(s),
-            _ => None,
-        })
-        .collect();
+    let steps = step_records(records);
     let Some(first) = steps.first() else { return Err(plot_err(path, "the log has no steps yet")) };
     let ln_k = first.ln_k;
     let last = steps.last().map_or(1.0, |s| s.iteration as f64).max(1.0);

@@ -4,10 +4,12 @@
 use std::path::{Path, PathBuf};
 
 use dino::compiled::{compile_train_step, load_train_step, target};
-use dino::dataset::DataSpec;
-use dino::train::{checkpoint, train_model, Device, Hyper, RunConfig, TrainOptions};
+use dino::train::{checkpoint, train_model, Device, Hyper, TrainOptions};
 use dino_runtime::artifact::{Artifact, Target};
 use proptest::prelude::*;
+
+mod common;
+use common::mini::subset_options;
 
 dino::vit! {
     /// A small ViT for 28x28 grayscale images, stochastic depth on.
@@ -40,29 +42,9 @@ fn dir(name: &str) -> PathBuf {
 }
 
 fn options(out: &Path, compiled: Option<PathBuf>, hyper: Hyper) -> TrainOptions {
-    TrainOptions {
-        run: RunConfig {
-            preset: "art".into(),
-            data: DataSpec::Fmnist(Some(
-                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fmnist-subset"),
-            )),
-            val: None,
-            seed: 4,
-            limit: Some(32),
-            test_limit: None,
-            knn: false,
-            hyper,
-            log_every: 1,
-            save_every: 1,
-        },
-        out: out.to_path_buf(),
-        resume: false,
-        force: false,
-        stop_after: None,
-        quiet: true,
-        device: Device::Cpu,
-        compiled,
-    }
+    let mut o = subset_options("art", out, 4);
+    (o.run.limit, o.run.hyper, o.compiled) = (Some(32), hyper, compiled);
+    o
 }
 
 fn compile(path: &Path, hyper: &Hyper) {

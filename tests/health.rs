@@ -5,13 +5,12 @@
 //! a collapsing run logs the alert once, also across a resume, and the diagnostics are drawn.
 use std::path::{Path, PathBuf};
 
-use dino::dataset::DataSpec;
 use dino::train::health::{Monitor, Symptom, Thresholds};
 use dino::train::log::{self, Record};
-use dino::train::{train_model, Device, Hyper, RunConfig, TrainOptions};
+use dino::train::{train_model, Hyper, TrainOptions};
 
 mod common;
-use common::mini::MiniDino;
+use common::mini::{subset_options, MiniDino};
 
 /// The symptoms (and the iterations) the default monitor raises on a fixture log.
 fn raised(name: &str) -> Vec<(Symptom, usize)> {
@@ -56,28 +55,9 @@ fn a_learning_rate_of_zero_stalls() {
 }
 
 fn options(out: &Path, hyper: Hyper, stop_after: Option<usize>, resume: bool) -> TrainOptions {
-    let data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fmnist-subset");
-    TrainOptions {
-        run: RunConfig {
-            preset: "mini".into(),
-            data: DataSpec::Fmnist(Some(data)),
-            val: None,
-            seed: 1,
-            limit: None,
-            test_limit: None,
-            knn: false,
-            hyper,
-            log_every: 1,
-            save_every: 0,
-        },
-        out: out.to_path_buf(),
-        resume,
-        force: false,
-        stop_after,
-        quiet: true,
-        device: Device::Cpu,
-        compiled: None,
-    }
+    let mut o = subset_options("mini", out, 1);
+    (o.run.hyper, o.run.save_every, o.stop_after, o.resume) = (hyper, 0, stop_after, resume);
+    o
 }
 
 #[test]

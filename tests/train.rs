@@ -9,11 +9,7 @@ use dino::train::log::{self, Record};
 use dino::train::{checkpoint, train_model, Device, Hyper, RunConfig, TrainOptions};
 
 mod common;
-use common::mini::{MiniDino, MiniVit};
-
-fn subset() -> DataSpec {
-    DataSpec::Fmnist(Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fmnist-subset")))
-}
+use common::mini::{subset_options, MiniDino, MiniVit};
 
 fn out_dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("dino-train-{name}-{}", std::process::id()));
@@ -22,27 +18,9 @@ fn out_dir(name: &str) -> PathBuf {
 }
 
 fn options(preset: &str, out: &Path, limit: Option<usize>, knn: bool, hyper: Hyper) -> TrainOptions {
-    TrainOptions {
-        run: RunConfig {
-            preset: preset.into(),
-            data: subset(),
-            val: None,
-            seed: 3,
-            limit,
-            test_limit: None,
-            knn,
-            hyper,
-            log_every: 1,
-            save_every: 1,
-        },
-        out: out.to_path_buf(),
-        resume: false,
-        force: false,
-        stop_after: None,
-        quiet: true,
-        device: Device::Cpu,
-        compiled: None,
-    }
+    let mut o = subset_options(preset, out, 3);
+    (o.run.limit, o.run.knn, o.run.hyper) = (limit, knn, hyper);
+    o
 }
 
 /// Without the CUDA backend compiled in, `--device cuda` says how to get it.

@@ -21,3 +21,35 @@ dino::dino! {
         },
     }
 }
+
+/// The committed Fashion-MNIST subset (512 training and 256 test images).
+pub fn subset() -> dino::dataset::DataSpec {
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fmnist-subset");
+    dino::dataset::DataSpec::Fmnist(Some(dir))
+}
+
+/// A quiet CPU run of `preset` on the subset into `out`: a step record per iteration, a
+/// numbered checkpoint per epoch, default hyperparameters (set fields to change them).
+pub fn subset_options(preset: &str, out: &std::path::Path, seed: u64) -> dino::train::TrainOptions {
+    dino::train::TrainOptions {
+        run: dino::train::RunConfig {
+            preset: preset.into(),
+            data: subset(),
+            val: None,
+            seed,
+            limit: None,
+            test_limit: None,
+            knn: false,
+            hyper: dino::train::Hyper::default(),
+            log_every: 1,
+            save_every: 1,
+        },
+        out: out.to_path_buf(),
+        resume: false,
+        force: false,
+        stop_after: None,
+        quiet: true,
+        device: dino::train::Device::Cpu,
+        compiled: None,
+    }
+}
