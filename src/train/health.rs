@@ -96,6 +96,16 @@ impl Default for Thresholds {
     }
 }
 
+impl Thresholds {
+    /// The defaults for a log with a step record every `log_every` iterations: the window
+    /// grows to hold `min_records` records (and the stall check waits as many windows).
+    pub fn for_log_every(log_every: usize) -> Thresholds {
+        let d = Thresholds::default();
+        let window = d.window.max(d.min_records * log_every.max(1));
+        Thresholds { window, stall_after: d.stall_after * window / d.window, ..d }
+    }
+}
+
 /// A raised symptom: what was seen, at which iteration.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Alert {
@@ -139,6 +149,7 @@ struct Point {
 pub struct Monitor {
     th: Thresholds,
     recent: VecDeque<Point>,
+    first_seen: Option<usize>,
     /// The mean loss of the first full window, then the lowest window mean since.
     first_mean: Option<f64>,
     lowest_mean: f64,
@@ -147,7 +158,14 @@ pub struct Monitor {
 
 impl Monitor {
     pub fn new(th: Thresholds) -> Monitor {
-        Monitor { th, recent: VecDeque::new(), first_mean: None, lowest_mean: f64::INFINITY, raised: vec![] }
+        Monitor {
+            th,
+            recent: VecDeque::new(),
+            first_seen: None,
+            first_mean: None,
+            lowest_mean: f64::INFINITY,
+            raised: vec![],
+        }
     }
 
     /// Symptoms raised so far.
@@ -168,9 +186,11 @@ impl Monitor {
         while self.recent.front().is_some_and(|q| q.iteration + self.th.window <= p.iteration) {
             self.recent.pop_front();
         }
-        // a window is full once it spans `window` iterations with enough records in it
+        // judged once the run has been watched for (nine tenths of) a window, with enough
+        // records in the window
+        let first_seen = *self.first_seen.get_or_insert(p.iteration);
         let start = self.recent.front().map_or(p.iteration, |q| q.iteration);
-        let full = self.recent.len() >= self.th.min_records && p.iteration + 1 >= start + self.th.window * 9 / 10;
+        let full = self.recent.len() >= self.th.min_records && p.iteration + 1 >= first_seen + self.th.window * 9 / 10;
         if !full || !p.ln_k.is_finite() || p.ln_k <= 0.0 {
             return None;
         }
@@ -324,6 +344,17 @@ mod tests {
         // logged every 30 iterations: a window of 100 holds 3-4 records, fewer than 5
         let ln_k = 1024f64.ln();
         assert_eq!(run(3000, 30, |i| rec(i, ln_k, ln_k, ln_k)), vec![]);
+    }
+
+    #[test]
+    fn a_sparse_log_widens_the_window_to_hold_enough_records() {
+        assert_eq!(Thresholds::for_log_every(10), Thresholds::default());
+        let t = Thresholds::for_log_every(50);
+        assert_eq!((t.window, t.stall_after), (250, 625));
+        let ln_k = 1024f64.ln();
+        let mut m = Monitor::new(t);
+        let a: Vec<Alert> = (0..3000).step_by(50).filter_map(|i| m.observe(&rec(i, ln_k, ln_k, ln_k))).collect();
+        assert_eq!(a.iter().map(|a| a.symptom).collect::<Vec<_>>(), [Symptom::UniformCollapse]);
     }
 
     #[test]

@@ -377,7 +377,7 @@ pub fn train_model<M: DinoModel>(opts: &TrainOptions) -> Result<TrainReport> {
         images_done: 0,
         resumed_at: resumed.as_ref().map(|_| start),
         last_saved: resumed.as_ref().map(|_| start),
-        health: replayed_monitor(&log_path)?,
+        health: replayed_monitor(&log_path, run.log_every)?,
     };
     if let (Some(k), 0) = (&mut knn, start) {
         // the baseline DINO must beat
@@ -424,8 +424,8 @@ pub fn train_model<M: DinoModel>(opts: &TrainOptions) -> Result<TrainReport> {
 
 /// The collapse monitor, having seen the step records already in the log (a resumed run
 /// raises nothing twice and the rest at the iterations the uninterrupted run would).
-fn replayed_monitor(log_path: &Path) -> Result<health::Monitor> {
-    let mut m = health::Monitor::new(health::Thresholds::default());
+fn replayed_monitor(log_path: &Path, log_every: usize) -> Result<health::Monitor> {
+    let mut m = health::Monitor::new(health::Thresholds::for_log_every(log_every));
     for r in log::read(log_path)? {
         if let Record::Step(s) = r {
             m.observe(&s);
