@@ -1,4 +1,5 @@
-//! Start-up of a training step, JIT against a compiled artifact (`dino bench startup`).
+//! Start-up of a training step or a backbone's forward pass, JIT against a compiled artifact
+//! (`dino bench startup [--graph features|tokens|attention]`).
 //!
 //! ```text
 //!  JIT:       build graph ─► passes ─► executor ─► first step (plans, allocates, runs)
@@ -8,18 +9,22 @@
 //!
 //! Rounds alternate JIT and compiled in one process; each figure is the median over rounds.
 //! "ready" is the time until the step can run, "first step" the time of the first step (the
-//! JIT executor plans in it), both with the same weights, crops and hyperparameters.
+//! JIT executor plans in it), both with the same weights, crops and hyperparameters. A
+//! forward pass is timed the same way on one batch of images at the native size.
 use std::path::Path;
 use std::time::Instant;
 
+use dino_runtime::artifact::Target;
 use dino_runtime::config::DinoConfig;
 use dino_runtime::dino::{DinoStep, StepHyper};
-use dino_runtime::model::DinoModel;
+use dino_runtime::model::{DinoModel, VitModel};
 use dino_runtime::Result;
 use rand::SeedableRng;
 
-use crate::compiled;
+use crate::compiled::{self, ForwardGraph};
 use crate::device::Device;
+use crate::eval::features::random_backbone;
+use crate::eval::VitRunner;
 
 /// One way of starting: medians over the rounds.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -27,8 +32,9 @@ pub struct StartupRow {
     pub how: &'static str,
     pub ready_s: f64,
     pub first_step_s: f64,
-    /// The first step's loss (equal on both rows: the same step).
-    pub loss: f32,
+    /// The first step's loss, or the sum of a forward pass's outputs: equal on both rows (the
+    /// same computation).
+    pub check: f32,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -83,9 +89,48 @@ pub fn startup<M: DinoModel>(preset: &str, cfg: DinoConfig, artifact: &Path, rou
         times[1].1.push(s);
         times[1].2 = loss;
     }
-    let [jit, comp] = times;
-    Ok(vec![
-        StartupRow { how: "jit", ready_s: median(jit.0), first_step_s: median(jit.1), loss: jit.2 },
-        StartupRow { how: "compiled", ready_s: median(comp.0), first_step_s: median(comp.1), loss: comp.2 },
-    ])
+    Ok(rows(times))
+}
+
+type Times = [(Vec<f64>, Vec<f64>, f32); 2];
+
+fn rows([jit, comp]: Times) -> Vec<StartupRow> {
+    vec![
+        StartupRow { how: "jit", ready_s: median(jit.0), first_step_s: median(jit.1), check: jit.2 },
+        StartupRow { how: "compiled", ready_s: median(comp.0), first_step_s: median(comp.1), check: comp.2 },
+    ]
+}
+
+/// Compile `V`'s forward `graph` for `batch` images at the native size into `artifact`, then
+/// `rounds` alternating JIT and compiled start-ups on the CPU, each running one batch.
+pub fn startup_forward<V: VitModel>(
+    graph: ForwardGraph,
+    batch: usize,
+    artifact: &Path,
+    rounds: usize,
+) -> Result<Vec<StartupRow>> {
+    let size = V::IMAGE;
+    compiled::compile_forward::<V>(graph, None, batch, size, Target::Cpu, artifact)?;
+    let weights = random_backbone::<V>(0);
+    let px = V::CHANNELS * size * size;
+    let images: Vec<Vec<f32>> =
+        (0..batch).map(|b| (0..px).map(|i| (((b * px + i) * 7919) % 255) as f32 / 127.5 - 1.0).collect()).collect();
+    let mut times: Times = [(vec![], vec![], 0.0), (vec![], vec![], 0.0)];
+    for _ in 0..rounds.max(1) {
+        for (i, t) in times.iter_mut().enumerate() {
+            let t0 = Instant::now();
+            let mut runner = match i {
+                0 => VitRunner::<V>::new(graph.output(), None, Device::Cpu)?,
+                _ => compiled::load_forward::<V>(artifact, graph, None, size, Device::Cpu)?,
+            };
+            runner.set_weights(&weights)?;
+            t.0.push(t0.elapsed().as_secs_f64());
+            let t1 = Instant::now();
+            let out = runner.run(&images, size, size)?;
+            t.1.push(t1.elapsed().as_secs_f64());
+            // weighted: a normalized [CLS] sums to zero
+            t.2 = out.iter().flatten().enumerate().map(|(i, v)| v * (i % 7 + 1) as f32).sum();
+        }
+    }
+    Ok(rows(times))
 }

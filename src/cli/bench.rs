@@ -85,9 +85,13 @@ pub struct StartupArgs {
     /// The DINO preset (`dino models` lists them).
     #[arg(long, default_value = "fmnist-small")]
     pub model: String,
-    /// Images per step.
+    /// Images per step (or per forward batch).
     #[arg(long, default_value_t = 16, value_parser = crate::train::hyper::positive)]
     pub batch: usize,
+    /// What to start: the training step, or the backbone's forward pass for `dino features`
+    /// (`tokens` with --patch-tokens) or `dino attention`.
+    #[arg(long, value_enum, default_value_t = super::compile::GraphKind::TrainStep)]
+    pub graph: super::compile::GraphKind,
     /// Alternating rounds (JIT, then compiled).
     #[arg(long, default_value_t = 3, value_parser = crate::train::hyper::positive)]
     pub rounds: usize,
@@ -109,29 +113,43 @@ fn bench_startup(args: StartupArgs) -> Result<(), String> {
             startup::<M>(&self.0.model, hyper.apply(&M::CONFIG)?, self.1, self.0.rounds)
         }
     }
-    let rows = crate::models::with_dino(&args.model, Go(&args, &artifact));
+    struct Fwd<'a>(&'a StartupArgs, &'a std::path::Path, crate::compiled::ForwardGraph);
+    impl crate::models::VitVisitor for Fwd<'_> {
+        type Output = dino_runtime::Result<Vec<StartupRow>>;
+        fn visit<V: dino_runtime::model::VitModel>(self, _: &'static str) -> Self::Output {
+            crate::bench::startup::startup_forward::<V>(self.2, self.0.batch, self.1, self.0.rounds)
+        }
+    }
+    let rows = match args.graph.forward() {
+        None => crate::models::with_dino(&args.model, Go(&args, &artifact)),
+        Some(g) => crate::models::with_vit(&args.model, Fwd(&args, &artifact, g)),
+    };
     let _ = std::fs::remove_dir_all(&dir);
-    let rows = rows.ok_or_else(|| format!("model `{}`: not a DINO preset", args.model))?.map_err(|e| e.to_string())?;
+    let rows = rows.ok_or_else(|| format!("model `{}`: no such preset", args.model))?.map_err(|e| e.to_string())?;
     if args.json {
         println!("{}", serde_json::to_string(&rows).expect("json"));
         return Ok(());
     }
     println!(
-        "{} training step, batch {}, cpu ({} threads), medians of {} alternating rounds:",
+        "{} {}, batch {}, cpu ({} threads), medians of {} alternating rounds:",
         args.model,
+        match args.graph.forward() {
+            None => "training step",
+            Some(g) => g.name(),
+        },
         args.batch,
         rayon::current_num_threads(),
         args.rounds
     );
-    println!("  {:<10} {:>10} {:>12} {:>10} {:>10}", "start", "ready ms", "1st step ms", "total ms", "loss");
+    println!("  {:<10} {:>10} {:>12} {:>10} {:>12}", "start", "ready ms", "1st run ms", "total ms", "check");
     for r in &rows {
         println!(
-            "  {:<10} {:>10.1} {:>12.1} {:>10.1} {:>10.5}",
+            "  {:<10} {:>10.1} {:>12.1} {:>10.1} {:>12.5}",
             r.how,
             r.ready_s * 1e3,
             r.first_step_s * 1e3,
             (r.ready_s + r.first_step_s) * 1e3,
-            r.loss
+            r.check
         );
     }
     Ok(())

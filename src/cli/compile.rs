@@ -25,7 +25,7 @@ pub enum GraphKind {
 }
 
 impl GraphKind {
-    fn forward(self) -> Option<ForwardGraph> {
+    pub fn forward(self) -> Option<ForwardGraph> {
         match self {
             GraphKind::TrainStep => None,
             GraphKind::Features => Some(ForwardGraph::Features),
