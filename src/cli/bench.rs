@@ -90,8 +90,8 @@ pub struct StartupArgs {
     pub batch: usize,
     /// What to start: the training step, or the backbone's forward pass for `dino features`
     /// (`tokens` with --patch-tokens) or `dino attention`.
-    #[arg(long, value_enum, default_value_t = super::compile::GraphKind::TrainStep)]
-    pub graph: super::compile::GraphKind,
+    #[arg(long, value_enum, default_value_t = super::common::GraphKind::TrainStep)]
+    pub graph: super::common::GraphKind,
     /// Alternating rounds (JIT, then compiled).
     #[arg(long, default_value_t = 3, value_parser = crate::train::hyper::positive)]
     pub rounds: usize,

@@ -179,6 +179,30 @@ pub fn unit_fraction(s: &str) -> Result<f32, String> {
     }
 }
 
+/// A graph `dino compile` and `dino bench startup` can build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum GraphKind {
+    /// The whole DINO training step (teacher, student, loss, backward, AdamW, EMA, center).
+    TrainStep,
+    /// The backbone's final [CLS] token, for `dino features` (and k-NN).
+    Features,
+    /// Every final token, for `dino features --patch-tokens`.
+    Tokens,
+    /// The last block's attention, for `dino attention`.
+    Attention,
+}
+
+impl GraphKind {
+    pub fn forward(self) -> Option<crate::compiled::ForwardGraph> {
+        match self {
+            GraphKind::TrainStep => None,
+            GraphKind::Features => Some(crate::compiled::ForwardGraph::Features),
+            GraphKind::Tokens => Some(crate::compiled::ForwardGraph::Tokens),
+            GraphKind::Attention => Some(crate::compiled::ForwardGraph::Attention),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

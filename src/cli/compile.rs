@@ -7,33 +7,10 @@ use std::path::PathBuf;
 use clap::Args;
 use dino_runtime::model::{DinoModel, VitModel};
 
+use super::common::GraphKind;
 use crate::compiled::{self, CompileReport, ForwardGraph};
 use crate::device::Device;
 use crate::train::Hyper;
-
-/// Which graph to compile.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum GraphKind {
-    /// The whole DINO training step (teacher, student, loss, backward, AdamW, EMA, center).
-    TrainStep,
-    /// The backbone's final [CLS] token, for `dino features` (and k-NN).
-    Features,
-    /// Every final token, for `dino features --patch-tokens`.
-    Tokens,
-    /// The last block's attention, for `dino attention`.
-    Attention,
-}
-
-impl GraphKind {
-    pub fn forward(self) -> Option<ForwardGraph> {
-        match self {
-            GraphKind::TrainStep => None,
-            GraphKind::Features => Some(ForwardGraph::Features),
-            GraphKind::Tokens => Some(ForwardGraph::Tokens),
-            GraphKind::Attention => Some(ForwardGraph::Attention),
-        }
-    }
-}
 
 #[derive(Debug, Args)]
 pub struct CompileArgs {
