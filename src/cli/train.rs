@@ -133,6 +133,7 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
         let j = serde_json::json!({
             "iterations": r.iterations,
             "images_per_s": r.images_per_s,
+            "train_s": r.train_s,
             "bad_images": r.bad_images,
             "knn": knn,
             "raw_pixels": r.raw_knn,
@@ -147,10 +148,11 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
         println!("nothing left to train: the run in {} is complete ({} iterations)", opts.out.display(), r.iterations);
     } else {
         println!(
-            "trained {} iterations ({} in this session at {:.1} images/s); checkpoint {}; log, loss.png and \
-             config.json in {}",
+            "trained {} iterations ({} in this session, {:.1} min at {:.1} images/s, k-NN not counted); \
+             checkpoint {}; log, loss.png and config.json in {}",
             r.iterations,
             r.losses.len(),
+            r.train_s / 60.0,
             r.images_per_s,
             r.checkpoint.display(),
             opts.out.display()

@@ -60,6 +60,8 @@ pub(super) struct Loop<'a> {
     pub(super) writer: log::Writer,
     pub(super) report: TrainReport,
     pub(super) t0: Instant,
+    /// Seconds of this session spent in k-NN evaluations (not training).
+    pub(super) eval_s: f64,
     pub(super) images_done: usize,
     /// The iteration this session resumed at, if it resumed.
     pub(super) resumed_at: Option<usize>,
@@ -70,6 +72,11 @@ pub(super) struct Loop<'a> {
 }
 
 impl Loop<'_> {
+    /// Seconds of this session spent training: the wall clock less the k-NN evaluations.
+    pub(super) fn train_s(&self) -> f64 {
+        (self.t0.elapsed().as_secs_f64() - self.eval_s).max(0.0)
+    }
+
     /// Write the step's state (on the host) to the run's checkpoint.
     pub(super) fn save<M: DinoModel>(&mut self, step: &DinoStep<M>, it: usize) -> Result<()> {
         let meta = checkpoint::Meta {
@@ -125,25 +132,30 @@ pub(super) fn end_of_epoch<M: DinoModel>(
     if lp.run.save_every > 0 && (epoch + 1) % lp.run.save_every == 0 {
         dino_runtime::files::copy_atomic(lp.ckpt_path, &out.join(format!("checkpoint{:04}.safetensors", epoch + 1)))?;
     }
+    let eval_before = lp.eval_s;
     let knn_r = match knn {
         Some(k) => {
+            let t_eval = Instant::now();
             let r = k.eval(step)?;
+            lp.eval_s += t_eval.elapsed().as_secs_f64();
             if !lp.opts.quiet {
-                eprintln!("epoch {}: {}", epoch + 1, format_knn(&r));
+                eprintln!("epoch {} ({:.1} min of training): {}", epoch + 1, lp.train_s() / 60.0, format_knn(&r));
             }
             lp.report.knn.push((epoch + 1, r.clone()));
             Some(r)
         }
         None => None,
     };
+    let eval_s = lp.eval_s - eval_before;
     lp.writer.write(&Record::Epoch(EpochRecord {
         epoch: epoch + 1,
         iteration: it,
         loss_mean: Some(e.loss_sum / e.steps.max(1) as f64),
-        images_per_s: ((it - first) * step.batch) as f64 / t_epoch.elapsed().as_secs_f64(),
+        images_per_s: ((it - first) * step.batch) as f64 / (t_epoch.elapsed().as_secs_f64() - eval_s).max(1e-9),
         bad_images: lp.loader.bad_count(),
         knn: knn_r,
         elapsed_s: lp.t0.elapsed().as_secs_f64(),
+        train_s: lp.train_s(),
     }))?;
     let records = log::read(&lp.log_path)?;
     let title = format!("DINO {} training loss", lp.run.preset);

@@ -44,6 +44,10 @@ pub struct EpochRecord {
     pub bad_images: usize,
     pub knn: Option<Vec<KnnResult>>,
     pub elapsed_s: f64,
+    /// Seconds of this session spent training: `elapsed_s` less the k-NN evaluations (absent
+    /// from logs written before it was recorded).
+    #[serde(default)]
+    pub train_s: f64,
 }
 
 /// k-NN of a reference point (raw pixels), for comparison.

@@ -90,7 +90,10 @@ pub struct TrainReport {
     pub knn: Vec<(usize, Vec<KnnResult>)>,
     /// k-NN of the raw (normalized) pixels, when k-NN was evaluated.
     pub raw_knn: Option<Vec<KnnResult>>,
+    /// Images per second of training (k-NN evaluations excluded).
     pub images_per_s: f64,
+    /// Seconds this call spent training (k-NN evaluations excluded).
+    pub train_s: f64,
     pub bad_images: usize,
     pub checkpoint: PathBuf,
     /// Collapses and stalls the monitor raised in this call.
@@ -374,6 +377,7 @@ pub fn train_model<M: DinoModel>(opts: &TrainOptions) -> Result<TrainReport> {
         writer: log::Writer::append(&log_path)?,
         report: TrainReport { checkpoint: ckpt_path.clone(), ..Default::default() },
         t0: Instant::now(),
+        eval_s: 0.0,
         images_done: 0,
         resumed_at: resumed.as_ref().map(|_| start),
         last_saved: resumed.as_ref().map(|_| start),
@@ -381,7 +385,9 @@ pub fn train_model<M: DinoModel>(opts: &TrainOptions) -> Result<TrainReport> {
     };
     if let (Some(k), 0) = (&mut knn, start) {
         // the baseline DINO must beat
+        let t_eval = Instant::now();
         let r = k.eval(&step)?;
+        lp.eval_s += t_eval.elapsed().as_secs_f64();
         if !opts.quiet {
             eprintln!("random init: {}", format_knn(&r));
         }
@@ -393,6 +399,7 @@ pub fn train_model<M: DinoModel>(opts: &TrainOptions) -> Result<TrainReport> {
             bad_images: 0,
             knn: Some(r.clone()),
             elapsed_s: 0.0,
+            train_s: 0.0,
         }))?;
         lp.report.knn.push((0, r));
     }
@@ -415,9 +422,11 @@ pub fn train_model<M: DinoModel>(opts: &TrainOptions) -> Result<TrainReport> {
     if let (Some(k), true) = (&knn, it == total) {
         raw_pixel_baseline(&mut lp, k, &cfg, it)?;
     }
+    let train_s = lp.train_s();
     let mut report = lp.report;
     report.iterations = it;
-    report.images_per_s = lp.images_done as f64 / lp.t0.elapsed().as_secs_f64().max(1e-9);
+    report.train_s = train_s;
+    report.images_per_s = lp.images_done as f64 / report.train_s.max(1e-9);
     report.bad_images = loader.bad_count();
     Ok(report)
 }
