@@ -69,11 +69,8 @@ pub fn expand(ir: &DinoIr, rt: &TokenStream) -> TokenStream {
         let doc_f = format!(" The head's outputs (logits over the {} prototypes) for {which} crops.", ir.head.out);
         let drop_fn = quote::format_ident!("backbone_{which}_drop");
         let doc_d = format!(" [`{backbone_fn}`](Self::{backbone_fn}) with stochastic depth (per-block branch masks).");
-        // only the backbone's path carries its span (errors point at it); `self`, `x` and `drop`
-        // keep the call site's hygiene, so a declaration expanded by a user's `macro_rules!`
-        // still compiles
-        let vit_fn = quote_spanned!(bb_span=> #bbv::vit);
-        let call = quote!(#vit_fn(&self.backbone).forward_drop::<B, #size, #size, #np, #nt>(x, drop));
+        let call =
+            quote_spanned!(bb_span=> #bbv::vit(&self.backbone).forward_drop::<B, #size, #size, #np, #nt>(x, drop));
         forwards.push(quote! {
             #[doc = #doc_b]
             pub fn #backbone_fn<B: #p_::Dimension>(
