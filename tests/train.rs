@@ -61,6 +61,22 @@ fn smoke_training_on_real_images_runs_without_collapse() {
     let top1 = |k: &[dino::eval::KnnResult]| k.iter().find(|x| x.k == 20).unwrap().top1;
     assert!(top1(&r.knn[2].1) > 30.0, "k-NN far above chance (10%) after training: {:?}", r.knn[2]);
     assert!(top1(r.raw_knn.as_ref().unwrap()) > 50.0);
+    // training time leaves every k-NN evaluation out: the epoch records' wall clock minus their
+    // training time is the evaluation time so far (random init, then each epoch's), and the
+    // report's evaluation time adds the raw-pixel baseline run after the last epoch record
+    let epochs: Vec<_> = records.iter().filter_map(|r| if let Record::Epoch(e) = r { Some(e) } else { None }).collect();
+    assert_eq!(epochs.len(), 3);
+    let (e1, e2) = (epochs[1], epochs[2]);
+    assert!(0.0 < e1.train_s && e1.train_s < e2.train_s && e2.train_s <= r.train_s, "{epochs:?} {r:?}");
+    let (ev1, ev2) = (e1.elapsed_s - e1.train_s, e2.elapsed_s - e2.train_s);
+    assert!(0.0 < ev1 && ev1 < ev2 && ev2 < r.eval_s, "evaluation seconds {ev1} {ev2} {}", r.eval_s);
+    let imgs = (r.iterations * 32) as f64;
+    assert!(
+        (r.images_per_s * r.train_s - imgs).abs() < 1e-6 * imgs,
+        "{} images/s over {} s",
+        r.images_per_s,
+        r.train_s
+    );
     for f in ["config.json", "log.jsonl", "loss.png", "checkpoint.safetensors", "checkpoint0001.safetensors"] {
         assert!(out.join(f).is_file(), "{f} written");
     }

@@ -134,6 +134,7 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
             "iterations": r.iterations,
             "images_per_s": r.images_per_s,
             "train_s": r.train_s,
+            "eval_s": r.eval_s,
             "bad_images": r.bad_images,
             "knn": knn,
             "raw_pixels": r.raw_knn,

@@ -182,7 +182,9 @@ pub(super) fn raw_pixel_baseline<M: DinoModel>(
     if log::read(&lp.log_path)?.iter().any(|r| matches!(r, Record::Baseline(_))) {
         return Ok(());
     }
+    let t_eval = Instant::now();
     let r = raw_pixel_knn(k.train, k.test, cfg.global.size, cfg.backbone.channels, &cfg.augment)?;
+    lp.eval_s += t_eval.elapsed().as_secs_f64();
     if !lp.opts.quiet {
         eprintln!("raw pixels: {}", format_knn(&r));
     }

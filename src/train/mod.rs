@@ -94,6 +94,8 @@ pub struct TrainReport {
     pub images_per_s: f64,
     /// Seconds this call spent training (k-NN evaluations excluded).
     pub train_s: f64,
+    /// Seconds this call spent in k-NN evaluations (random init, epochs, raw pixels).
+    pub eval_s: f64,
     pub bad_images: usize,
     pub checkpoint: PathBuf,
     /// Collapses and stalls the monitor raised in this call.
@@ -422,10 +424,11 @@ pub fn train_model<M: DinoModel>(opts: &TrainOptions) -> Result<TrainReport> {
     if let (Some(k), true) = (&knn, it == total) {
         raw_pixel_baseline(&mut lp, k, &cfg, it)?;
     }
-    let train_s = lp.train_s();
+    let (train_s, eval_s) = (lp.train_s(), lp.eval_s);
     let mut report = lp.report;
     report.iterations = it;
     report.train_s = train_s;
+    report.eval_s = eval_s;
     report.images_per_s = lp.images_done as f64 / report.train_s.max(1e-9);
     report.bad_images = loader.bad_count();
     Ok(report)

@@ -69,8 +69,12 @@ pub fn expand(ir: &DinoIr, rt: &TokenStream) -> TokenStream {
         let doc_f = format!(" The head's outputs (logits over the {} prototypes) for {which} crops.", ir.head.out);
         let drop_fn = quote::format_ident!("backbone_{which}_drop");
         let doc_d = format!(" [`{backbone_fn}`](Self::{backbone_fn}) with stochastic depth (per-block branch masks).");
-        let call =
-            quote_spanned!(bb_span=> #bbv::vit(&self.backbone).forward_drop::<B, #size, #size, #np, #nt>(x, drop));
+        // `self`, `x` and `drop` keep the call site's hygiene (a declaration written by a
+        // user's `macro_rules!` must see its own method's bindings); only the call's path and
+        // turbofish carry the backbone's span, so a wrong backbone is one error on its name.
+        let (me, xs, masks) = (quote!(self), quote!(x), quote!(drop));
+        let call = quote_spanned!(bb_span=>
+            #bbv::vit(&#me.backbone).forward_drop::<B, #size, #size, #np, #nt>(#xs, #masks));
         forwards.push(quote! {
             #[doc = #doc_b]
             pub fn #backbone_fn<B: #p_::Dimension>(
