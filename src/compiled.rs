@@ -73,7 +73,19 @@ impl ForwardGraph {
 }
 
 fn backbone_json(b: &VitConfig) -> Value {
-    json!([b.image, b.patch, b.channels, b.dim, b.depth, b.heads, b.mlp, b.qkv_bias, b.norm_eps, b.drop_path])
+    json!([
+        b.image,
+        b.patch,
+        b.channels,
+        b.dim,
+        b.depth,
+        b.heads,
+        b.mlp,
+        b.qkv_bias,
+        b.norm_eps,
+        b.drop_path,
+        b.layer_scale
+    ])
 }
 
 /// What a forward program's plan depends on: the backbone, the graph, the LayerNorm epsilon

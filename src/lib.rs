@@ -24,7 +24,8 @@
 //! ```
 //!
 //! `vit!` keys: `image`, `patch`, `dim`, `depth`, `heads` (required), `channels` (3),
-//! `mlp_ratio` (4) or `mlp`, `qkv_bias` (true), `norm_eps` (1e-6), `drop_path` (0).
+//! `mlp_ratio` (4) or `mlp`, `qkv_bias` (true), `norm_eps` (1e-6), `drop_path` (0),
+//! `layer_scale` (none; DINOv2's blocks start LayerScale at `1e-5`).
 //!
 //! `dino!` keys: `head { hidden, bottleneck, out, layers (3), norm_last_layer (true) }`,
 //! `crops { global: 2 x SIZE scale LO..HI, local: N x SIZE scale LO..HI }`, `student_temp`,

@@ -24,6 +24,14 @@ dino::vit! {
     /// ViT-Ti/16 with 2 blocks.
     pub ShallowVitTi16 { image: 224, patch: 16, channels: 3, dim: 192, depth: 2, heads: 3 }
 }
+dino::vit! {
+    /// DINOv2's ViT-S/14 (518 px, LayerScale) with 2 blocks.
+    pub ShallowVitS14 { image: 518, patch: 14, channels: 3, dim: 384, depth: 2, heads: 6, layer_scale: 1e-5 }
+}
+dino::vit! {
+    /// ViT-Ti/16 with 2 blocks and LayerScale (timm's `init_values`).
+    pub ShallowVitTi16Ls { image: 224, patch: 16, channels: 3, dim: 192, depth: 2, heads: 3, layer_scale: 1e-5 }
+}
 
 fn check<M: VitModel>(fixture_name: &str, forward: impl Fn(&M, &mut Graph) -> [(NodeIndex, &'static str); 4]) {
     let f = fixture(fixture_name);
@@ -88,6 +96,46 @@ fn vit_tiny_16_matches_timm() {
         let attn96 = m.vit().last_self_attention::<Const<2>, 96, 96, 36, 37>(x96);
         [(cls224.id, "cls_224"), (attn224.id, "attn_224"), (cls96.id, "cls_96"), (attn96.id, "attn_96")]
     });
+}
+
+/// LayerScale (`ls1.gamma`, `ls2.gamma` of every block, timm's names and order): the fixture's
+/// `gamma`s are splitmix values in [0.1, 0.9], so a scale left out or applied to the wrong
+/// branch moves the outputs far beyond the tolerance.
+#[test]
+fn vit_tiny_16_with_layer_scale_matches_timm() {
+    check::<ShallowVitTi16Ls>("timm_vit_ti16_ls", |m, cx| {
+        let (x224, x96) = (image::<2, 224>(cx, 18), image::<2, 96>(cx, 18));
+        let cls224 = m.forward(x224);
+        let attn224 = cls_rows(m.last_self_attention(x224));
+        let cls96 = m.vit().forward::<Const<2>, 96, 96, 36, 37>(x96);
+        let attn96 = m.vit().last_self_attention::<Const<2>, 96, 96, 36, 37>(x96);
+        [(cls224.id, "cls_224"), (attn224.id, "attn_224"), (cls96.id, "cls_96"), (attn96.id, "attn_96")]
+    });
+    // the declared parameter count is timm's
+    let f = fixture("timm_vit_ti16_ls");
+    let timm: usize =
+        f.metadata["keys"].split(',').map(|kv| kv.rsplit(':').next().unwrap().parse::<usize>().unwrap()).sum();
+    assert_eq!(ShallowVitTi16Ls::CONFIG.num_params(), timm);
+    assert_eq!(ShallowVitTi16Ls::CONFIG.num_params(), ShallowVitTi16::CONFIG.num_params() + 2 * 2 * 192);
+}
+
+/// DINOv2's ViT-S/14 layout (patch 14, 37x37 grid at 518 px, LayerScale) at its native size
+/// and at a 224 px crop (16x16 grid, position embeddings interpolated with DINOv2's offset 0.1
+/// and no antialiasing, as its models without registers do).
+#[test]
+fn vit_small_14_with_layer_scale_matches_timm() {
+    check::<ShallowVitS14>("timm_vit_s14_ls", |m, cx| {
+        let (x518, x224) = (image::<2, 518>(cx, 19), image::<2, 224>(cx, 19));
+        let cls518 = m.forward(x518);
+        let attn518 = cls_rows(m.last_self_attention(x518));
+        let cls224 = m.vit().forward::<Const<2>, 224, 224, 256, 257>(x224);
+        let attn224 = cls_rows(m.vit().last_self_attention::<Const<2>, 224, 224, 256, 257>(x224));
+        [(cls518.id, "cls_518"), (attn518.id, "attn_518"), (cls224.id, "cls_224"), (attn224.id, "attn_224")]
+    });
+    let f = fixture("timm_vit_s14_ls");
+    let timm: usize =
+        f.metadata["keys"].split(',').map(|kv| kv.rsplit(':').next().unwrap().parse::<usize>().unwrap()).sum();
+    assert_eq!(ShallowVitS14::CONFIG.num_params(), timm);
 }
 
 /// The dynamic-size path (patches and position-embedding matrix fed as inputs, any size in
@@ -159,4 +207,5 @@ fn check_dynamic<M: VitModel>(fixture_name: &str, seed: u64) {
 fn dynamic_size_path_matches_timm_at_both_sizes() {
     check_dynamic::<ShallowVitS16>("timm_vit_s16", 16);
     check_dynamic::<ShallowVitTi16>("timm_vit_ti16", 17);
+    check_dynamic::<ShallowVitTi16Ls>("timm_vit_ti16_ls", 18);
 }

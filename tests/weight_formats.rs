@@ -23,6 +23,11 @@ dino::vit! {
     pub WiderTestVit { image: 32, patch: 8, channels: 3, dim: 96, depth: 2, heads: 3 }
 }
 
+dino::vit! {
+    /// The same with LayerScale.
+    pub ScaledTestVit { image: 32, patch: 8, channels: 3, dim: 48, depth: 2, heads: 3, layer_scale: 1e-5 }
+}
+
 fn path(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/weights").join(name)
 }
@@ -80,6 +85,20 @@ fn mismatches_and_bad_files_are_named() {
     assert!(e.contains("timm.safetensors") && e.contains("width 48") && e.contains("96"), "{e}");
     let e = b.zoo_name(&p).unwrap_err().to_string();
     assert!(e.contains("--model"), "{e}");
+    // LayerScale weights (DINOv2's blocks) fit only a declaration with `layer_scale`, and back
+    let e = b.check(&p, &ScaledTestVit::CONFIG).unwrap_err().to_string();
+    assert!(e.contains("no LayerScale") && e.contains("`ScaledTestVit` has LayerScale"), "{e}");
+    let mut scaled = b.clone();
+    for i in 0..2 {
+        for ls in ["ls1", "ls2"] {
+            let t = dino::runtime::tensors::NamedTensor { shape: vec![48], data: vec![0.5; 48] };
+            scaled.tensors.insert(format!("blocks.{i}.{ls}.gamma"), t);
+        }
+    }
+    assert!(scaled.infer(&p).unwrap().layer_scale);
+    scaled.check(&p, &ScaledTestVit::CONFIG).unwrap();
+    let e = scaled.check(&p, &SmallTestVit::CONFIG).unwrap_err().to_string();
+    assert!(e.contains("have LayerScale") && e.contains("`SmallTestVit` has no LayerScale"), "{e}");
     // a missing tensor is named by the runner
     let mut w = b.weights();
     w.remove("blocks.1.mlp.fc2.bias");

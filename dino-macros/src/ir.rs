@@ -18,6 +18,8 @@ pub struct VitIr {
     pub qkv_bias: bool,
     pub norm_eps: f64,
     pub drop_path: f64,
+    /// LayerScale's initial value; none without LayerScale.
+    pub layer_scale: Option<f64>,
 }
 
 impl VitIr {

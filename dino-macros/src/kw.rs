@@ -13,6 +13,7 @@ custom_keyword!(mlp);
 custom_keyword!(qkv_bias);
 custom_keyword!(norm_eps);
 custom_keyword!(drop_path);
+custom_keyword!(layer_scale);
 
 // dino!
 custom_keyword!(head);

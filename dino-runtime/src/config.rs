@@ -21,6 +21,9 @@ pub struct VitConfig {
     pub qkv_bias: bool,
     pub norm_eps: f64,
     pub drop_path: f64,
+    /// LayerScale's initial `gamma` on both residual branches of every block; none: no
+    /// LayerScale (DINO), `Some(1e-5)`: DINOv2's blocks.
+    pub layer_scale: Option<f64>,
 }
 
 impl VitConfig {
@@ -38,7 +41,8 @@ impl VitConfig {
     pub const fn num_params(&self) -> usize {
         let (d, f) = (self.dim, self.mlp);
         let qkv_bias = if self.qkv_bias { 3 * d } else { 0 };
-        let block = 2 * d + (3 * d * d + qkv_bias) + (d * d + d) + 2 * d + (d * f + f) + (f * d + d);
+        let layer_scale = if self.layer_scale.is_some() { 2 * d } else { 0 };
+        let block = 2 * d + (3 * d * d + qkv_bias) + (d * d + d) + 2 * d + (d * f + f) + (f * d + d) + layer_scale;
         let embed = d * self.channels * self.patch * self.patch + d + d + self.tokens() * d;
         embed + self.depth * block + 2 * d
     }

@@ -39,6 +39,8 @@ pub struct Inferred {
     pub image: usize,
     pub mlp: usize,
     pub qkv_bias: bool,
+    /// LayerScale on the residual branches (`blocks.N.ls1.gamma`, DINOv2's blocks).
+    pub layer_scale: bool,
 }
 
 fn bad(path: &Path, why: String) -> Error {
@@ -259,6 +261,7 @@ impl Backbone {
             image: g * pw[3],
             mlp,
             qkv_bias: self.tensors.contains_key("blocks.0.attn.qkv.bias"),
+            layer_scale: self.tensors.contains_key("blocks.0.ls1.gamma"),
         })
     }
 
@@ -276,6 +279,11 @@ impl Backbone {
         ];
         if let Some((what, got, want)) = diffs.iter().find(|d| d.1 != d.2) {
             return Err(bad(path, format!("these weights have {what} {got}, `{}` has {want}", cfg.name)));
+        }
+        let with = |b: bool| if b { "LayerScale (`blocks.N.ls1.gamma`)" } else { "no LayerScale" };
+        if i.layer_scale != cfg.layer_scale.is_some() {
+            let (got, want) = (with(i.layer_scale), with(cfg.layer_scale.is_some()));
+            return Err(bad(path, format!("these weights have {got}, `{}` has {want}", cfg.name)));
         }
         if let Some(h) = self.heads {
             if h != cfg.heads {

@@ -21,6 +21,8 @@ pub fn param_scale(name: &str) -> (f64, f64) {
         (1.0, 0.1)
     } else if name.ends_with(".bias") {
         (0.0, 0.02)
+    } else if name.ends_with(".gamma") {
+        (0.5, 0.4)
     } else {
         (0.0, 0.05)
     }

@@ -163,6 +163,8 @@ def param_scale(name):
         return 1.0, 0.1
     if name.endswith(".bias"):
         return 0.0, 0.02
+    if name.endswith(".gamma"):  # LayerScale: well away from both 0 and 1
+        return 0.5, 0.4
     return 0.0, 0.05
 
 
@@ -212,22 +214,27 @@ def vit_cls_and_attention(model, img):
     return model.norm(x)[:, 0], attn
 
 
-def timm_vit(name, dim, heads, depth, seed):
+def timm_vit(name, dim, heads, depth, seed, init_values=None, patch=16, native=224, small=96):
     """A shallow timm ViT with DINO's settings and splitmix weights: [CLS] output and the
-    last block's attention at the native 224 px and at a 96 px local crop."""
+    last block's attention at the native size and at a smaller crop (position embeddings
+    interpolated DINO's way, which is also DINOv2's for its models without registers: offset
+    0.1, no antialiasing). `init_values`: LayerScale on every residual branch (its `gamma`s
+    are splitmix weights too). Attention is stored whole only for the small crop of patch 16
+    (37 tokens); otherwise its [CLS] rows (size)."""
     from timm.models.vision_transformer import VisionTransformer
-    model = VisionTransformer(img_size=224, patch_size=16, embed_dim=dim, depth=depth, num_heads=heads,
-                              mlp_ratio=4.0, qkv_bias=True, num_classes=0,
+    model = VisionTransformer(img_size=native, patch_size=patch, embed_dim=dim, depth=depth, num_heads=heads,
+                              mlp_ratio=4.0, qkv_bias=True, num_classes=0, init_values=init_values,
                               norm_layer=functools.partial(nn.LayerNorm, eps=1e-6), act_layer=nn.GELU).double()
     splitmix_params(model, seed)
     t = {}
-    for size, batch in [(224, 2), (96, 2)]:
+    for size, batch in [(native, 2), (small, 2)]:
         img = torch.from_numpy(splitmix_uniform(seed + size, 0, batch * 3 * size * size)).reshape(batch, 3, size, size)
         with torch.no_grad():
             cls, attn = vit_cls_and_attention(model, img)
-            assert torch.allclose(cls, model(img), atol=1e-10) if size == 224 else True
+            assert torch.allclose(cls, model(img), atol=1e-10) if size == native else True
         t[f"cls_{size}"] = cls
-        t[f"attn_{size}"] = attn[:, :, 0, :] if size == 224 else attn  # [CLS] rows at 224 (size)
+        whole = size == small and patch == 16
+        t[f"attn_{size}"] = attn if whole else attn[:, :, 0, :]
     keys = ",".join(f"{k}:{v.numel()}" for k, v in model.state_dict().items())
     save(name, t, {"seed": str(seed), "depth": str(depth), "dim": str(dim), "heads": str(heads), "keys": keys})
 
@@ -482,6 +489,9 @@ def weight_formats():
 CASES = {
     "timm_vit_s16": lambda: timm_vit("timm_vit_s16", 384, 6, 2, 16),
     "timm_vit_ti16": lambda: timm_vit("timm_vit_ti16", 192, 3, 2, 17),
+    "timm_vit_ti16_ls": lambda: timm_vit("timm_vit_ti16_ls", 192, 3, 2, 18, init_values=1e-5),
+    "timm_vit_s14_ls": lambda: timm_vit("timm_vit_s14_ls", 384, 6, 2, 19, init_values=1e-5, patch=14, native=518,
+                                        small=224),
     "pos_resample": pos_resample,
     "vit_block": vit_block,
     "pil_ops": pil_ops,

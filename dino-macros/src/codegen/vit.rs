@@ -15,6 +15,13 @@ pub fn expand(ir: &VitIr, rt: &TokenStream) -> TokenStream {
     let (qkv_bias, eps32) = (ir.qkv_bias, Literal::f32_unsuffixed(ir.norm_eps as f32));
     let (eps, drop_path) = (float(ir.norm_eps), float(ir.drop_path));
     let name_str = name.to_string();
+    let (layer_scale, ls32) = match ir.layer_scale {
+        Some(g) => {
+            let (g64, g32) = (float(g), Literal::f32_unsuffixed(g as f32));
+            (quote!(::core::option::Option::Some(#g64)), quote!(::core::option::Option::Some(#g32)))
+        }
+        None => (quote!(::core::option::Option::None), quote!(::core::option::Option::None)),
+    };
     let vit = quote!(#rt::nn::VisionTransformer<#c, #p, #d, #h, #dh, #qkv, #f, #cpp, #n0>);
     let p_ = quote!(#rt::__private);
     quote! {
@@ -36,17 +43,19 @@ pub fn expand(ir: &VitIr, rt: &TokenStream) -> TokenStream {
                 qkv_bias: #qkv_bias,
                 norm_eps: #eps,
                 drop_path: #drop_path,
+                layer_scale: #layer_scale,
             };
 
             /// Create the parameter nodes in `cx` (named as in DINO's state_dict).
             pub fn new(cx: &mut #p_::Graph) -> Self {
-                Self(#rt::nn::VisionTransformer::new(cx, #depth, #qkv_bias, #eps32))
+                Self::new_with_eps(cx, #eps32)
             }
 
             /// Create the parameter nodes with another LayerNorm epsilon (weights trained with
             /// a different one, e.g. Hugging Face's 1e-12).
             pub fn new_with_eps(cx: &mut #p_::Graph, eps: ::core::primitive::f32) -> Self {
-                Self(#rt::nn::VisionTransformer::new(cx, #depth, #qkv_bias, eps))
+                let blocks = #rt::nn::BlockOptions { qkv_bias: #qkv_bias, eps, layer_scale: #ls32 };
+                Self(#rt::nn::VisionTransformer::with_options(cx, #depth, blocks))
             }
 
             /// The normalized [CLS] token of images at the native size.

@@ -12,11 +12,12 @@ use crate::kw;
 /// ```text
 /// ATTR* VIS NAME {
 ///     image: INT, patch: INT, channels: INT, dim: INT, depth: INT, heads: INT,
-///     (mlp_ratio: NUM | mlp: INT), qkv_bias: BOOL, norm_eps: NUM, drop_path: NUM
+///     (mlp_ratio: NUM | mlp: INT), qkv_bias: BOOL, norm_eps: NUM, drop_path: NUM,
+///     layer_scale: NUM
 /// }
 /// ```
-/// Keys in any order; `qkv_bias` (default true), `norm_eps` (1e-6) and `drop_path` (0) are
-/// optional, as is the MLP width (default `mlp_ratio: 4`).
+/// Keys in any order; `qkv_bias` (default true), `norm_eps` (1e-6), `drop_path` (0) and
+/// `layer_scale` (none) are optional, as is the MLP width (default `mlp_ratio: 4`).
 pub struct VitInput {
     pub attrs: Vec<Attribute>,
     pub vis: Visibility,
@@ -32,6 +33,7 @@ pub struct VitInput {
     pub qkv_bias: Option<Keyed<Flag>>,
     pub norm_eps: Option<Keyed<Num>>,
     pub drop_path: Option<Keyed<Num>>,
+    pub layer_scale: Option<Keyed<Num>>,
     /// Unknown and duplicate keys.
     pub errors: Errors,
 }
@@ -58,6 +60,7 @@ impl Parse for VitInput {
             qkv_bias: None,
             norm_eps: None,
             drop_path: None,
+            layer_scale: None,
             errors: Errors::default(),
         };
         fields(&body, |input| {
@@ -92,6 +95,8 @@ impl Parse for VitInput {
                 num_key!(norm_eps, norm_eps)
             } else if la.peek(kw::drop_path) {
                 num_key!(drop_path, drop_path)
+            } else if la.peek(kw::layer_scale) {
+                num_key!(layer_scale, layer_scale)
             } else {
                 v.errors.push(super::unknown_key(input, la.error()));
                 skip_value(input)?;

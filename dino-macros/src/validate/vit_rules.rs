@@ -45,6 +45,17 @@ fn mlp_width(cx: &mut Ctxt, v: &VitInput, dim: usize) -> usize {
     }
 }
 
+/// LayerScale's initial `gamma`: positive and at most 1 (it scales a residual branch down
+/// at the start; the references use 1e-5 to 0.1, and a larger value is a typo for another key).
+fn layer_scale_init(cx: &mut Ctxt, n: &Num) -> f64 {
+    let g = positive(cx, "layer_scale", n, 1e-5);
+    if g > 1.0 {
+        cx.error(n.span, format!("`layer_scale: {}` must be at most 1 (DINOv2 starts LayerScale at 1e-5)", n.text));
+        return 1e-5;
+    }
+    g
+}
+
 pub fn vit(v: VitInput) -> (VitIr, Ctxt) {
     let mut cx = Ctxt::default();
     cx.extend(v.errors.0.clone());
@@ -80,6 +91,7 @@ pub fn vit(v: VitInput) -> (VitIr, Ctxt) {
             }
         })
         .unwrap_or(0.0);
+    let layer_scale = v.layer_scale.as_ref().map(|n| layer_scale_init(&mut cx, &n.value));
     let qkv_bias = v.qkv_bias.as_ref().map(|f| f.value.value).unwrap_or(true);
     let doc = doc_string(&v.attrs);
     let ir = VitIr {
@@ -97,6 +109,7 @@ pub fn vit(v: VitInput) -> (VitIr, Ctxt) {
         qkv_bias,
         norm_eps,
         drop_path,
+        layer_scale,
     };
     (ir, cx)
 }

@@ -26,6 +26,10 @@ pub enum Init {
     Uniform {
         bound: f32,
     },
+    /// Every element `value` (LayerScale's `init_values`).
+    Constant {
+        value: f32,
+    },
 }
 
 impl Init {
@@ -34,6 +38,7 @@ impl Init {
         match self {
             Init::Zeros => vec![0.0; n],
             Init::Ones => vec![1.0; n],
+            Init::Constant { value } => vec![value; n],
             Init::TruncNormal { std } => {
                 let d = Normal::new(0.0f64, std as f64).expect("std is finite and positive");
                 (0..n)

@@ -5,7 +5,7 @@ use std::cell::RefCell;
 use luminal::prelude::*;
 use rustc_hash::FxHashMap;
 
-use super::block::{Block, BranchMasks};
+use super::block::{Block, BlockOptions, BranchMasks};
 use super::layer_norm::LayerNorm;
 use super::param::{Init, ParamVisitor, Parameters};
 use super::patch_embed::PatchEmbed;
@@ -65,13 +65,18 @@ impl<
     }
 
     pub fn new(cx: &mut Graph, depth: usize, qkv_bias: bool, eps: f32) -> Self {
+        Self::with_options(cx, depth, BlockOptions { qkv_bias, eps, layer_scale: None })
+    }
+
+    /// `depth` blocks built with `blocks` (the final norm takes their epsilon).
+    pub fn with_options(cx: &mut Graph, depth: usize, blocks: BlockOptions) -> Self {
         Self::native_grid();
         VisionTransformer {
             cls_token: cx.named_tensor("cls_token"),
             pos_embed: cx.named_tensor("pos_embed"),
             patch_embed: PatchEmbed::new(cx),
-            blocks: (0..depth).map(|_| Block::new(cx, qkv_bias, eps)).collect(),
-            norm: LayerNorm::new(cx, eps),
+            blocks: (0..depth).map(|_| Block::with_options(cx, blocks)).collect(),
+            norm: LayerNorm::new(cx, blocks.eps),
             resample: RefCell::new(FxHashMap::default()),
         }
     }
