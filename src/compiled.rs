@@ -133,9 +133,9 @@ pub fn compile_forward<V: VitModel>(
     )?;
     let t0 = Instant::now();
     let mut b = VitRunner::<V>::build_compiled(graph.output(), eps, batch, Passes::standard())?;
-    let compile_s = t0.elapsed().as_secs_f64();
+    let (build_s, compile_s) = (b.build_s, t0.elapsed().as_secs_f64() - b.build_s);
     let n = (size / p) * (size / p);
-    for (k, v) in [(dims::BATCH, batch), (dims::PATCHES, n), (dims::TOKENS, n + 1)] {
+    for (k, v) in [(dims::BATCH, batch), (dims::PATCHES, n), (dims::TOKENS, n + 1 + V::REGISTERS)] {
         b.cx.set_dyn_dim(k, v);
     }
     // the weights are set at run time: nothing but the plan is captured
@@ -153,7 +153,7 @@ pub fn compile_forward<V: VitModel>(
     a.write(out)?;
     let bytes = std::fs::metadata(out).map_err(|e| Error::Io { path: out.into(), source: e })?.len();
     Ok(CompileReport {
-        build_s: 0.0,
+        build_s,
         compile_s,
         plan_s,
         kernels: program.plan.kernels(),

@@ -42,6 +42,8 @@ fn compiled<V: VitModel>(graph: ForwardGraph, batch: usize, name: &str) -> VitRu
     let path = artifact(name);
     let r = compile_forward::<V>(graph, None, batch, 28, Target::Cpu, &path).unwrap();
     assert!(r.kernels > 10 && r.bytes > 1000, "{r:?}");
+    // building and compiling are timed apart (building a graph takes some time too)
+    assert!(r.build_s > 0.0 && r.compile_s > 0.0 && r.plan_s > 0.0, "{r:?}");
     let mut run = load_forward::<V>(&path, graph, None, 28, Device::Cpu).unwrap();
     assert_eq!(run.fixed_batch(), Some(batch));
     run.set_weights(&random_backbone::<V>(5)).unwrap();

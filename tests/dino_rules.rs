@@ -208,3 +208,48 @@ fn center_moves_after_the_loss_from_raw_teacher_outputs() {
     // the loss of a step uses the center it was given, not the one it produces
     assert_ne!(loss_0, loss_1);
 }
+
+dino::vit! {
+    pub RegVit { image: 8, patch: 4, channels: 1, dim: 8, depth: 2, heads: 2, mlp: 16, layer_scale: 0.1, registers: 2 }
+}
+
+dino::dino! {
+    pub RegDino for RegVit {
+        head: { hidden: 16, bottleneck: 8, out: 12, layers: 3, norm_last_layer: false },
+        crops: { global: 2 x 8 scale 0.4..1.0, local: 2 x 4 scale 0.05..0.4 },
+        student_temp: 0.1, teacher_temp: 0.04, center_momentum: 0.9,
+        teacher_momentum: 0.996 -> 1.0 cosine,
+        optimizer: adamw { lr: 5e-4, warmup: 0 epochs, min_lr: 1e-6, weight_decay: 0.04 -> 0.4 },
+        clip_grad: 0.0, freeze_last_layer: 1 epochs,
+        augment: { normalize: mean [0.5] std [0.5] },
+    }
+}
+
+/// DINOv2's backbone options train like the rest: a step of an objective whose backbone has
+/// registers and LayerScale moves both (their gradients reach them through the graph), and
+/// the teacher, fed only global crops, has them too.
+#[test]
+fn registers_and_layer_scale_are_trained() {
+    let mut s = DinoStep::<RegDino>::build_with(RegDino::CONFIG, BATCH).unwrap();
+    s.init(0);
+    s.compile(Passes::default());
+    let mut rt = test_executor(&s.train.cx);
+    let names = ["backbone.register_tokens", "backbone.blocks.1.ls1.gamma", "backbone.blocks.0.ls2.gamma"];
+    let value = |s: &DinoStep<RegDino>, n: &str| s.student_params.values(&s.train.cx, n).unwrap().to_vec();
+    let before: Vec<_> = names.iter().map(|n| value(&s, n)).collect();
+    assert!(before[1].iter().all(|g| *g == 0.1), "LayerScale starts at its declared value");
+    let (ng, nl) = s.crop_sizes();
+    for step in 0..2 {
+        s.set_batch(uniform(10 + step, 0, ng), uniform(20 + step, 0, nl)).unwrap();
+        s.set_hyper(&hyper(1e-2, 0.0, false));
+        rt.execute_to_host(&mut s.train.cx).unwrap();
+        let out = s.outputs().unwrap();
+        assert!(out.loss.is_finite(), "step {step}: loss {}", out.loss);
+        s.advance();
+    }
+    for (n, b) in names.iter().zip(&before) {
+        let a = value(&s, n);
+        let moved = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+        assert!(moved > 1e-4, "{n} moved by {moved}");
+    }
+}

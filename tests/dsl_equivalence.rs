@@ -86,3 +86,39 @@ fn declared_vit_equals_hand_assembled_layers() {
     assert_eq!(ya.len(), 36);
     assert_eq!(ya, yb, "identical outputs");
 }
+
+dino::vit! {
+    /// 8x8 images, 2x2 patches of 4 px, 2 register tokens.
+    pub WithRegisters { image: 8, patch: 4, channels: 2, dim: 12, depth: 1, heads: 3, mlp: 24, registers: 2 }
+}
+
+dino::dino! {
+    /// DINO on a backbone with registers: the crops' token counts include them.
+    pub RegisterDino for WithRegisters {
+        head: { hidden: 16, bottleneck: 8, out: 32, layers: 3, norm_last_layer: true },
+        crops: { global: 2 x 8 scale 0.4..1.0, local: 2 x 4 scale 0.05..0.4 },
+        student_temp: 0.1, teacher_temp: 0.04, center_momentum: 0.9,
+        teacher_momentum: 0.996 -> 1.0 cosine,
+        optimizer: adamw { lr: 5e-4, warmup: 0 epochs, min_lr: 1e-6, weight_decay: 0.04 -> 0.4 },
+        clip_grad: 0.0, freeze_last_layer: 1 epochs,
+        augment: { normalize: mean [0.5, 0.5] std [0.5, 0.5] },
+    }
+}
+
+#[test]
+fn registers_count_in_the_tokens_and_parameters() {
+    assert_eq!(
+        (WithRegisters::CONFIG.registers, WithRegisters::CONFIG.positions(), WithRegisters::CONFIG.tokens()),
+        (2, 5, 7)
+    );
+    let mut cx = Graph::new();
+    let net = RegisterDino::new(&mut cx);
+    // [CLS] features of global (2x2 patches + [CLS] + 2 registers) and local (1 patch) crops
+    let _: GraphTensor<R2<3, 12>> = net.backbone_global(cx.tensor::<R4<3, 2, 8, 8>>());
+    let _: GraphTensor<R2<3, 12>> = net.backbone_local(cx.tensor::<R4<3, 2, 4, 4>>());
+    let p = ParamSet::of(&net, &mut cx);
+    assert_eq!(p.get("backbone.register_tokens").unwrap().shape, vec![1, 2, 12]);
+    assert_eq!(p.get("backbone.pos_embed").unwrap().shape, vec![1, 5, 12]);
+    let backbone: usize = p.params.iter().filter(|i| i.name.starts_with("backbone.")).map(|i| i.numel()).sum();
+    assert_eq!(backbone, WithRegisters::CONFIG.num_params());
+}

@@ -209,3 +209,83 @@ fn dynamic_size_path_matches_timm_at_both_sizes() {
     check_dynamic::<ShallowVitTi16>("timm_vit_ti16", 17);
     check_dynamic::<ShallowVitTi16Ls>("timm_vit_ti16_ls", 18);
 }
+
+dino::vit! {
+    /// DINOv2's layout with 4 registers and LayerScale, small: 56 px, patch 14, width 48.
+    pub TinyVitReg4 { image: 56, patch: 14, channels: 3, dim: 48, depth: 2, heads: 3, layer_scale: 1e-5, registers: 4 }
+}
+
+/// Register tokens, with timm's weights of DINOv2 with registers (`reg_token`, and no [CLS]
+/// position: `no_embed_class`) through the weight loader, which gives them the official form
+/// (`register_tokens`, a zero [CLS] row in `pos_embed`): the graph's [CLS] and its [CLS]
+/// attention over every token ([CLS], 4 registers, patches) at the native 56 px and an 84 px
+/// crop; then the evaluation runner's tokens (the registers left out) and attention maps (their
+/// columns left out) at 84 px.
+#[test]
+fn registers_match_timm_through_the_weight_loader() {
+    use dino::eval::attention::AttentionMaps;
+    use dino::eval::{Output, VitRunner};
+    let f = fixture("timm_vit_reg4");
+    let path =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/weights/timm_reg4.safetensors");
+    let b = dino::weights::load(&path, "teacher").unwrap();
+    assert_eq!(b.tensors["register_tokens"].shape, [1, 4, 48]);
+    assert_eq!(b.tensors["pos_embed"].shape, [1, 17, 48]);
+    assert!(b.tensors["pos_embed"].data[..48].iter().all(|v| *v == 0.0));
+    assert_eq!(b.infer(&path).unwrap().registers, 4);
+    b.check(&path, &TinyVitReg4::CONFIG).unwrap();
+    let e = b.check(&path, &ShallowVitTi16::CONFIG).unwrap_err().to_string();
+    assert!(e.contains("timm_reg4.safetensors"), "{e}");
+    let timm: usize =
+        f.metadata["keys"].split(',').map(|kv| kv.rsplit(':').next().unwrap().parse::<usize>().unwrap()).sum();
+    // the official form has one more position row ([CLS]'s, zero) than timm's
+    assert_eq!(TinyVitReg4::CONFIG.num_params(), timm + 48);
+
+    let mut cx = Box::new(Graph::new());
+    let m = TinyVitReg4::new(&mut cx);
+    let (x56, x84) = (image::<2, 56>(&mut cx, 20), image::<2, 84>(&mut cx, 20));
+    let outs = [
+        (m.forward(x56).id, "cls_56"),
+        (cls_rows(m.last_self_attention(x56)).id, "attn_56"),
+        (m.vit().forward::<Const<2>, 84, 84, 36, 41>(x84).id, "cls_84"),
+        (cls_rows(m.vit().last_self_attention::<Const<2>, 84, 84, 36, 41>(x84)).id, "attn_84"),
+    ];
+    let params = ParamSet::of(&m, &mut cx);
+    for (name, t) in &b.tensors {
+        params.set(&mut cx, name, t.data.clone()).unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    let mut handles = Handles(outs.iter().map(|o| o.0).collect());
+    for id in &handles.0 {
+        cx.no_delete.insert(*id);
+    }
+    cx.compile(Passes::default(), &mut handles);
+    let mut rt = test_executor(&cx);
+    rt.execute_to_host(&mut cx).unwrap();
+    for ((_, what), id) in outs.iter().zip(&handles.0) {
+        let got = data::get(&cx, *id).unwrap();
+        println!("timm_vit_reg4 {what}: max abs error {:.2e}", max_abs_err(got, &tensor(&f, what).data));
+        assert_close(&format!("timm_vit_reg4 {what}"), got, &tensor(&f, what).data, 1e-4, 0.0);
+    }
+
+    let img = splitmix::uniform(20 + 84, 0, 2 * 3 * 84 * 84);
+    let imgs = vec![img[..3 * 84 * 84].to_vec(), img[3 * 84 * 84..].to_vec()];
+    let mut attn = VitRunner::<TinyVitReg4>::new(Output::Attention, None, dino::device::test_device()).unwrap();
+    attn.set_weights(&b.weights()).unwrap();
+    let got = attn.run(&imgs, 84, 84).unwrap();
+    let rows = &tensor(&f, "attn_84").data; // (2, 3, 41)
+    for (i, g) in got.iter().enumerate() {
+        let maps = AttentionMaps::from_weights(g, 6, 6, 14, 4);
+        for (h, map) in maps.heads.iter().enumerate() {
+            assert_close(&format!("attention map {i}/{h}"), map, &rows[(i * 3 + h) * 41 + 5..][..36], 1e-4, 0.0);
+        }
+    }
+    let mut tokens = VitRunner::<TinyVitReg4>::new(Output::Tokens, None, dino::device::test_device()).unwrap();
+    tokens.set_weights(&b.weights()).unwrap();
+    let got = tokens.run(&imgs, 84, 84).unwrap();
+    let all = &tensor(&f, "tokens_84").data; // (2, 41, 48)
+    for (i, g) in got.iter().enumerate() {
+        let want: Vec<f32> =
+            (0..41).filter(|t| !(1..5).contains(t)).flat_map(|t| all[(i * 41 + t) * 48..][..48].to_vec()).collect();
+        assert_close(&format!("runner tokens of image {i}"), g, &want, 1e-4, 0.0);
+    }
+}

@@ -20,6 +20,8 @@ pub struct VitIr {
     pub drop_path: f64,
     /// LayerScale's initial value; none without LayerScale.
     pub layer_scale: Option<f64>,
+    /// Register tokens (0: none).
+    pub registers: usize,
 }
 
 impl VitIr {
@@ -30,9 +32,13 @@ impl VitIr {
     pub fn grid(&self) -> usize {
         self.image / self.patch
     }
-    /// Tokens at the native size ([CLS] + patches).
-    pub fn tokens(&self) -> usize {
+    /// Position embeddings ([CLS] + patches at the native size).
+    pub fn positions(&self) -> usize {
         1 + self.grid() * self.grid()
+    }
+    /// Tokens the blocks see at the native size ([CLS] + registers + patches).
+    pub fn tokens(&self) -> usize {
+        self.positions() + self.registers
     }
 }
 

@@ -14,6 +14,7 @@ custom_keyword!(qkv_bias);
 custom_keyword!(norm_eps);
 custom_keyword!(drop_path);
 custom_keyword!(layer_scale);
+custom_keyword!(registers);
 
 // dino!
 custom_keyword!(head);

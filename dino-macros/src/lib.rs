@@ -75,10 +75,10 @@ mod tests {
     }
 
     #[test]
-    fn vit_small_14_layer_scale() {
+    fn vit_small_14_reg4() {
         let out = crate::expand::vit(quote! {
-            /// ViT-S/14 with DINOv2's LayerScale, at its 518 px.
-            pub VitSmall14Ls { image: 518, patch: 14, dim: 384, depth: 12, heads: 6, layer_scale: 1e-5 }
+            /// DINOv2's ViT-S/14 with 4 registers and LayerScale, at its 518 px.
+            pub VitSmall14Reg4 { image: 518, patch: 14, dim: 384, depth: 12, heads: 6, layer_scale: 1e-5, registers: 4 }
         });
         insta::assert_snapshot!(pretty(out));
     }
@@ -118,7 +118,7 @@ mod fuzz {
 
     const VIT: &str =
         "/// doc\npub V { image: 224, patch: 16, channels: 3, dim: 384, depth: 12, heads: 6, mlp_ratio: 4, \
-                       qkv_bias: true, norm_eps: 1e-6, drop_path: 0.1, layer_scale: 1e-5 }";
+                       qkv_bias: true, norm_eps: 1e-6, drop_path: 0.1, layer_scale: 1e-5, registers: 4 }";
     const DINO: &str = "pub D for V { head: { hidden: 2048, bottleneck: 256, out: 65536, layers: 3, \
                         norm_last_layer: true }, crops: { global: 2 x 224 scale 0.4..1.0, local: 10 x 96 scale \
                         0.05..0.4 }, student_temp: 0.1, teacher_temp: 0.04 -> 0.07 warmup 30 epochs, \

@@ -24,6 +24,9 @@ pub struct VitConfig {
     /// LayerScale's initial `gamma` on both residual branches of every block; none: no
     /// LayerScale (DINO), `Some(1e-5)`: DINOv2's blocks.
     pub layer_scale: Option<f64>,
+    /// Register tokens between [CLS] and the patches (DINOv2 with registers: 4); they get no
+    /// position embedding and are left out of features and attention maps.
+    pub registers: usize,
 }
 
 impl VitConfig {
@@ -32,9 +35,14 @@ impl VitConfig {
         self.image / self.patch
     }
 
-    /// Tokens at the native size ([CLS] and patches).
-    pub const fn tokens(&self) -> usize {
+    /// Position embeddings: [CLS] and the patches at the native size.
+    pub const fn positions(&self) -> usize {
         1 + self.grid() * self.grid()
+    }
+
+    /// Tokens the blocks see at the native size: [CLS], the registers and the patches.
+    pub const fn tokens(&self) -> usize {
+        self.positions() + self.registers
     }
 
     /// Parameters of the backbone (as DINO counts them: no head).
@@ -43,7 +51,7 @@ impl VitConfig {
         let qkv_bias = if self.qkv_bias { 3 * d } else { 0 };
         let layer_scale = if self.layer_scale.is_some() { 2 * d } else { 0 };
         let block = 2 * d + (3 * d * d + qkv_bias) + (d * d + d) + 2 * d + (d * f + f) + (f * d + d) + layer_scale;
-        let embed = d * self.channels * self.patch * self.patch + d + d + self.tokens() * d;
+        let embed = d * self.channels * self.patch * self.patch + d + d + (self.positions() + self.registers) * d;
         embed + self.depth * block + 2 * d
     }
 
@@ -55,7 +63,7 @@ impl VitConfig {
     /// step: 0.26 GB estimated, 0.51 GB planned; DINO ViT-S/16's: 7.3 GB, 14.7 GB).
     pub fn activation_bytes(&self, size: usize, images: usize, training: bool) -> u128 {
         let g = (size / self.patch.max(1)) as u128;
-        let t = g * g + 1;
+        let t = g * g + 1 + self.registers as u128;
         let (d, m, h) = (self.dim as u128, self.mlp as u128, self.heads as u128);
         let block = h.saturating_mul(t).saturating_mul(t).saturating_add(t.saturating_mul(m + 2 * d));
         let input = (size as u128).pow(2).saturating_mul(self.channels as u128);

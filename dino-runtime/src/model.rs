@@ -19,6 +19,7 @@ pub trait VitModel: Parameters + Sized {
     const CHANNELS: usize = Self::CONFIG.channels;
     const DIM: usize = Self::CONFIG.dim;
     const HEADS: usize = Self::CONFIG.heads;
+    const REGISTERS: usize = Self::CONFIG.registers;
     /// The backbone's layers (a `nn::VisionTransformer`).
     type Vit: VitLayers;
     /// Create the parameter nodes in `cx`.

@@ -124,7 +124,7 @@ fn draw<V: VitModel>(
     }
     let x = pil::crop(&resized, 0, 0, h, w);
     let out = runner.run(&[normalize(&x, &norm.0, &norm.1)], h, w).map_err(|e| e.to_string())?;
-    let maps = AttentionMaps::from_weights(&out[0], h / p, w / p, p);
+    let maps = AttentionMaps::from_weights(&out[0], h / p, w / p, p, V::REGISTERS);
     let scale = (224 / h.max(w)).max(1);
     let big = |i: &Image| attention::enlarge(i, scale);
     let mean = maps.mean();
@@ -177,7 +177,7 @@ fn jaccard<V: VitModel>(
             imgs.iter().map(|im| normalize(&im.with_channels(V::CHANNELS), &norm.0, &norm.1)).collect();
         let out = runner.run(&xs, size, size).map_err(|e| e.to_string())?;
         for (im, a) in imgs.iter().zip(&out) {
-            let maps = AttentionMaps::from_weights(a, size / p, size / p, p);
+            let maps = AttentionMaps::from_weights(a, size / p, size / p, p, V::REGISTERS);
             let fg: Vec<bool> = im.to_luma().data.iter().map(|v| *v > 0).collect();
             let score = |m: &[f32]| {
                 attention::jaccard(

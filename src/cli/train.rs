@@ -171,11 +171,10 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
             _ => None,
         })
         .collect();
-    match alerts.is_empty() {
-        true => {
-            println!("health: no collapse or stall seen (`dino plot {}` draws the diagnostics)", opts.out.display())
-        }
-        false => println!("health: {} (the warnings above say what to change)", alerts.join("; ")),
+    if alerts.is_empty() {
+        println!("health: no collapse or stall seen (`dino plot {}` draws the diagnostics)", opts.out.display());
+    } else {
+        println!("health: {} (the warnings above say what to change)", alerts.join("; "));
     }
     let mut rows = vec![];
     for rec in &records {

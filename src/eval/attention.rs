@@ -22,12 +22,14 @@ pub struct AttentionMaps {
 }
 
 impl AttentionMaps {
-    /// From the last block's attention weights of one image, `(H, t, t)`, `t = 1 + gh * gw`.
-    pub fn from_weights(attn: &[f32], gh: usize, gw: usize, patch: usize) -> AttentionMaps {
-        let t = gh * gw + 1;
+    /// From the last block's attention weights of one image, `(H, t, t)`,
+    /// `t = 1 + registers + gh * gw`: the [CLS] row's columns of the patches (the registers'
+    /// columns are left out).
+    pub fn from_weights(attn: &[f32], gh: usize, gw: usize, patch: usize, registers: usize) -> AttentionMaps {
+        let t = gh * gw + 1 + registers;
         let h = attn.len() / (t * t);
         assert_eq!(h * t * t, attn.len(), "(H, t, t) attention weights");
-        let heads = (0..h).map(|i| attn[i * t * t + 1..i * t * t + t].to_vec()).collect();
+        let heads = (0..h).map(|i| attn[i * t * t + 1 + registers..i * t * t + t].to_vec()).collect();
         AttentionMaps { heads, gh, gw, patch }
     }
 
@@ -163,8 +165,12 @@ mod tests {
     fn maps_from_attention_weights_take_the_cls_row() {
         // 2 heads, 2x1 grid: t = 3
         let w: Vec<f32> = (0..18).map(|v| v as f32).collect();
-        let m = AttentionMaps::from_weights(&w, 2, 1, 4);
+        let m = AttentionMaps::from_weights(&w, 2, 1, 4, 0);
         assert_eq!(m.heads, vec![vec![1.0, 2.0], vec![10.0, 11.0]]);
         assert_eq!(m.mean(), [5.5, 6.5]);
+        // with 2 registers after [CLS]: t = 5, the patches are columns 3 and 4
+        let w: Vec<f32> = (0..50).map(|v| v as f32).collect();
+        let m = AttentionMaps::from_weights(&w, 2, 1, 4, 2);
+        assert_eq!(m.heads, vec![vec![3.0, 4.0], vec![28.0, 29.0]]);
     }
 }

@@ -38,6 +38,8 @@ pub struct BuiltForward<V: VitModel> {
     pub resample: NodeIndex,
     pub outputs: Vec<NodeIndex>,
     pub model: V,
+    /// Seconds spent building the graph (the rest of the call compiled it).
+    pub build_s: f64,
 }
 
 /// What a compiled forward program needs besides its plan: the builder's node handles and the
@@ -120,9 +122,10 @@ impl<V: VitModel> VitRunner<V> {
         batch: usize,
         compiler: C,
     ) -> Result<BuiltForward<V>> {
+        let t0 = std::time::Instant::now();
         let mut cx = Box::new(Graph::new());
         let g = V::IMAGE / V::PATCH;
-        for (k, v) in [(dims::BATCH, batch.max(1)), (dims::PATCHES, g * g), (dims::TOKENS, g * g + 1)] {
+        for (k, v) in [(dims::BATCH, batch.max(1)), (dims::PATCHES, g * g), (dims::TOKENS, g * g + 1 + V::REGISTERS)] {
             cx.set_dyn_dim(k, v);
         }
         let model = match eps {
@@ -153,8 +156,9 @@ impl<V: VitModel> VitRunner<V> {
             cx.no_delete.insert(*id);
         }
         let mut h = Handles(outputs);
+        let build_s = t0.elapsed().as_secs_f64();
         cx.compile(compiler, &mut h);
-        Ok(BuiltForward { cx, params, patches: patches.id, resample: resample.id, outputs: h.0, model })
+        Ok(BuiltForward { cx, params, patches: patches.id, resample: resample.id, outputs: h.0, model, build_s })
     }
 
     /// Random weights, initialized as DINO does (tests; the weights of a real run are loaded
@@ -263,7 +267,7 @@ impl<V: VitModel> VitRunner<V> {
         }
         pv.resize(run_b * n * c * p * p, 0.0);
         if self.fixed.is_none() {
-            for (k, v) in [(dims::BATCH, b), (dims::PATCHES, n), (dims::TOKENS, n + 1)] {
+            for (k, v) in [(dims::BATCH, b), (dims::PATCHES, n), (dims::TOKENS, n + 1 + V::REGISTERS)] {
                 self.cx.set_dyn_dim(k, v);
             }
         }

@@ -89,7 +89,7 @@ pub fn train_supervised<V: VitModel>(
     let g = size / p;
     let b = o.batch;
     let mut cx = Box::new(Graph::new());
-    for (k, v) in [(dims::BATCH, b), (dims::PATCHES, g * g), (dims::TOKENS, g * g + 1)] {
+    for (k, v) in [(dims::BATCH, b), (dims::PATCHES, g * g), (dims::TOKENS, g * g + 1 + V::REGISTERS)] {
         cx.set_dyn_dim(k, v);
     }
     let model = V::new(&mut cx);

@@ -41,6 +41,8 @@ pub struct Inferred {
     pub qkv_bias: bool,
     /// LayerScale on the residual branches (`blocks.N.ls1.gamma`, DINOv2's blocks).
     pub layer_scale: bool,
+    /// Register tokens (`register_tokens (1, R, D)`).
+    pub registers: usize,
 }
 
 fn bad(path: &Path, why: String) -> Error {
@@ -67,7 +69,30 @@ fn is_backbone(name: &str) -> bool {
         || name.starts_with("head_")
         || name == "head"
         || name.starts_with("fc_norm")
-        || name.starts_with("pooler."))
+        || name.starts_with("pooler.")
+        || name == "mask_token")
+}
+
+/// timm's form of DINOv2 with registers to the official one: timm's `reg_token` is
+/// `register_tokens`, and timm keeps no position for [CLS] (`no_embed_class`: its `pos_embed`
+/// has the patches' rows only, [CLS]'s folded into `cls_token`), which is an official
+/// `pos_embed` whose [CLS] row is zero. Other tensors pass unchanged.
+fn official_registers(path: &Path, mut t: BTreeMap<String, NamedTensor>) -> Result<BTreeMap<String, NamedTensor>> {
+    let Some(reg) = t.remove("reg_token") else { return Ok(t) };
+    t.insert("register_tokens".into(), reg);
+    if let Some(pos) = t.get_mut("pos_embed") {
+        let (n, d) = match pos.shape[..] {
+            [1, n, d] => (n, d),
+            ref s => return Err(bad(path, format!("`pos_embed` has shape {s:?}, expected (1, positions, dim)"))),
+        };
+        let g = (n as f64).sqrt().round() as usize;
+        if g * g == n {
+            let mut data = vec![0.0; d];
+            data.extend_from_slice(&pos.data);
+            *pos = NamedTensor { shape: vec![1, n + 1, d], data };
+        }
+    }
+    Ok(t)
 }
 
 /// Hugging Face ViT names to the official ones; q, k and v are concatenated afterwards.
@@ -196,6 +221,7 @@ pub fn load_trusting(path: &Path, key: &str, trusted: &[String]) -> Result<Backb
     if bytes.starts_with(b"PK") {
         let tensors = pth::load_state_dict(path, &bytes, key, trusted)?;
         let t = tensors.into_iter().map(|(k, v)| (strip(&k).to_string(), v)).filter(|(k, _)| is_backbone(k)).collect();
+        let t = official_registers(path, t)?;
         return Ok(Backbone { tensors: t, format: "PyTorch .pth", ..Default::default() });
     }
     let f = TensorFile::from_bytes(&bytes, path)?;
@@ -222,6 +248,7 @@ pub fn load_trusting(path: &Path, key: &str, trusted: &[String]) -> Result<Backb
         return Ok(b);
     }
     let t = f.tensors.into_iter().map(|(k, v)| (strip(&k).to_string(), v)).filter(|(k, _)| is_backbone(k)).collect();
+    let t = official_registers(path, t)?;
     Ok(Backbone { tensors: t, format: "timm safetensors", ..Default::default() })
 }
 
@@ -262,6 +289,7 @@ impl Backbone {
             mlp,
             qkv_bias: self.tensors.contains_key("blocks.0.attn.qkv.bias"),
             layer_scale: self.tensors.contains_key("blocks.0.ls1.gamma"),
+            registers: self.tensors.get("register_tokens").and_then(|r| r.shape.get(1).copied()).unwrap_or(0),
         })
     }
 
@@ -276,6 +304,7 @@ impl Backbone {
             ("image size", i.image, cfg.image),
             ("MLP width", i.mlp, cfg.mlp),
             ("qkv bias", i.qkv_bias as usize, cfg.qkv_bias as usize),
+            ("register tokens", i.registers, cfg.registers),
         ];
         if let Some((what, got, want)) = diffs.iter().find(|d| d.1 != d.2) {
             return Err(bad(path, format!("these weights have {what} {got}, `{}` has {want}", cfg.name)));

@@ -239,6 +239,57 @@ def timm_vit(name, dim, heads, depth, seed, init_values=None, patch=16, native=2
     save(name, t, {"seed": str(seed), "depth": str(depth), "dim": str(dim), "heads": str(heads), "keys": keys})
 
 
+def timm_vit_reg4():
+    """DINOv2's ViT with 4 registers and LayerScale in timm's form (`reg_tokens=4`,
+    `no_embed_class=True`: [CLS]'s position folded into `cls_token`, `reg_token`), small: 56 px,
+    patch 14 (4x4 grid), width 48, 3 heads, 2 blocks, splitmix weights. Saved: the weights as
+    timm names them (float32 safetensors), and at 56 px and an 84 px crop (position
+    embeddings of the patches interpolated DINO's way, offset 0.1, no antialiasing) the
+    [CLS] output, every token after the final norm and the last block's [CLS] attention row
+    over all tokens ([CLS], registers, patches)."""
+    from safetensors.torch import save_file as save_st
+    from timm.models.vision_transformer import VisionTransformer
+    seed, reg = 20, 4
+    model = VisionTransformer(img_size=56, patch_size=14, embed_dim=48, depth=2, num_heads=3, mlp_ratio=4.0,
+                              qkv_bias=True, num_classes=0, init_values=1e-5, reg_tokens=reg, no_embed_class=True,
+                              norm_layer=functools.partial(nn.LayerNorm, eps=1e-6), act_layer=nn.GELU).double()
+    splitmix_params(model, seed)
+    t = {}
+    for size in (56, 84):
+        img = torch.from_numpy(splitmix_uniform(seed + size, 0, 2 * 3 * size * size)).reshape(2, 3, size, size)
+        with torch.no_grad():
+            x = model.patch_embed.proj(img).flatten(2).transpose(1, 2)
+            g0, g = 4, size // 14
+            pos = model.pos_embed
+            if g != g0:
+                p = pos.reshape(1, g0, g0, -1).permute(0, 3, 1, 2)
+                p = nn.functional.interpolate(p, scale_factor=((g + 0.1) / g0, (g + 0.1) / g0), mode="bicubic",
+                                              align_corners=False)
+                pos = p.permute(0, 2, 3, 1).reshape(1, g * g, -1)
+            x = x + pos
+            b = x.shape[0]
+            x = torch.cat([model.cls_token.expand(b, -1, -1), model.reg_token.expand(b, -1, -1), x], dim=1)
+            for blk in model.blocks[:-1]:
+                x = blk(x)
+            last = model.blocks[-1]
+            h = last.norm1(x)
+            n, c = h.shape[1], h.shape[2]
+            qkv = last.attn.qkv(h).reshape(b, n, 3, 3, c // 3).permute(2, 0, 3, 1, 4)
+            attn = ((qkv[0] * last.attn.scale) @ qkv[1].transpose(-2, -1)).softmax(dim=-1)
+            tokens = model.norm(last(x))
+            if size == 56:
+                assert torch.allclose(tokens, model.forward_features(img), atol=1e-10)
+        t[f"cls_{size}"] = tokens[:, 0]
+        t[f"tokens_{size}"] = tokens
+        t[f"attn_{size}"] = attn[:, :, 0, :]
+    keys = ",".join(f"{k}:{v.numel()}" for k, v in model.state_dict().items())
+    save("timm_vit_reg4", t, {"seed": str(seed), "registers": str(reg), "keys": keys})
+    st = {k: v.detach().float().contiguous() for k, v in model.state_dict().items()}
+    path = os.path.join(OUT, "weights", "timm_reg4.safetensors")
+    save_st(st, path)
+    print(f"wrote {path} ({os.path.getsize(path)} bytes)")
+
+
 def pil_ops():
     """PIL/torchvision pixel operations of DINO's augmentation on two small images (RGB and
     L), each output as HWC floats holding the 8-bit values."""
@@ -500,6 +551,7 @@ CASES = {
     "dino_steps_nll": lambda: dino_steps("dino_steps_nll", True),
     "adamw_steps": lambda: optimizer_steps("adamw"),
     "sgd_steps": lambda: optimizer_steps("sgd"),
+    "timm_vit_reg4": timm_vit_reg4,  # after weight_formats, which empties weights/
 }
 
 if __name__ == "__main__":

@@ -62,7 +62,7 @@ pub fn expand(ir: &DinoIr, rt: &TokenStream) -> TokenStream {
             };
         });
         let np = quote_spanned!(bb_span=> { (#size / #bbv::PATCH) * (#size / #bbv::PATCH) });
-        let nt = quote_spanned!(bb_span=> { (#size / #bbv::PATCH) * (#size / #bbv::PATCH) + 1 });
+        let nt = quote_spanned!(bb_span=> { (#size / #bbv::PATCH) * (#size / #bbv::PATCH) + 1 + #bbv::REGISTERS });
         let backbone_fn = quote::format_ident!("backbone_{which}");
         let forward_fn = quote::format_ident!("forward_{which}");
         let doc_b = format!(" The backbone's [CLS] features of {which} crops ({} px).", c.size);

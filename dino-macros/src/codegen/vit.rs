@@ -10,7 +10,9 @@ pub fn expand(ir: &VitIr, rt: &TokenStream) -> TokenStream {
     let (c, p, d, h, dh, qkv, f) =
         (int(ir.channels), int(ir.patch), int(ir.dim), int(ir.heads), int(ir.head_dim()), int(3 * ir.dim), int(ir.mlp));
     let (cpp, n0, img, np) =
-        (int(ir.channels * ir.patch * ir.patch), int(ir.tokens()), int(ir.image), int(ir.grid() * ir.grid()));
+        (int(ir.channels * ir.patch * ir.patch), int(ir.positions()), int(ir.image), int(ir.grid() * ir.grid()));
+    // tokens the blocks see at the native size: [CLS], registers, patches
+    let (nt0, registers) = (int(ir.tokens()), int(ir.registers));
     let (depth, heads_n, mlp_n) = (int(ir.depth), int(ir.heads), int(ir.mlp));
     let (qkv_bias, eps32) = (ir.qkv_bias, Literal::f32_unsuffixed(ir.norm_eps as f32));
     let (eps, drop_path) = (float(ir.norm_eps), float(ir.drop_path));
@@ -44,6 +46,7 @@ pub fn expand(ir: &VitIr, rt: &TokenStream) -> TokenStream {
                 norm_eps: #eps,
                 drop_path: #drop_path,
                 layer_scale: #layer_scale,
+                registers: #registers,
             };
 
             /// Create the parameter nodes in `cx` (named as in DINO's state_dict).
@@ -55,7 +58,7 @@ pub fn expand(ir: &VitIr, rt: &TokenStream) -> TokenStream {
             /// a different one, e.g. Hugging Face's 1e-12).
             pub fn new_with_eps(cx: &mut #p_::Graph, eps: ::core::primitive::f32) -> Self {
                 let blocks = #rt::nn::BlockOptions { qkv_bias: #qkv_bias, eps, layer_scale: #ls32 };
-                Self(#rt::nn::VisionTransformer::with_options(cx, #depth, blocks))
+                Self(#rt::nn::VisionTransformer::with_options(cx, #depth, blocks, #registers))
             }
 
             /// The normalized [CLS] token of images at the native size.
@@ -63,23 +66,23 @@ pub fn expand(ir: &VitIr, rt: &TokenStream) -> TokenStream {
                 &self,
                 x: #p_::GraphTensor<(B, #p_::Const<#c>, #p_::Const<#img>, #p_::Const<#img>)>,
             ) -> #p_::GraphTensor<(B, #p_::Const<#d>)> {
-                self.0.forward::<B, #img, #img, #np, #n0>(x)
+                self.0.forward::<B, #img, #img, #np, #nt0>(x)
             }
 
             /// All tokens after the final norm, at the native size.
             pub fn forward_features<B: #p_::Dimension>(
                 &self,
                 x: #p_::GraphTensor<(B, #p_::Const<#c>, #p_::Const<#img>, #p_::Const<#img>)>,
-            ) -> #p_::GraphTensor<(B, #p_::Const<#n0>, #p_::Const<#d>)> {
-                self.0.forward_features::<B, #img, #img, #np, #n0>(x)
+            ) -> #p_::GraphTensor<(B, #p_::Const<#nt0>, #p_::Const<#d>)> {
+                self.0.forward_features::<B, #img, #img, #np, #nt0>(x)
             }
 
             /// The last block's attention weights at the native size.
             pub fn last_self_attention<B: #p_::Dimension>(
                 &self,
                 x: #p_::GraphTensor<(B, #p_::Const<#c>, #p_::Const<#img>, #p_::Const<#img>)>,
-            ) -> #p_::GraphTensor<(B, #p_::Const<#h>, #p_::Const<#n0>, #p_::Const<#n0>)> {
-                self.0.last_self_attention::<B, #img, #img, #np, #n0>(x)
+            ) -> #p_::GraphTensor<(B, #p_::Const<#h>, #p_::Const<#nt0>, #p_::Const<#nt0>)> {
+                self.0.last_self_attention::<B, #img, #img, #np, #nt0>(x)
             }
         }
 

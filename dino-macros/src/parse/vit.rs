@@ -13,11 +13,11 @@ use crate::kw;
 /// ATTR* VIS NAME {
 ///     image: INT, patch: INT, channels: INT, dim: INT, depth: INT, heads: INT,
 ///     (mlp_ratio: NUM | mlp: INT), qkv_bias: BOOL, norm_eps: NUM, drop_path: NUM,
-///     layer_scale: NUM
+///     layer_scale: NUM, registers: INT
 /// }
 /// ```
 /// Keys in any order; `qkv_bias` (default true), `norm_eps` (1e-6), `drop_path` (0) and
-/// `layer_scale` (none) are optional, as is the MLP width (default `mlp_ratio: 4`).
+/// `layer_scale` (none) and `registers` (0) are optional, as is the MLP width (default `mlp_ratio: 4`).
 pub struct VitInput {
     pub attrs: Vec<Attribute>,
     pub vis: Visibility,
@@ -34,6 +34,7 @@ pub struct VitInput {
     pub norm_eps: Option<Keyed<Num>>,
     pub drop_path: Option<Keyed<Num>>,
     pub layer_scale: Option<Keyed<Num>>,
+    pub registers: Option<Keyed<Num>>,
     /// Unknown and duplicate keys.
     pub errors: Errors,
 }
@@ -61,6 +62,7 @@ impl Parse for VitInput {
             norm_eps: None,
             drop_path: None,
             layer_scale: None,
+            registers: None,
             errors: Errors::default(),
         };
         fields(&body, |input| {
@@ -97,6 +99,8 @@ impl Parse for VitInput {
                 num_key!(drop_path, drop_path)
             } else if la.peek(kw::layer_scale) {
                 num_key!(layer_scale, layer_scale)
+            } else if la.peek(kw::registers) {
+                num_key!(registers, registers)
             } else {
                 v.errors.push(super::unknown_key(input, la.error()));
                 skip_value(input)?;

@@ -56,6 +56,16 @@ fn layer_scale_init(cx: &mut Ctxt, n: &Num) -> f64 {
     g
 }
 
+/// Register tokens: a whole number from 0 to 16 (the registers paper trains 0 to 16; DINOv2
+/// releases 4).
+fn register_count(cx: &mut Ctxt, n: &Num) -> usize {
+    if n.value < 0.0 || n.value.fract() != 0.0 || n.value > 16.0 {
+        cx.error(n.span, format!("`registers: {}` must be a whole number from 0 to 16 (DINOv2 uses 4)", n.text));
+        return 0;
+    }
+    n.value as usize
+}
+
 pub fn vit(v: VitInput) -> (VitIr, Ctxt) {
     let mut cx = Ctxt::default();
     cx.extend(v.errors.0.clone());
@@ -92,6 +102,7 @@ pub fn vit(v: VitInput) -> (VitIr, Ctxt) {
         })
         .unwrap_or(0.0);
     let layer_scale = v.layer_scale.as_ref().map(|n| layer_scale_init(&mut cx, &n.value));
+    let registers = v.registers.as_ref().map(|n| register_count(&mut cx, &n.value)).unwrap_or(0);
     let qkv_bias = v.qkv_bias.as_ref().map(|f| f.value.value).unwrap_or(true);
     let doc = doc_string(&v.attrs);
     let ir = VitIr {
@@ -110,6 +121,7 @@ pub fn vit(v: VitInput) -> (VitIr, Ctxt) {
         norm_eps,
         drop_path,
         layer_scale,
+        registers,
     };
     (ir, cx)
 }

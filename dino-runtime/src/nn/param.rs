@@ -97,6 +97,14 @@ impl ParamVisitor {
         self.params.push(ParamInfo { name: full.join("."), id: t.id, shape, init });
     }
 
+    /// A parameter whose graph tensor's type does not carry its shape (a count known at run
+    /// time, such as the register tokens'): `shape` is its `state_dict` shape.
+    pub fn tensor_with_shape(&mut self, name: &str, id: NodeIndex, shape: Vec<usize>, init: Init) {
+        let mut full = self.path.clone();
+        full.push(name.to_string());
+        self.params.push(ParamInfo { name: full.join("."), id, shape, init });
+    }
+
     /// A submodule's parameters under `name`.
     pub fn module<M: Parameters + ?Sized>(&mut self, name: &str, m: &M) {
         if !name.is_empty() {

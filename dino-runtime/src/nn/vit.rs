@@ -12,6 +12,15 @@ use super::patch_embed::PatchEmbed;
 use super::pos_embed::dino_interpolation_matrix;
 use crate::graph::data;
 
+/// DINOv2's register tokens: `count` learned tokens after [CLS], with no position embedding.
+/// Their count is a value, not a type: the parameter's graph tensor is `(R, D)` by its shape
+/// tracker, and the token counts the forward calls name include them (`NT = NP + 1 + R`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Registers {
+    pub id: NodeIndex,
+    pub count: usize,
+}
+
 /// ViT as in DINO's `vision_transformer.py`: patch embedding, a [CLS] token, learned position
 /// embeddings (interpolated for other crop sizes), pre-norm blocks and a final LayerNorm; the
 /// output is the normalized [CLS] token.
@@ -41,6 +50,8 @@ pub struct VisionTransformer<
     pub patch_embed: PatchEmbed<C, P, D, CPP>,
     pub blocks: Vec<Block<D, H, DH, QKV, F>>,
     pub norm: LayerNorm<D>,
+    /// DINOv2's register tokens (`register_tokens (1, R, D)`), between [CLS] and the patches.
+    pub registers: Option<Registers>,
     /// Position-embedding resampling matrices (constant inputs), one per crop grid.
     resample: RefCell<FxHashMap<(usize, usize), NodeIndex>>,
 }
@@ -65,18 +76,22 @@ impl<
     }
 
     pub fn new(cx: &mut Graph, depth: usize, qkv_bias: bool, eps: f32) -> Self {
-        Self::with_options(cx, depth, BlockOptions { qkv_bias, eps, layer_scale: None })
+        Self::with_options(cx, depth, BlockOptions { qkv_bias, eps, layer_scale: None }, 0)
     }
 
-    /// `depth` blocks built with `blocks` (the final norm takes their epsilon).
-    pub fn with_options(cx: &mut Graph, depth: usize, blocks: BlockOptions) -> Self {
+    /// `depth` blocks built with `blocks` (the final norm takes their epsilon) and `registers`
+    /// register tokens (0: none).
+    pub fn with_options(cx: &mut Graph, depth: usize, blocks: BlockOptions, registers: usize) -> Self {
         Self::native_grid();
+        let registers = (registers > 0)
+            .then(|| Registers { id: cx.named_tensor::<R2<1, D>>("register_tokens").id, count: registers });
         VisionTransformer {
             cls_token: cx.named_tensor("cls_token"),
             pos_embed: cx.named_tensor("pos_embed"),
             patch_embed: PatchEmbed::new(cx),
             blocks: (0..depth).map(|_| Block::with_options(cx, blocks)).collect(),
             norm: LayerNorm::new(cx, blocks.eps),
+            registers,
             resample: RefCell::new(FxHashMap::default()),
         }
     }
@@ -95,12 +110,66 @@ impl<
         GraphTensor::from_id(id, ShapeTracker::new(&[NP.into(), N0.into()]), cx)
     }
 
-    /// Token embeddings `(B, NT, D)`: [CLS] then the patches, position embeddings added.
+    /// Register tokens (0 without).
+    pub fn register_count(&self) -> usize {
+        self.registers.map_or(0, |r| r.count)
+    }
+
+    /// `[CLS]`, the registers (if any), then `patches`, along the token axis.
+    fn join<B: Dimension, X: Dimension, T: Dimension>(
+        &self,
+        cls: GraphTensor<(B, Const<1>, Const<D>)>,
+        patches: GraphTensor<(B, X, Const<D>)>,
+    ) -> GraphTensor<(B, T, Const<D>)> {
+        match self.registers {
+            None => cls.concat_along::<(B, T, Const<D>), Axis<1>, _>(patches),
+            Some(r) => {
+                use luminal::prelude::symbolic::Expression;
+                // the type says `'-'` rows (a count no type names); the shape tracker holds it.
+                // Each part is padded to the whole token axis and the three added, so every
+                // intermediate has the result's type (a concatenation in two steps would
+                // give the middle one a type without its length)
+                let st = ShapeTracker::new(&[r.count.into(), D.into()]);
+                let reg = GraphTensor::<(Dyn<'-'>, Const<D>)>::from_id(r.id, st, cls.graph());
+                let reg = reg.expand::<(B, Dyn<'-'>, Const<D>), Axis<0>>();
+                let n: Expression = patches.shape.shape()[1].clone().into();
+                let (z, one, k) = (Expression::from(0), Expression::from(1), Expression::from(r.count));
+                let cls = cls.pad::<(B, T, Const<D>), _, _>(&[(z, z), (z, k + n), (z, z)]);
+                let reg = reg.pad::<(B, T, Const<D>), _, _>(&[(z, z), (one, n), (z, z)]);
+                let patches = patches.pad::<(B, T, Const<D>), _, _>(&[(z, z), (one + k, z), (z, z)]);
+                cls + reg + patches
+            }
+        }
+    }
+
+    /// Tokens without the registers: `[CLS]` then the patches.
+    fn drop_registers<B: Dimension, T: Dimension>(
+        &self,
+        t: GraphTensor<(B, T, Const<D>)>,
+    ) -> GraphTensor<(B, T, Const<D>)> {
+        use luminal::prelude::symbolic::Expression;
+        let Some(r) = self.registers else { return t };
+        let cls = t.slice((.., ..Expression::from(1), ..)).contiguous().realize::<(B, Const<1>, Const<D>)>();
+        // an explicit end: luminal's `contiguous` takes an open-ended slice's length as the
+        // whole dim's, not the dim's minus the start
+        let len: Expression = t.shape.shape()[1].clone().into();
+        let patches = t.slice((.., Expression::from(1 + r.count)..len, ..)).contiguous();
+        let n: Expression = patches.shape.shape()[1].clone().into();
+        let (z, k) = (Expression::from(0), Expression::from(r.count));
+        // both padded to the input's length `T` and added (see `join`), the last `R` rows
+        // (zeros) then cut off
+        let cls = cls.pad::<(B, T, Const<D>), _, _>(&[(z, z), (z, n + k), (z, z)]);
+        let patches = patches.pad::<(B, T, Const<D>), _, _>(&[(z, z), (Expression::from(1), k), (z, z)]);
+        (cls + patches).slice((.., ..n + 1, ..)).contiguous().realize::<(B, T, Const<D>)>()
+    }
+
+    /// Token embeddings `(B, NT, D)`: [CLS], the registers (if any), then the patches, position
+    /// embeddings added to [CLS] and the patches.
     pub fn tokens<B: Dimension, const IH: usize, const IW: usize, const NP: usize, const NT: usize>(
         &self,
         x: GraphTensor<(B, Const<C>, Const<IH>, Const<IW>)>,
     ) -> GraphTensor<(B, Const<NT>, Const<D>)> {
-        assert_eq!(NT, NP + 1, "NT = NP + 1");
+        assert_eq!(NT, NP + 1 + self.register_count(), "NT = NP + 1 + registers");
         let patches = self.patch_embed.forward::<B, IH, IW, NP>(x); // (B, NP, D)
         let m = self.resample_matrix::<NP>(x.graph(), IH / P, IW / P);
         let pos = m.matmul(self.pos_embed.reshape::<R2<N0, D>>()); // (NP, D)
@@ -108,7 +177,7 @@ impl<
         let cls_pos =
             self.pos_embed.slice((.., ..luminal::prelude::symbolic::Expression::from(1), ..)).realize::<R3<1, 1, D>>();
         let cls = (self.cls_token + cls_pos).reshape::<R2<1, D>>().expand::<(B, Const<1>, Const<D>), Axis<0>>();
-        cls.concat_along::<(B, Const<NT>, Const<D>), Axis<1>, _>(patches)
+        self.join(cls, patches)
     }
 
     /// All tokens after the last block and the final norm, `(B, NT, D)`.
@@ -218,6 +287,8 @@ pub trait VitLayers {
     /// `1 + G0^2`.
     type Native: Dimension;
     fn depth(&self) -> usize;
+    /// Register tokens between [CLS] and the patches (`'t' = 'n' + 1 + registers`).
+    fn registers(&self) -> usize;
     /// Tokens after block `upto - 1` (no final norm), `(b, t, D)`.
     fn tokens_after(
         &self,
@@ -276,6 +347,10 @@ impl<
         self.blocks.len()
     }
 
+    fn registers(&self) -> usize {
+        self.register_count()
+    }
+
     fn tokens_after(
         &self,
         patches: GraphTensor<(dims::Batch, dims::Patches, Const<CPP>)>,
@@ -291,7 +366,7 @@ impl<
             self.pos_embed.slice((.., ..luminal::prelude::symbolic::Expression::from(1), ..)).realize::<R3<1, 1, D>>();
         let cls =
             (self.cls_token + cls_pos).reshape::<R2<1, D>>().expand::<(dims::Batch, Const<1>, Const<D>), Axis<0>>();
-        let mut t = cls.concat_along::<(dims::Batch, dims::Tokens, Const<D>), Axis<1>, _>(x);
+        let mut t = self.join::<_, _, dims::Tokens>(cls, x);
         for b in &self.blocks[..upto] {
             t = b.forward(t);
         }
@@ -303,7 +378,7 @@ impl<
         patches: GraphTensor<(dims::Batch, dims::Patches, Const<CPP>)>,
         resample: GraphTensor<(dims::Patches, Const<N0>)>,
     ) -> GraphTensor<(dims::Batch, dims::Tokens, Const<D>)> {
-        self.norm.forward(self.tokens_after(patches, resample, self.blocks.len()))
+        self.drop_registers(self.norm.forward(self.tokens_after(patches, resample, self.blocks.len())))
     }
 
     fn last_cls_dyn(
@@ -359,6 +434,10 @@ impl<
     fn visit(&self, v: &mut ParamVisitor) {
         v.tensor("cls_token", self.cls_token, Init::TruncNormal { std: 0.02 });
         v.tensor("pos_embed", self.pos_embed, Init::TruncNormal { std: 0.02 });
+        if let Some(r) = self.registers {
+            // DINOv2: `nn.init.normal_(self.register_tokens, std=1e-6)`
+            v.tensor_with_shape("register_tokens", r.id, vec![1, r.count, D], Init::TruncNormal { std: 1e-6 });
+        }
         v.module("patch_embed.proj", &self.patch_embed);
         for (i, b) in self.blocks.iter().enumerate() {
             v.module(&format!("blocks.{i}"), b);
@@ -398,6 +477,26 @@ mod tests {
                 let x = cx.named_tensor::<R4<2, 1, 6, 6>>("x");
                 let y = vit.forward::<Const<2>, 6, 6, 9, 10>(x);
                 let p = ParamSet::of(&vit, cx);
+                layer_problem(cx, &p, vec![(x.id, rng.uniform(72, 1.0))], y, 0.5, &mut rng)
+            },
+            2e-3,
+            2e-2,
+        );
+    }
+
+    #[test]
+    fn gradients_with_registers_and_layer_scale() {
+        check_gradients(
+            "vit with 2 registers, 6x6 crop",
+            &|cx| {
+                let mut rng = Rng::new(14);
+                let o = BlockOptions { qkv_bias: true, eps: 1e-6, layer_scale: Some(0.5) };
+                let vit = Tiny::with_options(cx, 1, o, 2);
+                let x = cx.named_tensor::<R4<2, 1, 6, 6>>("x");
+                // [CLS] of 1 + 2 + 9 tokens: the registers reach it through attention
+                let y = vit.forward::<Const<2>, 6, 6, 9, 12>(x);
+                let p = ParamSet::of(&vit, cx);
+                assert_eq!(p.get("register_tokens").unwrap().shape, vec![1, 2, 6]);
                 layer_problem(cx, &p, vec![(x.id, rng.uniform(72, 1.0))], y, 0.5, &mut rng)
             },
             2e-3,
