@@ -236,6 +236,10 @@ fn registers_match_timm_through_the_weight_loader() {
     b.check(&path, &TinyVitReg4::CONFIG).unwrap();
     let e = b.check(&path, &ShallowVitTi16::CONFIG).unwrap_err().to_string();
     assert!(e.contains("timm_reg4.safetensors"), "{e}");
+    let mut without = b.clone();
+    without.tensors.remove("register_tokens");
+    let e = without.check(&path, &TinyVitReg4::CONFIG).unwrap_err().to_string();
+    assert!(e.contains("0 register tokens") && e.contains("`TinyVitReg4` has 4"), "{e}");
     let timm: usize =
         f.metadata["keys"].split(',').map(|kv| kv.rsplit(':').next().unwrap().parse::<usize>().unwrap()).sum();
     // the official form has one more position row ([CLS]'s, zero) than timm's

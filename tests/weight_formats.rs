@@ -85,9 +85,11 @@ fn mismatches_and_bad_files_are_named() {
     assert!(e.contains("timm.safetensors") && e.contains("width 48") && e.contains("96"), "{e}");
     let e = b.zoo_name(&p).unwrap_err().to_string();
     assert!(e.contains("--model"), "{e}");
-    // LayerScale weights (DINOv2's blocks) fit only a declaration with `layer_scale`, and back
+    // a declaration with LayerScale (DINOv2's blocks) refuses weights without it; weights with
+    // it fit it, and a declaration without it leaves the extra tensors to the strict loader
+    // (which names them and suggests `--non-strict`)
     let e = b.check(&p, &ScaledTestVit::CONFIG).unwrap_err().to_string();
-    assert!(e.contains("no LayerScale") && e.contains("`ScaledTestVit` has LayerScale"), "{e}");
+    assert!(e.contains("have no LayerScale") && e.contains("`ScaledTestVit` has"), "{e}");
     let mut scaled = b.clone();
     for i in 0..2 {
         for ls in ["ls1", "ls2"] {
@@ -97,8 +99,7 @@ fn mismatches_and_bad_files_are_named() {
     }
     assert!(scaled.infer(&p).unwrap().layer_scale);
     scaled.check(&p, &ScaledTestVit::CONFIG).unwrap();
-    let e = scaled.check(&p, &SmallTestVit::CONFIG).unwrap_err().to_string();
-    assert!(e.contains("have LayerScale") && e.contains("`SmallTestVit` has no LayerScale"), "{e}");
+    scaled.check(&p, &SmallTestVit::CONFIG).unwrap();
     // a missing tensor is named by the runner
     let mut w = b.weights();
     w.remove("blocks.1.mlp.fc2.bias");

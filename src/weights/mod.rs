@@ -304,15 +304,22 @@ impl Backbone {
             ("image size", i.image, cfg.image),
             ("MLP width", i.mlp, cfg.mlp),
             ("qkv bias", i.qkv_bias as usize, cfg.qkv_bias as usize),
-            ("register tokens", i.registers, cfg.registers),
         ];
         if let Some((what, got, want)) = diffs.iter().find(|d| d.1 != d.2) {
             return Err(bad(path, format!("these weights have {what} {got}, `{}` has {want}", cfg.name)));
         }
-        let with = |b: bool| if b { "LayerScale (`blocks.N.ls1.gamma`)" } else { "no LayerScale" };
-        if i.layer_scale != cfg.layer_scale.is_some() {
-            let (got, want) = (with(i.layer_scale), with(cfg.layer_scale.is_some()));
-            return Err(bad(path, format!("these weights have {got}, `{}` has {want}", cfg.name)));
+        // what the declaration has and the weights lack; tensors the declaration has no place
+        // for (LayerScale, registers of a backbone declared without) are the strict loader's
+        // to name, and `--non-strict`'s to drop
+        if cfg.layer_scale.is_some() && !i.layer_scale {
+            return Err(bad(
+                path,
+                format!("these weights have no LayerScale (`blocks.N.ls1.gamma`), `{}` has", cfg.name),
+            ));
+        }
+        if cfg.registers > 0 && i.registers != cfg.registers {
+            let (got, want) = (i.registers, cfg.registers);
+            return Err(bad(path, format!("these weights have {got} register tokens, `{}` has {want}", cfg.name)));
         }
         if let Some(h) = self.heads {
             if h != cfg.heads {
