@@ -38,6 +38,7 @@ fn options(out: &Path, compiled: Option<PathBuf>, hyper: &Hyper) -> TrainOptions
             hyper: hyper.clone(),
             log_every: 1,
             save_every: 1,
+            precision: Default::default(),
         },
         out: out.to_path_buf(),
         resume: false,

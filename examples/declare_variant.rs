@@ -66,6 +66,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             hyper: Hyper::default(),
             log_every: 16,
             save_every: 1000,
+            precision: Default::default(),
         },
         out: out.clone(),
         resume: false,

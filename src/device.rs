@@ -5,6 +5,7 @@
 //! trainers, evaluators and benchmarks talk to that trait only. A test or CI step
 //! (`tests/layering.rs`) fails when another facade file names a runtime.
 use dino_runtime::backend::executor::Executor;
+use dino_runtime::backend::plan::Policy;
 use dino_runtime::Result;
 use luminal::prelude::Graph;
 
@@ -20,11 +21,14 @@ pub enum Device {
     Cuda,
 }
 
-/// Options of a device, as the benchmarks set them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Options of a device, as the trainers and benchmarks set them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeviceOptions {
     /// Let cuBLAS run fp32 products in TF32 (`DINO_CUDA_TF32=1` sets it too).
     pub tf32: bool,
+    /// The storage type of each buffer (the precision pass's policy). The CPU holds every
+    /// buffer as f32 and emulates bf16 by rounding each bf16 store.
+    pub policy: Policy,
 }
 
 impl std::fmt::Display for Device {
@@ -69,7 +73,12 @@ impl Device {
     /// [`Self::executor`] with options.
     pub fn executor_with(self, cx: &Graph, opts: DeviceOptions) -> Result<Box<dyn Executor>> {
         match self {
-            Device::Cpu => Ok(Box::new(dino_runtime::backend::cpu::CpuRuntime::new(cx))),
+            Device::Cpu => Ok(Box::new(dino_runtime::backend::cpu::CpuRuntime::with_policy(cx, opts.policy))),
+            Device::Cuda if !opts.policy.is_fp32() => Err(dino_runtime::Error::Config {
+                what: format!("precision {} on --device cuda", opts.policy),
+                why: "the CUDA backend runs fp32 plans only so far (bf16 kernels and cuBLASLt calls are issue 12's GPU work)"
+                    .into(),
+            }),
             #[cfg(feature = "cuda")]
             Device::Cuda => {
                 use dino_runtime::backend::cuda::{device::Gpu, runtime::CudaRuntime};

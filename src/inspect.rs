@@ -239,11 +239,12 @@ pub fn summarize(cx: &Graph, stage: &str, seconds: f64) -> StageSummary {
             if matches!(s.work, Work::Input { .. }) {
                 continue;
             }
-            bytes += s.bytes() as f64;
+            bytes += plan.bytes_of(s) as f64;
             for (si, st) in s.srcs.iter().zip(&s.views) {
                 let logical =
                     dino_runtime::backend::layout::Layout::of(st, &cx.dyn_map).map(|l| l.n_elements()).unwrap_or(0);
-                bytes += (logical.min(plan.steps[*si].out_len.max(1)) * s.dtype.size()) as f64;
+                let src = &plan.steps[*si];
+                bytes += (logical.min(src.out_len.max(1)) * plan.storage.elem_bytes(src.dtype)) as f64;
             }
             if let Work::Gemm(g) = &s.work {
                 let (b, m, n, k) = g.dims();

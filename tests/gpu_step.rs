@@ -144,6 +144,7 @@ fn training_on_the_gpu_follows_the_cpu() {
                 hyper: Hyper { batch_size: Some(32), ..Default::default() },
                 log_every: 1,
                 save_every: 1,
+                precision: Default::default(),
             },
             out: out.clone(),
             resume: false,

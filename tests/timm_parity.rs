@@ -58,6 +58,12 @@ fn check<M: VitModel>(fixture_name: &str, forward: impl Fn(&M, &mut Graph) -> [(
     }
 }
 
+/// timm's parameter count: the sum of the fixture's `name:numel` keys.
+fn timm_params(fixture_name: &str) -> usize {
+    let f = fixture(fixture_name);
+    f.metadata["keys"].split(',').map(|kv| kv.rsplit(':').next().unwrap().parse::<usize>().unwrap()).sum()
+}
+
 /// Images of the fixture: splitmix stream `seed + size`, offset 0.
 fn image<const B: usize, const S: usize>(cx: &mut Graph, seed: u64) -> GraphTensor<R4<B, 3, S, S>> {
     let x = cx.named_tensor::<R4<B, 3, S, S>>(&format!("image{S}"));
@@ -74,28 +80,29 @@ fn cls_rows<const H: usize, const N: usize>(a: GraphTensor<R4<2, H, N, N>>) -> G
         .reshape::<R3<2, H, N>>()
 }
 
+/// The forward of a 224 px backbone the fixtures hold: [CLS] and the [CLS] attention rows at
+/// 224 px and at a 96 px crop (6x6 grid, position embeddings interpolated), images of `seed`.
+macro_rules! at_224_and_96 {
+    ($seed:expr) => {
+        |m, cx| {
+            let (x224, x96) = (image::<2, 224>(cx, $seed), image::<2, 96>(cx, $seed));
+            let cls224 = m.forward(x224);
+            let attn224 = cls_rows(m.last_self_attention(x224));
+            let cls96 = m.vit().forward::<Const<2>, 96, 96, 36, 37>(x96);
+            let attn96 = m.vit().last_self_attention::<Const<2>, 96, 96, 36, 37>(x96);
+            [(cls224.id, "cls_224"), (attn224.id, "attn_224"), (cls96.id, "cls_96"), (attn96.id, "attn_96")]
+        }
+    };
+}
+
 #[test]
 fn vit_small_16_matches_timm() {
-    check::<ShallowVitS16>("timm_vit_s16", |m, cx| {
-        let (x224, x96) = (image::<2, 224>(cx, 16), image::<2, 96>(cx, 16));
-        let cls224 = m.forward(x224);
-        let attn224 = cls_rows(m.last_self_attention(x224));
-        let cls96 = m.vit().forward::<Const<2>, 96, 96, 36, 37>(x96);
-        let attn96 = m.vit().last_self_attention::<Const<2>, 96, 96, 36, 37>(x96);
-        [(cls224.id, "cls_224"), (attn224.id, "attn_224"), (cls96.id, "cls_96"), (attn96.id, "attn_96")]
-    });
+    check::<ShallowVitS16>("timm_vit_s16", at_224_and_96!(16));
 }
 
 #[test]
 fn vit_tiny_16_matches_timm() {
-    check::<ShallowVitTi16>("timm_vit_ti16", |m, cx| {
-        let (x224, x96) = (image::<2, 224>(cx, 17), image::<2, 96>(cx, 17));
-        let cls224 = m.forward(x224);
-        let attn224 = cls_rows(m.last_self_attention(x224));
-        let cls96 = m.vit().forward::<Const<2>, 96, 96, 36, 37>(x96);
-        let attn96 = m.vit().last_self_attention::<Const<2>, 96, 96, 36, 37>(x96);
-        [(cls224.id, "cls_224"), (attn224.id, "attn_224"), (cls96.id, "cls_96"), (attn96.id, "attn_96")]
-    });
+    check::<ShallowVitTi16>("timm_vit_ti16", at_224_and_96!(17));
 }
 
 /// LayerScale (`ls1.gamma`, `ls2.gamma` of every block, timm's names and order): the fixture's
@@ -103,19 +110,9 @@ fn vit_tiny_16_matches_timm() {
 /// branch moves the outputs far beyond the tolerance.
 #[test]
 fn vit_tiny_16_with_layer_scale_matches_timm() {
-    check::<ShallowVitTi16Ls>("timm_vit_ti16_ls", |m, cx| {
-        let (x224, x96) = (image::<2, 224>(cx, 18), image::<2, 96>(cx, 18));
-        let cls224 = m.forward(x224);
-        let attn224 = cls_rows(m.last_self_attention(x224));
-        let cls96 = m.vit().forward::<Const<2>, 96, 96, 36, 37>(x96);
-        let attn96 = m.vit().last_self_attention::<Const<2>, 96, 96, 36, 37>(x96);
-        [(cls224.id, "cls_224"), (attn224.id, "attn_224"), (cls96.id, "cls_96"), (attn96.id, "attn_96")]
-    });
+    check::<ShallowVitTi16Ls>("timm_vit_ti16_ls", at_224_and_96!(18));
     // the declared parameter count is timm's
-    let f = fixture("timm_vit_ti16_ls");
-    let timm: usize =
-        f.metadata["keys"].split(',').map(|kv| kv.rsplit(':').next().unwrap().parse::<usize>().unwrap()).sum();
-    assert_eq!(ShallowVitTi16Ls::CONFIG.num_params(), timm);
+    assert_eq!(ShallowVitTi16Ls::CONFIG.num_params(), timm_params("timm_vit_ti16_ls"));
     assert_eq!(ShallowVitTi16Ls::CONFIG.num_params(), ShallowVitTi16::CONFIG.num_params() + 2 * 2 * 192);
 }
 
@@ -132,10 +129,7 @@ fn vit_small_14_with_layer_scale_matches_timm() {
         let attn224 = cls_rows(m.vit().last_self_attention::<Const<2>, 224, 224, 256, 257>(x224));
         [(cls518.id, "cls_518"), (attn518.id, "attn_518"), (cls224.id, "cls_224"), (attn224.id, "attn_224")]
     });
-    let f = fixture("timm_vit_s14_ls");
-    let timm: usize =
-        f.metadata["keys"].split(',').map(|kv| kv.rsplit(':').next().unwrap().parse::<usize>().unwrap()).sum();
-    assert_eq!(ShallowVitS14::CONFIG.num_params(), timm);
+    assert_eq!(ShallowVitS14::CONFIG.num_params(), timm_params("timm_vit_s14_ls"));
 }
 
 /// The dynamic-size path (patches and position-embedding matrix fed as inputs, any size in
@@ -240,8 +234,7 @@ fn registers_match_timm_through_the_weight_loader() {
     without.tensors.remove("register_tokens");
     let e = without.check(&path, &TinyVitReg4::CONFIG).unwrap_err().to_string();
     assert!(e.contains("0 register tokens") && e.contains("`TinyVitReg4` has 4"), "{e}");
-    let timm: usize =
-        f.metadata["keys"].split(',').map(|kv| kv.rsplit(':').next().unwrap().parse::<usize>().unwrap()).sum();
+    let timm = timm_params("timm_vit_reg4");
     // the official form has one more position row ([CLS]'s, zero) than timm's
     assert_eq!(TinyVitReg4::CONFIG.num_params(), timm + 48);
 

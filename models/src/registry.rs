@@ -34,6 +34,7 @@ pub const REGISTRY: &[Entry] = &[
     Entry { name: "dino-vitb16-release", preset: Preset::Dino(DinoVitB16Release::CONFIG) },
     Entry { name: "fmnist-small", preset: Preset::Dino(FmnistSmall::CONFIG) },
     Entry { name: "fmnist-tiny", preset: Preset::Dino(FmnistTiny::CONFIG) },
+    Entry { name: "fmnist-fast", preset: Preset::Dino(FmnistFast::CONFIG) },
 ];
 
 /// The entry with this name.
@@ -58,6 +59,7 @@ pub fn with_dino<V: DinoVisitor>(name: &str, v: V) -> Option<V::Output> {
         "dino-vitb16-release" => v.visit::<DinoVitB16Release>("dino-vitb16-release"),
         "fmnist-small" => v.visit::<FmnistSmall>("fmnist-small"),
         "fmnist-tiny" => v.visit::<FmnistTiny>("fmnist-tiny"),
+        "fmnist-fast" => v.visit::<FmnistFast>("fmnist-fast"),
         _ => return None,
     })
 }
@@ -87,6 +89,7 @@ pub fn with_vit<V: VitVisitor>(name: &str, v: V) -> Option<V::Output> {
         "vit-base-8" => v.visit::<VitBase8>("vit-base-8"),
         "fmnist-small" => v.visit::<FmnistSmallVit>("fmnist-small"),
         "fmnist-tiny" => v.visit::<FmnistTinyVit>("fmnist-tiny"),
+        "fmnist-fast" => v.visit::<FmnistFastVit>("fmnist-fast"),
         _ => return None,
     })
 }

@@ -63,7 +63,9 @@ fn ours(args: &GpuArgs) -> Result<(Value, f64, String), String> {
     step.init(0);
     step.compile(Passes::default());
     let compile_s = t0.elapsed().as_secs_f64();
-    let mut rt = Device::Cuda.executor_with(&step.train.cx, DeviceOptions { tf32: args.tf32 }).map_err(e)?;
+    let mut rt = Device::Cuda
+        .executor_with(&step.train.cx, DeviceOptions { tf32: args.tf32, ..Default::default() })
+        .map_err(e)?;
     let device = rt.describe();
     let (ng, nl) = step.crop_sizes();
     // fixed random crops: the step alone is timed

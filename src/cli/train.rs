@@ -3,6 +3,8 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+use dino_runtime::backend::plan::Policy;
+
 use crate::dataset::DataSpec;
 use crate::train::log::Record;
 use crate::train::{self, Hyper, RunConfig, TrainOptions};
@@ -64,6 +66,18 @@ pub struct TrainArgs {
     /// Stop after this many iterations in total, with a checkpoint (as an interruption would).
     #[arg(long, hide = true)]
     pub stop_after: Option<usize>,
+    /// Storage precision of the training step: fp32, or bf16 (contractions and the
+    /// activations they produce and read in bf16 with f32 accumulation; weights, optimizer
+    /// state, teacher, center, gradients, statistics and the loss in f32; checkpoints f32).
+    /// On the CPU bf16 is an emulation (f32 storage, each bf16 store rounded): the numerics of
+    /// bf16, not its speed [default: fp32, or the resumed run's].
+    #[arg(long)]
+    pub precision: Option<dino_runtime::backend::plan::Precision>,
+    /// Storage type per op class over --precision's defaults, `class=dtype,...` (classes: state,
+    /// reduction, gradient, gemm-output, gemm-operand, normalized, elementwise; types f32, bf16),
+    /// e.g. `normalized=f32` keeps softmax and LayerNorm outputs in f32.
+    #[arg(long, value_name = "CLASS=DTYPE,...")]
+    pub precision_override: Option<String>,
     /// Print the final report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -110,12 +124,32 @@ pub fn run_config(args: &TrainArgs) -> Result<RunConfig, String> {
         hyper: b.map(|r| r.hyper.clone()).unwrap_or_default().merged(&args.hyper),
         log_every: args.log_every.or(b.map(|r| r.log_every)).unwrap_or(train::default_log_every()),
         save_every: args.save_every.or(b.map(|r| r.save_every)).unwrap_or(train::default_save_every()),
+        precision: precision(args, b.map(|r| &r.precision))?,
     })
+}
+
+/// The precision policy: --precision (or the base run's) with --precision-override over it.
+fn precision(args: &TrainArgs, base: Option<&Policy>) -> Result<Policy, String> {
+    let p = match (args.precision, base) {
+        (Some(p), _) => Policy::of(p),
+        (None, Some(b)) => b.clone(),
+        (None, None) => Policy::default(),
+    };
+    match &args.precision_override {
+        Some(text) => p.with_overrides(text).map_err(|e| format!("--precision-override: {e}")),
+        None => Ok(p),
+    }
 }
 
 pub fn run(args: TrainArgs) -> Result<(), String> {
     args.on.apply()?;
     let run = run_config(&args)?;
+    if !run.precision.is_fp32() && args.on.device == crate::device::Device::Cpu {
+        eprintln!(
+            "note: precision {} on the CPU is emulated (every buffer f32, each bf16 store rounded): bf16's numerics at fp32's speed",
+            run.precision
+        );
+    }
     let out = out_dir(&args, &run.preset);
     let opts = TrainOptions {
         run,

@@ -243,7 +243,8 @@ pub(super) fn train_one_epoch<M: DinoModel>(
         e.loss_sum += o.loss as f64;
         e.steps += 1;
         lp.report.losses.push((*it, o.loss));
-        let ips = lp.images_done as f64 / lp.t0.elapsed().as_secs_f64();
+        // training time only: the k-NN evaluations between epochs are not the step's
+        let ips = lp.images_done as f64 / lp.train_s().max(1e-9);
         if *it % lp.run.log_every.max(1) == 0 || *it + 1 == lp.total {
             let rec = StepRecord {
                 epoch,

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
+use dino_runtime::backend::plan::Policy;
 use dino_runtime::backend::Passes;
 use dino_runtime::config::DinoConfig;
 use dino_runtime::data::{Loader, MultiCrop};
@@ -49,6 +50,10 @@ pub struct RunConfig {
     /// Keep a numbered checkpoint every this many epochs (0: never; the latest is always kept).
     #[serde(default = "default_save_every")]
     pub save_every: usize,
+    /// The storage type of each buffer of the step (the precision pass's policy; checkpoints
+    /// stay f32 whatever it is).
+    #[serde(default)]
+    pub precision: Policy,
 }
 
 pub const fn default_log_every() -> usize {
@@ -206,6 +211,7 @@ fn changes(saved: &RunConfig, run: &RunConfig) -> Vec<(String, String, String)> 
     diff("--data", format!("{:?}", saved.data), format!("{:?}", run.data));
     diff("--seed", saved.seed.to_string(), run.seed.to_string());
     diff("--limit", format!("{:?}", saved.limit), format!("{:?}", run.limit));
+    diff("--precision", saved.precision.to_string(), run.precision.to_string());
     // hyperparameters: none given (all default) keeps the run's
     if run.hyper != Hyper::default() {
         let json = |h: &Hyper| serde_json::to_value(h).ok().and_then(|v| v.as_object().cloned()).unwrap_or_default();
@@ -306,6 +312,12 @@ pub fn train_model<M: DinoModel>(opts: &TrainOptions) -> Result<TrainReport> {
     let t_build = Instant::now();
     let mut step = match &opts.compiled {
         Some(path) => {
+            if !run.precision.is_fp32() {
+                return Err(Error::Config {
+                    what: format!("--precision {} with --compiled", run.precision),
+                    why: "a compiled artifact holds its own plan (fp32): compile one for this precision, or train without --compiled".into(),
+                });
+            }
             let mut step = crate::compiled::load_train_step::<M>(path, &run.preset, cfg, opts.device)?;
             step.init(run.seed);
             step
@@ -314,7 +326,8 @@ pub fn train_model<M: DinoModel>(opts: &TrainOptions) -> Result<TrainReport> {
             let mut step = DinoStep::<M>::build_with(cfg, batch)?;
             step.init(run.seed);
             step.compile(Passes::default());
-            let executor = opts.device.executor(&step.train.cx)?;
+            let dev = crate::device::DeviceOptions { policy: run.precision.clone(), ..Default::default() };
+            let executor = opts.device.executor_with(&step.train.cx, dev)?;
             step.train.attach(executor);
             step
         }

@@ -43,6 +43,7 @@ pub fn subset_options(preset: &str, out: &std::path::Path, seed: u64) -> dino::t
             hyper: dino::train::Hyper::default(),
             log_every: 1,
             save_every: 1,
+            precision: Default::default(),
         },
         out: out.to_path_buf(),
         resume: false,

@@ -11,6 +11,7 @@ pub mod mlp;
 pub mod param;
 pub mod patch_embed;
 pub mod pos_embed;
+pub mod registers;
 pub mod vit;
 
 pub use activation::{gelu, log_softmax, softmax};
@@ -23,4 +24,5 @@ pub use linear::Linear;
 pub use mlp::Mlp;
 pub use param::{Init, ParamInfo, ParamSet, ParamVisitor, Parameters};
 pub use patch_embed::PatchEmbed;
+pub use registers::Registers;
 pub use vit::{cls_of, VisionTransformer};

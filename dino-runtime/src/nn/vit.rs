@@ -10,16 +10,8 @@ use super::layer_norm::LayerNorm;
 use super::param::{Init, ParamVisitor, Parameters};
 use super::patch_embed::PatchEmbed;
 use super::pos_embed::dino_interpolation_matrix;
+use super::registers::{self, Registers};
 use crate::graph::data;
-
-/// DINOv2's register tokens: `count` learned tokens after [CLS], with no position embedding.
-/// Their count is a value, not a type: the parameter's graph tensor is `(R, D)` by its shape
-/// tracker, and the token counts the forward calls name include them (`NT = NP + 1 + R`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Registers {
-    pub id: NodeIndex,
-    pub count: usize,
-}
 
 /// ViT as in DINO's `vision_transformer.py`: patch embedding, a [CLS] token, learned position
 /// embeddings (interpolated for other crop sizes), pre-norm blocks and a final LayerNorm; the
@@ -115,54 +107,6 @@ impl<
         self.registers.map_or(0, |r| r.count)
     }
 
-    /// `[CLS]`, the registers (if any), then `patches`, along the token axis.
-    fn join<B: Dimension, X: Dimension, T: Dimension>(
-        &self,
-        cls: GraphTensor<(B, Const<1>, Const<D>)>,
-        patches: GraphTensor<(B, X, Const<D>)>,
-    ) -> GraphTensor<(B, T, Const<D>)> {
-        match self.registers {
-            None => cls.concat_along::<(B, T, Const<D>), Axis<1>, _>(patches),
-            Some(r) => {
-                use luminal::prelude::symbolic::Expression;
-                // the type says `'-'` rows (a count no type names); the shape tracker holds it.
-                // Each part is padded to the whole token axis and the three added, so every
-                // intermediate has the result's type (a concatenation in two steps would
-                // give the middle one a type without its length)
-                let st = ShapeTracker::new(&[r.count.into(), D.into()]);
-                let reg = GraphTensor::<(Dyn<'-'>, Const<D>)>::from_id(r.id, st, cls.graph());
-                let reg = reg.expand::<(B, Dyn<'-'>, Const<D>), Axis<0>>();
-                let n: Expression = patches.shape.shape()[1].clone().into();
-                let (z, one, k) = (Expression::from(0), Expression::from(1), Expression::from(r.count));
-                let cls = cls.pad::<(B, T, Const<D>), _, _>(&[(z, z), (z, k + n), (z, z)]);
-                let reg = reg.pad::<(B, T, Const<D>), _, _>(&[(z, z), (one, n), (z, z)]);
-                let patches = patches.pad::<(B, T, Const<D>), _, _>(&[(z, z), (one + k, z), (z, z)]);
-                cls + reg + patches
-            }
-        }
-    }
-
-    /// Tokens without the registers: `[CLS]` then the patches.
-    fn drop_registers<B: Dimension, T: Dimension>(
-        &self,
-        t: GraphTensor<(B, T, Const<D>)>,
-    ) -> GraphTensor<(B, T, Const<D>)> {
-        use luminal::prelude::symbolic::Expression;
-        let Some(r) = self.registers else { return t };
-        let cls = t.slice((.., ..Expression::from(1), ..)).contiguous().realize::<(B, Const<1>, Const<D>)>();
-        // an explicit end: luminal's `contiguous` takes an open-ended slice's length as the
-        // whole dim's, not the dim's minus the start
-        let len: Expression = t.shape.shape()[1].clone().into();
-        let patches = t.slice((.., Expression::from(1 + r.count)..len, ..)).contiguous();
-        let n: Expression = patches.shape.shape()[1].clone().into();
-        let (z, k) = (Expression::from(0), Expression::from(r.count));
-        // both padded to the input's length `T` and added (see `join`), the last `R` rows
-        // (zeros) then cut off
-        let cls = cls.pad::<(B, T, Const<D>), _, _>(&[(z, z), (z, n + k), (z, z)]);
-        let patches = patches.pad::<(B, T, Const<D>), _, _>(&[(z, z), (Expression::from(1), k), (z, z)]);
-        (cls + patches).slice((.., ..n + 1, ..)).contiguous().realize::<(B, T, Const<D>)>()
-    }
-
     /// Token embeddings `(B, NT, D)`: [CLS], the registers (if any), then the patches, position
     /// embeddings added to [CLS] and the patches.
     pub fn tokens<B: Dimension, const IH: usize, const IW: usize, const NP: usize, const NT: usize>(
@@ -177,7 +121,7 @@ impl<
         let cls_pos =
             self.pos_embed.slice((.., ..luminal::prelude::symbolic::Expression::from(1), ..)).realize::<R3<1, 1, D>>();
         let cls = (self.cls_token + cls_pos).reshape::<R2<1, D>>().expand::<(B, Const<1>, Const<D>), Axis<0>>();
-        self.join(cls, patches)
+        registers::join(self.registers, cls, patches)
     }
 
     /// All tokens after the last block and the final norm, `(B, NT, D)`.
@@ -287,8 +231,6 @@ pub trait VitLayers {
     /// `1 + G0^2`.
     type Native: Dimension;
     fn depth(&self) -> usize;
-    /// Register tokens between [CLS] and the patches (`'t' = 'n' + 1 + registers`).
-    fn registers(&self) -> usize;
     /// Tokens after block `upto - 1` (no final norm), `(b, t, D)`.
     fn tokens_after(
         &self,
@@ -347,10 +289,6 @@ impl<
         self.blocks.len()
     }
 
-    fn registers(&self) -> usize {
-        self.register_count()
-    }
-
     fn tokens_after(
         &self,
         patches: GraphTensor<(dims::Batch, dims::Patches, Const<CPP>)>,
@@ -366,7 +304,7 @@ impl<
             self.pos_embed.slice((.., ..luminal::prelude::symbolic::Expression::from(1), ..)).realize::<R3<1, 1, D>>();
         let cls =
             (self.cls_token + cls_pos).reshape::<R2<1, D>>().expand::<(dims::Batch, Const<1>, Const<D>), Axis<0>>();
-        let mut t = self.join::<_, _, dims::Tokens>(cls, x);
+        let mut t = registers::join::<_, _, dims::Tokens, D>(self.registers, cls, x);
         for b in &self.blocks[..upto] {
             t = b.forward(t);
         }
@@ -378,7 +316,7 @@ impl<
         patches: GraphTensor<(dims::Batch, dims::Patches, Const<CPP>)>,
         resample: GraphTensor<(dims::Patches, Const<N0>)>,
     ) -> GraphTensor<(dims::Batch, dims::Tokens, Const<D>)> {
-        self.drop_registers(self.norm.forward(self.tokens_after(patches, resample, self.blocks.len())))
+        registers::drop(self.registers, self.norm.forward(self.tokens_after(patches, resample, self.blocks.len())))
     }
 
     fn last_cls_dyn(

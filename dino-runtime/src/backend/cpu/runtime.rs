@@ -15,7 +15,8 @@ use rustc_hash::FxHashMap;
 use crate::autograd::Prim;
 use crate::backend::executor::{Executor, ProfileEntry, RunStats};
 use crate::backend::layout::Layout;
-use crate::backend::plan::{DType, Loc, Plan, Planner, Step, Work};
+use crate::backend::plan::precision::round_bf16_slice;
+use crate::backend::plan::{DType, Loc, Plan, PlanOptions, Planner, Policy, Step, Storage, Work};
 use crate::error::{Error, Result};
 
 /// Runs a graph compiled by [`crate::backend::Passes`] on the CPU.
@@ -34,11 +35,18 @@ pub struct CpuRuntime {
 }
 
 impl CpuRuntime {
-    /// Prepare to run `cx` (after compilation; rebuild if the graph changes).
+    /// Prepare to run `cx` (after compilation; rebuild if the graph changes) in fp32.
     pub fn new(cx: &Graph) -> CpuRuntime {
+        CpuRuntime::with_policy(cx, Policy::default())
+    }
+
+    /// [`CpuRuntime::new`] with a precision policy: every buffer is held as f32, and those the
+    /// policy makes bf16 are rounded to bf16 when stored (an emulation: the numerics of a
+    /// bf16 plan, at fp32's speed or a little below).
+    pub fn with_policy(cx: &Graph, policy: Policy) -> CpuRuntime {
         let profile = crate::debug::level() >= 2;
         CpuRuntime {
-            planner: Some(Planner::new(cx)),
+            planner: Some(Planner::with_options(cx, PlanOptions { policy, storage: Storage::F32 })),
             plan: None,
             arena: vec![],
             stats: RunStats::default(),
@@ -126,6 +134,12 @@ impl CpuRuntime {
     }
 
     fn run(&mut self, cx: &mut Graph, plan: &Plan) -> Result<()> {
+        if plan.storage != Storage::F32 && !plan.is_fp32() {
+            return Err(Error::Backend(
+                "this plan stores bf16 buffers at 2 bytes (a GPU's plan); the CPU runs plans laid out with f32 storage"
+                    .into(),
+            ));
+        }
         plan.check_inputs(cx, "f32 data on the CPU", |a| a.downcast_ref::<Vec<f32>>().map(Vec::len))?;
         let inputs: Vec<Vec<f32>> = plan
             .inputs()
@@ -173,6 +187,14 @@ impl CpuRuntime {
                     k.run(&srcs, out);
                     "fused"
                 }
+                Work::Gemm(g) if g.operands == DType::Bf16 => {
+                    // bf16 operands: f32 sources (weights, f32 activations) rounded as a bf16
+                    // copy of them would be; bf16 sources already are
+                    let (a, b) =
+                        (bf16_view(&plan.steps[s.srcs[0]], srcs[0]), bf16_view(&plan.steps[s.srcs[1]], srcs[1]));
+                    g.run(&a, &b, out);
+                    "gemm"
+                }
                 Work::Gemm(g) => {
                     g.run(srcs[0], srcs[1], out);
                     "gemm"
@@ -213,12 +235,27 @@ impl CpuRuntime {
                 e.0 += 1;
                 e.1 += t0.elapsed().as_secs_f64();
             }
+            if s.dtype == DType::Bf16 {
+                round_bf16_slice(out);
+            }
             if let Loc::Kept(k) = s.loc {
                 kept[k] = own;
             }
         }
         plan.hand_back(cx, inputs, kept, drop);
         Ok(())
+    }
+}
+
+/// A contraction's operand as bf16: `buf` itself if its step stores bf16 (already rounded), a
+/// rounded copy otherwise.
+fn bf16_view<'a>(src: &Step, buf: &'a [f32]) -> std::borrow::Cow<'a, [f32]> {
+    if src.dtype == DType::Bf16 {
+        std::borrow::Cow::Borrowed(buf)
+    } else {
+        let mut v = buf.to_vec();
+        round_bf16_slice(&mut v);
+        std::borrow::Cow::Owned(v)
     }
 }
 

@@ -20,6 +20,7 @@ use luminal::prelude::*;
 use rustc_hash::FxHashMap;
 
 use super::arena::{self, Interval};
+use super::precision::{OpClass, Policy, Storage};
 use super::{FusedKernel, GemmPlan};
 use crate::autograd::Prim;
 use crate::backend::fused::FusedOp;
@@ -28,11 +29,15 @@ use crate::backend::layout::Layout;
 use crate::error::{Error, Result};
 
 /// How a buffer's elements are stored. Arithmetic inside kernels is always fp32; the storage
-/// type decides what is loaded and stored.
+/// type decides what is loaded and stored (the precision pass, [`super::precision`], chooses
+/// it per buffer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum DType {
     #[default]
     F32,
+    /// bfloat16: f32's exponent, 8 significant bits.
+    Bf16,
 }
 
 impl DType {
@@ -40,7 +45,31 @@ impl DType {
     pub fn size(self) -> usize {
         match self {
             DType::F32 => 4,
+            DType::Bf16 => 2,
         }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::F32 => "f32",
+            DType::Bf16 => "bf16",
+        }
+    }
+}
+
+impl std::fmt::Display for DType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for DType {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<DType> {
+        [DType::F32, DType::Bf16].into_iter().find(|d| d.name() == s).ok_or_else(|| Error::Config {
+            what: format!("storage type `{s}`"),
+            why: "the storage types are f32 and bf16".into(),
+        })
     }
 }
 
@@ -84,9 +113,9 @@ pub struct Step {
 }
 
 impl Step {
-    /// Bytes of the output buffer (at least one element).
-    pub fn bytes(&self) -> usize {
-        self.out_len.max(1) * self.dtype.size()
+    /// Bytes of the output buffer (at least one element) held as `storage` holds it.
+    pub fn bytes(&self, storage: Storage) -> usize {
+        self.out_len.max(1) * storage.elem_bytes(self.dtype)
     }
 }
 
@@ -112,18 +141,41 @@ pub struct Plan {
     pub input_extent: Vec<usize>,
     /// The execution order chosen (the one with the smallest arena).
     pub order_name: &'static str,
+    /// How the executor holds buffers (the arena is laid out for it).
+    pub storage: Storage,
+    /// The precision pass's class of every step; empty in a plan loaded from an artifact.
+    pub classes: Vec<OpClass>,
+}
+
+/// What a planner is asked for: the precision policy, and how the executor holds buffers.
+#[derive(Debug, Clone, Default)]
+pub struct PlanOptions {
+    pub policy: Policy,
+    pub storage: Storage,
 }
 
 /// Makes plans for a compiled graph: the candidate orders are computed once, a plan per set
 /// of dynamic dims.
 pub struct Planner {
     orders: Vec<(&'static str, Vec<NodeIndex>)>,
+    opts: PlanOptions,
 }
 
 impl Planner {
-    /// Prepare to plan `cx` (after compilation; make a new one if the graph changes).
+    /// Prepare to plan `cx` (after compilation; make a new one if the graph changes): fp32,
+    /// each type at its own size.
     pub fn new(cx: &Graph) -> Planner {
-        Planner { orders: super::schedule::candidates(cx) }
+        Planner::with_options(cx, PlanOptions::default())
+    }
+
+    /// [`Planner::new`] with a precision policy and a storage.
+    pub fn with_options(cx: &Graph, opts: PlanOptions) -> Planner {
+        Planner { orders: super::schedule::candidates(cx), opts }
+    }
+
+    /// The options plans are made with.
+    pub fn options(&self) -> &PlanOptions {
+        &self.opts
     }
 
     /// Plan every candidate order for the current dynamic dims and keep the one with the
@@ -131,7 +183,7 @@ impl Planner {
     pub fn plan(&self, cx: &Graph) -> Result<Plan> {
         let mut best: Option<Plan> = None;
         for (name, order) in &self.orders {
-            let p = build(cx, order, name)?;
+            let p = build(cx, order, name, &self.opts)?;
             if crate::debug::level() >= 1 {
                 eprintln!("[dino] order {name}: arena {:.1} MB", p.arena_bytes as f64 * 1e-6);
             }
@@ -145,7 +197,7 @@ impl Planner {
     }
 }
 
-fn build(cx: &Graph, order: &[NodeIndex], order_name: &'static str) -> Result<Plan> {
+fn build(cx: &Graph, order: &[NodeIndex], order_name: &'static str, opts: &PlanOptions) -> Result<Plan> {
     let dm = &cx.dyn_map;
     let mut step_of: FxHashMap<NodeIndex, usize> = FxHashMap::default();
     let mut steps: Vec<Step> = vec![];
@@ -248,6 +300,8 @@ fn build(cx: &Graph, order: &[NodeIndex], order_name: &'static str) -> Result<Pl
         step_of.insert(n, steps.len());
         steps.push(Step { node: n, work, srcs, views, out_len, dtype: DType::F32, loc });
     }
+    // the precision pass: a storage type per buffer, before the arena is laid out for them
+    let classes = super::precision::assign(&mut steps, cx, &opts.policy);
     // lifetimes of arena buffers: from definition to last read
     let mut last = (0..steps.len()).collect::<Vec<_>>();
     for (i, s) in steps.iter().enumerate() {
@@ -257,12 +311,22 @@ fn build(cx: &Graph, order: &[NodeIndex], order_name: &'static str) -> Result<Pl
     }
     let arena_steps: Vec<usize> = (0..steps.len()).filter(|&i| steps[i].loc == Loc::Arena(0)).collect();
     let intervals: Vec<Interval> =
-        arena_steps.iter().map(|&i| Interval { len: steps[i].bytes(), first: i, last: last[i] }).collect();
+        arena_steps.iter().map(|&i| Interval { len: steps[i].bytes(opts.storage), first: i, last: last[i] }).collect();
     let (offsets, arena_bytes) = arena::plan(&intervals);
     for (&i, off) in arena_steps.iter().zip(offsets) {
         steps[i].loc = Loc::Arena(off);
     }
-    Ok(Plan { dyn_dims: dyn_dims(cx), steps, arena_bytes, n_inputs, n_kept, input_extent, order_name })
+    Ok(Plan {
+        dyn_dims: dyn_dims(cx),
+        steps,
+        arena_bytes,
+        n_inputs,
+        n_kept,
+        input_extent,
+        order_name,
+        storage: opts.storage,
+        classes,
+    })
 }
 
 impl Plan {
@@ -339,7 +403,19 @@ impl Plan {
         }
     }
 
-    /// `DINO_DEBUG` >= 1: the plan's size; >= 3: every fused kernel's programs.
+    /// Does any buffer hold something other than f32?
+    pub fn is_fp32(&self) -> bool {
+        self.steps.iter().all(|s| s.dtype == DType::F32)
+            && self.steps.iter().all(|s| !matches!(&s.work, Work::Gemm(g) if g.operands != DType::F32))
+    }
+
+    /// Bytes of `s`'s buffer as this plan's executor holds it.
+    pub fn bytes_of(&self, s: &Step) -> usize {
+        s.bytes(self.storage)
+    }
+
+    /// `DINO_DEBUG` >= 1: the plan's size and the precision pass's classes; >= 3: every fused
+    /// kernel's programs.
     fn log(&self, cx: &Graph) {
         if crate::debug::level() >= 1 {
             eprintln!(
@@ -348,6 +424,12 @@ impl Plan {
                 self.arena_bytes as f64 * 1e-6,
                 self.order_name
             );
+            let rows = super::precision::summary(&self.steps, &self.classes);
+            let text: Vec<String> = rows
+                .iter()
+                .map(|(c, n, e, d)| format!("{c} {n} buffers {:.1} M elements {d}", *e as f64 * 1e-6))
+                .collect();
+            eprintln!("[dino] pass precision: {}", text.join(" | "));
         }
         if crate::debug::level() >= 3 {
             for (i, s) in self.steps.iter().enumerate() {

@@ -5,6 +5,8 @@
 use crate::backend::gemm::GemmAxis;
 use crate::backend::layout::Layout;
 
+use super::build::DType;
+
 /// One axis of the product after merging: length and strides in A, B and the output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Ax {
@@ -26,6 +28,9 @@ pub struct GemmPlan {
     /// Base offsets of A and B (views that slice start inside their buffer).
     pub(crate) base: (isize, isize),
     pub(crate) out_len: usize,
+    /// The type the product reads its operands in (f32 sources rounded when bf16), with f32
+    /// accumulation; set by the precision pass.
+    pub operands: DType,
 }
 
 impl GemmPlan {
@@ -55,7 +60,16 @@ impl GemmPlan {
         let mut loops = batch;
         loops.extend(ms);
         loops.extend(ns);
-        GemmPlan { m, n, k, loops, k_loops: ks, base: (la.offset, lb.offset), out_len: acc as usize }
+        GemmPlan {
+            m,
+            n,
+            k,
+            loops,
+            k_loops: ks,
+            base: (la.offset, lb.offset),
+            out_len: acc as usize,
+            operands: DType::F32,
+        }
     }
 
     /// Output elements.

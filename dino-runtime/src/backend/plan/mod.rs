@@ -12,6 +12,7 @@
 //! - [`arena`]: byte offsets of intermediates that share one arena;
 //! - [`kernel`]: a fused kernel bound to concrete dims and layouts;
 //! - [`contraction`]: a contraction bound to concrete strides;
+//! - [`precision`]: the precision pass, a storage type for every buffer;
 //! - [`wire`]: a plan as bytes (artifacts), and the validation that makes one from a file
 //!   safe to run;
 //! - [`build`]: the plan itself, the planner, and the input/kept-output bookkeeping every
@@ -23,9 +24,11 @@ pub mod arena;
 pub mod build;
 pub mod contraction;
 pub mod kernel;
+pub mod precision;
 pub mod schedule;
 pub mod wire;
 
-pub use build::{dyn_dims, DType, DynDims, Loc, Plan, Planner, Step, Work};
+pub use build::{dyn_dims, DType, DynDims, Loc, Plan, PlanOptions, Planner, Step, Work};
 pub use contraction::GemmPlan;
 pub use kernel::FusedKernel;
+pub use precision::{OpClass, Policy, Precision, Storage};

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use super::build::{DType, DynDims, Loc, Plan, Step, Work};
 use super::contraction::{Ax, GemmPlan};
 use super::kernel::FusedKernel;
+use super::precision::Storage;
 use super::schedule::ORDER_NAMES;
 use crate::backend::ir::{Instr, Program};
 
@@ -47,6 +48,7 @@ struct WirePlan {
     n_kept: usize,
     input_extent: Vec<usize>,
     order_name: String,
+    storage: Storage,
 }
 
 /// The encoding; decoding claims at most `limit` bytes (no length prefix in a file can make
@@ -95,6 +97,7 @@ impl Plan {
             n_kept: self.n_kept,
             input_extent: self.input_extent.clone(),
             order_name: self.order_name.to_string(),
+            storage: self.storage,
         };
         use bincode::Options;
         options(MAX_PLAN_BYTES).serialize(&w).map_err(|e| format!("encoding the plan: {e}"))
@@ -132,6 +135,8 @@ impl Plan {
             n_kept: w.n_kept,
             input_extent: w.input_extent,
             order_name,
+            storage: w.storage,
+            classes: vec![],
         };
         plan.validate()?;
         Ok(plan)
@@ -139,7 +144,8 @@ impl Plan {
 
     /// Bytes a run holds: the arena, every kept output and every input at its extent.
     pub fn run_bytes(&self) -> u128 {
-        let kept: u128 = self.steps.iter().filter(|s| matches!(s.loc, Loc::Kept(_))).map(|s| s.bytes() as u128).sum();
+        let kept: u128 =
+            self.steps.iter().filter(|s| matches!(s.loc, Loc::Kept(_))).map(|s| self.bytes_of(s) as u128).sum();
         let inputs: u128 = self.input_extent.iter().map(|&e| e as u128 * 4).sum();
         self.arena_bytes as u128 + kept + inputs
     }
@@ -171,11 +177,11 @@ impl Plan {
                     continue;
                 }
                 Loc::Arena(off) => {
-                    let end = off.checked_add(s.bytes()).ok_or_else(|| bad("arena offset overflows".into()))?;
-                    if end > self.arena_bytes || off % s.dtype.size() != 0 {
+                    let end = off.checked_add(self.bytes_of(s)).ok_or_else(|| bad("arena offset overflows".into()))?;
+                    if end > self.arena_bytes || off % self.storage.elem_bytes(s.dtype) != 0 {
                         return Err(bad(format!(
                             "a {}-byte buffer at offset {off} of a {}-byte arena",
-                            s.bytes(),
+                            self.bytes_of(s),
                             self.arena_bytes
                         )));
                     }
@@ -345,7 +351,7 @@ fn check_arena_overlaps(plan: &Plan) -> Result<(), String> {
         .iter()
         .enumerate()
         .filter_map(|(i, s)| match s.loc {
-            Loc::Arena(off) => Some((off, off + s.bytes(), i, last[i])),
+            Loc::Arena(off) => Some((off, off + plan.bytes_of(s), i, last[i])),
             _ => None,
         })
         .collect();
