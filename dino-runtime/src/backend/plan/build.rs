@@ -173,11 +173,6 @@ impl Planner {
         Planner { orders: super::schedule::candidates(cx), opts }
     }
 
-    /// The options plans are made with.
-    pub fn options(&self) -> &PlanOptions {
-        &self.opts
-    }
-
     /// Plan every candidate order for the current dynamic dims and keep the one with the
     /// smallest arena.
     pub fn plan(&self, cx: &Graph) -> Result<Plan> {
@@ -403,7 +398,7 @@ impl Plan {
         }
     }
 
-    /// Does any buffer hold something other than f32?
+    /// Is every buffer f32, and does every product read its operands in f32?
     pub fn is_fp32(&self) -> bool {
         self.steps.iter().all(|s| s.dtype == DType::F32)
             && self.steps.iter().all(|s| !matches!(&s.work, Work::Gemm(g) if g.operands != DType::F32))

@@ -181,12 +181,13 @@ impl Policy {
         }
     }
 
-    /// Whether contractions read their sources as bf16.
+    /// The type contractions read their sources in: `gemm-operand`'s (so `gemm-operand=f32`
+    /// makes every product read f32, whatever `gemm-output` stores).
     pub fn gemm_reads(&self) -> DType {
         self.dtype(OpClass::GemmOperand)
     }
 
-    /// Does any class store something other than f32?
+    /// Does every class store f32 (and so every product read f32)?
     pub fn is_fp32(&self) -> bool {
         OpClass::ALL.iter().all(|c| self.dtype(*c) == DType::F32)
     }
