@@ -84,7 +84,10 @@ fn backbone_json(b: &VitConfig) -> Value {
         b.qkv_bias,
         b.norm_eps,
         b.drop_path,
-        b.layer_scale
+        b.layer_scale,
+        b.registers,
+        b.ffn.name(),
+        b.interpolation.name()
     ])
 }
 

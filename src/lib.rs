@@ -24,8 +24,10 @@
 //! ```
 //!
 //! `vit!` keys: `image`, `patch`, `dim`, `depth`, `heads` (required), `channels` (3),
-//! `mlp_ratio` (4) or `mlp`, `qkv_bias` (true), `norm_eps` (1e-6), `drop_path` (0),
-//! `layer_scale` (none; DINOv2's blocks start LayerScale at `1e-5`).
+//! `mlp_ratio` (4) or `mlp` (a width), `mlp: gelu | swiglu` (gelu; DINOv2's SwiGLU takes
+//! `(int(2/3 mlp_ratio dim) + 7) // 8 * 8` hidden channels), `qkv_bias` (true), `norm_eps`
+//! (1e-6), `drop_path` (0), `layer_scale` (none; DINOv2's blocks start LayerScale at `1e-5`),
+//! `registers` (0; DINOv2 with registers: 4).
 //!
 //! `dino!` keys: `head { hidden, bottleneck, out, layers (3), norm_last_layer (true) }`,
 //! `crops { global: 2 x SIZE scale LO..HI, local: N x SIZE scale LO..HI }`, `student_temp`,

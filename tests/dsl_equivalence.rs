@@ -16,7 +16,7 @@ struct ByHand {
     cls_token: GraphTensor<R3<1, 1, 12>>,
     pos_embed: GraphTensor<R3<1, 5, 12>>,
     patch: PatchEmbed<2, 4, 12, 32>,
-    blocks: Vec<Block<12, 3, 4, 36, 24>>,
+    blocks: Vec<Block<12, 3, 4, 36, 24, 24>>,
     norm: LayerNorm<12>,
 }
 

@@ -168,7 +168,7 @@ fn check_dynamic<M: VitModel>(fixture_name: &str, seed: u64) {
             cx.set_dyn_dim(k, v);
         }
         data::set(&mut cx, patches.id, pv);
-        data::set(&mut cx, resample.id, resample_matrix(g0, g, g));
+        data::set(&mut cx, resample.id, resample_matrix(g0, g, g, Default::default()));
         rt.execute_to_host(&mut cx).unwrap();
         let got_cls = data::take(&mut cx, handles.0[0]).unwrap();
         let got_attn = data::take(&mut cx, handles.0[1]).unwrap();
@@ -285,4 +285,225 @@ fn registers_match_timm_through_the_weight_loader() {
             (0..41).filter(|t| !(1..5).contains(t)).flat_map(|t| all[(i * 41 + t) * 48..][..48].to_vec()).collect();
         assert_close(&format!("runner tokens of image {i}"), g, &want, 1e-4, 0.0);
     }
+}
+
+dino::vit! {
+    /// DINOv2's ViT-g/14 form, small: SwiGLU (hidden 128 from `mlp_ratio: 4`), LayerScale and
+    /// 4 registers at 56 px, patch 14, width 48.
+    pub TinyVitSwiGlu { image: 56, patch: 14, channels: 3, dim: 48, depth: 2, heads: 3, mlp: swiglu, layer_scale: 1e-5, registers: 4 }
+}
+
+dino::vit! {
+    /// `TinyVitSwiGlu` with a GELU MLP of its hidden width.
+    pub TinyVitGelu128 { image: 56, patch: 14, channels: 3, dim: 48, depth: 2, heads: 3, mlp: 128, layer_scale: 1e-5, registers: 4 }
+}
+
+/// SwiGLU, with timm's weights (`SwiGLUPacked`: `fc1`/`fc2`) through the weight loader, which
+/// names them as DINOv2 does (`w12`/`w3`, told apart from a GELU MLP by their shapes): [CLS]
+/// and its attention row at the native 56 px and an 84 px crop. The same tensors under
+/// DINOv2's official names and Hugging Face's (`mlp.weights_in/out`) load to the same
+/// backbone; a GELU declaration refuses them by name.
+#[test]
+fn swiglu_matches_timm_through_the_weight_loader() {
+    use dino::runtime::config::Ffn;
+    let f = fixture("timm_vit_swiglu");
+    let path =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/weights/timm_swiglu.safetensors");
+    let b = dino::weights::load(&path, "teacher").unwrap();
+    assert_eq!(b.tensors["blocks.1.mlp.w12.weight"].shape, [256, 48]);
+    assert_eq!(b.tensors["blocks.1.mlp.w3.weight"].shape, [48, 128]);
+    assert!(!b.tensors.keys().any(|k| k.contains("mlp.fc")));
+    let i = b.infer(&path).unwrap();
+    assert_eq!((i.ffn, i.mlp), (Ffn::SwiGlu, 128));
+    assert_eq!((TinyVitSwiGlu::CONFIG.ffn, TinyVitSwiGlu::CONFIG.mlp), (Ffn::SwiGlu, 128));
+    b.check(&path, &TinyVitSwiGlu::CONFIG).unwrap();
+    let e = b.check(&path, &TinyVitReg4::CONFIG).unwrap_err().to_string();
+    assert!(e.contains("timm_swiglu.safetensors") && e.contains("MLP width 128"), "{e}");
+    let e = b.check(&path, &TinyVitGelu128::CONFIG).unwrap_err().to_string();
+    assert!(e.contains("a swiglu MLP, `TinyVitGelu128` has gelu"), "{e}");
+    // the parameter count: timm's, plus the official form's [CLS] position row
+    assert_eq!(TinyVitSwiGlu::CONFIG.num_params(), timm_params("timm_vit_swiglu") + 48);
+    assert_eq!(f.metadata["params"].parse::<usize>().unwrap() + 48, TinyVitSwiGlu::CONFIG.num_params());
+
+    // the official and Hugging Face names of the same tensors
+    let dir = std::env::temp_dir().join(format!("dino-swiglu-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut official = dino::runtime::tensors::TensorFile::default();
+    for (k, t) in &b.tensors {
+        official.insert(k.clone(), &t.shape, t.data.clone());
+    }
+    let p = dir.join("official.safetensors");
+    official.save(&p).unwrap();
+    let o = dino::weights::load(&p, "teacher").unwrap();
+    assert_eq!(o.tensors.keys().collect::<Vec<_>>(), b.tensors.keys().collect::<Vec<_>>());
+    let mut hf = dino::runtime::tensors::TensorFile::default();
+    for (k, t) in &b.tensors {
+        let name = match k.strip_prefix("blocks.") {
+            Some(rest) => {
+                let (i, tail) = rest.split_once('.').unwrap();
+                let tail = tail
+                    .replace("mlp.w12.", "mlp.weights_in.")
+                    .replace("mlp.w3.", "mlp.weights_out.")
+                    .replace("ls1.gamma", "layer_scale1.lambda1")
+                    .replace("ls2.gamma", "layer_scale2.lambda1")
+                    .replace("attn.proj.", "attention.output.dense.");
+                if tail.starts_with("attn.qkv.") {
+                    // Hugging Face keeps query, key and value apart
+                    let kind = tail.rsplit('.').next().unwrap();
+                    let n = t.shape[0] / 3;
+                    let per = t.data.len() / 3;
+                    for (j, part) in ["query", "key", "value"].iter().enumerate() {
+                        let mut shape = t.shape.clone();
+                        shape[0] = n;
+                        hf.insert(
+                            format!("encoder.layer.{i}.attention.attention.{part}.{kind}"),
+                            &shape,
+                            t.data[j * per..][..per].to_vec(),
+                        );
+                    }
+                    continue;
+                }
+                format!("encoder.layer.{i}.{tail}")
+            }
+            None => match k.as_str() {
+                "cls_token" => "embeddings.cls_token".into(),
+                "pos_embed" => "embeddings.position_embeddings".into(),
+                "register_tokens" => "embeddings.register_tokens".into(),
+                "norm.weight" => "layernorm.weight".into(),
+                "norm.bias" => "layernorm.bias".into(),
+                other => other.replace("patch_embed.proj.", "embeddings.patch_embeddings.projection."),
+            },
+        };
+        hf.insert(name, &t.shape, t.data.clone());
+    }
+    hf.insert("embeddings.mask_token", &[1, 48], vec![0.0; 48]);
+    let p = dir.join("model.safetensors");
+    hf.save(&p).unwrap();
+    std::fs::write(dir.join("config.json"), r#"{"model_type": "dinov2_with_registers", "hidden_size": 48, "num_attention_heads": 3, "num_hidden_layers": 2, "patch_size": 14, "image_size": 56, "num_register_tokens": 4, "use_swiglu_ffn": true, "layer_norm_eps": 1e-6}"#).unwrap();
+    let h = dino::weights::load(&dir, "teacher").unwrap();
+    assert_eq!(h.format, "Hugging Face safetensors");
+    assert_eq!(h.tensors.keys().collect::<Vec<_>>(), b.tensors.keys().collect::<Vec<_>>());
+    for (k, t) in &h.tensors {
+        assert_eq!((&t.shape, &t.data), (&b.tensors[k].shape, &b.tensors[k].data), "{k}");
+    }
+    std::fs::write(dir.join("config.json"), r#"{"use_swiglu_ffn": false}"#).unwrap();
+    let e = dino::weights::load(&dir, "teacher").unwrap_err().to_string();
+    assert!(e.contains("config.json") && e.contains("use_swiglu_ffn false") && e.contains("swiglu MLP"), "{e}");
+    std::fs::remove_dir_all(&dir).ok();
+
+    let mut cx = Box::new(Graph::new());
+    let m = TinyVitSwiGlu::new(&mut cx);
+    let (x56, x84) = (image::<2, 56>(&mut cx, 21), image::<2, 84>(&mut cx, 21));
+    let outs = [
+        (m.forward(x56).id, "cls_56"),
+        (cls_rows(m.last_self_attention(x56)).id, "attn_56"),
+        (m.vit().forward::<Const<2>, 84, 84, 36, 41>(x84).id, "cls_84"),
+        (cls_rows(m.vit().last_self_attention::<Const<2>, 84, 84, 36, 41>(x84)).id, "attn_84"),
+    ];
+    let params = ParamSet::of(&m, &mut cx);
+    for (name, t) in &b.tensors {
+        params.set(&mut cx, name, t.data.clone()).unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    let mut handles = Handles(outs.iter().map(|o| o.0).collect());
+    for id in &handles.0 {
+        cx.no_delete.insert(*id);
+    }
+    cx.compile(Passes::default(), &mut handles);
+    let mut rt = test_executor(&cx);
+    rt.execute_to_host(&mut cx).unwrap();
+    for ((_, what), id) in outs.iter().zip(&handles.0) {
+        let got = data::get(&cx, *id).unwrap();
+        println!("timm_vit_swiglu {what}: max abs error {:.2e}", max_abs_err(got, &tensor(&f, what).data));
+        assert_close(&format!("timm_vit_swiglu {what}"), got, &tensor(&f, what).data, 1e-4, 0.0);
+    }
+}
+
+dino::vit! {
+    /// DINOv2's ViT-g/14: SwiGLU of 4096 hidden channels, LayerScale, 518 px.
+    pub DeclaredVitG14 { image: 518, patch: 14, channels: 3, dim: 1536, depth: 40, heads: 24, mlp: swiglu, layer_scale: 1e-5 }
+}
+dino::vit! {
+    /// DINOv2's ViT-S/14.
+    pub DeclaredVitS14 { image: 518, patch: 14, channels: 3, dim: 384, depth: 12, heads: 6, layer_scale: 1e-5 }
+}
+dino::vit! {
+    /// DINOv2's ViT-S/14 with 4 registers.
+    pub DeclaredVitS14Reg4 { image: 518, patch: 14, channels: 3, dim: 384, depth: 12, heads: 6, layer_scale: 1e-5, registers: 4 }
+}
+
+/// Declarations count what timm's DINOv2 models hold (`timm.create_model(name).parameters()`,
+/// timm 1.0.31): `vit_giant_patch14_dinov2` 1,136,479,232 (the official `dinov2_vitg14` adds
+/// its 1536-wide `mask_token`, which a backbone does not use), `vit_small_patch14_dinov2`
+/// 22,056,192, `vit_small_patch14_reg4_dinov2` 22,057,344 less the [CLS] position row timm
+/// does not keep (384).
+#[test]
+fn dinov2_declarations_count_timms_parameters() {
+    assert_eq!(DeclaredVitG14::CONFIG.mlp, 4096);
+    assert_eq!(DeclaredVitG14::CONFIG.num_params(), 1_136_479_232);
+    assert_eq!(DeclaredVitS14::CONFIG.num_params(), 22_056_192);
+    assert_eq!(DeclaredVitS14Reg4::CONFIG.num_params(), 22_057_344 + 384);
+}
+
+dino::vit! {
+    /// `TinyVitReg4` with the interpolation of DINOv2's register models.
+    pub TinyVitReg4Aa { image: 56, patch: 14, channels: 3, dim: 48, depth: 2, heads: 3, layer_scale: 1e-5, registers: 4, interpolation: antialiased }
+}
+
+/// DINOv2's register models resize position embeddings with antialiased bicubic to the exact
+/// grid (no 0.1 offset): with the timm register weights, [CLS] and its attention row at an
+/// 84 px crop (4x4 grid grown to 6x6) and a 28 px one (shrunk to 2x2) equal timm's model fed
+/// `F.interpolate(..., size, mode='bicubic', antialias=True)`; DINO's interpolation does not.
+#[test]
+fn antialiased_interpolation_matches_dinov2s_register_models() {
+    use dino::runtime::config::Interpolation;
+    assert_eq!(TinyVitReg4Aa::CONFIG.interpolation, Interpolation::Antialiased);
+    assert_eq!(TinyVitReg4::CONFIG.interpolation, Interpolation::Bicubic);
+    let f = fixture("timm_vit_reg4");
+    let path =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/weights/timm_reg4.safetensors");
+    let b = dino::weights::load(&path, "teacher").unwrap();
+    let run = |aa: bool| {
+        let mut cx = Box::new(Graph::new());
+        let (x84, x28) = (image::<2, 84>(&mut cx, 20), image::<2, 28>(&mut cx, 20));
+        let (outs, params) = if aa {
+            let m = TinyVitReg4Aa::new(&mut cx);
+            let outs = [
+                m.vit().forward::<Const<2>, 84, 84, 36, 41>(x84).id,
+                cls_rows(m.vit().last_self_attention::<Const<2>, 84, 84, 36, 41>(x84)).id,
+                m.vit().forward::<Const<2>, 28, 28, 4, 9>(x28).id,
+                cls_rows(m.vit().last_self_attention::<Const<2>, 28, 28, 4, 9>(x28)).id,
+            ];
+            (outs, ParamSet::of(&m, &mut cx))
+        } else {
+            let m = TinyVitReg4::new(&mut cx);
+            let outs = [
+                m.vit().forward::<Const<2>, 84, 84, 36, 41>(x84).id,
+                cls_rows(m.vit().last_self_attention::<Const<2>, 84, 84, 36, 41>(x84)).id,
+                m.vit().forward::<Const<2>, 28, 28, 4, 9>(x28).id,
+                cls_rows(m.vit().last_self_attention::<Const<2>, 28, 28, 4, 9>(x28)).id,
+            ];
+            (outs, ParamSet::of(&m, &mut cx))
+        };
+        for (name, t) in &b.tensors {
+            params.set(&mut cx, name, t.data.clone()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+        let mut handles = Handles(outs.to_vec());
+        for id in &handles.0 {
+            cx.no_delete.insert(*id);
+        }
+        cx.compile(Passes::default(), &mut handles);
+        let mut rt = test_executor(&cx);
+        rt.execute_to_host(&mut cx).unwrap();
+        handles.0.iter().map(|id| data::get(&cx, *id).unwrap().to_vec()).collect::<Vec<_>>()
+    };
+    let names = ["cls_84_aa", "attn_84_aa", "cls_28_aa", "attn_28_aa"];
+    for (got, what) in run(true).iter().zip(names) {
+        println!("timm_vit_reg4 {what}: max abs error {:.2e}", max_abs_err(got, &tensor(&f, what).data));
+        assert_close(&format!("timm_vit_reg4 {what}"), got, &tensor(&f, what).data, 1e-4, 0.0);
+    }
+    // the two interpolations differ where it shows: the shrunk crop's [CLS]
+    let dino = run(false);
+    let d = max_abs_err(&dino[2], &tensor(&f, "cls_28_aa").data);
+    println!("DINO's interpolation against DINOv2's at 28 px: {d:.2e}");
+    assert!(d > 1e-3, "{d}");
 }

@@ -15,7 +15,7 @@ use dino::runtime::graph::{data, ops::sum_all, Handles, View};
 use dino::runtime::nn::{Block, ParamSet};
 use luminal::prelude::*;
 
-type TestBlock = Block<48, 3, 16, 144, 192>;
+type TestBlock = Block<48, 3, 16, 144, 192, 192>;
 
 fn run(compiled: bool) {
     let f = fixture("vit_block");

@@ -14,7 +14,10 @@ pub struct VitIr {
     pub dim: usize,
     pub depth: usize,
     pub heads: usize,
+    /// Hidden width (SwiGLU: the gated width, DINOv2's rounding of the declared one).
     pub mlp: usize,
+    /// DINOv2's SwiGLU feed-forward instead of GELU.
+    pub swiglu: bool,
     pub qkv_bias: bool,
     pub norm_eps: f64,
     pub drop_path: f64,
@@ -22,9 +25,19 @@ pub struct VitIr {
     pub layer_scale: Option<f64>,
     /// Register tokens (0: none).
     pub registers: usize,
+    /// DINOv2's antialiased position-embedding interpolation instead of DINO's bicubic.
+    pub antialiased: bool,
 }
 
 impl VitIr {
+    /// The first MLP layer's width (SwiGLU packs both halves: twice the hidden width).
+    pub fn mlp_packed(&self) -> usize {
+        if self.swiglu {
+            2 * self.mlp
+        } else {
+            self.mlp
+        }
+    }
     pub fn head_dim(&self) -> usize {
         self.dim / self.heads
     }

@@ -62,3 +62,8 @@ custom_keyword!(normalize);
 custom_keyword!(mean);
 custom_keyword!(std);
 custom_keyword!(off);
+custom_keyword!(gelu);
+custom_keyword!(swiglu);
+custom_keyword!(interpolation);
+custom_keyword!(bicubic);
+custom_keyword!(antialiased);

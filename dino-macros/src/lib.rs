@@ -84,6 +84,18 @@ mod tests {
     }
 
     #[test]
+    fn vit_giant_14_swiglu() {
+        // DINOv2's ViT-g/14: SwiGLU of 4096 hidden channels (2/3 of 4 x 1536), `w12` 8192 wide
+        let out = crate::expand::vit(quote! {
+            /// DINOv2's ViT-g/14 (SwiGLU, LayerScale) at its 518 px.
+            pub VitGiant14 { image: 518, patch: 14, dim: 1536, depth: 40, heads: 24, mlp: swiglu, layer_scale: 1e-5 }
+        });
+        let text = pretty(out);
+        assert!(text.contains("mlp: 4096") && text.contains("Ffn::SwiGlu"), "{text}");
+        insta::assert_snapshot!(text);
+    }
+
+    #[test]
     fn dino_vit_s16() {
         let out = crate::expand::dino(quote! {
             /// DINO ViT-S/16 with 2x224 + 10x96 crops.
@@ -118,7 +130,7 @@ mod fuzz {
 
     const VIT: &str =
         "/// doc\npub V { image: 224, patch: 16, channels: 3, dim: 384, depth: 12, heads: 6, mlp_ratio: 4, \
-                       qkv_bias: true, norm_eps: 1e-6, drop_path: 0.1, layer_scale: 1e-5, registers: 4 }";
+                       qkv_bias: true, norm_eps: 1e-6, drop_path: 0.1, layer_scale: 1e-5, registers: 4, mlp: swiglu }";
     const DINO: &str = "pub D for V { head: { hidden: 2048, bottleneck: 256, out: 65536, layers: 3, \
                         norm_last_layer: true }, crops: { global: 2 x 224 scale 0.4..1.0, local: 10 x 96 scale \
                         0.05..0.4 }, student_temp: 0.1, teacher_temp: 0.04 -> 0.07 warmup 30 epochs, \
@@ -162,6 +174,8 @@ mod fuzz {
         "global",
         "local",
         "'a",
+        "swiglu",
+        "gelu",
     ];
 
     #[derive(Debug, Clone)]

@@ -16,8 +16,12 @@ pub struct VitConfig {
     pub dim: usize,
     pub depth: usize,
     pub heads: usize,
-    /// MLP width.
+    /// MLP hidden width: `fc2`'s input (SwiGLU: the gated width, half of `w12`'s output).
     pub mlp: usize,
+    /// The blocks' feed-forward layer.
+    pub ffn: Ffn,
+    /// How the position embeddings are resized for crops of other sizes.
+    pub interpolation: Interpolation,
     pub qkv_bias: bool,
     pub norm_eps: f64,
     pub drop_path: f64,
@@ -27,6 +31,72 @@ pub struct VitConfig {
     /// Register tokens between [CLS] and the patches (DINOv2 with registers: 4); they get no
     /// position embedding and are left out of features and attention maps.
     pub registers: usize,
+}
+
+/// The feed-forward layer of every block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Ffn {
+    /// `fc2(gelu(fc1(x)))`: DINO's and timm's `Mlp`.
+    #[default]
+    Gelu,
+    /// `w3(silu(x1) * x2)` with `[x1, x2] = w12(x)` split in halves: DINOv2's
+    /// `SwiGLUFFNFused` (timm's `SwiGLUPacked`, whose `fc1`/`fc2` are `w12`/`w3`).
+    SwiGlu,
+}
+
+impl Ffn {
+    /// The first linear layer's output width for hidden width `hidden` (SwiGLU packs both
+    /// halves into one).
+    pub const fn packed(self, hidden: usize) -> usize {
+        match self {
+            Ffn::Gelu => hidden,
+            Ffn::SwiGlu => 2 * hidden,
+        }
+    }
+
+    /// The hidden width for a declared width `width` (`mlp_ratio` times `dim`): itself, or for
+    /// SwiGLU DINOv2's `(int(width * 2 / 3) + 7) // 8 * 8`, which keeps the parameter count of
+    /// a GELU MLP of that width, rounded up to a multiple of 8.
+    pub const fn hidden(self, width: usize) -> usize {
+        match self {
+            Ffn::Gelu => width,
+            Ffn::SwiGlu => (width * 2 / 3).div_ceil(8) * 8,
+        }
+    }
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Ffn::Gelu => "gelu",
+            Ffn::SwiGlu => "swiglu",
+        }
+    }
+}
+
+/// How position embeddings are resized for another patch grid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Interpolation {
+    /// DINO's (and DINOv2's models without registers): bicubic with scale `(g + 0.1) / g0`.
+    #[default]
+    Bicubic,
+    /// DINOv2's models with registers: antialiased bicubic to the exact grid.
+    Antialiased,
+}
+
+impl Interpolation {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Interpolation::Bicubic => "bicubic",
+            Interpolation::Antialiased => "antialiased",
+        }
+    }
+}
+
+impl std::fmt::Display for Ffn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 impl VitConfig {
@@ -48,9 +118,10 @@ impl VitConfig {
     /// Parameters of the backbone (as DINO counts them: no head).
     pub const fn num_params(&self) -> usize {
         let (d, f) = (self.dim, self.mlp);
+        let f1 = self.ffn.packed(f);
         let qkv_bias = if self.qkv_bias { 3 * d } else { 0 };
         let layer_scale = if self.layer_scale.is_some() { 2 * d } else { 0 };
-        let block = 2 * d + (3 * d * d + qkv_bias) + (d * d + d) + 2 * d + (d * f + f) + (f * d + d) + layer_scale;
+        let block = 2 * d + (3 * d * d + qkv_bias) + (d * d + d) + 2 * d + (d * f1 + f1) + (f * d + d) + layer_scale;
         let embed = d * self.channels * self.patch * self.patch + d + d + (self.positions() + self.registers) * d;
         embed + self.depth * block + 2 * d
     }

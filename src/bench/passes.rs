@@ -19,6 +19,7 @@ use std::time::Instant;
 
 use dino_models::{with_dino, DinoVisitor};
 use dino_runtime::backend::executor::{Executor, ProfileEntry, RunStats};
+use dino_runtime::backend::plan::Policy;
 use dino_runtime::backend::{Builtin, Passes};
 use dino_runtime::dino::{DinoStep, StepHyper};
 use dino_runtime::graph::data;
@@ -31,7 +32,7 @@ use rand::SeedableRng as _;
 use super::measure::rss_mb;
 pub use super::passes_table::{Ablation, RowResult};
 use super::workloads::matmul_flops;
-use crate::device::Device;
+use crate::device::{Device, DeviceOptions};
 
 /// A row whose checked first step takes longer than this is timed by that step alone (the
 /// graph with no passes takes tens of seconds a step).
@@ -49,11 +50,23 @@ pub enum Pipeline {
 pub struct Row {
     pub name: String,
     pub pipeline: Pipeline,
+    /// The storage type of each buffer (the precision pass's policy; fp32 unless set). On the
+    /// CPU a bf16 row is emulated: its error is bf16's, its time the emulation's.
+    pub policy: Policy,
 }
 
 impl Row {
     pub fn ours(name: impl Into<String>, passes: Passes) -> Row {
-        Row { name: name.into(), pipeline: Pipeline::Ours(passes) }
+        Row { name: name.into(), pipeline: Pipeline::Ours(passes), policy: Policy::default() }
+    }
+
+    /// Every pass, with the precision pass's `policy`.
+    pub fn with_policy(policy: Policy) -> Row {
+        Row { name: format!("all passes, {policy}"), pipeline: Pipeline::Ours(Passes::standard()), policy }
+    }
+
+    pub fn stock() -> Row {
+        Row { name: "stock luminal".into(), pipeline: Pipeline::Stock, policy: Policy::default() }
     }
 }
 
@@ -66,7 +79,7 @@ pub fn standard_rows(stock: bool) -> Vec<Row> {
         rows.push(Row::ours(format!("without {b}"), p));
     }
     if stock {
-        rows.push(Row { name: "stock luminal".into(), pipeline: Pipeline::Stock });
+        rows.push(Row::stock());
     }
     rows
 }
@@ -211,7 +224,8 @@ fn prepare<M: DinoModel>(
         Pipeline::Ours(p) => {
             step.compile(&p);
             let reports = p.reports();
-            let ex = device.executor(&step.train.cx)?;
+            let ex =
+                device.executor_with(&step.train.cx, DeviceOptions { policy: row.policy, ..Default::default() })?;
             (
                 p.names().iter().map(|n| n.to_string()).collect(),
                 reports.into_iter().map(|r| (r.name, r.seconds)).collect(),
@@ -266,7 +280,7 @@ fn stock_row<M: DinoModel>(
     let row_name = name.clone();
     // graph building recurses deeply: the stack the `dino` binary gives its main thread
     let spawned = std::thread::Builder::new().stack_size(256 << 20).spawn(move || {
-        let r = prepare::<M>(Row { name: row_name, pipeline: Pipeline::Stock }, Device::Cpu, &opts2, &feed2).and_then(
+        let r = prepare::<M>(Row { name: row_name, ..Row::stock() }, Device::Cpu, &opts2, &feed2).and_then(
             |(mut live, f, loss, dt)| {
                 let r = results(&mut live, loss)?;
                 Ok((live.result, f, r, dt))

@@ -84,7 +84,7 @@ pub fn matmul_flops(cx: &Graph) -> f64 {
     total
 }
 
-type BenchBlock = Block<192, 3, 64, 576, 768>;
+type BenchBlock = Block<192, 3, 64, 576, 768, 768>;
 
 fn block(backward_too: bool) -> Result<Built> {
     let mut cx = Box::new(Graph::new());

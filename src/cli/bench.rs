@@ -178,6 +178,11 @@ pub struct PassesArgs {
     /// Only these rows' passes switched off (default: each built-in pass in turn).
     #[arg(long, value_delimiter = ',')]
     pub without: Vec<String>,
+    /// Add a row of every pass with this storage precision (the precision pass), e.g. bf16:
+    /// its error against the unoptimized graph is the precision's. On the CPU bf16 is
+    /// emulated (f32 storage, each bf16 store rounded): its time is not bf16's speed.
+    #[arg(long, value_delimiter = ',')]
+    pub precision: Vec<dino_runtime::backend::plan::Precision>,
     /// Skip the stock luminal row (it interprets the graph on one thread: slow).
     #[arg(long)]
     pub no_stock: bool,
@@ -196,7 +201,7 @@ fn bench_passes(args: PassesArgs) -> Result<(), String> {
     use crate::bench::passes::{ablate, standard_rows, AblationOptions, Row};
     use dino_runtime::backend::{Builtin, Passes};
     args.device.check().map_err(|e| e.to_string())?;
-    let rows = if args.without.is_empty() {
+    let mut rows = if args.without.is_empty() {
         standard_rows(!args.no_stock)
     } else {
         let mut rows = vec![Row::ours("all passes", Passes::standard()), Row::ours("no passes", Passes::none())];
@@ -208,10 +213,15 @@ fn bench_passes(args: PassesArgs) -> Result<(), String> {
             ));
         }
         if !args.no_stock {
-            rows.push(Row { name: "stock luminal".into(), pipeline: crate::bench::passes::Pipeline::Stock });
+            rows.push(Row::stock());
         }
         rows
     };
+    for p in &args.precision {
+        if *p != dino_runtime::backend::plan::Precision::Fp32 {
+            rows.push(Row::with_policy(dino_runtime::backend::plan::Policy::of(*p)));
+        }
+    }
     let opts = AblationOptions {
         batch: args.batch,
         runs: args.runs,

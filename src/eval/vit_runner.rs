@@ -272,7 +272,7 @@ impl<V: VitModel> VitRunner<V> {
             }
         }
         data::set(&mut self.cx, self.patches, pv);
-        data::set(&mut self.cx, self.resample, resample_matrix(V::IMAGE / p, gh, gw));
+        data::set(&mut self.cx, self.resample, resample_matrix(V::IMAGE / p, gh, gw, V::CONFIG.interpolation));
         self.rt.run(&mut self.cx, &self.outputs)?;
         let outs: Vec<Vec<f32>> = self
             .outputs

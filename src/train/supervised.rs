@@ -106,7 +106,7 @@ pub fn train_supervised<V: VitModel>(
     let loss = (log_softmax(logits) * onehot).sum_reduce::<R0, Axes2<0, 1>>() * (-1.0 / b as f32);
     let params = ParamSet::of(&[("", &model as &dyn Parameters), ("", &head as &dyn Parameters)][..], &mut cx);
     params.init(&mut cx, o.seed);
-    data::set(&mut cx, resample.id, resample_matrix(g, g, g));
+    data::set(&mut cx, resample.id, resample_matrix(g, g, g, V::CONFIG.interpolation));
     cx.no_delete.insert(resample.id);
     let adamw = OptimizerSpec::plain(OptimizerKind::AdamW(AdamWConfig::default()));
     let mut step = TrainStep::build(cx, loss.id, params, adamw)?;

@@ -3,14 +3,17 @@
 //! query/key/value, `layernorm_before/after`; epsilon and heads from the `config.json` beside
 //! the file), the official `.pth` files (backbone-only state dicts, and full training
 //! checkpoints with `student`/`teacher` and `module.`/`backbone.` prefixes), and this project's
-//! own checkpoints. Everything becomes the official names (`cls_token`, `blocks.0.attn.qkv.weight`).
+//! own checkpoints. DINOv2's forms too: official (`register_tokens`, `ls1.gamma`, SwiGLU's
+//! `mlp.w12`/`mlp.w3`), timm's (`reg_token` without a [CLS] position, SwiGLU as `fc1`/`fc2`)
+//! and Hugging Face's `facebook/dinov2-*` (`layer_scale1.lambda1`, `mlp.weights_in/out`).
+//! Everything becomes the official names (`cls_token`, `blocks.0.attn.qkv.weight`).
 pub mod pickle;
 pub mod pth;
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use dino_runtime::config::VitConfig;
+use dino_runtime::config::{Ffn, VitConfig};
 use dino_runtime::tensors::{NamedTensor, TensorFile};
 use dino_runtime::{Error, Result};
 
@@ -43,6 +46,8 @@ pub struct Inferred {
     pub layer_scale: bool,
     /// Register tokens (`register_tokens (1, R, D)`).
     pub registers: usize,
+    /// The feed-forward layer: SwiGLU where the blocks hold `mlp.w12`/`mlp.w3`.
+    pub ffn: Ffn,
 }
 
 fn bad(path: &Path, why: String) -> Error {
@@ -95,12 +100,36 @@ fn official_registers(path: &Path, mut t: BTreeMap<String, NamedTensor>) -> Resu
     Ok(t)
 }
 
-/// Hugging Face ViT names to the official ones; q, k and v are concatenated afterwards.
+/// timm's form of a SwiGLU block to the official one: timm's `SwiGLUPacked` names DINOv2's
+/// `w12`/`w3` `fc1`/`fc2`, and shows itself by its shapes: `fc2` reads half the width `fc1`
+/// writes (a GELU MLP's `fc2` reads all of it). Other tensors pass unchanged.
+fn official_swiglu(mut t: BTreeMap<String, NamedTensor>) -> BTreeMap<String, NamedTensor> {
+    for i in 0.. {
+        let (fc1, fc2) = (format!("blocks.{i}.mlp.fc1"), format!("blocks.{i}.mlp.fc2"));
+        let (Some(a), Some(b)) = (t.get(&format!("{fc1}.weight")), t.get(&format!("{fc2}.weight"))) else { break };
+        let packed = matches!((&a.shape[..], &b.shape[..]), ([f, _], [_, g]) if *f == 2 * *g);
+        if !packed {
+            continue;
+        }
+        for (from, to) in [(fc1, "w12"), (fc2, "w3")] {
+            for part in ["weight", "bias"] {
+                if let Some(v) = t.remove(&format!("{from}.{part}")) {
+                    t.insert(format!("blocks.{i}.mlp.{to}.{part}"), v);
+                }
+            }
+        }
+    }
+    t
+}
+
+/// Hugging Face ViT and DINOv2 names to the official ones; q, k and v are concatenated
+/// afterwards.
 fn from_hf(name: &str) -> Option<String> {
     let n = name.strip_prefix("vit.").unwrap_or(name);
     let fixed = [
         ("embeddings.cls_token", "cls_token"),
         ("embeddings.position_embeddings", "pos_embed"),
+        ("embeddings.register_tokens", "register_tokens"),
         ("embeddings.patch_embeddings.projection.weight", "patch_embed.proj.weight"),
         ("embeddings.patch_embeddings.projection.bias", "patch_embed.proj.bias"),
         ("layernorm.weight", "norm.weight"),
@@ -118,6 +147,12 @@ fn from_hf(name: &str) -> Option<String> {
         t if t.starts_with("attention.output.dense.") => t.replacen("attention.output.dense.", "attn.proj.", 1),
         t if t.starts_with("intermediate.dense.") => t.replacen("intermediate.dense.", "mlp.fc1.", 1),
         t if t.starts_with("output.dense.") => t.replacen("output.dense.", "mlp.fc2.", 1),
+        // DINOv2 (`Dinov2Layer`)
+        t if t.starts_with("norm1.") || t.starts_with("norm2.") || t.starts_with("mlp.fc") => t.to_string(),
+        "layer_scale1.lambda1" => "ls1.gamma".into(),
+        "layer_scale2.lambda1" => "ls2.gamma".into(),
+        t if t.starts_with("mlp.weights_in.") => t.replacen("mlp.weights_in.", "mlp.w12.", 1),
+        t if t.starts_with("mlp.weights_out.") => t.replacen("mlp.weights_out.", "mlp.w3.", 1),
         _ => return None,
     };
     Some(format!("blocks.{i}.{mapped}"))
@@ -183,6 +218,25 @@ fn check_hf_config(path: &Path, v: &serde_json::Value, b: &Backbone) -> Result<(
             }
         }
     }
+    // DINOv2's
+    if let Some(said) = v["num_register_tokens"].as_u64() {
+        if said as usize != i.registers {
+            let got = i.registers;
+            return Err(bad(
+                &cfg,
+                format!("says {said} register tokens, but the tensors of {} have {got}", path.display()),
+            ));
+        }
+    }
+    if let Some(said) = v["use_swiglu_ffn"].as_bool() {
+        if said != (i.ffn == Ffn::SwiGlu) {
+            let got = i.ffn;
+            return Err(bad(
+                &cfg,
+                format!("says use_swiglu_ffn {said}, but the tensors of {} have a {got} MLP", path.display()),
+            ));
+        }
+    }
     if let Some(h) = b.heads {
         if h == 0 || i.dim % h != 0 {
             return Err(bad(&cfg, format!("says {h} attention heads, which do not divide the width {}", i.dim)));
@@ -221,7 +275,7 @@ pub fn load_trusting(path: &Path, key: &str, trusted: &[String]) -> Result<Backb
     if bytes.starts_with(b"PK") {
         let tensors = pth::load_state_dict(path, &bytes, key, trusted)?;
         let t = tensors.into_iter().map(|(k, v)| (strip(&k).to_string(), v)).filter(|(k, _)| is_backbone(k)).collect();
-        let t = official_registers(path, t)?;
+        let t = official_swiglu(official_registers(path, t)?);
         return Ok(Backbone { tensors: t, format: "PyTorch .pth", ..Default::default() });
     }
     let f = TensorFile::from_bytes(&bytes, path)?;
@@ -248,7 +302,7 @@ pub fn load_trusting(path: &Path, key: &str, trusted: &[String]) -> Result<Backb
         return Ok(b);
     }
     let t = f.tensors.into_iter().map(|(k, v)| (strip(&k).to_string(), v)).filter(|(k, _)| is_backbone(k)).collect();
-    let t = official_registers(path, t)?;
+    let t = official_swiglu(official_registers(path, t)?);
     Ok(Backbone { tensors: t, format: "timm safetensors", ..Default::default() })
 }
 
@@ -279,7 +333,11 @@ impl Backbone {
             return Err(bad(path, format!("`pos_embed` has {n0} positions, not 1 + a square grid")));
         }
         let depth = (0..).take_while(|i| self.tensors.contains_key(&format!("blocks.{i}.norm1.weight"))).count();
-        let mlp = self.shape(path, "blocks.0.mlp.fc1.weight")?[0];
+        let (ffn, mlp) = if self.tensors.contains_key("blocks.0.mlp.w12.weight") {
+            (Ffn::SwiGlu, self.shape(path, "blocks.0.mlp.w3.weight")?.get(1).copied().unwrap_or(0))
+        } else {
+            (Ffn::Gelu, self.shape(path, "blocks.0.mlp.fc1.weight")?[0])
+        };
         Ok(Inferred {
             dim,
             depth,
@@ -290,6 +348,7 @@ impl Backbone {
             qkv_bias: self.tensors.contains_key("blocks.0.attn.qkv.bias"),
             layer_scale: self.tensors.contains_key("blocks.0.ls1.gamma"),
             registers: self.tensors.get("register_tokens").and_then(|r| r.shape.get(1).copied()).unwrap_or(0),
+            ffn,
         })
     }
 
@@ -307,6 +366,9 @@ impl Backbone {
         ];
         if let Some((what, got, want)) = diffs.iter().find(|d| d.1 != d.2) {
             return Err(bad(path, format!("these weights have {what} {got}, `{}` has {want}", cfg.name)));
+        }
+        if i.ffn != cfg.ffn {
+            return Err(bad(path, format!("these weights have a {} MLP, `{}` has {}", i.ffn, cfg.name, cfg.ffn)));
         }
         // what the declaration has and the weights lack; tensors the declaration has no place
         // for (LayerScale, registers of a backbone declared without) are the strict loader's

@@ -140,6 +140,25 @@ def pos_resample():
     save("pos_resample", t)
 
 
+def pos_resample_aa():
+    """DINOv2's interpolation for its models with registers as a matrix: F.interpolate of each
+    basis vector of a g0 x g0 grid to size (g, g), bicubic, antialias True, align_corners
+    False (interpolate_offset 0). Small grids whole (`m_`); DINOv2's 37x37 grid to 224 px's
+    16x16 and back along one axis (`a_`: a (1, g0) grid to (1, g); PyTorch 2.15 resamples a
+    (g0, 1) grid's first axis wrongly, every output row alike)."""
+    t = {}
+    for g0, g in [(7, 3), (4, 6), (4, 2)]:
+        n = g0 * g0
+        basis = torch.eye(n, dtype=torch.float64).reshape(n, g0, g0).unsqueeze(1)
+        out = nn.functional.interpolate(basis, size=(g, g), mode="bicubic", antialias=True, align_corners=False)
+        t[f"m_{g0}_{g}"] = out.reshape(n, g * g).t()
+    for g0, g in [(37, 16), (16, 37)]:
+        basis = torch.eye(g0, dtype=torch.float64).reshape(g0, 1, 1, g0)
+        out = nn.functional.interpolate(basis, size=(1, g), mode="bicubic", antialias=True, align_corners=False)
+        t[f"a_{g0}_{g}"] = out.reshape(g0, g).t()
+    save("pos_resample_aa", t)
+
+
 # ---- deterministic weights, reproduced bit for bit by tests/common/splitmix.rs -------------
 MASK = (1 << 64) - 1
 
@@ -246,13 +265,76 @@ def timm_vit_reg4():
     timm names them (float32 safetensors), and at 56 px and an 84 px crop (position
     embeddings of the patches interpolated DINO's way, offset 0.1, no antialiasing) the
     [CLS] output, every token after the final norm and the last block's [CLS] attention row
-    over all tokens ([CLS], registers, patches)."""
+    over all tokens ([CLS], registers, patches). `_aa`: at 84 px and a 28 px crop with the
+    interpolation of DINOv2's register models instead (antialiased bicubic to the grid size,
+    offset 0)."""
     from safetensors.torch import save_file as save_st
     from timm.models.vision_transformer import VisionTransformer
     seed, reg = 20, 4
     model = VisionTransformer(img_size=56, patch_size=14, embed_dim=48, depth=2, num_heads=3, mlp_ratio=4.0,
                               qkv_bias=True, num_classes=0, init_values=1e-5, reg_tokens=reg, no_embed_class=True,
                               norm_layer=functools.partial(nn.LayerNorm, eps=1e-6), act_layer=nn.GELU).double()
+    splitmix_params(model, seed)
+    t = {}
+    for size, aa in [(56, False), (84, False), (84, True), (28, True)]:
+        img = torch.from_numpy(splitmix_uniform(seed + size, 0, 2 * 3 * size * size)).reshape(2, 3, size, size)
+        with torch.no_grad():
+            x = model.patch_embed.proj(img).flatten(2).transpose(1, 2)
+            g0, g = 4, size // 14
+            pos = model.pos_embed
+            if g != g0:
+                p = pos.reshape(1, g0, g0, -1).permute(0, 3, 1, 2)
+                if aa:
+                    p = nn.functional.interpolate(p, size=(g, g), mode="bicubic", antialias=True, align_corners=False)
+                else:
+                    p = nn.functional.interpolate(p, scale_factor=((g + 0.1) / g0, (g + 0.1) / g0), mode="bicubic",
+                                                  align_corners=False)
+                pos = p.permute(0, 2, 3, 1).reshape(1, g * g, -1)
+            x = x + pos
+            b = x.shape[0]
+            x = torch.cat([model.cls_token.expand(b, -1, -1), model.reg_token.expand(b, -1, -1), x], dim=1)
+            for blk in model.blocks[:-1]:
+                x = blk(x)
+            last = model.blocks[-1]
+            h = last.norm1(x)
+            n, c = h.shape[1], h.shape[2]
+            qkv = last.attn.qkv(h).reshape(b, n, 3, 3, c // 3).permute(2, 0, 3, 1, 4)
+            attn = ((qkv[0] * last.attn.scale) @ qkv[1].transpose(-2, -1)).softmax(dim=-1)
+            tokens = model.norm(last(x))
+            if size == 56:
+                assert torch.allclose(tokens, model.forward_features(img), atol=1e-10)
+        sfx = "_aa" if aa else ""
+        t[f"cls_{size}{sfx}"] = tokens[:, 0]
+        t[f"tokens_{size}{sfx}"] = tokens
+        t[f"attn_{size}{sfx}"] = attn[:, :, 0, :]
+    keys = ",".join(f"{k}:{v.numel()}" for k, v in model.state_dict().items())
+    save("timm_vit_reg4", t, {"seed": str(seed), "registers": str(reg), "keys": keys})
+    st = {k: v.detach().float().contiguous() for k, v in model.state_dict().items()}
+    path = os.path.join(OUT, "weights", "timm_reg4.safetensors")
+    save_st(st, path)
+    print(f"wrote {path} ({os.path.getsize(path)} bytes)")
+
+
+def timm_vit_swiglu():
+    """DINOv2's SwiGLU ViT (its ViT-g/14 form: `SwiGLUPacked`, SiLU, LayerScale) small: 56 px,
+    patch 14, width 48, 3 heads, 2 blocks, splitmix weights, 4 registers. The packed width is
+    DINOv2's for `mlp_ratio` 4: hidden (int(192 * 2 / 3) + 7) // 8 * 8 = 128, `fc1` 256 wide,
+    so timm's `mlp_ratio` is 256 / 48. Saved: the weights as timm names them (`fc1`/`fc2`:
+    DINOv2's `w12`/`w3`), and at 56 px and an 84 px crop the [CLS] output, every token after
+    the final norm and the last block's [CLS] attention row."""
+    from safetensors.torch import save_file as save_st
+    from timm.layers import SwiGLUPacked
+    from timm.models.vision_transformer import VisionTransformer
+    seed, reg, dim = 21, 4, 48
+    hidden = (int(4 * dim * 2 / 3) + 7) // 8 * 8
+    ratio = 2 * hidden / dim
+    assert int(dim * ratio) == 2 * hidden
+    model = VisionTransformer(img_size=56, patch_size=14, embed_dim=dim, depth=2, num_heads=3, mlp_ratio=ratio,
+                              qkv_bias=True, num_classes=0, init_values=1e-5, reg_tokens=reg, no_embed_class=True,
+                              mlp_layer=SwiGLUPacked, act_layer=nn.SiLU,
+                              norm_layer=functools.partial(nn.LayerNorm, eps=1e-6)).double()
+    assert model.blocks[0].mlp.fc1.weight.shape == (2 * hidden, dim)
+    assert model.blocks[0].mlp.fc2.weight.shape == (dim, hidden)
     splitmix_params(model, seed)
     t = {}
     for size in (56, 84):
@@ -282,10 +364,11 @@ def timm_vit_reg4():
         t[f"cls_{size}"] = tokens[:, 0]
         t[f"tokens_{size}"] = tokens
         t[f"attn_{size}"] = attn[:, :, 0, :]
+    n_params = sum(p.numel() for p in model.parameters())
     keys = ",".join(f"{k}:{v.numel()}" for k, v in model.state_dict().items())
-    save("timm_vit_reg4", t, {"seed": str(seed), "registers": str(reg), "keys": keys})
+    save("timm_vit_swiglu", t, {"seed": str(seed), "registers": str(reg), "params": str(n_params), "keys": keys})
     st = {k: v.detach().float().contiguous() for k, v in model.state_dict().items()}
-    path = os.path.join(OUT, "weights", "timm_reg4.safetensors")
+    path = os.path.join(OUT, "weights", "timm_swiglu.safetensors")
     save_st(st, path)
     print(f"wrote {path} ({os.path.getsize(path)} bytes)")
 
@@ -544,6 +627,7 @@ CASES = {
     "timm_vit_s14_ls": lambda: timm_vit("timm_vit_s14_ls", 384, 6, 2, 19, init_values=1e-5, patch=14, native=518,
                                         small=224),
     "pos_resample": pos_resample,
+    "pos_resample_aa": pos_resample_aa,
     "vit_block": vit_block,
     "pil_ops": pil_ops,
     "weight_formats": weight_formats,
@@ -552,6 +636,7 @@ CASES = {
     "adamw_steps": lambda: optimizer_steps("adamw"),
     "sgd_steps": lambda: optimizer_steps("sgd"),
     "timm_vit_reg4": timm_vit_reg4,  # after weight_formats, which empties weights/
+    "timm_vit_swiglu": timm_vit_swiglu,
 }
 
 if __name__ == "__main__":

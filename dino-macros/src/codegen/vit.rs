@@ -7,8 +7,22 @@ use crate::ir::VitIr;
 
 pub fn expand(ir: &VitIr, rt: &TokenStream) -> TokenStream {
     let VitIr { attrs, vis, name, doc, .. } = ir;
-    let (c, p, d, h, dh, qkv, f) =
-        (int(ir.channels), int(ir.patch), int(ir.dim), int(ir.heads), int(ir.head_dim()), int(3 * ir.dim), int(ir.mlp));
+    let (c, p, d, h, dh, qkv, f, g) = (
+        int(ir.channels),
+        int(ir.patch),
+        int(ir.dim),
+        int(ir.heads),
+        int(ir.head_dim()),
+        int(3 * ir.dim),
+        int(ir.mlp_packed()),
+        int(ir.mlp),
+    );
+    let interpolation = if ir.antialiased {
+        quote!(#rt::config::Interpolation::Antialiased)
+    } else {
+        quote!(#rt::config::Interpolation::Bicubic)
+    };
+    let ffn = if ir.swiglu { quote!(#rt::config::Ffn::SwiGlu) } else { quote!(#rt::config::Ffn::Gelu) };
     let (cpp, n0, img, np) =
         (int(ir.channels * ir.patch * ir.patch), int(ir.positions()), int(ir.image), int(ir.grid() * ir.grid()));
     // tokens the blocks see at the native size: [CLS], registers, patches
@@ -24,7 +38,7 @@ pub fn expand(ir: &VitIr, rt: &TokenStream) -> TokenStream {
         }
         None => (quote!(::core::option::Option::None), quote!(::core::option::Option::None)),
     };
-    let vit = quote!(#rt::nn::VisionTransformer<#c, #p, #d, #h, #dh, #qkv, #f, #cpp, #n0>);
+    let vit = quote!(#rt::nn::VisionTransformer<#c, #p, #d, #h, #dh, #qkv, #f, #g, #cpp, #n0>);
     let p_ = quote!(#rt::__private);
     quote! {
         #(#attrs)*
@@ -42,6 +56,8 @@ pub fn expand(ir: &VitIr, rt: &TokenStream) -> TokenStream {
                 depth: #depth,
                 heads: #heads_n,
                 mlp: #mlp_n,
+                ffn: #ffn,
+                interpolation: #interpolation,
                 qkv_bias: #qkv_bias,
                 norm_eps: #eps,
                 drop_path: #drop_path,
@@ -57,8 +73,8 @@ pub fn expand(ir: &VitIr, rt: &TokenStream) -> TokenStream {
             /// Create the parameter nodes with another LayerNorm epsilon (weights trained with
             /// a different one, e.g. Hugging Face's 1e-12).
             pub fn new_with_eps(cx: &mut #p_::Graph, eps: ::core::primitive::f32) -> Self {
-                let blocks = #rt::nn::BlockOptions { qkv_bias: #qkv_bias, eps, layer_scale: #ls32 };
-                Self(#rt::nn::VisionTransformer::with_options(cx, #depth, blocks, #registers))
+                let blocks = #rt::nn::BlockOptions { qkv_bias: #qkv_bias, eps, layer_scale: #ls32, ffn: #ffn };
+                Self(#rt::nn::VisionTransformer::with_options(cx, #depth, blocks, #registers).with_interpolation(#interpolation))
             }
 
             /// The normalized [CLS] token of images at the native size.

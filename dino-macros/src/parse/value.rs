@@ -186,3 +186,52 @@ impl Parse for Flag {
         Ok(Flag { value: b.value })
     }
 }
+
+/// `mlp:`'s value: the hidden width (`1536`, a GELU MLP) or the feed-forward kind (`gelu`,
+/// `swiglu`; the width then comes from `mlp_ratio`).
+#[derive(Debug, Clone)]
+pub enum MlpValue {
+    Width(Num),
+    Kind { swiglu: bool },
+}
+
+/// Grammar: `gelu` | `swiglu` | NUM
+impl Parse for MlpValue {
+    fn parse(input: ParseStream) -> syn::Result<Self> {
+        if input.peek(kw::swiglu) {
+            input.parse::<kw::swiglu>()?;
+            Ok(MlpValue::Kind { swiglu: true })
+        } else if input.peek(kw::gelu) {
+            input.parse::<kw::gelu>()?;
+            Ok(MlpValue::Kind { swiglu: false })
+        } else if input.peek(syn::Ident) {
+            let id: syn::Ident = input.parse()?;
+            Err(syn::Error::new(id.span(), format!("unknown MLP `{id}`: expected `gelu`, `swiglu` or a width")))
+        } else {
+            Ok(MlpValue::Width(input.parse()?))
+        }
+    }
+}
+
+/// `interpolation:`'s value: DINO's `bicubic` (scale `(g + 0.1) / g0`) or DINOv2's
+/// `antialiased` (its models with registers).
+#[derive(Debug, Clone)]
+pub struct InterpolationValue {
+    pub antialiased: bool,
+}
+
+/// Grammar: `bicubic` | `antialiased`
+impl Parse for InterpolationValue {
+    fn parse(input: ParseStream) -> syn::Result<Self> {
+        let la = input.lookahead1();
+        if la.peek(kw::bicubic) {
+            input.parse::<kw::bicubic>()?;
+            Ok(InterpolationValue { antialiased: false })
+        } else if la.peek(kw::antialiased) {
+            input.parse::<kw::antialiased>()?;
+            Ok(InterpolationValue { antialiased: true })
+        } else {
+            Err(la.error())
+        }
+    }
+}

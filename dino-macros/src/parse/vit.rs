@@ -2,7 +2,7 @@
 use syn::parse::{Parse, ParseStream};
 use syn::{Attribute, Ident, Token, Visibility};
 
-use super::value::{Flag, Num};
+use super::value::{Flag, InterpolationValue, MlpValue, Num};
 use super::{fields, set, skip_value, Errors, Keyed};
 use crate::kw;
 
@@ -12,12 +12,14 @@ use crate::kw;
 /// ```text
 /// ATTR* VIS NAME {
 ///     image: INT, patch: INT, channels: INT, dim: INT, depth: INT, heads: INT,
-///     (mlp_ratio: NUM | mlp: INT), qkv_bias: BOOL, norm_eps: NUM, drop_path: NUM,
-///     layer_scale: NUM, registers: INT
+///     (mlp_ratio: NUM | mlp: INT), mlp: (gelu | swiglu), qkv_bias: BOOL, norm_eps: NUM,
+///     drop_path: NUM, layer_scale: NUM, registers: INT, interpolation: (bicubic | antialiased)
 /// }
 /// ```
 /// Keys in any order; `qkv_bias` (default true), `norm_eps` (1e-6), `drop_path` (0) and
-/// `layer_scale` (none) and `registers` (0) are optional, as is the MLP width (default `mlp_ratio: 4`).
+/// `layer_scale` (none) and `registers` (0) are optional, as is the MLP width (default `mlp_ratio: 4`)
+/// and kind (`gelu`; `mlp: swiglu` takes its width from `mlp_ratio`), and `interpolation`
+/// (`bicubic`, DINO's).
 pub struct VitInput {
     pub attrs: Vec<Attribute>,
     pub vis: Visibility,
@@ -29,12 +31,13 @@ pub struct VitInput {
     pub depth: Option<Keyed<Num>>,
     pub heads: Option<Keyed<Num>>,
     pub mlp_ratio: Option<Keyed<Num>>,
-    pub mlp: Option<Keyed<Num>>,
+    pub mlp: Option<Keyed<MlpValue>>,
     pub qkv_bias: Option<Keyed<Flag>>,
     pub norm_eps: Option<Keyed<Num>>,
     pub drop_path: Option<Keyed<Num>>,
     pub layer_scale: Option<Keyed<Num>>,
     pub registers: Option<Keyed<Num>>,
+    pub interpolation: Option<Keyed<InterpolationValue>>,
     /// Unknown and duplicate keys.
     pub errors: Errors,
 }
@@ -63,6 +66,7 @@ impl Parse for VitInput {
             drop_path: None,
             layer_scale: None,
             registers: None,
+            interpolation: None,
             errors: Errors::default(),
         };
         fields(&body, |input| {
@@ -101,6 +105,8 @@ impl Parse for VitInput {
                 num_key!(layer_scale, layer_scale)
             } else if la.peek(kw::registers) {
                 num_key!(registers, registers)
+            } else if la.peek(kw::interpolation) {
+                num_key!(interpolation, interpolation)
             } else {
                 v.errors.push(super::unknown_key(input, la.error()));
                 skip_value(input)?;

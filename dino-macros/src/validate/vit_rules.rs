@@ -21,14 +21,30 @@ fn patch_divides_image(cx: &mut Ctxt, patch: &Num, image: usize) -> usize {
     p
 }
 
-/// The MLP width is a positive integer: `mlp: INT`, or `mlp_ratio` times `dim`.
+/// The MLP: its kind, and its width, a positive integer: `mlp: INT`, or `mlp_ratio` times
+/// `dim` (default 4). SwiGLU's hidden width is DINOv2's from that width: two thirds of it,
+/// rounded up to a multiple of 8 (`SwiGLUFFNFused`).
+fn mlp(cx: &mut Ctxt, v: &VitInput, dim: usize) -> (usize, bool) {
+    let swiglu = matches!(v.mlp.as_ref().map(|m| &m.value), Some(MlpValue::Kind { swiglu: true }));
+    let width = mlp_width(cx, v, dim);
+    if swiglu {
+        ((width * 2 / 3).div_ceil(8) * 8, true)
+    } else {
+        (width, false)
+    }
+}
+
 fn mlp_width(cx: &mut Ctxt, v: &VitInput, dim: usize) -> usize {
-    match (&v.mlp, &v.mlp_ratio) {
+    let width = v.mlp.as_ref().and_then(|m| match &m.value {
+        MlpValue::Width(n) => Some(n),
+        MlpValue::Kind { .. } => None,
+    });
+    match (width, &v.mlp_ratio) {
         (Some(m), Some(r)) => {
             cx.error(r.key, "give either `mlp` or `mlp_ratio`, not both");
-            positive_int(cx, "mlp", &m.value, 4 * dim)
+            positive_int(cx, "mlp", m, 4 * dim)
         }
-        (Some(m), None) => positive_int(cx, "mlp", &m.value, 4 * dim),
+        (Some(m), None) => positive_int(cx, "mlp", m, 4 * dim),
         (None, Some(r)) => {
             let w = r.value.value * dim as f64;
             if r.value.value <= 0.0 || (w - w.round()).abs() > 1e-9 {
@@ -86,7 +102,7 @@ pub fn vit(v: VitInput) -> (VitIr, Ctxt) {
         .map(|n| patch_divides_image(&mut cx, n, image))
         .unwrap_or(1);
     let channels = v.channels.as_ref().map(|n| positive_int(&mut cx, "channels", &n.value, 3)).unwrap_or(3);
-    let mlp = mlp_width(&mut cx, &v, dim);
+    let (mlp, swiglu) = mlp(&mut cx, &v, dim);
     let norm_eps = v.norm_eps.as_ref().map(|n| positive(&mut cx, "norm_eps", &n.value, 1e-6)).unwrap_or(1e-6);
     let drop_path = v
         .drop_path
@@ -117,11 +133,13 @@ pub fn vit(v: VitInput) -> (VitIr, Ctxt) {
         depth,
         heads,
         mlp,
+        swiglu,
         qkv_bias,
         norm_eps,
         drop_path,
         layer_scale,
         registers,
+        antialiased: v.interpolation.as_ref().is_some_and(|i| i.value.antialiased),
     };
     (ir, cx)
 }

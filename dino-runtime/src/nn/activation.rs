@@ -38,6 +38,17 @@ pub fn gelu<S: Shape>(x: GraphTensor<S>) -> GraphTensor<S> {
     with_gradient(x, x * cdf, cdf + x * pdf)
 }
 
+/// SiLU (swish): `x sigmoid(x)`, `sigmoid(x) = 1 / (1 + exp(-x))`.
+///
+/// The gradient is given, `s (1 + x (1 - s))`: the chain rule through `exp(-x)` would multiply
+/// 0 by infinity for large negative `x` (see [`with_gradient`]).
+///
+/// PyTorch equivalent: `torch.nn.functional.silu(x)`.
+pub fn silu<S: Shape>(x: GraphTensor<S>) -> GraphTensor<S> {
+    let s = ((x * -1.0).exp() + 1.0).recip();
+    with_gradient(x, x * s, s * (x * (-s + 1.0) + 1.0))
+}
+
 /// Softmax over the last axis of a `(B, K)` tensor: `exp(x - max) / sum exp(x - max)`.
 ///
 /// PyTorch equivalent: `x.softmax(-1)`.
@@ -95,6 +106,32 @@ mod tests {
                 let x = cx.named_tensor::<R2<3, 8>>("x");
                 let y = gelu(x);
                 layer_problem(cx, &ParamSet::default(), vec![(x.id, rng.uniform(24, 3.0))], y, 1.0, &mut rng)
+            },
+            2e-3,
+            2e-2,
+        );
+    }
+
+    #[test]
+    fn silu_matches_the_function_and_its_derivative() {
+        let xs: Vec<f32> = (0..=400).map(|i| -100.0 + 0.5 * i as f32).collect();
+        let mut cx = Graph::new();
+        let x = cx.named_tensor::<(dims::Patches,)>("x");
+        cx.set_dyn_dim(dims::PATCHES, xs.len());
+        let y = silu(x).retrieve();
+        data::set(&mut cx, x.id, xs.clone());
+        cx.execute();
+        for (x, g) in xs.iter().zip(data::get(&cx, y.id).unwrap()) {
+            let want = *x as f64 / (1.0 + (-*x as f64).exp());
+            assert!((*g as f64 - want).abs() <= 1e-6 * (1.0 + want.abs()), "silu({x}) = {g}, want {want}");
+        }
+        check_gradients(
+            "silu",
+            &|cx| {
+                let mut rng = Rng::new(8);
+                let x = cx.named_tensor::<R2<3, 8>>("x");
+                let y = silu(x);
+                layer_problem(cx, &ParamSet::default(), vec![(x.id, rng.uniform(24, 4.0))], y, 1.0, &mut rng)
             },
             2e-3,
             2e-2,

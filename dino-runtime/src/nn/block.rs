@@ -4,7 +4,7 @@ use luminal::prelude::*;
 use super::attention::Attention;
 use super::layer_norm::LayerNorm;
 use super::layer_scale::LayerScale;
-use super::mlp::Mlp;
+use super::mlp::{Ffn, Mlp};
 use super::param::{ParamVisitor, Parameters};
 
 /// Stochastic-depth masks of one block's two residual branches (attention, MLP), each
@@ -19,6 +19,8 @@ pub struct BlockOptions {
     pub eps: f32,
     /// LayerScale on both residual branches, `gamma` starting at this value; none: no scale.
     pub layer_scale: Option<f32>,
+    /// The feed-forward layer (`F = ffn.packed(G)`).
+    pub ffn: Ffn,
 }
 
 /// `x = x + attn(norm1(x)); x = x + mlp(norm2(x))`; with LayerScale,
@@ -29,18 +31,20 @@ pub struct BlockOptions {
 ///
 /// PyTorch equivalent: the `Block` of DINO's `vision_transformer.py`; stochastic depth
 /// (`DropPath`) is [`forward_drop`](Block::forward_drop) with per-sample masks fed as inputs.
-pub struct Block<const D: usize, const H: usize, const DH: usize, const QKV: usize, const F: usize> {
+pub struct Block<const D: usize, const H: usize, const DH: usize, const QKV: usize, const F: usize, const G: usize> {
     pub norm1: LayerNorm<D>,
     pub attn: Attention<D, H, DH, QKV>,
     pub norm2: LayerNorm<D>,
-    pub mlp: Mlp<D, F>,
+    pub mlp: Mlp<D, F, G>,
     /// LayerScale of the attention and MLP branches (`ls1`, `ls2`), when declared.
     pub ls: Option<[LayerScale<D>; 2]>,
 }
 
-impl<const D: usize, const H: usize, const DH: usize, const QKV: usize, const F: usize> Block<D, H, DH, QKV, F> {
+impl<const D: usize, const H: usize, const DH: usize, const QKV: usize, const F: usize, const G: usize>
+    Block<D, H, DH, QKV, F, G>
+{
     pub fn new(cx: &mut Graph, qkv_bias: bool, eps: f32) -> Self {
-        Self::with_options(cx, BlockOptions { qkv_bias, eps, layer_scale: None })
+        Self::with_options(cx, BlockOptions { qkv_bias, eps, layer_scale: None, ffn: Ffn::Gelu })
     }
 
     pub fn with_options(cx: &mut Graph, o: BlockOptions) -> Self {
@@ -48,7 +52,7 @@ impl<const D: usize, const H: usize, const DH: usize, const QKV: usize, const F:
             norm1: LayerNorm::new(cx, o.eps),
             attn: Attention::new(cx, o.qkv_bias),
             norm2: LayerNorm::new(cx, o.eps),
-            mlp: Mlp::new(cx),
+            mlp: Mlp::new(cx, o.ffn),
             ls: o.layer_scale.map(|init| [LayerScale::new(cx, init), LayerScale::new(cx, init)]),
         }
     }
@@ -92,8 +96,8 @@ impl<const D: usize, const H: usize, const DH: usize, const QKV: usize, const F:
     }
 }
 
-impl<const D: usize, const H: usize, const DH: usize, const QKV: usize, const F: usize> Parameters
-    for Block<D, H, DH, QKV, F>
+impl<const D: usize, const H: usize, const DH: usize, const QKV: usize, const F: usize, const G: usize> Parameters
+    for Block<D, H, DH, QKV, F, G>
 {
     fn visit(&self, v: &mut ParamVisitor) {
         // timm's state_dict order: norm1, attn, ls1, norm2, mlp, ls2
@@ -110,8 +114,16 @@ impl<const D: usize, const H: usize, const DH: usize, const QKV: usize, const F:
     }
 }
 
-impl<const D: usize, const H: usize, const DH: usize, const QKV: usize, const F: usize, B: Dimension, N: Dimension>
-    Module<GraphTensor<(B, N, Const<D>)>> for Block<D, H, DH, QKV, F>
+impl<
+        const D: usize,
+        const H: usize,
+        const DH: usize,
+        const QKV: usize,
+        const F: usize,
+        const G: usize,
+        B: Dimension,
+        N: Dimension,
+    > Module<GraphTensor<(B, N, Const<D>)>> for Block<D, H, DH, QKV, F, G>
 {
     type Output = GraphTensor<(B, N, Const<D>)>;
 
@@ -132,7 +144,7 @@ mod tests {
             "block",
             &|cx| {
                 let mut rng = Rng::new(9);
-                let b: Block<6, 2, 3, 18, 12> = Block::new(cx, true, 1e-6);
+                let b: Block<6, 2, 3, 18, 12, 12> = Block::new(cx, true, 1e-6);
                 let x = cx.named_tensor::<R3<2, 4, 6>>("x");
                 let y = b.forward(x);
                 let p = ParamSet::of(&b, cx);
@@ -149,8 +161,8 @@ mod tests {
             "block with layer scale",
             &|cx| {
                 let mut rng = Rng::new(10);
-                let o = BlockOptions { qkv_bias: true, eps: 1e-6, layer_scale: Some(0.5) };
-                let b: Block<6, 2, 3, 18, 12> = Block::with_options(cx, o);
+                let o = BlockOptions { qkv_bias: true, eps: 1e-6, layer_scale: Some(0.5), ffn: Ffn::Gelu };
+                let b: Block<6, 2, 3, 18, 12, 12> = Block::with_options(cx, o);
                 let x = cx.named_tensor::<R3<2, 4, 6>>("x");
                 let y = b.forward(x);
                 let p = ParamSet::of(&b, cx);
@@ -161,11 +173,32 @@ mod tests {
         );
     }
 
+    /// DINOv2's block: LayerScale and a SwiGLU feed-forward (`w12 (2G, D)`, `w3 (D, G)`).
+    #[test]
+    fn gradients_with_swiglu_and_layer_scale() {
+        check_gradients(
+            "block with swiglu",
+            &|cx| {
+                let mut rng = Rng::new(12);
+                let o = BlockOptions { qkv_bias: true, eps: 1e-6, layer_scale: Some(0.5), ffn: Ffn::SwiGlu };
+                let b: Block<6, 2, 3, 18, 16, 8> = Block::with_options(cx, o);
+                let x = cx.named_tensor::<R3<2, 4, 6>>("x");
+                let y = b.forward(x);
+                let p = ParamSet::of(&b, cx);
+                assert_eq!(p.get("mlp.w12.weight").unwrap().shape, vec![16, 6]);
+                assert_eq!(p.get("mlp.w3.weight").unwrap().shape, vec![6, 8]);
+                layer_problem(cx, &p, vec![(x.id, rng.uniform(48, 1.0))], y, 0.5, &mut rng)
+            },
+            2e-3,
+            2e-2,
+        );
+    }
+
     #[test]
     fn layer_scale_keys_sit_where_timm_puts_them() {
         let mut cx = Graph::new();
-        let o = BlockOptions { qkv_bias: false, eps: 1e-6, layer_scale: Some(1e-5) };
-        let b: Block<6, 2, 3, 18, 12> = Block::with_options(&mut cx, o);
+        let o = BlockOptions { qkv_bias: false, eps: 1e-6, layer_scale: Some(1e-5), ffn: Ffn::Gelu };
+        let b: Block<6, 2, 3, 18, 12, 12> = Block::with_options(&mut cx, o);
         let p = ParamSet::of(&b, &mut cx);
         let keys: Vec<&str> = p.params.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(
@@ -192,7 +225,7 @@ mod tests {
     #[test]
     fn parameter_keys_follow_the_reference() {
         let mut cx = Graph::new();
-        let b: Block<6, 2, 3, 18, 12> = Block::new(&mut cx, true, 1e-6);
+        let b: Block<6, 2, 3, 18, 12, 12> = Block::new(&mut cx, true, 1e-6);
         let p = ParamSet::of(&b, &mut cx);
         let keys: Vec<&str> = p.params.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(

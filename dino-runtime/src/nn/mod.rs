@@ -14,7 +14,7 @@ pub mod pos_embed;
 pub mod registers;
 pub mod vit;
 
-pub use activation::{gelu, log_softmax, softmax};
+pub use activation::{gelu, log_softmax, silu, softmax};
 pub use attention::Attention;
 pub use block::{Block, BlockOptions, BranchMasks};
 pub use dino_head::DinoHead;

@@ -7,10 +7,12 @@ use rustc_hash::FxHashMap;
 
 use super::block::{Block, BlockOptions, BranchMasks};
 use super::layer_norm::LayerNorm;
+use super::mlp::Ffn;
 use super::param::{Init, ParamVisitor, Parameters};
 use super::patch_embed::PatchEmbed;
-use super::pos_embed::dino_interpolation_matrix;
+use super::pos_embed::{antialiased_interpolation_matrix, dino_interpolation_matrix};
 use super::registers::{self, Registers};
+use crate::config::Interpolation;
 use crate::graph::data;
 
 /// ViT as in DINO's `vision_transformer.py`: patch embedding, a [CLS] token, learned position
@@ -18,7 +20,7 @@ use crate::graph::data;
 /// output is the normalized [CLS] token.
 ///
 /// Type parameters: channels `C`, patch `P`, width `D`, heads `H` of `DH` (`D = H * DH`),
-/// `QKV = 3 * D`, MLP width `F`, `CPP = C * P * P`, native token count `N0 = 1 + G0 * G0`.
+/// `QKV = 3 * D`, MLP widths `F` (first layer) and `G` (hidden: `F`, or `F / 2` for SwiGLU), `CPP = C * P * P`, native token count `N0 = 1 + G0 * G0`.
 /// The `vit!` macro writes them; forward calls name the crop (`IH x IW`), its patch count `NP`
 /// and token count `NT = NP + 1`.
 ///
@@ -34,16 +36,19 @@ pub struct VisionTransformer<
     const DH: usize,
     const QKV: usize,
     const F: usize,
+    const G: usize,
     const CPP: usize,
     const N0: usize,
 > {
     pub cls_token: GraphTensor<R3<1, 1, D>>,
     pub pos_embed: GraphTensor<R3<1, N0, D>>,
     pub patch_embed: PatchEmbed<C, P, D, CPP>,
-    pub blocks: Vec<Block<D, H, DH, QKV, F>>,
+    pub blocks: Vec<Block<D, H, DH, QKV, F, G>>,
     pub norm: LayerNorm<D>,
     /// DINOv2's register tokens (`register_tokens (1, R, D)`), between [CLS] and the patches.
     pub registers: Option<Registers>,
+    /// How `pos_embed` is resized for other crop sizes.
+    pub interpolation: Interpolation,
     /// Position-embedding resampling matrices (constant inputs), one per crop grid.
     resample: RefCell<FxHashMap<(usize, usize), NodeIndex>>,
 }
@@ -56,9 +61,10 @@ impl<
         const DH: usize,
         const QKV: usize,
         const F: usize,
+        const G: usize,
         const CPP: usize,
         const N0: usize,
-    > VisionTransformer<C, P, D, H, DH, QKV, F, CPP, N0>
+    > VisionTransformer<C, P, D, H, DH, QKV, F, G, CPP, N0>
 {
     /// The native patch grid side `G0`.
     pub fn native_grid() -> usize {
@@ -68,7 +74,7 @@ impl<
     }
 
     pub fn new(cx: &mut Graph, depth: usize, qkv_bias: bool, eps: f32) -> Self {
-        Self::with_options(cx, depth, BlockOptions { qkv_bias, eps, layer_scale: None }, 0)
+        Self::with_options(cx, depth, BlockOptions { qkv_bias, eps, layer_scale: None, ffn: Ffn::Gelu }, 0)
     }
 
     /// `depth` blocks built with `blocks` (the final norm takes their epsilon) and `registers`
@@ -84,15 +90,22 @@ impl<
             blocks: (0..depth).map(|_| Block::with_options(cx, blocks)).collect(),
             norm: LayerNorm::new(cx, blocks.eps),
             registers,
+            interpolation: Interpolation::Bicubic,
             resample: RefCell::new(FxHashMap::default()),
         }
+    }
+
+    /// Resize position embeddings with `interpolation` (before any forward is built).
+    pub fn with_interpolation(mut self, interpolation: Interpolation) -> Self {
+        self.interpolation = interpolation;
+        self
     }
 
     /// `(NP, N0)` matrix taking `pos_embed` to the patch embeddings of a `gh x gw` grid (see
     /// [`resample_matrix`]). A constant input of the graph, created once per grid.
     fn resample_matrix<const NP: usize>(&self, cx: &mut Graph, gh: usize, gw: usize) -> GraphTensor<R2<NP, N0>> {
         let id = *self.resample.borrow_mut().entry((gh, gw)).or_insert_with(|| {
-            let full = resample_matrix(Self::native_grid(), gh, gw);
+            let full = resample_matrix(Self::native_grid(), gh, gw, self.interpolation);
             assert_eq!(full.len(), NP * N0, "NP = gh * gw");
             let t = cx.named_tensor::<R2<NP, N0>>(&format!("pos_embed.resample.{gh}x{gw}"));
             data::set(cx, t.id, full);
@@ -185,13 +198,16 @@ impl<
 
 /// The `(gh*gw) x (1 + g0*g0)` matrix taking `pos_embed` (\[CLS\] first) to the position
 /// embeddings of the patches of a `gh x gw` grid: a selection for the native grid, DINO's
-/// bicubic resampling otherwise; the [CLS] column is zero.
-pub fn resample_matrix(g0: usize, gh: usize, gw: usize) -> Vec<f32> {
+/// bicubic resampling or DINOv2's antialiased one otherwise; the [CLS] column is zero.
+pub fn resample_matrix(g0: usize, gh: usize, gw: usize, interpolation: Interpolation) -> Vec<f32> {
     let n0 = 1 + g0 * g0;
     let m = if (gh, gw) == (g0, g0) {
         (0..g0 * g0).flat_map(|j| (0..g0 * g0).map(move |i| (i == j) as u8 as f32)).collect::<Vec<_>>()
     } else {
-        dino_interpolation_matrix(g0, gh, gw)
+        match interpolation {
+            Interpolation::Bicubic => dino_interpolation_matrix(g0, gh, gw),
+            Interpolation::Antialiased => antialiased_interpolation_matrix(g0, gh, gw),
+        }
     };
     let np = gh * gw;
     let mut full = vec![0f32; np * n0];
@@ -276,9 +292,10 @@ impl<
         const DH: usize,
         const QKV: usize,
         const F: usize,
+        const G: usize,
         const CPP: usize,
         const N0: usize,
-    > VitLayers for VisionTransformer<C, P, D, H, DH, QKV, F, CPP, N0>
+    > VitLayers for VisionTransformer<C, P, D, H, DH, QKV, F, G, CPP, N0>
 {
     type Dim = Const<D>;
     type Heads = Const<H>;
@@ -365,9 +382,10 @@ impl<
         const DH: usize,
         const QKV: usize,
         const F: usize,
+        const G: usize,
         const CPP: usize,
         const N0: usize,
-    > Parameters for VisionTransformer<C, P, D, H, DH, QKV, F, CPP, N0>
+    > Parameters for VisionTransformer<C, P, D, H, DH, QKV, F, G, CPP, N0>
 {
     fn visit(&self, v: &mut ParamVisitor) {
         v.tensor("cls_token", self.cls_token, Init::TruncNormal { std: 0.02 });
@@ -390,7 +408,7 @@ mod tests {
     use crate::nn::ParamSet;
     use crate::testing::{check_gradients, layer_problem, Rng};
 
-    type Tiny = VisionTransformer<1, 2, 6, 2, 3, 18, 12, 4, 5>; // 4x4 images: 2x2 grid
+    type Tiny = VisionTransformer<1, 2, 6, 2, 3, 18, 12, 12, 4, 5>; // 4x4 images: 2x2 grid
 
     #[test]
     fn gradients_native_and_resampled() {
@@ -428,7 +446,7 @@ mod tests {
             "vit with 2 registers, 6x6 crop",
             &|cx| {
                 let mut rng = Rng::new(14);
-                let o = BlockOptions { qkv_bias: true, eps: 1e-6, layer_scale: Some(0.5) };
+                let o = BlockOptions { qkv_bias: true, eps: 1e-6, layer_scale: Some(0.5), ffn: Ffn::Gelu };
                 let vit = Tiny::with_options(cx, 1, o, 2);
                 let x = cx.named_tensor::<R4<2, 1, 6, 6>>("x");
                 // [CLS] of 1 + 2 + 9 tokens: the registers reach it through attention
@@ -445,7 +463,7 @@ mod tests {
     #[test]
     fn parameter_count_of_vit_small_16() {
         let mut cx = Graph::new();
-        let vit = VisionTransformer::<3, 16, 384, 6, 64, 1152, 1536, 768, 197>::new(&mut cx, 12, true, 1e-6);
+        let vit = VisionTransformer::<3, 16, 384, 6, 64, 1152, 1536, 1536, 768, 197>::new(&mut cx, 12, true, 1e-6);
         let p = ParamSet::of(&vit, &mut cx);
         assert_eq!(p.numel(), 21_665_664, "ViT-S/16 backbone (DINO's count)");
         assert_eq!(p.params.len(), 150);

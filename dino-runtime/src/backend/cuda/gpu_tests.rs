@@ -123,7 +123,7 @@ fn a_compiled_block_forward_and_backward_matches_the_cpu() {
     let Some(gpu) = gpu_or_skip("ViT block forward+backward on the GPU") else { return };
     let build = |cx: &mut Graph| {
         let mut rng = Rng::new(21);
-        let b: Block<64, 4, 16, 192, 256> = Block::new(cx, true, 1e-6);
+        let b: Block<64, 4, 16, 192, 256, 256> = Block::new(cx, true, 1e-6);
         let x = cx.named_tensor::<luminal::shape::R3<4, 17, 64>>("x");
         let y = b.forward(x);
         let p = ParamSet::of(&b, cx);

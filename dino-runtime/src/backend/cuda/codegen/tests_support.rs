@@ -13,7 +13,7 @@ use crate::testing::{layer_problem, Differentiated, Rng};
 pub(crate) fn block_kernels() -> Vec<(FusedKernel, Vec<usize>)> {
     let d = Differentiated::new(&|cx| {
         let mut rng = Rng::new(3);
-        let b: Block<8, 2, 4, 24, 16> = Block::new(cx, true, 1e-6);
+        let b: Block<8, 2, 4, 24, 16, 16> = Block::new(cx, true, 1e-6);
         let x = cx.named_tensor::<luminal::shape::R3<2, 5, 8>>("x");
         let y = b.forward(x);
         let p = ParamSet::of(&b, cx);
