@@ -373,6 +373,26 @@ def timm_vit_swiglu():
     print(f"wrote {path} ({os.path.getsize(path)} bytes)")
 
 
+def koleo():
+    """DINOv2's KoLeoLoss (dinov2/loss/koleo_loss.py, written out here from its definition) on
+    8 random 16-dim rows, row 5 a near-copy of row 2: the loss and its gradient, float64."""
+    gen = torch.Generator().manual_seed(22)
+    x = torch.randn(8, 16, generator=gen, dtype=torch.float64)
+    x[5] = x[2] + 0.05 * torch.randn(16, generator=gen, dtype=torch.float64)
+    x.requires_grad_(True)
+    eps = 1e-8
+    xn = nn.functional.normalize(x, eps=eps, p=2, dim=-1)
+    dots = xn @ xn.t()
+    n = xn.shape[0]
+    dots = dots.detach().clone()
+    dots.view(-1)[:: n + 1].fill_(-1)
+    nearest = dots.max(dim=1).indices
+    d = nn.PairwiseDistance(2, eps=eps)(xn, xn[nearest])
+    loss = -torch.log(d + eps).mean()
+    loss.backward()
+    save("koleo", {"x": x.detach(), "loss": loss.detach().reshape(1), "grad": x.grad})
+
+
 def pil_ops():
     """PIL/torchvision pixel operations of DINO's augmentation on two small images (RGB and
     L), each output as HWC floats holding the 8-bit values."""
@@ -628,6 +648,7 @@ CASES = {
                                         small=224),
     "pos_resample": pos_resample,
     "pos_resample_aa": pos_resample_aa,
+    "koleo": koleo,
     "vit_block": vit_block,
     "pil_ops": pil_ops,
     "weight_formats": weight_formats,

@@ -1,11 +1,13 @@
 //! DINO's objective: the loss, the center and the momentum teacher, in the graph; one
 //! training step as one graph.
 pub mod ema;
+pub mod koleo;
 pub mod loss;
 pub mod schedule;
 pub mod step;
 
 pub use ema::ema_update;
+pub use koleo::koleo_loss;
 pub use loss::{center_update, dino_loss};
 pub use schedule::Schedules;
 pub use step::{DinoStep, StepHyper, StepOutputs};
