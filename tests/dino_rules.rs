@@ -253,3 +253,42 @@ fn registers_and_layer_scale_are_trained() {
         assert!(moved > 1e-4, "{n} moved by {moved}");
     }
 }
+
+/// DINOv2's KoLeo, declared with a weight, is part of what the step minimizes and is logged
+/// apart: from the same weights and crops the DINO loss is the same with and without it, the
+/// objective is the DINO loss plus the weighted KoLeo term, and the backbone's update differs
+/// (the term reaches it through the [CLS] features); without it nothing is reported.
+#[test]
+fn koleo_is_weighted_into_the_objective_and_reported_apart() {
+    // plain SGD: updates proportional to the gradients (Adam's first step would hide them)
+    let sgd = |c: &mut DinoConfig| {
+        c.optimizer.kind = dino::runtime::config::OptimizerName::Sgd;
+        c.optimizer.momentum = 0.0;
+    };
+    let (mut plain, mut rt0) = step(sgd);
+    let (mut with, mut rt1) = step(|c| {
+        sgd(c);
+        c.koleo = 0.1
+    });
+    let h = hyper(0.1, 0.0, false);
+    let (a, b) = (run(&mut plain, &mut rt0, (5, 6), h), run(&mut with, &mut rt1, (5, 6), h));
+    eprintln!("without: {a:?}\nwith koleo 0.1: {b:?}");
+    assert_eq!(a.koleo, None);
+    assert_eq!(a.objective, a.loss);
+    let k = b.koleo.expect("reported");
+    assert!(k.is_finite() && k != 0.0, "{k}");
+    assert!((b.loss - a.loss).abs() <= 1e-6 * a.loss.abs(), "{} vs {}", b.loss, a.loss);
+    assert!((b.objective - (b.loss + 0.1 * k)).abs() <= 1e-5 * b.objective.abs(), "{b:?}");
+    let (pa, pb) = (student(&plain), student(&with));
+    let moved = |name: &str| {
+        let (x, y) = (&pa.iter().find(|p| p.0 == name).unwrap().1, &pb.iter().find(|p| p.0 == name).unwrap().1);
+        x.iter().zip(y.iter()).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max)
+    };
+    let (backbone, head) = (moved("backbone.blocks.0.attn.qkv.weight"), moved("head.last_layer.weight_v"));
+    eprintln!("update differences: backbone {backbone:.2e}, head {head:.2e}");
+    assert!(backbone > 1e-5, "{backbone}");
+    // the head does not see KoLeo's gradient: it acts on the backbone's features
+    assert!(head <= 1e-7, "{head}");
+    let e = DinoStep::<RuleDino>::build_with(DinoConfig { koleo: 0.1, ..RuleDino::CONFIG }, 1).err().unwrap();
+    assert!(e.to_string().contains("KoLeo"), "{e}");
+}

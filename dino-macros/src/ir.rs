@@ -130,4 +130,6 @@ pub struct DinoIr {
     pub epochs: usize,
     pub batch_size: usize,
     pub augment: AugmentIr,
+    /// KoLeo's weight (0: none).
+    pub koleo: f64,
 }

@@ -64,6 +64,7 @@ custom_keyword!(std);
 custom_keyword!(off);
 custom_keyword!(gelu);
 custom_keyword!(swiglu);
+custom_keyword!(koleo);
 custom_keyword!(interpolation);
 custom_keyword!(bicubic);
 custom_keyword!(antialiased);

@@ -139,7 +139,7 @@ mod fuzz {
                         freeze_last_layer: 1 epochs, epochs: 100, batch_size: 64, augment: { flip: 0.5, \
                         color_jitter: [0.4, 0.4, 0.0, 0.0] p 0.8, grayscale: off, blur: sigma 0.1..1.0 p [1.0, \
                         0.1, 0.5] kernel 3, solarize: threshold 0.5 p 0.2, normalize: mean [0.2860] std \
-                        [0.3530] } }";
+                        [0.3530] }, koleo: 0.1 }";
 
     /// Pieces a mutation may insert: the DSL's own punctuation and words, and foreign ones.
     const PIECES: &[&str] = &[
@@ -176,6 +176,8 @@ mod fuzz {
         "'a",
         "swiglu",
         "gelu",
+        "koleo",
+        "antialiased",
     ];
 
     #[derive(Debug, Clone)]

@@ -307,6 +307,9 @@ pub struct DinoConfig {
     pub optimizer: OptimizerConfig,
     /// 0: no clipping.
     pub clip_grad: f64,
+    /// DINOv2's KoLeo regularizer on the student's global-crop [CLS] features, this weight
+    /// times the loss of each global view (0: none).
+    pub koleo: f64,
     pub freeze_last_layer: usize,
     pub epochs: usize,
     pub batch_size: usize,
@@ -397,6 +400,9 @@ impl DinoConfig {
             if !(0.0..=1.0).contains(&v) || (what == "drop path rate" && v >= 1.0) {
                 return bad(what, format!("{v} is outside [0, 1{}", if what == "drop path rate" { ")" } else { "]" }));
             }
+        }
+        if !(0.0..=1.0).contains(&cfg.koleo) {
+            return bad("koleo", format!("{} is outside [0, 1]", cfg.koleo));
         }
         if !(cfg.clip_grad >= 0.0) {
             return bad("clip_grad", format!("{} must be >= 0 (0 disables clipping)", cfg.clip_grad));

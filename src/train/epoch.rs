@@ -259,6 +259,7 @@ pub(super) fn train_one_epoch<M: DinoModel>(
                 momentum: h.momentum,
                 teacher_temp: h.teacher_temp,
                 grad_norm: o.grad_norm as f64,
+                koleo: o.koleo.map(f64::from),
                 images_per_s: batch as f64 / t_step.elapsed().as_secs_f64(),
                 elapsed_s: lp.t0.elapsed().as_secs_f64(),
             };

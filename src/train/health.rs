@@ -277,6 +277,7 @@ mod tests {
             momentum: 0.996,
             teacher_temp: 0.04,
             grad_norm: 1.0,
+            koleo: None,
             images_per_s: 50.0,
             elapsed_s: iteration as f64,
         }

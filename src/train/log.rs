@@ -28,6 +28,9 @@ pub struct StepRecord {
     pub momentum: f64,
     pub teacher_temp: f64,
     pub grad_norm: f64,
+    /// DINOv2's KoLeo term (unweighted), for objectives that declare it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub koleo: Option<f64>,
     pub images_per_s: f64,
     pub elapsed_s: f64,
 }

@@ -164,6 +164,7 @@ pub fn expand(ir: &DinoIr, rt: &TokenStream) -> TokenStream {
         }
         None => quote!(::core::option::Option::None),
     };
+    let koleo = float(ir.koleo);
     let (clip, freeze, epochs, batch) =
         (float(ir.clip_grad), int(ir.freeze_last_layer), int(ir.epochs), int(ir.batch_size));
     let flip = float(a.flip);
@@ -218,6 +219,7 @@ pub fn expand(ir: &DinoIr, rt: &TokenStream) -> TokenStream {
                     momentum: #mom,
                 },
                 clip_grad: #clip,
+                koleo: #koleo,
                 freeze_last_layer: #freeze,
                 epochs: #epochs,
                 batch_size: #batch,

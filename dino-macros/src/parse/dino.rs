@@ -36,12 +36,12 @@ macro_rules! epochs_key {
 ///     student_temp: NUM, teacher_temp: SCHEDULE, center_momentum: NUM,
 ///     teacher_momentum: SCHEDULE, optimizer: OPTIMIZER,
 ///     clip_grad: NUM, freeze_last_layer: NUM epochs,
-///     epochs: INT, batch_size: INT, augment: AUGMENT
+///     epochs: INT, batch_size: INT, augment: AUGMENT, koleo: NUM
 /// }
 /// ```
 /// `head`, `crops`, `student_temp`, `teacher_temp`, `teacher_momentum` and `optimizer` are
 /// required; the rest default to DINO's code defaults (center momentum 0.9, clip 3.0,
-/// freeze 1 epoch, 100 epochs, batch 64, ImageNet augmentations).
+/// freeze 1 epoch, 100 epochs, batch 64, ImageNet augmentations, no KoLeo).
 pub struct DinoInput {
     pub attrs: Vec<Attribute>,
     pub vis: Visibility,
@@ -55,6 +55,8 @@ pub struct DinoInput {
     pub teacher_momentum: Option<Keyed<Schedule>>,
     pub optimizer: Option<Keyed<OptimizerInput>>,
     pub clip_grad: Option<Keyed<Num>>,
+    /// DINOv2's KoLeo regularizer's weight on the student's global [CLS] features.
+    pub koleo: Option<Keyed<Num>>,
     pub freeze_last_layer: Option<Keyed<Num>>,
     pub epochs: Option<Keyed<Num>>,
     pub batch_size: Option<Keyed<Num>>,
@@ -84,6 +86,7 @@ impl Parse for DinoInput {
             teacher_momentum: None,
             optimizer: None,
             clip_grad: None,
+            koleo: None,
             freeze_last_layer: None,
             epochs: None,
             batch_size: None,
@@ -117,6 +120,8 @@ impl Parse for DinoInput {
                 key!(input, e, d.batch_size, batch_size)
             } else if la.peek(kw::augment) {
                 key!(input, e, d.augment, augment)
+            } else if la.peek(kw::koleo) {
+                key!(input, e, d.koleo, koleo)
             } else {
                 e.push(super::unknown_key(input, la.error()));
                 skip_value(input)?;

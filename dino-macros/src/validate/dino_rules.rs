@@ -209,6 +209,7 @@ pub fn dino(d: DinoInput) -> (DinoIr, Ctxt) {
     );
     let optimizer = optimizer(&mut cx, o, &name, epochs);
     let clip_grad = d.clip_grad.as_ref().map(|n| non_negative(&mut cx, "clip_grad", &n.value)).unwrap_or(3.0);
+    let koleo = d.koleo.as_ref().map(|n| koleo_weight(&mut cx, &n.value)).unwrap_or(0.0);
     let freeze_last_layer =
         d.freeze_last_layer.as_ref().map(|n| count(&mut cx, "freeze_last_layer", &n.value)).unwrap_or(1);
     // schedules in epochs must fit in the training
@@ -255,6 +256,18 @@ pub fn dino(d: DinoInput) -> (DinoIr, Ctxt) {
         epochs,
         batch_size,
         augment,
+        koleo,
     };
     (ir, cx)
+}
+
+/// KoLeo's weight lies in [0, 1]: DINOv2 uses 0.1, and a weight as large as the DINO loss's
+/// own (1) already lets the spreading term dominate the objective.
+fn koleo_weight(cx: &mut Ctxt, n: &Num) -> f64 {
+    if (0.0..=1.0).contains(&n.value) {
+        n.value
+    } else {
+        cx.error(n.span, format!("`koleo: {}` must lie in [0, 1] (DINOv2 weighs KoLeo 0.1)", n.text));
+        0.0
+    }
 }

@@ -9,7 +9,7 @@
 //! ```
 use luminal::prelude::*;
 
-use crate::graph::{data, detach};
+use crate::graph::{data, detach, dims};
 
 /// `eps` of DINOv2's `KoLeoLoss` (its normalization, its pairwise distance and its log).
 pub const KOLEO_EPS: f32 = 1e-8;
@@ -49,6 +49,37 @@ pub fn koleo_loss<const N: usize, D: Dimension>(
     (d + KOLEO_EPS).ln().sum_reduce::<R0, Axis<0>>() * (-1.0 / N as f32)
 }
 
+/// KoLeo of each global view's rows, summed over the two views (DINOv2 applies it to each
+/// chunk of the student's global [CLS] features): `(2 * batch, D)` rows, view-major as the
+/// multi-crop wrapper lays them out. `eye` is the `(batch, batch)` identity ([`identity_dyn`]).
+pub fn koleo_per_view<D: Dimension>(
+    x: GraphTensor<(dims::GlobalRows, D)>,
+    eye: GraphTensor<(dims::Batch, dims::Batch)>,
+    batch: usize,
+) -> GraphTensor<R0> {
+    let x = x.reshape::<(Const<2>, dims::Batch, D)>();
+    let eye = eye.expand::<(Const<2>, dims::Batch, dims::Batch), Axis<0>>();
+    let norm = (x * x).sum_reduce::<(Const<2>, dims::Batch), Axis<2>>().sqrt().max_f32(KOLEO_EPS);
+    let xn = x / norm.expand::<(Const<2>, dims::Batch, D), Axis<2>>();
+    let dots = xn.matmul(xn.permute::<(Const<2>, D, dims::Batch), Axes3<0, 2, 1>>());
+    let dots = detach(dots) * (-eye + 1.0) - eye;
+    let best =
+        dots.max_reduce::<(Const<2>, dims::Batch), Axis<2>>().expand::<(Const<2>, dims::Batch, dims::Batch), Axis<2>>();
+    let onehot = detach(-dots.less_than(best) + 1.0);
+    let nearest = onehot.matmul(xn);
+    let diff = xn - nearest + KOLEO_EPS;
+    let d = (diff * diff).sum_reduce::<(Const<2>, dims::Batch), Axis<2>>().sqrt();
+    (d + KOLEO_EPS).ln().sum_reduce::<R0, Axes2<0, 1>>() * (-1.0 / batch as f32)
+}
+
+/// The `(batch, batch)` identity for [`koleo_per_view`], a constant input of the graph.
+pub fn identity_dyn(cx: &mut Graph, batch: usize) -> GraphTensor<(dims::Batch, dims::Batch)> {
+    let eye = cx.named_tensor::<(dims::Batch, dims::Batch)>("koleo.eye");
+    data::set(cx, eye.id, identity_values(batch));
+    cx.no_delete.insert(eye.id);
+    eye
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,6 +111,31 @@ mod tests {
         let err = gg.iter().zip(gw).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
         let scale = gw.iter().map(|v| v.abs()).fold(0f32, f32::max);
         assert!(err <= 1e-4 * scale, "gradient max abs error {err:.2e} (largest {scale:.2e})");
+    }
+
+    /// Two global views of 4 rows: the per-view form is the sum of each view's KoLeo.
+    #[test]
+    fn per_view_sums_the_views() {
+        let mut rng = Rng::new(23);
+        let v = rng.uniform(2 * 4 * 6, 1.0);
+        let mut cx = Graph::new();
+        cx.set_dyn_dim(dims::BATCH, 4);
+        cx.set_dyn_dim(dims::GLOBAL_ROWS, 8);
+        let x = cx.named_tensor::<(dims::GlobalRows, Const<6>)>("x");
+        let eye = identity_dyn(&mut cx, 4);
+        let both = koleo_per_view(x, eye, 4);
+        let (a, b) = (cx.named_tensor::<R2<4, 6>>("a"), cx.named_tensor::<R2<4, 6>>("b"));
+        let eye4 = identity::<4>(&mut cx);
+        let apart = koleo_loss(a, eye4) + koleo_loss(b, eye4);
+        data::set(&mut cx, x.id, v.clone());
+        data::set(&mut cx, a.id, v[..24].to_vec());
+        data::set(&mut cx, b.id, v[24..].to_vec());
+        cx.keep_tensors(vec![both.id, apart.id]);
+        let mut outs = Handles(vec![both.id, apart.id]);
+        cx.compile(crate::backend::Passes::default(), &mut outs);
+        crate::testing::reference_executor(&cx).execute(&mut cx).unwrap();
+        let (p, q) = (data::get(&cx, outs.0[0]).unwrap()[0], data::get(&cx, outs.0[1]).unwrap()[0]);
+        assert!((p - q).abs() <= 1e-6 * q.abs().max(1.0), "{p} vs {q}");
     }
 
     #[test]

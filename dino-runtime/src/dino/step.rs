@@ -93,7 +93,12 @@ pub struct StepHyper {
 /// What one step reports.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StepOutputs {
+    /// The DINO loss (cross-entropy of the student views against the teacher's).
     pub loss: f32,
+    /// What the step minimizes: the DINO loss plus the weighted regularizers.
+    pub objective: f32,
+    /// DINOv2's KoLeo term (unweighted, summed over the global views), when declared.
+    pub koleo: Option<f32>,
     /// Global norm of the student's gradients before clipping.
     pub grad_norm: f32,
     pub teacher_entropy: f32,
@@ -115,6 +120,12 @@ impl<M: DinoModel> DinoStep<M> {
             return Err(Error::Config { what: "batch size".into(), why: "must be at least 1".into() });
         }
         cfg.validate(&M::CONFIG)?;
+        if cfg.koleo > 0.0 && batch < 2 {
+            return Err(Error::Config {
+                what: "batch size".into(),
+                why: format!("KoLeo (weight {}) finds each image's nearest other image: needs at least 2", cfg.koleo),
+            });
+        }
         let locals = cfg.local.map(|l| l.count).unwrap_or(0);
         let mut cx = Box::new(Graph::new());
         cx.set_dyn_dim(dims::BATCH, batch);
@@ -135,7 +146,8 @@ impl<M: DinoModel> DinoStep<M> {
 
         // teacher: global crops only; student: every crop, shared parameters
         let t_out = teacher.head(teacher.backbone_global(globals));
-        let s_global = student.head(student.backbone_global_drop(globals, &g_masks));
+        let s_cls = student.backbone_global_drop(globals, &g_masks);
+        let s_global = student.head(s_cls);
         let (local_crops, s_local) = if locals > 0 {
             let x = cx.named_tensor::<(dims::LocalRows, M::Channels, M::Local, M::Local)>("local_crops");
             let l_masks: Vec<BranchMasks<dims::LocalRows>> =
@@ -145,7 +157,16 @@ impl<M: DinoModel> DinoStep<M> {
             (None, None)
         };
         let mut stages = vec![("forward".to_string(), cx.graph.node_count())];
-        let loss = dino_loss(s_global, s_local, t_out, center, teacher_temp, cfg.student_temp as f32, batch, locals);
+        let dino = dino_loss(s_global, s_local, t_out, center, teacher_temp, cfg.student_temp as f32, batch, locals);
+        // DINOv2's KoLeo on the student's global [CLS] features, weighted into the objective
+        let koleo = (cfg.koleo > 0.0).then(|| {
+            let eye = super::koleo::identity_dyn(&mut cx, batch);
+            super::koleo::koleo_per_view(s_cls, eye, batch)
+        });
+        let loss = match koleo {
+            Some(k) => dino + k * cfg.koleo as f32,
+            None => dino,
+        };
         let new_center = center_update(center, t_out, cfg.center_momentum as f32, 2 * batch);
         let (teacher_entropy, teacher_mean_entropy) = teacher_entropies(t_out, center, teacher_temp, 2 * batch);
 
@@ -182,6 +203,10 @@ impl<M: DinoModel> DinoStep<M> {
             .carry(&[new_center.id], &[center.id]);
         if let Some(l) = local_crops {
             train.input("local_crops", l);
+        }
+        if let Some(k) = koleo {
+            // the DINO term apart from the objective (without regularizers it is the objective)
+            train.report("koleo", k.id).report("dino_loss", dino.id);
         }
         for d in &drop_inputs {
             train.input(&d.name, d.id);
@@ -303,11 +328,13 @@ impl<M: DinoModel> DinoStep<M> {
         let mut first = |name: &str| -> Result<f32> {
             self.train.take(name)?.first().copied().ok_or_else(|| Error::MissingInput { name: name.into() })
         };
-        let loss = first("loss")?;
+        let objective = first("loss")?;
+        let (loss, koleo) =
+            if self.config.koleo > 0.0 { (first("dino_loss")?, Some(first("koleo")?)) } else { (objective, None) };
         let teacher_entropy = first("teacher_entropy")?;
         let teacher_mean_entropy = first("teacher_mean_entropy")?;
         let grad_norm = self.train.take_grad_norm();
-        Ok(StepOutputs { loss, grad_norm, teacher_entropy, teacher_mean_entropy })
+        Ok(StepOutputs { loss, objective, koleo, grad_norm, teacher_entropy, teacher_mean_entropy })
     }
 
     /// After executing: move the new student, optimizer state, teacher and center into their
