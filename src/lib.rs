@@ -37,7 +37,8 @@
 //! `freeze_last_layer: N epochs` (1), `epochs` (100), `batch_size` (64), `augment { flip: P,
 //! color_jitter: [B, C, S, H] p P | off, grayscale: P | off, blur: sigma LO..HI p [P1, P2, PL]
 //! (kernel K) | off, solarize: threshold T p P | off, normalize: mean [..] std [..] }`
-//! (DINO's ImageNet pipeline by default).
+//! (DINO's ImageNet pipeline by default), `koleo: W` (0; DINOv2's KoLeo on the student's
+//! global [CLS] features, weight in [0, 1], DINOv2 uses 0.1).
 pub use dino_macros::{dino, vit};
 pub use dino_models as models;
 pub use dino_runtime as runtime;
