@@ -341,6 +341,7 @@ pub fn inspect(o: &InspectOptions, progress: &mut dyn FnMut(&str)) -> Result<Vec
             let built =
                 dino_models::with_dino(o.model, Build { batch: o.batch, passes: &o.passes, observe: &mut observe });
             built.ok_or_else(|| Error::UnknownName {
+                kind: "DINO preset",
                 name: o.model.to_string(),
                 hint: format!(" among the DINO presets ({})", dino_models::dino_names().join(", ")),
             })??;
@@ -349,6 +350,7 @@ pub fn inspect(o: &InspectOptions, progress: &mut dyn FnMut(&str)) -> Result<Vec
             let built =
                 dino_models::with_vit(o.model, Build { batch: o.batch, passes: &o.passes, observe: &mut observe });
             built.ok_or_else(|| Error::UnknownName {
+                kind: "preset",
                 name: o.model.to_string(),
                 hint: format!(" among the presets ({})", dino_models::vit_names().join(", ")),
             })??;
@@ -360,6 +362,7 @@ pub fn inspect(o: &InspectOptions, progress: &mut dyn FnMut(&str)) -> Result<Vec
     for g in o.expand {
         if !stages.iter().any(|s| s.files.iter().any(|f| f.to_string_lossy().ends_with(&format!(".{g}.dot")))) {
             return Err(Error::UnknownName {
+                kind: "group",
                 name: g.clone(),
                 hint: " among the groups of the graph (see the collapsed drawings)".into(),
             });

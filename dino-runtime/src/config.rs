@@ -402,7 +402,7 @@ impl DinoConfig {
             }
         }
         if !(0.0..=1.0).contains(&cfg.koleo) {
-            return bad("koleo", format!("{} is outside [0, 1]", cfg.koleo));
+            return bad("KoLeo weight (--koleo)", format!("{} is outside [0, 1]", cfg.koleo));
         }
         if !(cfg.clip_grad >= 0.0) {
             return bad("clip_grad", format!("{} must be >= 0 (0 disables clipping)", cfg.clip_grad));

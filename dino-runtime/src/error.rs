@@ -32,9 +32,9 @@ pub enum Error {
     #[error("`{name}` has shape {got:?}, the model needs {expected:?}")]
     WrongShape { name: String, expected: Vec<usize>, got: Vec<usize> },
 
-    /// A named tensor the caller asked for does not exist.
-    #[error("no tensor named `{name}`{hint}")]
-    UnknownName { name: String, hint: String },
+    /// Something the caller named does not exist: a tensor, a pass, a preset, a step input.
+    #[error("no {kind} named `{name}`{hint}")]
+    UnknownName { kind: &'static str, name: String, hint: String },
 
     /// A configuration value out of its valid range.
     #[error("invalid {what}: {why}")]

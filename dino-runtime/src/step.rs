@@ -129,6 +129,7 @@ impl TrainStep {
     /// Set the named input `name`.
     pub fn set(&mut self, name: &str, v: Vec<f32>) -> Result<()> {
         let id = self.inputs.iter().find(|i| i.0 == name).map(|i| i.1).ok_or_else(|| Error::UnknownName {
+            kind: "input",
             name: name.to_string(),
             hint: format!(
                 " among the step's inputs ({})",
@@ -168,6 +169,7 @@ impl TrainStep {
             self.loss
         } else {
             self.reports.iter().find(|r| r.0 == name).map(|r| r.1).ok_or_else(|| Error::UnknownName {
+                kind: "report",
                 name: name.to_string(),
                 hint: " among the step's reports".into(),
             })?

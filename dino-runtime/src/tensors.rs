@@ -65,7 +65,7 @@ impl TensorFile {
                 self.tensors.keys().map(|k| k.as_str()).filter(|k| shares_suffix(k, name)).take(3).collect();
             near.sort();
             let hint = if near.is_empty() { String::new() } else { format!(" (did you mean {})", near.join(", ")) };
-            Error::UnknownName { name: name.to_string(), hint }
+            Error::UnknownName { kind: "tensor", name: name.to_string(), hint }
         })
     }
 

@@ -468,6 +468,7 @@ pub fn ablate_against(
     }
     with_dino(model, Go { rows, reference, opts, progress }).unwrap_or_else(|| {
         Err(Error::UnknownName {
+            kind: "DINO preset",
             name: model.to_string(),
             hint: format!(" among the DINO presets ({})", dino_models::dino_names().join(", ")),
         })

@@ -116,7 +116,8 @@ impl<M: DinoModel> Extractor<M> {
         let backbone: Weights =
             w.iter().filter_map(|(k, v)| k.strip_prefix("backbone.").map(|n| (n.to_string(), v.clone()))).collect();
         self.runner.set_weights(&backbone).map_err(|e| match e {
-            Error::UnknownName { name, .. } => Error::UnknownName {
+            Error::UnknownName { kind, name, .. } => Error::UnknownName {
+                kind,
                 name: format!("backbone.{name}"),
                 hint: " in the weights handed to the feature extractor".into(),
             },

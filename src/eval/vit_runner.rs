@@ -172,6 +172,7 @@ impl<V: VitModel> VitRunner<V> {
     pub fn set_weights(&mut self, w: &Weights) -> Result<()> {
         for p in &self.params.params {
             let v = w.get(&p.name).ok_or_else(|| Error::UnknownName {
+                kind: "tensor",
                 name: p.name.clone(),
                 hint: format!(" among the {} tensors of the weights", w.len()),
             })?;

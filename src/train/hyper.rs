@@ -73,6 +73,10 @@ pub struct Hyper {
     /// Area range (fractions of the image) of the local crops before resizing.
     #[arg(long, num_args = 2, value_names = ["MIN", "MAX"], value_parser = finite)]
     pub local_crops_scale: Option<Vec<f64>>,
+    /// Weight of DINOv2's KoLeo regularizer on the student's global [CLS] features, in [0, 1]
+    /// (0 disables it; DINOv2 uses 0.1) [default: the preset's].
+    #[arg(long, value_parser = finite, allow_negative_numbers = true)]
+    pub koleo: Option<f64>,
 }
 
 fn scale(v: &[f64], what: &str) -> Result<(f64, f64)> {
@@ -163,6 +167,9 @@ impl Hyper {
         if let Some(v) = self.clip_grad {
             c.clip_grad = v;
         }
+        if let Some(v) = self.koleo {
+            c.koleo = v;
+        }
         if let Some(v) = self.freeze_last_layer {
             c.freeze_last_layer = v;
         }
@@ -220,6 +227,10 @@ mod tests {
         assert_eq!(Hyper::default().apply(&d).unwrap(), d);
         let e = Hyper { epochs: Some(0), ..Default::default() }.apply(&d).unwrap_err().to_string();
         assert!(e.contains("--epochs"), "{e}");
+        let c = Hyper { koleo: Some(0.1), ..Default::default() }.apply(&d).unwrap();
+        assert_eq!(c.koleo, 0.1);
+        let e = Hyper { koleo: Some(5.0), ..Default::default() }.apply(&d).unwrap_err().to_string();
+        assert!(e.contains("--koleo") && e.contains("[0, 1]"), "{e}");
         let merged = h.merged(&Hyper { lr: Some(2e-3), ..Default::default() });
         assert_eq!((merged.lr, merged.teacher_temp), (Some(2e-3), Some(0.05)));
     }

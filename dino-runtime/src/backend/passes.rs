@@ -79,6 +79,7 @@ impl Builtin {
     /// The pass called `name`, or an error listing the names.
     pub fn parse(name: &str) -> Result<Builtin> {
         Builtin::ALL.into_iter().find(|b| b.name() == name).ok_or_else(|| Error::UnknownName {
+            kind: "pass",
             name: name.to_string(),
             hint: format!(" among the passes ({})", Builtin::ALL.map(Builtin::name).join(", ")),
         })
@@ -178,6 +179,7 @@ impl Passes {
 
     fn position(&self, name: &str) -> Result<usize> {
         self.passes.iter().position(|p| p.name() == name).ok_or_else(|| Error::UnknownName {
+            kind: "pass",
             name: name.to_string(),
             hint: format!(" among the pipeline's passes ({})", self.names().join(", ")),
         })

@@ -163,7 +163,11 @@ impl ParamSet {
 
     /// Set one parameter's values (checked against its shape) and keep it.
     pub fn set(&self, cx: &mut Graph, name: &str, values: Vec<f32>) -> Result<()> {
-        let p = self.get(name).ok_or_else(|| Error::UnknownName { name: name.into(), hint: String::new() })?;
+        let p = self.get(name).ok_or_else(|| Error::UnknownName {
+            kind: "tensor",
+            name: name.into(),
+            hint: String::new(),
+        })?;
         if values.len() != p.numel() {
             return Err(Error::WrongSize {
                 name: name.into(),
@@ -179,7 +183,11 @@ impl ParamSet {
 
     /// A parameter's current values.
     pub fn values<'a>(&self, cx: &'a Graph, name: &str) -> Result<&'a [f32]> {
-        let p = self.get(name).ok_or_else(|| Error::UnknownName { name: name.into(), hint: String::new() })?;
+        let p = self.get(name).ok_or_else(|| Error::UnknownName {
+            kind: "tensor",
+            name: name.into(),
+            hint: String::new(),
+        })?;
         data::get_or_err(cx, p.id, name)
     }
 }
