@@ -55,16 +55,6 @@ impl Ffn {
         }
     }
 
-    /// The hidden width for a declared width `width` (`mlp_ratio` times `dim`): itself, or for
-    /// SwiGLU DINOv2's `(int(width * 2 / 3) + 7) // 8 * 8`, which keeps the parameter count of
-    /// a GELU MLP of that width, rounded up to a multiple of 8.
-    pub const fn hidden(self, width: usize) -> usize {
-        match self {
-            Ffn::Gelu => width,
-            Ffn::SwiGlu => (width * 2 / 3).div_ceil(8) * 8,
-        }
-    }
-
     pub const fn name(self) -> &'static str {
         match self {
             Ffn::Gelu => "gelu",
