@@ -56,6 +56,10 @@ pub enum Error {
     #[error("{path}: {why}")]
     Format { path: PathBuf, why: String },
 
+    /// A collective operation across the ranks of a data-parallel run failed or timed out.
+    #[error("rank {rank} of {world}: {op}: {why}")]
+    Collective { op: String, rank: usize, world: usize, why: String },
+
     /// A compiled artifact built for something else than what the run asks for.
     #[error("{path} was compiled for {what} {built}, this run asks for {asked}: compile it again with `dino compile` (or drop --compiled)")]
     ArtifactMismatch { path: PathBuf, what: String, built: String, asked: String },

@@ -61,8 +61,28 @@ pub struct TrainStep {
 impl TrainStep {
     /// Differentiate `loss` (one element) with respect to `trained` and build the optimizer's
     /// update of each parameter into `cx`.
-    pub fn build(mut cx: Box<Graph>, loss: NodeIndex, trained: ParamSet, spec: OptimizerSpec) -> Result<TrainStep> {
-        let grads = backward(&mut cx, loss, &trained.ids())?;
+    pub fn build(cx: Box<Graph>, loss: NodeIndex, trained: ParamSet, spec: OptimizerSpec) -> Result<TrainStep> {
+        TrainStep::build_replicated(cx, loss, trained, spec, 1)
+    }
+
+    /// [`Self::build`] for one of `replicas` ranks of a data-parallel run (DDP): each rank's
+    /// gradients are summed over the ranks and divided by their number before clipping and the
+    /// optimizer, so every replica applies the same update (the loss is a mean over this rank's
+    /// share of the global batch). With 1 replica nothing is added.
+    pub fn build_replicated(
+        mut cx: Box<Graph>,
+        loss: NodeIndex,
+        trained: ParamSet,
+        spec: OptimizerSpec,
+        replicas: usize,
+    ) -> Result<TrainStep> {
+        let mut grads = backward(&mut cx, loss, &trained.ids())?;
+        if replicas > 1 {
+            for (g, p) in grads.iter_mut().zip(&trained.params) {
+                let sum = crate::dist::all_reduce(&mut cx, *g, &p.name);
+                *g = crate::graph::ops::scale(&mut cx, sum, 1.0 / replicas as f32);
+            }
+        }
         let optimizer = Optimizer::build(&mut cx, spec.kind, &trained, &grads, spec.clip, spec.groups, spec.group_of)?;
         cx.no_delete.insert(loss);
         Ok(TrainStep { cx, trained, optimizer, loss, inputs: vec![], reports: vec![], carry: vec![], executor: None })

@@ -119,6 +119,13 @@ impl Executor for LuminalInterpreter {
     fn all_to_host(&mut self, _: &mut Graph) -> Result<()> {
         Ok(())
     }
+    /// luminal's interpreter runs an all-reduce as a copy: one rank only.
+    fn set_collective(&mut self, group: std::sync::Arc<dyn dino_runtime::dist::Collective>) -> Result<()> {
+        match group.world() {
+            1 => Ok(()),
+            n => Err(dino_runtime::Error::Backend(format!("luminal's interpreter runs one rank, not {n}"))),
+        }
+    }
     fn stats(&self) -> RunStats {
         RunStats::default()
     }

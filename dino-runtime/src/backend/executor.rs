@@ -4,8 +4,11 @@
 //! runs; the trainers, evaluators and benchmarks see only this trait, chosen once when a device
 //! is opened. Tensors may live on the device between runs (weights, optimizer state): what the
 //! host reads must first be brought back with [`Executor::to_host`].
+use std::sync::Arc;
+
 use luminal::prelude::*;
 
+use crate::dist::Collective;
 use crate::error::Result;
 
 /// Per-run statistics of an executor.
@@ -67,6 +70,10 @@ pub trait Executor {
     /// Every tensor of `cx` held on the device back to the host (checkpoints, evaluation);
     /// the next run sends them up again.
     fn all_to_host(&mut self, cx: &mut Graph) -> Result<()>;
+
+    /// Sum the plan's all-reduce steps over `group`'s ranks from now on (a data-parallel run;
+    /// a plan with all-reduce steps refuses to run without one).
+    fn set_collective(&mut self, group: Arc<dyn Collective>) -> Result<()>;
 
     /// Statistics of the last plan.
     fn stats(&self) -> RunStats;

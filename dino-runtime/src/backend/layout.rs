@@ -109,6 +109,11 @@ impl Layout {
         self.axes.iter().all(Axis::is_full)
     }
 
+    /// Row-major over its dims from element 0, every position valid: the buffer as it lies.
+    pub fn is_dense(&self) -> bool {
+        *self == Layout::contiguous(&self.dims())
+    }
+
     /// One past the largest buffer index a valid position reads (0 if none is valid).
     pub fn extent(&self) -> usize {
         if self.axes.iter().any(|a| a.lo >= a.hi) {

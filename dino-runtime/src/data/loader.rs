@@ -6,6 +6,12 @@
 //! choice of an image's views on `(seed, epoch, position in the epoch)`, so a batch is the
 //! same whatever the thread count, and a resumed run sees exactly the batches an
 //! uninterrupted one would.
+//!
+//! In a data-parallel run each rank takes a disjoint shard of every global batch (rank `r` of
+//! `N` the `r`-th slice of `batch / N` images, [`Loader::shard`]): the ranks together see
+//! exactly the images and views a 1-rank run of the same global batch sees, step by step, and
+//! the last partial global batch of an epoch is dropped on every rank (DDP's
+//! `DistributedSampler` with `drop_last`).
 use std::collections::BTreeSet;
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::{Arc, Mutex};
@@ -67,9 +73,13 @@ struct BadLog {
 pub struct Loader {
     pub dataset: Arc<dyn Dataset>,
     pub crops: MultiCrop,
+    /// Images per step over all ranks (the global batch).
     pub batch: usize,
     pub seed: u64,
     pub channels: usize,
+    /// This rank and the number of ranks (`(0, 1)`: the whole batch).
+    pub rank: usize,
+    pub ranks: usize,
     bad: Mutex<BadLog>,
 }
 
@@ -89,7 +99,28 @@ impl Loader {
                 why: format!("{batch} images per step, the dataset has {}", dataset.len()),
             });
         }
-        Ok(Loader { dataset, crops, batch, seed, channels, bad: Mutex::new(BadLog::default()) })
+        Ok(Loader { dataset, crops, batch, seed, channels, rank: 0, ranks: 1, bad: Mutex::new(BadLog::default()) })
+    }
+
+    /// Rank `rank` of `ranks`: this rank's slice of each global batch only. The global batch
+    /// must divide evenly.
+    pub fn shard(mut self, rank: usize, ranks: usize) -> Result<Loader> {
+        if ranks == 0 || rank >= ranks || self.batch % ranks != 0 {
+            return Err(Error::Config {
+                what: format!("batch size {} over {ranks} ranks", self.batch),
+                why: format!(
+                    "the global batch must be a multiple of the number of ranks ({ranks}), rank {rank} < {ranks}"
+                ),
+            });
+        }
+        self.rank = rank;
+        self.ranks = ranks;
+        Ok(self)
+    }
+
+    /// Images per step on this rank.
+    pub fn local_batch(&self) -> usize {
+        self.batch / self.ranks
     }
 
     pub fn steps_per_epoch(&self) -> usize {
@@ -137,14 +168,15 @@ impl Loader {
         self.bad.lock().unwrap().known.len()
     }
 
-    /// Batch `step` of `epoch` given the epoch's `order`.
+    /// This rank's share of batch `step` of `epoch` given the epoch's `order`.
     pub fn batch_of(&self, order: &[usize], epoch: usize, step: usize) -> Result<Batch> {
-        let (b, c, views) = (self.batch, self.channels, &self.crops.views);
+        let (b, c, views) = (self.local_batch(), self.channels, &self.crops.views);
         let (g, l) = (self.crops.global_size, self.crops.local_size);
+        let first = step * self.batch + self.rank * b;
         let per_image: Vec<Result<(usize, Vec<Vec<f32>>)>> = (0..b)
             .into_par_iter()
             .map(|j| {
-                let pos = step * b + j;
+                let pos = first + j;
                 let (index, img) = self.load_readable(order[pos])?;
                 let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(self.seed, STREAM_VIEWS, epoch as u64, pos as u64));
                 let tensors = views
@@ -303,6 +335,31 @@ mod tests {
         let mut it = a.epoch(0, 0);
         it.next().unwrap().unwrap();
         drop(it);
+    }
+
+    /// The shards of the ranks are the global batch, split: the same images and views.
+    #[test]
+    fn shards_split_each_global_batch() {
+        let whole = loader(17, vec![], 5);
+        let parts: Vec<Loader> =
+            (0..2).map(|r| Arc::try_unwrap(loader(17, vec![], 5)).ok().unwrap().shard(r, 2).unwrap()).collect();
+        assert_eq!(parts[1].steps_per_epoch(), whole.steps_per_epoch());
+        let order = whole.order(1);
+        for step in 0..whole.steps_per_epoch() {
+            let w = whole.batch_of(&order, 1, step).unwrap();
+            let p: Vec<Batch> = parts.iter().map(|l| l.batch_of(&order, 1, step).unwrap()).collect();
+            assert_eq!([&p[0].indices[..], &p[1].indices[..]].concat(), w.indices);
+            // view-major: each view's rows are rank 0's then rank 1's
+            let row = 36;
+            for v in 0..2 {
+                let want = &w.global[v * 4 * row..(v + 1) * 4 * row];
+                let got = [&p[0].global[v * 2 * row..(v + 1) * 2 * row], &p[1].global[v * 2 * row..(v + 1) * 2 * row]]
+                    .concat();
+                assert_eq!(got, want, "step {step} view {v}");
+            }
+        }
+        let e = Arc::try_unwrap(loader(17, vec![], 5)).ok().unwrap().shard(0, 3).err().unwrap().to_string();
+        assert!(e.contains("multiple of the number of ranks (3)"), "{e}");
     }
 
     #[test]

@@ -47,14 +47,21 @@ pub fn dino_loss<K: Dimension>(
     (all_pairs - same_view) * (-1.0 / (pairs * batch) as f32)
 }
 
-/// DINO's center update from the teacher's raw outputs: `c' = m c + (1 - m) mean_rows t`.
+/// DINO's center update from the teacher's raw outputs: `c' = m c + (1 - m) mean_rows t`, the
+/// mean over the global batch: with `ranks > 1` this rank's `rows` are summed with every
+/// other rank's first (DINO's `dist.all_reduce` of the teacher's batch sum).
 pub fn center_update<K: Dimension>(
     center: GraphTensor<(K,)>,
     teacher: GraphTensor<(dims::GlobalRows, K)>,
     momentum: f32,
     rows: usize,
+    ranks: usize,
 ) -> GraphTensor<(K,)> {
-    let mean = teacher.sum_reduce::<(K,), Axis<0>>() * (1.0 / rows as f32);
+    let mut sum = teacher.sum_reduce::<(K,), Axis<0>>();
+    if ranks > 1 {
+        sum = crate::dist::op::all_reduce_tensor(sum, "center");
+    }
+    let mean = sum * (1.0 / (rows * ranks) as f32);
     center * momentum + mean * (1.0 - momentum)
 }
 

@@ -58,12 +58,20 @@ pub struct DinoStep<M: DinoModel> {
     pub drop_inputs: Vec<DropInput>,
     /// Node counts after building each part.
     pub stages: Vec<(String, usize)>,
+    /// Images per step on this rank.
     pub batch: usize,
+    /// Ranks of the data-parallel run the step was built for (1: a single process).
+    #[serde(default = "one")]
+    pub replicas: usize,
     /// The objective the step was built for (the declaration, with run-time overrides).
     #[serde(skip, default = "declared::<M>")]
     pub config: DinoConfig,
     #[serde(skip)]
     model: std::marker::PhantomData<M>,
+}
+
+fn one() -> usize {
+    1
 }
 
 fn declared<M: DinoModel>() -> DinoConfig {
@@ -90,7 +98,8 @@ pub struct StepHyper {
     pub freeze_last_layer: bool,
 }
 
-/// What one step reports.
+/// What one step reports (on every rank of a data-parallel run, after
+/// [`StepOutputs::mean_over`]: the same numbers).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StepOutputs {
     /// The DINO loss (cross-entropy of the student views against the teacher's).
@@ -105,6 +114,20 @@ pub struct StepOutputs {
     pub teacher_mean_entropy: f32,
 }
 
+impl StepOutputs {
+    /// The outputs of the whole global batch: the per-rank means (loss, objective, KoLeo,
+    /// teacher entropy) averaged over the ranks, in rank order; the gradient norm and the
+    /// entropy of the batch mean are computed from all-reduced values already.
+    pub fn mean_over(self, group: &dyn crate::dist::Collective) -> Result<StepOutputs> {
+        if group.world() == 1 {
+            return Ok(self);
+        }
+        let mut v = [self.loss, self.objective, self.koleo.unwrap_or(0.0), self.teacher_entropy];
+        crate::dist::all_reduce_mean(group, "the step's reported loss and entropy", &mut v)?;
+        Ok(StepOutputs { loss: v[0], objective: v[1], koleo: self.koleo.map(|_| v[2]), teacher_entropy: v[3], ..self })
+    }
+}
+
 impl<M: DinoModel> DinoStep<M> {
     /// Build the step of the declared objective for `batch` images per step (global views
     /// `2 * batch` rows, local views `locals * batch` rows).
@@ -116,6 +139,18 @@ impl<M: DinoModel> DinoStep<M> {
     /// optimizer, clipping, drop path, number of local crops...). Crop sizes are part of the
     /// model's type and cannot change.
     pub fn build_with(cfg: DinoConfig, batch: usize) -> Result<Self> {
+        Self::build_replicated(cfg, batch, 1)
+    }
+
+    /// [`Self::build_with`] for one of `replicas` ranks of a data-parallel run, `batch` images
+    /// per rank: the gradients are averaged over the ranks ([`TrainStep::build_replicated`]),
+    /// the center follows the teacher's mean over the global batch, and the entropy of the
+    /// batch-mean teacher distribution is that of the global batch. KoLeo, as DINOv2 computes
+    /// it, finds nearest neighbours within each rank's batch.
+    pub fn build_replicated(cfg: DinoConfig, batch: usize, replicas: usize) -> Result<Self> {
+        if replicas == 0 {
+            return Err(Error::Config { what: "ranks".into(), why: "a run has at least one".into() });
+        }
         if batch == 0 {
             return Err(Error::Config { what: "batch size".into(), why: "must be at least 1".into() });
         }
@@ -167,8 +202,9 @@ impl<M: DinoModel> DinoStep<M> {
             Some(k) => dino + k * cfg.koleo as f32,
             None => dino,
         };
-        let new_center = center_update(center, t_out, cfg.center_momentum as f32, 2 * batch);
-        let (teacher_entropy, teacher_mean_entropy) = teacher_entropies(t_out, center, teacher_temp, 2 * batch);
+        let new_center = center_update(center, t_out, cfg.center_momentum as f32, 2 * batch, replicas);
+        let (teacher_entropy, teacher_mean_entropy) =
+            teacher_entropies(t_out, center, teacher_temp, 2 * batch, replicas);
 
         let student_params = ParamSet::of(&[("", &student as &dyn Parameters)][..], &mut cx);
         let teacher_params = ParamSet::of(&[("teacher", &teacher as &dyn Parameters)][..], &mut cx);
@@ -179,7 +215,7 @@ impl<M: DinoModel> DinoStep<M> {
         let clip = (cfg.clip_grad > 0.0).then_some(cfg.clip_grad as f32);
         let spec =
             OptimizerSpec { kind, clip, groups: &["default", "last_layer"], group_of: &|n| is_last_layer(n) as usize };
-        let mut train = TrainStep::build(cx, loss.id, trained, spec)?;
+        let mut train = TrainStep::build_replicated(cx, loss.id, trained, spec, replicas)?;
         let cx = &mut train.cx;
         stages.push(("+backward+optimizer".to_string(), cx.graph.node_count()));
         // the teacher follows the trained parameters; its fixed weight_g stays 1 like the student's
@@ -231,6 +267,7 @@ impl<M: DinoModel> DinoStep<M> {
             drop_inputs,
             stages,
             batch,
+            replicas,
             config: cfg,
             model: std::marker::PhantomData,
         })
@@ -297,8 +334,20 @@ impl<M: DinoModel> DinoStep<M> {
 
     /// Draw this step's stochastic-depth masks.
     pub fn set_drop_masks(&mut self, rng: &mut impl Rng) {
+        self.set_drop_masks_of_rank(rng, 0);
+    }
+
+    /// Draw the stochastic-depth masks of the whole global batch and keep rank `rank`'s rows:
+    /// each rank of a data-parallel run draws from the same stream and gets the masks its
+    /// images would have in a 1-rank step of the global batch (views stay view-major).
+    pub fn set_drop_masks_of_rank(&mut self, rng: &mut impl Rng, rank: usize) {
+        let (b, n) = (self.batch, self.replicas);
         for d in &self.drop_inputs {
-            data::set(&mut self.train.cx, d.id, drop_path::sample(rng, d.rows, d.rate));
+            let views = d.rows / b;
+            let all = drop_path::sample(rng, views * b * n, d.rate);
+            let mine: Vec<f32> =
+                (0..views).flat_map(|v| &all[(v * n + rank) * b..(v * n + rank + 1) * b]).copied().collect();
+            data::set(&mut self.train.cx, d.id, mine);
         }
     }
 
@@ -370,17 +419,23 @@ fn masks<B: Dimension>(
         .collect()
 }
 
-/// Mean per-row entropy of `softmax((t - c) / temp)` and the entropy of its row mean.
+/// Mean per-row entropy of `softmax((t - c) / temp)` (over this rank's `rows`) and the entropy
+/// of its row mean (over the rows of every rank).
 fn teacher_entropies<K: Dimension>(
     t: GraphTensor<(dims::GlobalRows, K)>,
     center: GraphTensor<(K,)>,
     temp: GraphTensor<R0>,
     rows: usize,
+    ranks: usize,
 ) -> (GraphTensor<R0>, GraphTensor<R0>) {
     let z = (t - center.expand::<(dims::GlobalRows, K), Axis<0>>()) * temp.recip().expand::<(dims::GlobalRows, K), _>();
     let q = z.softmax::<1>();
     let h = (q * log_softmax(z)).sum_reduce::<R0, Axes2<0, 1>>() * (-1.0 / rows as f32);
-    let mean = q.sum_reduce::<(K,), Axis<0>>() * (1.0 / rows as f32);
+    let mut sum = q.sum_reduce::<(K,), Axis<0>>();
+    if ranks > 1 {
+        sum = crate::dist::op::all_reduce_tensor(sum, "teacher_mean");
+    }
+    let mean = sum * (1.0 / (rows * ranks) as f32);
     let hm = (mean * (mean + 1e-12).ln()).sum_reduce::<R0, Axis<0>>() * -1.0;
     (h, hm)
 }

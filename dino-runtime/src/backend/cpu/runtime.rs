@@ -6,6 +6,7 @@
 //! every intermediate has a precomputed offset. Inputs are moved out of the graph's tensor
 //! store for the run and back if kept; kept outputs are moved into it, so weights are never
 //! copied.
+use std::sync::Arc;
 use std::time::Instant;
 
 use luminal::op::InputTensor;
@@ -16,7 +17,8 @@ use crate::autograd::Prim;
 use crate::backend::executor::{Executor, ProfileEntry, RunStats};
 use crate::backend::layout::Layout;
 use crate::backend::plan::precision::round_bf16_slice;
-use crate::backend::plan::{DType, Loc, Plan, PlanOptions, Planner, Policy, Step, Storage, Work};
+use crate::backend::plan::{Bucket, DType, Loc, Plan, PlanOptions, Planner, Policy, Step, Storage, Work};
+use crate::dist::Collective;
 use crate::error::{Error, Result};
 
 /// Runs a graph compiled by [`crate::backend::Passes`] on the CPU.
@@ -32,6 +34,8 @@ pub struct CpuRuntime {
     /// Each kernel of the profiled runs (`gemm Gemm 1x[...]`, `fused FusedOp ...`): calls,
     /// seconds.
     kernel_times: FxHashMap<String, (usize, f64)>,
+    /// The ranks the plan's all-reduce steps sum over (a data-parallel run).
+    group: Option<Arc<dyn Collective>>,
 }
 
 impl CpuRuntime {
@@ -52,6 +56,7 @@ impl CpuRuntime {
             stats: RunStats::default(),
             profile,
             kernel_times: FxHashMap::default(),
+            group: None,
         }
     }
 
@@ -65,6 +70,7 @@ impl CpuRuntime {
             stats: RunStats::default(),
             profile: crate::debug::level() >= 2,
             kernel_times: FxHashMap::default(),
+            group: None,
         };
         rt.note(&plan);
         rt.plan = Some(plan);
@@ -148,10 +154,26 @@ impl CpuRuntime {
                 std::mem::take(t.data.as_any_mut().downcast_mut::<Vec<f32>>().expect("checked"))
             })
             .collect();
+        if !plan.buckets.is_empty() && self.group.is_none() {
+            plan.hand_back_inputs(cx, inputs);
+            return Err(Error::Backend(format!(
+                "this step sums {} buffers over the ranks of a data-parallel run, and the executor has no process \
+                 group (Executor::set_collective)",
+                plan.buckets.iter().map(|b| b.members.len()).sum::<usize>()
+            )));
+        }
         let mut kept: Vec<Vec<f32>> = vec![vec![]; plan.n_kept];
         let arena = self.arena.as_mut_ptr();
         let floats = |bytes: usize| bytes / DType::F32.size();
+        let mut next_bucket = 0;
         for i in 0..plan.steps.len() {
+            while plan.buckets.get(next_bucket).is_some_and(|b| b.flush_before == i) {
+                if let Err(e) = self.flush(plan, next_bucket, &mut kept) {
+                    plan.hand_back_inputs(cx, inputs);
+                    return Err(e);
+                }
+                next_bucket += 1;
+            }
             let s = &plan.steps[i];
             if matches!(s.work, Work::Input { .. }) {
                 continue;
@@ -203,6 +225,11 @@ impl CpuRuntime {
                     out[0] = *v;
                     "constant"
                 }
+                Work::AllReduce(_) => {
+                    // this rank's part; its bucket sums it over the ranks before it is read
+                    out.copy_from_slice(&srcs[0][..out.len()]);
+                    "allreduce-copy"
+                }
                 Work::Other if self.primitive(cx, s, &srcs, out) => "primitive",
                 Work::Other => {
                     let tensors: Vec<Tensor> = srcs.iter().map(|b| Tensor::new(b.to_vec())).collect();
@@ -242,8 +269,78 @@ impl CpuRuntime {
                 kept[k] = own;
             }
         }
+        while next_bucket < plan.buckets.len() {
+            if let Err(e) = self.flush(plan, next_bucket, &mut kept) {
+                plan.hand_back_inputs(cx, inputs);
+                return Err(e);
+            }
+            next_bucket += 1;
+        }
         plan.hand_back(cx, inputs, kept, drop);
         Ok(())
+    }
+
+    /// Sum bucket `b`'s buffers over the ranks: packed into one buffer, one call.
+    fn flush(&mut self, plan: &Plan, b: usize, kept: &mut [Vec<f32>]) -> Result<()> {
+        let bucket: &Bucket = &plan.buckets[b];
+        let group = self.group.as_ref().expect("checked before the run");
+        let t0 = self.profile.then(Instant::now);
+        let arena = self.arena.as_mut_ptr();
+        let mut pack = Vec::with_capacity(bucket.elements);
+        for &m in &bucket.members {
+            pack.extend_from_slice(&member(plan, arena, kept, m)[..plan.steps[m].out_len]);
+        }
+        let what = format!(
+            "all-reduce of bucket {} of {} ({} tensors, {:.2} MB: {}...)",
+            b + 1,
+            plan.buckets.len(),
+            bucket.members.len(),
+            bucket.elements as f64 * 4e-6,
+            match &plan.steps[bucket.members[0]].work {
+                Work::AllReduce(n) => n.as_str(),
+                _ => "?",
+            }
+        );
+        group.all_reduce_sum(&what, &mut pack)?;
+        let mut at = 0;
+        for &m in &bucket.members {
+            let n = plan.steps[m].out_len;
+            let dst = &mut member(plan, arena, kept, m)[..n];
+            dst.copy_from_slice(&pack[at..at + n]);
+            if plan.steps[m].dtype == DType::Bf16 {
+                round_bf16_slice(dst);
+            }
+            at += n;
+        }
+        if let Some(t0) = t0 {
+            let e = self
+                .kernel_times
+                .entry(format!(
+                    "allreduce bucket {} ({} tensors, {} elements)",
+                    b,
+                    bucket.members.len(),
+                    bucket.elements
+                ))
+                .or_default();
+            e.0 += 1;
+            e.1 += t0.elapsed().as_secs_f64();
+        }
+        Ok(())
+    }
+}
+
+/// The buffer of all-reduce step `m` (in the arena at `arena`, or kept).
+fn member<'a>(plan: &Plan, arena: *mut f32, kept: &'a mut [Vec<f32>], m: usize) -> &'a mut [f32] {
+    let s = &plan.steps[m];
+    match s.loc {
+        // SAFETY: a bucket's members are distinct buffers, alive until their first reader, which
+        // has not run yet (collective.rs); arena offsets lie inside the arena (planner or
+        // validate), and no other slice of the arena is held while a bucket is reduced.
+        Loc::Arena(off) => unsafe {
+            std::slice::from_raw_parts_mut(arena.add(off / DType::F32.size()), s.out_len.max(1))
+        },
+        Loc::Kept(k) => &mut kept[k][..],
+        Loc::Input(_) => unreachable!("an all-reduce step writes its own buffer"),
     }
 }
 
@@ -286,6 +383,11 @@ impl Executor for CpuRuntime {
     }
 
     fn all_to_host(&mut self, _: &mut Graph) -> Result<()> {
+        Ok(())
+    }
+
+    fn set_collective(&mut self, group: Arc<dyn Collective>) -> Result<()> {
+        self.group = Some(group);
         Ok(())
     }
 

@@ -77,6 +77,12 @@ pub(super) fn plan_kernels(planner: &Planner, cx: &Graph) -> Result<PlanKernels>
                 };
                 gemms.insert(i, gw);
             }
+            Work::AllReduce(name) => {
+                return Err(Error::Backend(format!(
+                    "CUDA backend: the all-reduce of `{name}` (a data-parallel step) needs NCCL, which this \
+                     backend does not run yet: run the ranks on --device cpu"
+                )))
+            }
             Work::Other => {
                 return Err(Error::Backend(format!(
                     "CUDA backend: no GPU kernel for {:?}",

@@ -223,7 +223,7 @@ impl CudaRuntime {
                     DeviceWork::Gemm { bp: gw.bp, copies, unpermute, gathered }
                 }
                 Work::Value(v) => DeviceWork::Value(*v),
-                Work::Other => unreachable!("rejected above"),
+                Work::AllReduce(_) | Work::Other => unreachable!("rejected above"),
             });
         }
         let arena = self.gpu.stream.alloc_zeros::<f32>((plan.arena_bytes / 4).max(1)).map_err(driver)?;
@@ -400,6 +400,16 @@ impl Executor for CudaRuntime {
 
     fn all_to_host(&mut self, cx: &mut Graph) -> Result<()> {
         CudaRuntime::all_to_host(self, cx)
+    }
+
+    fn set_collective(&mut self, group: std::sync::Arc<dyn crate::dist::Collective>) -> Result<()> {
+        match group.world() {
+            1 => Ok(()),
+            n => Err(Error::Backend(format!(
+                "CUDA backend: a data-parallel run of {n} ranks needs NCCL, which this backend does not run yet: \
+                 run the ranks on --device cpu"
+            ))),
+        }
     }
 
     fn stats(&self) -> RunStats {

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!   compiled graph ──candidate orders (schedule.rs)──► one Plan per order
-//!        │                                               │ steps: Input | Value | Fused | Gemm | Other
+//!        │                                               │ steps: Input | Value | Fused | Gemm | AllReduce | Other
 //!        │                                               │ locs:  input slot | arena bytes | kept slot
 //!        └── dyn dims ('b', 'g', ...) ───────────────────┴─► the smallest arena wins
 //! ```
@@ -20,6 +20,7 @@ use luminal::prelude::*;
 use rustc_hash::FxHashMap;
 
 use super::arena::{self, Interval};
+use super::collective::{self, Bucket};
 use super::precision::{OpClass, Policy, Storage};
 use super::{FusedKernel, GemmPlan};
 use crate::autograd::Prim;
@@ -93,6 +94,10 @@ pub enum Work {
     Value(f32),
     Fused(FusedKernel),
     Gemm(GemmPlan),
+    /// Its source summed over the ranks of the run ([`crate::dist::AllReduce`], named): the
+    /// executor copies the source into this step's buffer, and reduces the buffers of a
+    /// [`Bucket`] together with its process group.
+    AllReduce(String),
     /// Any other operator (luminal's `Operator::process`; the CPU alone runs these).
     Other,
 }
@@ -145,6 +150,8 @@ pub struct Plan {
     pub storage: Storage,
     /// The precision pass's class of every step; empty in a plan loaded from an artifact.
     pub classes: Vec<OpClass>,
+    /// The all-reduce steps grouped into buckets, in order ([`super::collective`]).
+    pub buckets: Vec<Bucket>,
 }
 
 /// What a planner is asked for: the precision policy, and how the executor holds buffers.
@@ -258,6 +265,16 @@ fn build(cx: &Graph, order: &[NodeIndex], order_name: &'static str, opts: &PlanO
             let p = GemmPlan::new(&g.axes, &layouts[0], &layouts[1]);
             let len = p.out_len();
             (Work::Gemm(p), len)
+        } else if let Some(ar) = any.downcast_ref::<crate::dist::AllReduce>() {
+            // the source is read as one contiguous buffer (the builder materializes it)
+            let len = layouts[0].extent();
+            if !layouts[0].is_dense() {
+                return Err(Error::Backend(format!(
+                    "all-reduce `{}` of a strided view: materialize it first",
+                    ar.name
+                )));
+            }
+            (Work::AllReduce(ar.name.clone()), len)
         } else if let Some(Constant(v, _)) = any.downcast_ref::<Constant>() {
             let v = match v {
                 ConstantValue::Float(f) => *f,
@@ -311,6 +328,7 @@ fn build(cx: &Graph, order: &[NodeIndex], order_name: &'static str, opts: &PlanO
     for (&i, off) in arena_steps.iter().zip(offsets) {
         steps[i].loc = Loc::Arena(off);
     }
+    let buckets = collective::buckets(&steps, collective::BUCKET_BYTES);
     Ok(Plan {
         dyn_dims: dyn_dims(cx),
         steps,
@@ -321,6 +339,7 @@ fn build(cx: &Graph, order: &[NodeIndex], order_name: &'static str, opts: &PlanO
         order_name,
         storage: opts.storage,
         classes,
+        buckets,
     })
 }
 
@@ -384,6 +403,15 @@ impl Plan {
                 }
                 Loc::Arena(_) => {}
             }
+        }
+    }
+
+    /// After a failed run: every input back into the store as it came; no kept output is
+    /// stored, so the graph holds what it held before the run.
+    pub fn hand_back_inputs<B: Data>(&self, cx: &mut Graph, inputs: Vec<B>) {
+        let steps = self.steps.iter().filter(|s| matches!(s.loc, Loc::Input(_)));
+        for (s, b) in steps.zip(inputs) {
+            cx.tensors.insert((s.node, 0), Tensor::new(b));
         }
     }
 

@@ -4,6 +4,7 @@
 //! compiled graph (GemmOp, FusedOp, constants, inputs)
 //!     └─► Planner::plan ─► Plan { steps: [Step { work, srcs, dtype, loc }], arena_bytes, ... }
 //!                              │ work: FusedKernel (fusion IR bound to strides) | GemmPlan | Value
+//!                              │       | AllReduce (in buckets: the process group's calls)
 //!                              ├─► cpu::CpuRuntime   (interprets kernels, gemm crate)
 //!                              └─► cuda::CudaRuntime (CUDA C from the kernels, cuBLAS calls)
 //! ```
@@ -13,6 +14,7 @@
 //! - [`kernel`]: a fused kernel bound to concrete dims and layouts;
 //! - [`contraction`]: a contraction bound to concrete strides;
 //! - [`precision`]: the precision pass, a storage type for every buffer;
+//! - [`collective`]: the all-reduce steps of a data-parallel step, in buckets;
 //! - [`wire`]: a plan as bytes (artifacts), and the validation that makes one from a file
 //!   safe to run;
 //! - [`build`]: the plan itself, the planner, and the input/kept-output bookkeeping every
@@ -22,6 +24,7 @@
 //! checks it).
 pub mod arena;
 pub mod build;
+pub mod collective;
 pub mod contraction;
 pub mod kernel;
 pub mod precision;
@@ -29,6 +32,7 @@ pub mod schedule;
 pub mod wire;
 
 pub use build::{dyn_dims, DType, DynDims, Loc, Plan, PlanOptions, Planner, Step, Work};
+pub use collective::Bucket;
 pub use contraction::GemmPlan;
 pub use kernel::FusedKernel;
 pub use precision::{OpClass, Policy, Precision, Storage};

@@ -6,7 +6,8 @@
 //!                                                                                      (bytes per
 //!   State        inputs, kept outputs, constants: weights (the fp32 masters),           Storage)
 //!                optimizer state, teacher, center, crops, the loss          always f32
-//!   Reduction    a sum/max over an axis (statistics, norms, the loss terms)      f32
+//!   Reduction    a sum/max over an axis or over the ranks (statistics, norms,
+//!                the loss terms, all-reduced gradients)                          f32
 //!   Gradient     reaches a kept output through elementwise steps only (a
 //!                weight's gradient as accumulated, the update's inputs)          f32
 //!   GemmOutput   a contraction's result (activations, attention scores)          bf16 under Bf16
@@ -245,6 +246,8 @@ pub fn classify(steps: &[Step], cx: &Graph) -> Vec<OpClass> {
     }
     let reduces = |s: &Step| match &s.work {
         Work::Fused(k) => k.reduce.is_some(),
+        // a sum over the ranks
+        Work::AllReduce(_) => true,
         Work::Other => matches!(
             cx.graph.node_weight(s.node).and_then(|op| Prim::of(op.as_ref())),
             Some(Prim::SumReduce(_) | Prim::MaxReduce(_))

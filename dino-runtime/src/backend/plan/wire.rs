@@ -81,6 +81,7 @@ impl Plan {
                     Work::Value(v) => Work::Value(*v),
                     Work::Fused(k) => Work::Fused(k.clone()),
                     Work::Gemm(g) => Work::Gemm(g.clone()),
+                    Work::AllReduce(n) => Work::AllReduce(n.clone()),
                     Work::Other => unreachable!("refused above"),
                 },
                 srcs: s.srcs.clone(),
@@ -127,7 +128,7 @@ impl Plan {
                 loc: s.loc,
             })
             .collect();
-        let plan = Plan {
+        let mut plan = Plan {
             dyn_dims: w.dyn_dims,
             steps,
             arena_bytes: w.arena_bytes,
@@ -137,8 +138,12 @@ impl Plan {
             order_name,
             storage: w.storage,
             classes: vec![],
+            buckets: vec![],
         };
         plan.validate()?;
+        // the buckets are a function of the steps: made again, not trusted from the file
+        plan.buckets = super::collective::buckets(&plan.steps, super::collective::BUCKET_BYTES);
+        super::collective::check(&plan.steps, &plan.buckets)?;
         Ok(plan)
     }
 
@@ -203,6 +208,15 @@ impl Plan {
                         return Err(bad(format!("{} sources for {} loads", s.srcs.len(), k.loads.len())));
                     }
                     check_kernel(k, s.out_len, &(0..s.srcs.len()).map(src_len).collect::<Vec<_>>()).map_err(bad)?;
+                }
+                Work::AllReduce(_) => {
+                    if s.srcs.len() != 1 || src_len(0) < s.out_len {
+                        return Err(bad(format!(
+                            "an all-reduce of {} elements from {} source(s)",
+                            s.out_len,
+                            s.srcs.len()
+                        )));
+                    }
                 }
                 Work::Gemm(g) => {
                     if s.srcs.len() != 2 {
