@@ -44,6 +44,7 @@ fn options(out: &Path, compiled: Option<PathBuf>, hyper: &Hyper) -> TrainOptions
         resume: false,
         force: true,
         stop_after: None,
+        group: Default::default(),
         quiet: true,
         device: Device::Cpu,
         compiled,

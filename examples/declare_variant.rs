@@ -72,6 +72,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         resume: false,
         force: false,
         stop_after: None,
+        group: Default::default(),
         quiet: true,
         device: Device::Cpu,
         compiled: None,

@@ -150,6 +150,7 @@ fn training_on_the_gpu_follows_the_cpu() {
             resume: false,
             force: false,
             stop_after: None,
+            group: Default::default(),
             quiet: true,
             device,
             compiled: None,

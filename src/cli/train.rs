@@ -157,6 +157,7 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
         resume: args.resume,
         force: args.force,
         stop_after: args.stop_after,
+        group: Default::default(),
         quiet: false,
         device: args.on.device,
         compiled: args.compiled.clone(),

@@ -55,6 +55,7 @@ fn similarities(a: &[f32], b: &[f32], d: usize, out: &mut [f32]) {
 }
 
 /// Weighted k-NN accuracy for every k of `ks` (features already L2-normalized, `dim` each).
+#[allow(clippy::too_many_arguments)]
 pub fn weighted_knn(
     train: &[f32],
     train_labels: &[usize],
@@ -65,13 +66,39 @@ pub fn weighted_knn(
     ks: &[usize],
     temperature: f32,
 ) -> Vec<KnnResult> {
+    let hits = knn_hits(train, train_labels, test, test_labels, dim, classes, ks, temperature);
+    accuracies(ks, &hits, test_labels.len())
+}
+
+/// Accuracies in percent from `(top-1, top-5)` hit counts per k over `n` test images.
+pub fn accuracies(ks: &[usize], hits: &[(usize, usize)], n: usize) -> Vec<KnnResult> {
+    let n = n.max(1) as f64;
+    ks.iter()
+        .zip(hits)
+        .map(|(&k, &(t1, t5))| KnnResult { k, top1: 100.0 * t1 as f64 / n, top5: 100.0 * t5 as f64 / n })
+        .collect()
+}
+
+/// How many test images [`weighted_knn`] classifies right, per k: `(top-1, top-5)` counts
+/// (counts add up over shards of the test set).
+#[allow(clippy::too_many_arguments)]
+pub fn knn_hits(
+    train: &[f32],
+    train_labels: &[usize],
+    test: &[f32],
+    test_labels: &[usize],
+    dim: usize,
+    classes: usize,
+    ks: &[usize],
+    temperature: f32,
+) -> Vec<(usize, usize)> {
     let n_train = train.len() / dim;
     assert_eq!(n_train, train_labels.len(), "one label per training feature");
     assert_eq!(test.len() / dim, test_labels.len(), "one label per test feature");
     let kmax = ks.iter().copied().max().unwrap_or(1).min(n_train);
     let chunk = 256;
     let mut hits = vec![(0usize, 0usize); ks.len()];
-    let mut sims = vec![0f32; chunk * n_train];
+    let mut sims = vec![0f32; chunk.min(test_labels.len()) * n_train];
     for (ci, tchunk) in test.chunks(chunk * dim).enumerate() {
         let rows = tchunk.len() / dim;
         similarities(tchunk, train, dim, &mut sims[..rows * n_train]);
@@ -108,11 +135,7 @@ pub fn weighted_knn(
             }
         }
     }
-    let n = test_labels.len().max(1) as f64;
-    ks.iter()
-        .zip(hits)
-        .map(|(&k, (t1, t5))| KnnResult { k, top1: 100.0 * t1 as f64 / n, top5: 100.0 * t5 as f64 / n })
-        .collect()
+    hits
 }
 
 #[cfg(test)]

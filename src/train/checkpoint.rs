@@ -64,6 +64,11 @@ fn get(step_cx: &luminal::prelude::Graph, id: luminal::prelude::NodeIndex, name:
 
 /// Write the state of `step` to `path`.
 pub fn save<M: DinoModel>(path: &Path, step: &DinoStep<M>, meta: &Meta) -> Result<()> {
+    state(step, meta)?.save(path)
+}
+
+/// The state of `step` as a checkpoint's tensors and metadata (sealed with checksums).
+pub fn state<M: DinoModel>(step: &DinoStep<M>, meta: &Meta) -> Result<TensorFile> {
     let mut f = TensorFile::default();
     for p in &step.student_params.params {
         f.insert(format!("student.{}", p.name), &p.shape, get(&step.train.cx, p.id, &p.name)?);
@@ -78,7 +83,7 @@ pub fn save<M: DinoModel>(path: &Path, step: &DinoStep<M>, meta: &Meta) -> Resul
     f.insert("center", &[center.len()], center);
     f.metadata.insert("dino".into(), serde_json::to_string(meta).expect("serializable"));
     seal(&mut f);
-    f.save(path)
+    Ok(f)
 }
 
 /// Put the checksums of the tensors into the metadata (what [`save`] does before writing).

@@ -9,6 +9,7 @@ use dino_runtime::config::DinoConfig;
 use dino_runtime::data::loader::derive_seed;
 use dino_runtime::data::{Dataset, Loader};
 use dino_runtime::dino::{DinoStep, Schedules};
+use dino_runtime::dist::Group;
 use dino_runtime::model::DinoModel;
 use dino_runtime::{Error, Result};
 use rand::SeedableRng;
@@ -17,7 +18,7 @@ use rand_chacha::ChaCha8Rng;
 use super::health::Monitor;
 use super::log::{self, EpochRecord, Record, StepRecord};
 use super::{checkpoint, teacher_weights, RunConfig, TrainOptions, TrainReport};
-use crate::eval::knn_eval::{format_knn, knn_eval, raw_pixel_knn};
+use crate::eval::knn_eval::{format_knn, knn_eval_ranks, raw_pixel_knn};
 use crate::eval::{Extractor, KnnResult};
 use crate::progress::Progress;
 
@@ -30,12 +31,14 @@ pub(super) struct KnnMonitor<'a, M: DinoModel> {
     pub(super) train: &'a dyn Dataset,
     pub(super) test: &'a dyn Dataset,
     pub(super) quiet: bool,
+    /// The ranks share the feature extraction and the votes.
+    pub(super) group: Group,
 }
 
 impl<M: DinoModel> KnnMonitor<'_, M> {
     /// k-NN of the step's teacher now (its state must be on the host).
     pub(super) fn eval(&mut self, step: &DinoStep<M>) -> Result<Vec<KnnResult>> {
-        knn_eval(&mut self.ex, &teacher_weights(step)?, self.train, self.test, self.quiet)
+        knn_eval_ranks(&mut self.ex, &teacher_weights(step)?, self.train, self.test, self.quiet, &*self.group)
     }
 }
 
@@ -69,6 +72,8 @@ pub(super) struct Loop<'a> {
     pub(super) last_saved: Option<usize>,
     /// Watches the logged steps for collapse.
     pub(super) health: Monitor,
+    /// No progress output: `--quiet`, or a rank other than 0.
+    pub(super) quiet: bool,
 }
 
 impl Loop<'_> {
@@ -77,8 +82,12 @@ impl Loop<'_> {
         (self.t0.elapsed().as_secs_f64() - self.eval_s).max(0.0)
     }
 
-    /// Write the step's state (on the host) to the run's checkpoint.
+    /// Write the step's state (on the host) to the run's checkpoint (rank 0 alone writes).
     pub(super) fn save<M: DinoModel>(&mut self, step: &DinoStep<M>, it: usize) -> Result<()> {
+        if !self.opts.group.is_root() {
+            self.last_saved = Some(it);
+            return Ok(());
+        }
         let meta = checkpoint::Meta {
             format: checkpoint::FORMAT.into(),
             preset: self.run.preset.clone(),
@@ -129,7 +138,8 @@ pub(super) fn end_of_epoch<M: DinoModel>(
     let out = &lp.opts.out;
     step.train.sync()?;
     lp.save(step, it)?;
-    if lp.run.save_every > 0 && (epoch + 1) % lp.run.save_every == 0 {
+    let root = lp.opts.group.is_root();
+    if root && lp.run.save_every > 0 && (epoch + 1) % lp.run.save_every == 0 {
         dino_runtime::files::copy_atomic(lp.ckpt_path, &out.join(format!("checkpoint{:04}.safetensors", epoch + 1)))?;
     }
     let eval_before = lp.eval_s;
@@ -138,7 +148,7 @@ pub(super) fn end_of_epoch<M: DinoModel>(
             let t_eval = Instant::now();
             let r = k.eval(step)?;
             lp.eval_s += t_eval.elapsed().as_secs_f64();
-            if !lp.opts.quiet {
+            if !lp.quiet {
                 eprintln!("epoch {} ({:.1} min of training): {}", epoch + 1, lp.train_s() / 60.0, format_knn(&r));
             }
             lp.report.knn.push((epoch + 1, r.clone()));
@@ -151,12 +161,15 @@ pub(super) fn end_of_epoch<M: DinoModel>(
         epoch: epoch + 1,
         iteration: it,
         loss_mean: Some(e.loss_sum / e.steps.max(1) as f64),
-        images_per_s: ((it - first) * step.batch) as f64 / (t_epoch.elapsed().as_secs_f64() - eval_s).max(1e-9),
+        images_per_s: ((it - first) * lp.loader.batch) as f64 / (t_epoch.elapsed().as_secs_f64() - eval_s).max(1e-9),
         bad_images: lp.loader.bad_count(),
         knn: knn_r,
         elapsed_s: lp.t0.elapsed().as_secs_f64(),
         train_s: lp.train_s(),
     }))?;
+    if !root {
+        return Ok(());
+    }
     let records = log::read(&lp.log_path)?;
     let title = format!("DINO {} training loss", lp.run.preset);
     if let Err(e) = crate::plot::loss_plot(&out.join("loss.png"), &records, &title) {
@@ -185,7 +198,7 @@ pub(super) fn raw_pixel_baseline<M: DinoModel>(
     let t_eval = Instant::now();
     let r = raw_pixel_knn(k.train, k.test, cfg.global.size, cfg.backbone.channels, &cfg.augment)?;
     lp.eval_s += t_eval.elapsed().as_secs_f64();
-    if !lp.opts.quiet {
+    if !lp.quiet {
         eprintln!("raw pixels: {}", format_knn(&r));
     }
     lp.writer.write(&Record::Baseline(log::BaselineRecord {
@@ -206,30 +219,38 @@ pub(super) fn train_one_epoch<M: DinoModel>(
     epoch: usize,
     it: &mut usize,
 ) -> Result<EpochOutcome> {
-    let (opts, niter, batch) = (lp.opts, lp.niter, step.batch);
+    // images per step over all ranks
+    let (opts, niter, batch) = (lp.opts, lp.niter, lp.loader.batch);
+    let group = &opts.group;
     let cfg_epochs = step.config.epochs;
     let ln_k = (step.config.head.out as f64).ln();
-    let mut bar = Progress::new(&format!("epoch {}/{}", epoch + 1, cfg_epochs), niter as u64, opts.quiet);
+    let mut bar = Progress::new(&format!("epoch {}/{}", epoch + 1, cfg_epochs), niter as u64, lp.quiet);
     let mut e = EpochOutcome { loss_sum: 0.0, steps: 0, stopped: false };
     for b in lp.loader.epoch(epoch, *it - epoch * niter) {
         if opts.stop_after.is_some_and(|s| *it >= s) {
             step.train.sync()?;
             lp.save(step, *it)?;
-            bar.println(&format!("stopped at iteration {it}; checkpoint {}", lp.ckpt_path.display()));
+            if group.is_root() {
+                bar.println(&format!("stopped at iteration {it}; checkpoint {}", lp.ckpt_path.display()));
+            }
             e.stopped = true;
             break;
         }
         let t_step = Instant::now();
         let b = b?;
+        // each rank reads (and reports) the images of its own shard
+        let who = if group.world() > 1 { format!("rank {}: ", group.rank()) } else { String::new() };
         for bad in lp.loader.take_bad() {
-            bar.println(&format!("warning: skipped unreadable image {}: {}", bad.source, bad.why));
+            bar.println(&format!("warning: {who}skipped unreadable image {}: {}", bad.source, bad.why));
         }
         step.set_batch(b.global, b.local)?;
-        step.set_drop_masks(&mut ChaCha8Rng::seed_from_u64(derive_seed(lp.run.seed, STREAM_DROP, *it as u64, 0)));
+        let mut drop_rng = ChaCha8Rng::seed_from_u64(derive_seed(lp.run.seed, STREAM_DROP, *it as u64, 0));
+        step.set_drop_masks_of_rank(&mut drop_rng, group.rank());
         let h = lp.schedules.at(*it);
         step.set_hyper(&h);
         step.train.run()?;
-        let o = step.outputs()?;
+        // the whole global batch's numbers, the same on every rank (so every rank stops together)
+        let o = step.outputs()?.mean_over(&**group)?;
         if !o.loss.is_finite() {
             return Err(Error::NonFiniteLoss {
                 value: o.loss,
@@ -265,7 +286,7 @@ pub(super) fn train_one_epoch<M: DinoModel>(
             };
             let alert = lp.health.observe(&rec);
             lp.writer.write(&Record::Step(rec))?;
-            if let Some(a) = alert {
+            if let (Some(a), true) = (alert, group.is_root()) {
                 bar.println(&a.message());
                 lp.writer.write(&Record::Health(a.clone()))?;
                 lp.report.alerts.push(a);

@@ -153,7 +153,8 @@ pub fn truncate(path: &Path, iteration: usize) -> Result<Option<String>> {
 
 /// Append records to the log, one line each, flushed.
 pub struct Writer {
-    file: std::fs::File,
+    /// None: a rank that writes no log (every rank of a data-parallel run but rank 0).
+    file: Option<std::fs::File>,
     path: std::path::PathBuf,
 }
 
@@ -164,12 +165,18 @@ impl Writer {
             .append(true)
             .open(path)
             .map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
-        Ok(Writer { file, path: path.to_path_buf() })
+        Ok(Writer { file: Some(file), path: path.to_path_buf() })
+    }
+
+    /// A writer that writes nothing.
+    pub fn none() -> Writer {
+        Writer { file: None, path: Default::default() }
     }
 
     pub fn write(&mut self, r: &Record) -> Result<()> {
+        let Some(file) = self.file.as_mut() else { return Ok(()) };
         let mut line = serde_json::to_string(r).expect("serializable");
         line.push('\n');
-        self.file.write_all(line.as_bytes()).map_err(|source| Error::Io { path: self.path.clone(), source })
+        file.write_all(line.as_bytes()).map_err(|source| Error::Io { path: self.path.clone(), source })
     }
 }

@@ -17,6 +17,7 @@ use dino_runtime::backend::Passes;
 use dino_runtime::config::DinoConfig;
 use dino_runtime::data::{Loader, MultiCrop};
 use dino_runtime::dino::{DinoStep, Schedules};
+use dino_runtime::dist::Group;
 use dino_runtime::model::DinoModel;
 use dino_runtime::tensors::{NamedTensor, TensorFile};
 use dino_runtime::{Error, Result};
@@ -82,6 +83,9 @@ pub struct TrainOptions {
     /// Run this compiled artifact's step (`dino compile`) instead of building and compiling
     /// the graph.
     pub compiled: Option<PathBuf>,
+    /// The ranks of a data-parallel run (one by default): each trains on its shard of every
+    /// global batch; rank 0 alone writes the run's files and prints.
+    pub group: Group,
 }
 
 /// What a run did.
@@ -284,27 +288,88 @@ fn open_run(opts: &TrainOptions, ckpt_path: &Path) -> Result<(RunConfig, Option<
     Ok((saved, Some((file, meta))))
 }
 
+/// What rank 0 found when opening the run, as every rank gets it.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Opened {
+    run: RunConfig,
+    /// The checkpoint's metadata when resuming (its tensors reach the other ranks with the
+    /// initial state).
+    resumed: Option<checkpoint::Meta>,
+}
+
+/// [`open_run`] on rank 0, its outcome (or its error) on every rank: the other ranks touch no
+/// file of the run.
+fn shared_run(
+    opts: &TrainOptions,
+    ckpt_path: &Path,
+) -> Result<(RunConfig, Option<checkpoint::Meta>, Option<TensorFile>)> {
+    let group = &opts.group;
+    if group.world() == 1 {
+        let (run, resumed) = open_run(opts, ckpt_path)?;
+        let (file, meta) = resumed.map_or((None, None), |(f, m)| (Some(f), Some(m)));
+        return Ok((run, meta, file));
+    }
+    let mine = group.is_root().then(|| open_run(opts, ckpt_path));
+    let mut bytes = match &mine {
+        Some(Ok((run, resumed))) => {
+            let o = Opened { run: run.clone(), resumed: resumed.as_ref().map(|r| r.1.clone()) };
+            serde_json::to_vec(&Ok::<Opened, String>(o)).expect("json")
+        }
+        Some(Err(e)) => serde_json::to_vec(&Err::<Opened, String>(e.to_string())).expect("json"),
+        None => vec![],
+    };
+    group.broadcast_bytes("the run's configuration", &mut bytes, 0)?;
+    match mine {
+        Some(r) => {
+            let (run, resumed) = r?;
+            let (file, meta) = resumed.map_or((None, None), |(f, m)| (Some(f), Some(m)));
+            Ok((run, meta, file))
+        }
+        None => match serde_json::from_slice::<std::result::Result<Opened, String>>(&bytes) {
+            Ok(Ok(o)) => Ok((o.run, o.resumed, None)),
+            Ok(Err(why)) => Err(Error::Collective {
+                op: "opening the run".into(),
+                rank: group.rank(),
+                world: group.world(),
+                why: format!("rank 0 failed: {why}"),
+            }),
+            Err(e) => Err(Error::Collective {
+                op: "opening the run".into(),
+                rank: group.rank(),
+                world: group.world(),
+                why: format!("rank 0 sent an unreadable configuration: {e}"),
+            }),
+        },
+    }
+}
+
 /// Train the objective `M` (any `dino!` declaration; `opts.run.preset` only names the run).
 pub fn train_model<M: DinoModel>(opts: &TrainOptions) -> Result<TrainReport> {
+    let group = &opts.group;
+    let (rank, world) = (group.rank(), group.world());
+    // every rank but 0 trains silently and writes nothing
+    let quiet = opts.quiet || rank != 0;
+
     // ============ the run: new, or resumed from its checkpoint ... ============
     let out = &opts.out;
     let ckpt_path = checkpoint_path(out);
     let log_path = out.join("log.jsonl");
-    let (run, resumed) = open_run(opts, &ckpt_path)?;
+    let (run, resumed_meta, resumed_file) = shared_run(opts, &ckpt_path)?;
 
     // ============ preparing data ... ============
     let cfg: DinoConfig = run.hyper.apply(&M::CONFIG)?;
     let channels = cfg.backbone.channels;
     let splits = dataset::open(&run.data, channels, run.val.as_deref(), run.limit, run.test_limit)?;
     let batch = cfg.batch_size;
-    if cfg.freeze_last_layer >= cfg.epochs && !opts.quiet {
+    if cfg.freeze_last_layer >= cfg.epochs && !quiet {
         eprintln!(
             "note: the last layer of the head stays frozen for the whole run (--freeze-last-layer {} >= --epochs {})",
             cfg.freeze_last_layer, cfg.epochs
         );
     }
     let crops = MultiCrop::new(cfg.global, cfg.local, cfg.augment);
-    let loader = Arc::new(Loader::new(Arc::clone(&splits.train), crops, channels, batch, run.seed)?);
+    let loader =
+        Arc::new(Loader::new(Arc::clone(&splits.train), crops, channels, batch, run.seed)?.shard(rank, world)?);
     let niter = loader.steps_per_epoch();
     let total = check_size(&cfg, niter, batch)?;
 
@@ -312,6 +377,12 @@ pub fn train_model<M: DinoModel>(opts: &TrainOptions) -> Result<TrainReport> {
     let t_build = Instant::now();
     let mut step = match &opts.compiled {
         Some(path) => {
+            if world > 1 {
+                return Err(Error::Config {
+                    what: format!("--compiled with {world} ranks"),
+                    why: "a compiled artifact holds a 1-rank step (no all-reduce): train without --compiled".into(),
+                });
+            }
             if !run.precision.is_fp32() {
                 return Err(Error::Config {
                     what: format!("--precision {} with --compiled", run.precision),
@@ -323,11 +394,12 @@ pub fn train_model<M: DinoModel>(opts: &TrainOptions) -> Result<TrainReport> {
             step
         }
         None => {
-            let mut step = DinoStep::<M>::build_with(cfg, batch)?;
+            let mut step = DinoStep::<M>::build_replicated(cfg, loader.local_batch(), world)?;
             step.init(run.seed);
             step.compile(Passes::default());
             let dev = crate::device::DeviceOptions { policy: run.precision.clone(), ..Default::default() };
-            let executor = opts.device.executor_with(&step.train.cx, dev)?;
+            let mut executor = opts.device.executor_with(&step.train.cx, dev)?;
+            executor.set_collective(group.0.clone())?;
             step.train.attach(executor);
             step
         }
@@ -337,25 +409,42 @@ pub fn train_model<M: DinoModel>(opts: &TrainOptions) -> Result<TrainReport> {
     let schedules = Schedules::new(&cfg, niter, batch);
 
     // ============ optionally resume training ... ============
-    std::fs::create_dir_all(out).map_err(io(out))?;
-    let start = match &resumed {
-        Some((file, meta)) => resume(&mut step, file, meta, &ckpt_path, &log_path, niter)?,
-        None => {
-            let _ = std::fs::remove_file(&log_path);
+    if rank == 0 {
+        std::fs::create_dir_all(out).map_err(io(out))?;
+    }
+    let start = match (&resumed_file, &resumed_meta) {
+        (Some(file), Some(meta)) => resume(&mut step, file, meta, &ckpt_path, &log_path, niter)?,
+        (None, Some(meta)) => meta.iteration, // a rank > 0: the state comes from rank 0 below
+        _ => {
+            if rank == 0 {
+                let _ = std::fs::remove_file(&log_path);
+            }
             0
         }
     };
-    let config_json = serde_json::json!({ "run": run, "dino": cfg, "iterations_per_epoch": niter, "batch": batch });
-    dino_runtime::files::write_atomic(
-        &out.join("config.json"),
-        serde_json::to_string_pretty(&config_json).expect("json").as_bytes(),
-    )?;
-    if !opts.quiet {
+    if let Some(meta) = &resumed_meta {
+        check_resumed_epoch_length(meta, niter, &ckpt_path)?;
+    }
+    // ============ every rank starts from rank 0's state (DDP's broadcast) ... ============
+    if world > 1 {
+        broadcast_state(&mut step, group, &run, start, niter)?;
+    }
+    if rank == 0 {
+        let config_json = serde_json::json!({
+            "run": run, "dino": cfg, "iterations_per_epoch": niter, "batch": batch, "ranks": world,
+        });
+        dino_runtime::files::write_atomic(
+            &out.join("config.json"),
+            serde_json::to_string_pretty(&config_json).expect("json").as_bytes(),
+        )?;
+    }
+    if !quiet {
         eprintln!(
-            "{}: {} images ({} per step, {niter} steps per epoch, {} epochs), {} in {:.1} s{}",
+            "{}: {} images ({} per step{}, {niter} steps per epoch, {} epochs), {} in {:.1} s{}",
             run.preset,
             splits.train.len(),
             batch,
+            if world > 1 { format!(" over {world} ranks ({})", group.describe()) } else { String::new() },
             cfg.epochs,
             match &opts.compiled {
                 Some(p) => format!("step loaded from {}", p.display()),
@@ -372,10 +461,13 @@ pub fn train_model<M: DinoModel>(opts: &TrainOptions) -> Result<TrainReport> {
             ex: Extractor::<M>::new(256, opts.device)?,
             train: splits.train.as_ref(),
             test: test.as_ref(),
-            quiet: opts.quiet,
+            quiet,
+            group: group.clone(),
         }),
         (None, true) => {
-            eprintln!("note: no labeled test split (give --val for an image folder): k-NN skipped");
+            if !quiet {
+                eprintln!("note: no labeled test split (give --val for an image folder): k-NN skipped");
+            }
             None
         }
         _ => None,
@@ -389,21 +481,26 @@ pub fn train_model<M: DinoModel>(opts: &TrainOptions) -> Result<TrainReport> {
         total,
         ckpt_path: &ckpt_path,
         log_path: log_path.clone(),
-        writer: log::Writer::append(&log_path)?,
+        writer: if rank == 0 { log::Writer::append(&log_path)? } else { log::Writer::none() },
         report: TrainReport { checkpoint: ckpt_path.clone(), ..Default::default() },
         t0: Instant::now(),
         eval_s: 0.0,
         images_done: 0,
-        resumed_at: resumed.as_ref().map(|_| start),
-        last_saved: resumed.as_ref().map(|_| start),
-        health: replayed_monitor(&log_path, run.log_every)?,
+        resumed_at: resumed_meta.as_ref().map(|_| start),
+        last_saved: resumed_meta.as_ref().map(|_| start),
+        health: if rank == 0 {
+            replayed_monitor(&log_path, run.log_every)?
+        } else {
+            health::Monitor::new(health::Thresholds::for_log_every(run.log_every))
+        },
+        quiet,
     };
     if let (Some(k), 0) = (&mut knn, start) {
         // the baseline DINO must beat
         let t_eval = Instant::now();
         let r = k.eval(&step)?;
         lp.eval_s += t_eval.elapsed().as_secs_f64();
-        if !opts.quiet {
+        if !quiet {
             eprintln!("random init: {}", format_knn(&r));
         }
         lp.writer.write(&Record::Epoch(EpochRecord {
@@ -433,8 +530,8 @@ pub fn train_model<M: DinoModel>(opts: &TrainOptions) -> Result<TrainReport> {
         end_of_epoch(&mut lp, &mut step, knn.as_mut(), epoch, it, &e, first, t_epoch)?;
     }
 
-    // ============ the raw-pixel baseline, once the run is complete ... ============
-    if let (Some(k), true) = (&knn, it == total) {
+    // ============ the raw-pixel baseline, once the run is complete (rank 0) ... ============
+    if let (Some(k), true, 0) = (&knn, it == total, rank) {
         raw_pixel_baseline(&mut lp, k, &cfg, it)?;
     }
     let (train_s, eval_s) = (lp.train_s(), lp.eval_s);
@@ -486,15 +583,55 @@ fn resume<M: DinoModel>(
     log_path: &Path,
     niter: usize,
 ) -> Result<usize> {
+    check_resumed_epoch_length(meta, niter, ckpt_path)?;
     checkpoint::restore(step, file, meta, ckpt_path)?;
-    if meta.niter_per_ep != niter {
-        return Err(Error::Config {
-            what: "--resume".into(),
-            why: format!("the checkpoint has {} iterations per epoch, the data now gives {niter}", meta.niter_per_ep),
-        });
-    }
     if let Some(notice) = log::truncate(log_path, meta.iteration)? {
         eprintln!("{notice}");
     }
     Ok(meta.iteration)
+}
+
+/// A resumed run must see the epochs it was saved with (same data, same global batch: the
+/// number of ranks may change).
+fn check_resumed_epoch_length(meta: &checkpoint::Meta, niter: usize, ckpt_path: &Path) -> Result<()> {
+    if meta.niter_per_ep != niter {
+        return Err(Error::Config {
+            what: format!("--resume from {}", ckpt_path.display()),
+            why: format!("the checkpoint has {} iterations per epoch, the data now gives {niter}", meta.niter_per_ep),
+        });
+    }
+    Ok(())
+}
+
+/// Rank 0's whole state (student, teacher, optimizer state and step counts, center) to every
+/// rank, through the checkpoint's own encoding (checksums verified on arrival): the replicas
+/// start equal whether the run is new or resumed, and a resumed run needs its checkpoint on
+/// rank 0's machine only.
+fn broadcast_state<M: DinoModel>(
+    step: &mut DinoStep<M>,
+    group: &Group,
+    run: &RunConfig,
+    iteration: usize,
+    niter: usize,
+) -> Result<()> {
+    let mut bytes = vec![];
+    if group.is_root() {
+        let meta = checkpoint::Meta {
+            format: checkpoint::FORMAT.into(),
+            preset: run.preset.clone(),
+            iteration,
+            niter_per_ep: niter,
+            seed: run.seed,
+            group_steps: step.train.optimizer.groups.iter().map(|g| (g.name.clone(), g.steps)).collect(),
+            run: serde_json::to_value(run).expect("json"),
+        };
+        bytes = checkpoint::state(step, &meta)?.to_bytes()?;
+    }
+    group.broadcast_bytes("the initial state from rank 0", &mut bytes, 0)?;
+    if !group.is_root() {
+        let from = PathBuf::from("<the state broadcast by rank 0>");
+        let (file, meta) = checkpoint::checked(TensorFile::from_bytes(&bytes, &from)?, &from)?;
+        checkpoint::restore(step, &file, &meta, &from)?;
+    }
+    Ok(())
 }

@@ -49,6 +49,7 @@ pub fn subset_options(preset: &str, out: &std::path::Path, seed: u64) -> dino::t
         resume: false,
         force: false,
         stop_after: None,
+        group: Default::default(),
         quiet: true,
         device: dino::train::Device::Cpu,
         compiled: None,

@@ -54,7 +54,7 @@ pub fn timeout_from_env() -> Result<Duration> {
 /// The collectives of one rank of a data-parallel run. See the module documentation.
 ///
 /// `what` names the operation in errors and timeouts (`gradients, bucket 2 of 5 (1.2 MB)`).
-pub trait Collective {
+pub trait Collective: Send + Sync {
     /// This process's rank, `0..world`.
     fn rank(&self) -> usize;
 
@@ -77,6 +77,42 @@ pub trait Collective {
     /// End every rank of the run now, with exit status `code` (after an error on this rank
     /// that the others cannot see: they would wait for it otherwise).
     fn abort(&self, code: i32) -> !;
+}
+
+/// A handle on this process's group: cheap to clone, [`Solo`] by default, shown as what it
+/// is. Derefs to the [`Collective`].
+#[derive(Clone)]
+pub struct Group(pub Arc<dyn Collective>);
+
+impl Group {
+    /// One rank, no launcher.
+    pub fn solo() -> Group {
+        Group(Arc::new(Solo))
+    }
+
+    /// Is this rank 0 (the one that writes files and prints)?
+    pub fn is_root(&self) -> bool {
+        self.0.rank() == 0
+    }
+}
+
+impl Default for Group {
+    fn default() -> Group {
+        Group::solo()
+    }
+}
+
+impl std::fmt::Debug for Group {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Group({})", self.0.describe())
+    }
+}
+
+impl std::ops::Deref for Group {
+    type Target = dyn Collective;
+    fn deref(&self) -> &(dyn Collective + 'static) {
+        self.0.as_ref()
+    }
 }
 
 /// `out = parts[0] + parts[1] + ...`, element by element, in rank order: the one summation
@@ -197,15 +233,15 @@ impl Collective for Solo {
 /// The collectives of a launch: [`Solo`] for one rank, MPI for several (a build with the
 /// `mpi` feature; refused with the reason otherwise). The launcher's and MPI's views of the
 /// run must agree (rank and world size), or the launch is refused naming both.
-pub fn open(launch: &Launch) -> Result<Arc<dyn Collective>> {
+pub fn open(launch: &Launch) -> Result<Group> {
     if launch.world <= 1 {
-        return Ok(Arc::new(Solo));
+        return Ok(Group::solo());
     }
     #[cfg(feature = "mpi")]
     {
         let g = mpi::MpiGroup::init(timeout_from_env()?)?;
         launch.check_against(g.rank(), g.world())?;
-        Ok(Arc::new(g))
+        Ok(Group(Arc::new(g)))
     }
     #[cfg(not(feature = "mpi"))]
     Err(Error::Config {

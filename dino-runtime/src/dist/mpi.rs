@@ -93,6 +93,11 @@ pub struct MpiGroup {
     library: String,
 }
 
+// SAFETY: MPI was initialized with MPI_THREAD_MULTIPLE (`init` refuses less), so its handles
+// may be used from any thread, and concurrent calls are the library's to serialize.
+unsafe impl Send for MpiGroup {}
+unsafe impl Sync for MpiGroup {}
+
 fn counts_of(n: usize, parts: usize) -> (Vec<Count>, Vec<Count>) {
     let base = n / parts;
     let extra = n % parts;
