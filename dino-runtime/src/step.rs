@@ -78,9 +78,9 @@ impl TrainStep {
     ) -> Result<TrainStep> {
         let mut grads = backward(&mut cx, loss, &trained.ids())?;
         if replicas > 1 {
+            // the mean over the ranks (the division applied as the sum is unpacked)
             for (g, p) in grads.iter_mut().zip(&trained.params) {
-                let sum = crate::dist::all_reduce(&mut cx, *g, &p.name);
-                *g = crate::graph::ops::scale(&mut cx, sum, 1.0 / replicas as f32);
+                *g = crate::dist::all_reduce(&mut cx, *g, &p.name, 1.0 / replicas as f32);
             }
         }
         let optimizer = Optimizer::build(&mut cx, spec.kind, &trained, &grads, spec.clip, spec.groups, spec.group_of)?;

@@ -31,7 +31,9 @@ pub enum Command {
     /// (`dino models NAME` prints one declaration as JSON).
     Models(models::ModelsArgs),
     /// DINO self-supervised training: multi-crop, momentum teacher, centering and sharpening,
-    /// one compiled graph per step; logs, loss plot, checkpoints, optional k-NN per epoch.
+    /// one compiled graph per step; logs, loss plot, checkpoints, optional k-NN per epoch; on
+    /// one process or data-parallel under `mpirun`/`srun`.
+    #[command(after_long_help = train::DATA_PARALLEL_HELP)]
     Train(Box<train::TrainArgs>),
     /// Weighted k-NN accuracy of a checkpoint's teacher (or of a random initialization), with
     /// the raw-pixel baseline.
@@ -64,6 +66,17 @@ pub enum Command {
 
 /// Run the parsed command.
 pub fn run(cli: Cli) -> Result<(), String> {
+    // only training runs over ranks: N copies of another command would do its work N times
+    // (and write the same files at once)
+    if !matches!(cli.command, Command::Train(_)) {
+        let launch = dino_runtime::dist::Launch::from_env().map_err(|e| e.to_string())?;
+        if launch.world > 1 {
+            return Err(format!(
+                "started by {} as rank {} of {}: only `dino train` runs data-parallel; run this command as one process",
+                launch.launcher, launch.rank, launch.world
+            ));
+        }
+    }
     match cli.command {
         Command::Bench { which } => bench::run(which),
         Command::Models(args) => models::run(args),

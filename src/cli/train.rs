@@ -1,13 +1,34 @@
-//! `dino train`: DINO self-supervised training of a preset on Fashion-MNIST or an image folder.
+//! `dino train`: DINO self-supervised training of a preset on Fashion-MNIST or an image folder,
+//! on one process or on the ranks a launcher started (`mpirun -n N dino train ...`).
+use std::io::Write;
 use std::path::PathBuf;
 
 use clap::Args;
+use dino_runtime::dist::{self, Launch};
 
 use dino_runtime::backend::plan::Policy;
 
 use crate::dataset::DataSpec;
 use crate::train::log::Record;
 use crate::train::{self, Hyper, RunConfig, TrainOptions};
+
+/// How `dino train` runs over several processes, for `--help`.
+pub const DATA_PARALLEL_HELP: &str = "\
+Data-parallel training (DDP), with a binary built with `--features mpi` (scripts/get-mpi.sh
+installs Open MPI):
+  mpirun -n 4 dino train --model fmnist-small --batch-size 64 ...   (Open MPI, MPICH)
+  srun -n 8 --mpi=pmix dino train ...                               (Slurm)
+The launcher's environment gives each process its rank, the world size and its local rank
+(OMPI_COMM_WORLD_*, PMI_*, SLURM_*); without a launcher the run is one process, as always.
+--batch-size is the global batch: each of N ranks takes its slice of batch/N images of every
+step (DINO's batch_size_per_gpu x N), so the learning rate, the schedules and the checkpoints
+do not depend on N, and a run saved by N ranks resumes on M. Gradients are averaged over the
+ranks in buckets and the center follows the global batch, summed in rank order on every rank:
+an N-rank run equals the 1-rank run of the same global batch up to float summation order, and
+repeats itself bit for bit. Rank 0 alone writes the run's files and prints; each rank takes
+cores/ranks-per-machine threads unless --threads says otherwise. A rank that fails ends every
+rank; a collective that waits longer than DINO_DIST_TIMEOUT seconds (default 600) for the
+others ends the run naming itself.";
 
 #[derive(Debug, Args)]
 pub struct TrainArgs {
@@ -142,9 +163,14 @@ fn precision(args: &TrainArgs, base: Option<&Policy>) -> Result<Policy, String> 
 }
 
 pub fn run(args: TrainArgs) -> Result<(), String> {
-    args.on.apply()?;
+    let launch = Launch::from_env().map_err(|e| e.to_string())?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    super::common::set_threads(args.on.threads.or(launch.default_threads(cores)))?;
+    args.on.device.check().map_err(|e| e.to_string())?;
+    let group = dist::open(&launch).map_err(|e| e.to_string())?;
+    let root = group.is_root();
     let run = run_config(&args)?;
-    if !run.precision.is_fp32() && args.on.device == crate::device::Device::Cpu {
+    if root && !run.precision.is_fp32() && args.on.device == crate::device::Device::Cpu {
         eprintln!(
             "note: precision {} on the CPU is emulated (every buffer f32, each bf16 store rounded): bf16's numerics at fp32's speed",
             run.precision
@@ -157,12 +183,27 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
         resume: args.resume,
         force: args.force,
         stop_after: args.stop_after,
-        group: Default::default(),
+        group: group.clone(),
         quiet: false,
         device: args.on.device,
         compiled: args.compiled.clone(),
     };
-    let r = train::train(&opts).map_err(|e| e.to_string())?;
+    let r = match train::train(&opts) {
+        Ok(r) => r,
+        Err(e) if group.world() > 1 => {
+            // the other ranks may be waiting for this one: end them all, saying why
+            match e {
+                dino_runtime::Error::Collective { .. } => eprintln!("error: {e}"),
+                e => eprintln!("error: rank {} of {}: {e}", group.rank(), group.world()),
+            }
+            let _ = std::io::stderr().flush();
+            group.abort(1)
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    if !root {
+        return Ok(()); // rank 0 reports
+    }
     if args.json {
         let knn: Vec<_> = r.knn.iter().map(|(e, k)| serde_json::json!({"epoch": e, "knn": k})).collect();
         let j = serde_json::json!({

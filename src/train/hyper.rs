@@ -11,7 +11,8 @@ pub struct Hyper {
     /// Epochs to train (the cosine schedules span exactly this many).
     #[arg(long, value_parser = positive, allow_negative_numbers = true)]
     pub epochs: Option<usize>,
-    /// Images per step. The learning rate is scaled linearly with it (see --lr).
+    /// Images per step, over all ranks of a data-parallel run (each of N ranks takes batch/N).
+    /// The learning rate is scaled linearly with it (see --lr).
     #[arg(long, value_parser = positive, allow_negative_numbers = true)]
     pub batch_size: Option<usize>,
     /// Peak learning rate, reached at the end of the warmup, for a batch of 256 images: the

@@ -131,7 +131,7 @@ impl MpiGroup {
             .spawn(move || w.run())
             .map_err(|e| fail(format!("starting the watchdog thread: {e}")))?;
         let library = mpi::environment::library_version()
-            .map(|v| v.lines().next().unwrap_or("").trim().trim_end_matches(',').to_string())
+            .map(|v| v.split(',').next().unwrap_or("").trim().to_string())
             .unwrap_or_else(|_| "MPI".into());
         Ok(MpiGroup { _universe: universe, world, rank, size, watch, library })
     }

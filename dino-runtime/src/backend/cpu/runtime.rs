@@ -297,7 +297,7 @@ impl CpuRuntime {
             bucket.members.len(),
             bucket.elements as f64 * 4e-6,
             match &plan.steps[bucket.members[0]].work {
-                Work::AllReduce(n) => n.as_str(),
+                Work::AllReduce(r) => r.name.as_str(),
                 _ => "?",
             }
         );
@@ -305,8 +305,14 @@ impl CpuRuntime {
         let mut at = 0;
         for &m in &bucket.members {
             let n = plan.steps[m].out_len;
+            let scale = match &plan.steps[m].work {
+                Work::AllReduce(r) => r.scale,
+                _ => unreachable!("a bucket holds all-reduce steps"),
+            };
             let dst = &mut member(plan, arena, kept, m)[..n];
-            dst.copy_from_slice(&pack[at..at + n]);
+            for (d, x) in dst.iter_mut().zip(&pack[at..at + n]) {
+                *d = x * scale;
+            }
             if plan.steps[m].dtype == DType::Bf16 {
                 round_bf16_slice(dst);
             }

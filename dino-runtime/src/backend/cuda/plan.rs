@@ -77,10 +77,11 @@ pub(super) fn plan_kernels(planner: &Planner, cx: &Graph) -> Result<PlanKernels>
                 };
                 gemms.insert(i, gw);
             }
-            Work::AllReduce(name) => {
+            Work::AllReduce(r) => {
                 return Err(Error::Backend(format!(
-                    "CUDA backend: the all-reduce of `{name}` (a data-parallel step) needs NCCL, which this \
-                     backend does not run yet: run the ranks on --device cpu"
+                    "CUDA backend: the all-reduce of `{}` (a data-parallel step) needs NCCL, which this \
+                     backend does not run yet: run the ranks on --device cpu",
+                    r.name
                 )))
             }
             Work::Other => {

@@ -94,12 +94,20 @@ pub enum Work {
     Value(f32),
     Fused(FusedKernel),
     Gemm(GemmPlan),
-    /// Its source summed over the ranks of the run ([`crate::dist::AllReduce`], named): the
-    /// executor copies the source into this step's buffer, and reduces the buffers of a
-    /// [`Bucket`] together with its process group.
-    AllReduce(String),
+    /// Its source summed over the ranks of the run ([`crate::dist::AllReduce`]): the executor
+    /// copies the source into this step's buffer, and reduces the buffers of a [`Bucket`]
+    /// together with its process group.
+    AllReduce(Reduce),
     /// Any other operator (luminal's `Operator::process`; the CPU alone runs these).
     Other,
+}
+
+/// An all-reduce step: what it reduces (for profiles and timeouts) and the factor applied to
+/// the sum.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Reduce {
+    pub name: String,
+    pub scale: f32,
 }
 
 /// One node of the schedule.
@@ -274,7 +282,7 @@ fn build(cx: &Graph, order: &[NodeIndex], order_name: &'static str, opts: &PlanO
                     ar.name
                 )));
             }
-            (Work::AllReduce(ar.name.clone()), len)
+            (Work::AllReduce(Reduce { name: ar.name.clone(), scale: ar.scale }), len)
         } else if let Some(Constant(v, _)) = any.downcast_ref::<Constant>() {
             let v = match v {
                 ConstantValue::Float(f) => *f,
@@ -447,6 +455,14 @@ impl Plan {
                 self.arena_bytes as f64 * 1e-6,
                 self.order_name
             );
+            if !self.buckets.is_empty() {
+                eprintln!(
+                    "[dino] collectives: {} all-reduce steps in {} buckets ({:.2} MB per step)",
+                    self.buckets.iter().map(|b| b.members.len()).sum::<usize>(),
+                    self.buckets.len(),
+                    self.buckets.iter().map(|b| b.elements).sum::<usize>() as f64 * 4e-6
+                );
+            }
             let rows = super::precision::summary(&self.steps, &self.classes);
             let text: Vec<String> = rows
                 .iter()

@@ -31,7 +31,7 @@ pub mod precision;
 pub mod schedule;
 pub mod wire;
 
-pub use build::{dyn_dims, DType, DynDims, Loc, Plan, PlanOptions, Planner, Step, Work};
+pub use build::{dyn_dims, DType, DynDims, Loc, Plan, PlanOptions, Planner, Reduce, Step, Work};
 pub use collective::Bucket;
 pub use contraction::GemmPlan;
 pub use kernel::FusedKernel;

@@ -26,12 +26,45 @@ pub fn candidates(cx: &Graph) -> Vec<(&'static str, Vec<NodeIndex>)> {
         .collect();
     let mut rev = sinks.clone();
     rev.reverse();
-    vec![
+    let orders = vec![
         (ORDER_NAMES[0], greedy(cx, &topo)),
         (ORDER_NAMES[1], depth_first(cx, &sinks)),
         (ORDER_NAMES[2], depth_first(cx, &rev)),
         (ORDER_NAMES[3], topo),
-    ]
+    ];
+    let downstream = after_collectives(cx);
+    if downstream.is_empty() {
+        return orders;
+    }
+    orders.into_iter().map(|(name, o)| (name, defer(o, &downstream))).collect()
+}
+
+/// Every node that reads (directly or not) the output of an all-reduce.
+fn after_collectives(cx: &Graph) -> FxHashSet<NodeIndex> {
+    let mut seen: FxHashSet<NodeIndex> = FxHashSet::default();
+    let mut stack: Vec<NodeIndex> = cx
+        .graph
+        .node_indices()
+        .filter(|&n| cx.graph.node_weight(n).is_some_and(|op| op.as_any().is::<crate::dist::AllReduce>()))
+        .flat_map(|n| cx.graph.edges_directed(n, Direction::Outgoing).map(|e| e.target()).collect::<Vec<_>>())
+        .collect();
+    while let Some(n) = stack.pop() {
+        if seen.insert(n) {
+            stack.extend(cx.graph.edges_directed(n, Direction::Outgoing).map(|e| e.target()));
+        }
+    }
+    seen
+}
+
+/// `order` with the nodes of `later` moved to the end, each part in its own order (still
+/// topological: nothing outside `later` reads a node in it). For a data-parallel step this
+/// runs every all-reduce (the whole backward pass) before the first reader of one (the
+/// optimizer), so the all-reduces form a few large buckets (`collective.rs`) instead of one
+/// per gradient, as DDP's are; the gradients then live until the update, as `.grad` does.
+fn defer(order: Vec<NodeIndex>, later: &FxHashSet<NodeIndex>) -> Vec<NodeIndex> {
+    let (mut now, after): (Vec<NodeIndex>, Vec<NodeIndex>) = order.into_iter().partition(|n| !later.contains(n));
+    now.extend(after);
+    now
 }
 
 /// Post-order of a depth-first walk from each sink in turn: a node runs right before its

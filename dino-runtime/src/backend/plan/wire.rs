@@ -81,7 +81,7 @@ impl Plan {
                     Work::Value(v) => Work::Value(*v),
                     Work::Fused(k) => Work::Fused(k.clone()),
                     Work::Gemm(g) => Work::Gemm(g.clone()),
-                    Work::AllReduce(n) => Work::AllReduce(n.clone()),
+                    Work::AllReduce(r) => Work::AllReduce(r.clone()),
                     Work::Other => unreachable!("refused above"),
                 },
                 srcs: s.srcs.clone(),
