@@ -16,7 +16,8 @@ pub enum Device {
     /// This machine's cores.
     #[default]
     Cpu,
-    /// The first NVIDIA GPU (a binary built with `--features cuda`): weights and state stay on
+    /// An NVIDIA GPU (a binary built with `--features cuda`): the first, or under a launcher
+    /// the one of this process's local rank (one process per GPU). Weights and state stay on
     /// the GPU between steps; inputs go up, what is read comes back.
     Cuda,
 }
@@ -47,7 +48,7 @@ impl Device {
         match self {
             Device::Cpu => Ok(()),
             #[cfg(feature = "cuda")]
-            Device::Cuda => dino_runtime::backend::cuda::device::Gpu::open(0).map(drop),
+            Device::Cuda => dino_runtime::backend::cuda::device::Gpu::open(gpu_ordinal()).map(drop),
             #[cfg(not(feature = "cuda"))]
             Device::Cuda => Err(no_cuda()),
         }
@@ -82,7 +83,7 @@ impl Device {
             #[cfg(feature = "cuda")]
             Device::Cuda => {
                 use dino_runtime::backend::cuda::{device::Gpu, runtime::CudaRuntime};
-                let gpu = Gpu::open(0)?;
+                let gpu = Gpu::open(gpu_ordinal())?;
                 if opts.tf32 {
                     gpu.set_tf32(true)?;
                 }
@@ -95,6 +96,13 @@ impl Device {
             }
         }
     }
+}
+
+/// The GPU of this process: its local rank under a launcher (torchrun's `LOCAL_RANK`
+/// convention: one process per GPU), else the first.
+#[cfg(feature = "cuda")]
+fn gpu_ordinal() -> usize {
+    dino_runtime::dist::Launch::from_env().map(|l| l.local_rank).unwrap_or(0)
 }
 
 #[cfg(not(feature = "cuda"))]

@@ -487,6 +487,57 @@ mod tests {
         assert!(e.contains("b=3") && e.contains("b=4"), "{e}");
     }
 
+    /// Two ranks (threads) run `y = AR(x * w) / 2 + 1` and `c = AR(x)`: every rank gets the
+    /// same sums, in buckets; without a process group the plan refuses to run.
+    #[test]
+    fn all_reduce_steps_sum_over_the_ranks() {
+        let build = || {
+            let mut cx = Box::new(Graph::new());
+            let x = cx.named_tensor::<luminal::shape::R1<3>>("x");
+            let w = cx.named_tensor::<luminal::shape::R1<3>>("w");
+            let p = x * w;
+            let ar = crate::dist::all_reduce(&mut cx, crate::graph::View { id: p.id, st: p.shape }, "p", 0.5);
+            let y = crate::graph::ops::shift(&mut cx, ar, 1.0);
+            let c = crate::dist::op::all_reduce_tensor(x, "x");
+            cx.no_delete.insert(y.id);
+            cx.no_delete.insert(c.id);
+            let mut h = Handles(vec![y.id, c.id]);
+            cx.compile(<CpuCompiler>::default(), &mut h);
+            (cx, x.id, w.id, h)
+        };
+        let ranks = crate::dist::LocalGroup::ranks(2, std::time::Duration::from_secs(30));
+        let outs: Vec<(Vec<f32>, Vec<f32>)> = std::thread::scope(|sc| {
+            let jobs: Vec<_> = ranks
+                .into_iter()
+                .map(|r| {
+                    sc.spawn(move || {
+                        let k = crate::dist::Collective::rank(&r) as f32;
+                        let (mut cx, x, w, h) = build();
+                        let mut rt = CpuRuntime::new(&cx);
+                        data::set(&mut cx, x, vec![1.0 + k, 2.0, 3.0]);
+                        data::set(&mut cx, w, vec![2.0; 3]);
+                        rt.set_collective(std::sync::Arc::new(r)).unwrap();
+                        rt.execute(&mut cx).unwrap();
+                        (data::take(&mut cx, h.0[0]).unwrap(), data::take(&mut cx, h.0[1]).unwrap())
+                    })
+                })
+                .collect();
+            jobs.into_iter().map(|j| j.join().unwrap()).collect()
+        });
+        for (y, c) in &outs {
+            // x * w summed over the ranks: (2 + 4, 4 + 4, 6 + 6), halved, plus 1
+            assert_eq!(y, &vec![4.0, 5.0, 7.0]);
+            assert_eq!(c, &vec![3.0, 4.0, 6.0]);
+        }
+        let (mut cx, x, w, _) = build();
+        let mut rt = CpuRuntime::new(&cx);
+        data::set(&mut cx, x, vec![1.0; 3]);
+        data::set(&mut cx, w, vec![1.0; 3]);
+        let e = rt.execute(&mut cx).unwrap_err().to_string();
+        assert!(e.contains("sums 2 buffers over the ranks") && e.contains("no process group"), "{e}");
+        assert!(data::get(&cx, x).is_some() && data::get(&cx, w).is_some(), "the inputs are given back");
+    }
+
     #[test]
     fn missing_or_short_input_is_an_error_and_loses_nothing() {
         let (mut cx, x, w, mut h) = graph();

@@ -13,6 +13,8 @@
 //!   contractions as cuBLAS recipes.
 //! - `runtime` (feature `cuda`): that plan run with device buffers; tensors stay on the GPU
 //!   between runs.
+//! - `nccl` (feature `cuda`): the all-reduce steps of a data-parallel plan, bucket by bucket on
+//!   a stream of their own.
 //!
 //! `blas` and `codegen` need no GPU and are tested on every machine: the cuBLAS calls by
 //! emulating their documented semantics, the kernels by compiling them with the host C
@@ -24,6 +26,8 @@ pub mod codegen;
 pub mod device;
 #[cfg(all(test, feature = "cuda"))]
 mod gpu_tests;
+#[cfg(feature = "cuda")]
+pub mod nccl;
 #[cfg(feature = "cuda")]
 mod plan;
 #[cfg(feature = "cuda")]

@@ -77,13 +77,8 @@ pub(super) fn plan_kernels(planner: &Planner, cx: &Graph) -> Result<PlanKernels>
                 };
                 gemms.insert(i, gw);
             }
-            Work::AllReduce(r) => {
-                return Err(Error::Backend(format!(
-                    "CUDA backend: the all-reduce of `{}` (a data-parallel step) needs NCCL, which this \
-                     backend does not run yet: run the ranks on --device cpu",
-                    r.name
-                )))
-            }
+            // a device-to-device copy, then NCCL with its bucket (runtime.rs)
+            Work::AllReduce(_) => {}
             Work::Other => {
                 return Err(Error::Backend(format!(
                     "CUDA backend: no GPU kernel for {:?}",

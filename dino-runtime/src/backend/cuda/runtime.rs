@@ -19,6 +19,7 @@ use luminal::prelude::*;
 use super::blas::BlasPlan;
 use super::codegen::Launch;
 use super::device::{compile_ptx, Gathered, Gpu};
+use super::nccl::{Nccl, Op};
 pub use super::plan::distinct_kernels;
 use super::plan::{plan_kernels, PlanKernels};
 use crate::backend::executor::{Executor, ProfileEntry, RunStats};
@@ -80,6 +81,8 @@ enum DeviceWork {
         gathered: Option<Gathered>,
     },
     Value(f32),
+    /// This rank's part copied into the step's buffer; its bucket reduces it with NCCL.
+    AllReduce(Op),
 }
 
 struct DevicePlan {
@@ -96,12 +99,14 @@ pub struct CudaRuntime {
     pool: HashMap<usize, Vec<CudaSlice<f32>>>,
     /// When set, each step is timed alone (synchronizing after it): what and how long.
     profile: Option<HashMap<String, (usize, f64)>>,
+    /// The communicator of a data-parallel run ([`Executor::set_collective`]).
+    nccl: Option<Nccl>,
 }
 
 impl CudaRuntime {
     /// Prepare to run `cx` (after compilation) on `gpu`.
     pub fn new(gpu: Gpu, cx: &Graph) -> CudaRuntime {
-        CudaRuntime { gpu, planner: Planner::new(cx), plan: None, pool: HashMap::new(), profile: None }
+        CudaRuntime { gpu, planner: Planner::new(cx), plan: None, pool: HashMap::new(), profile: None, nccl: None }
     }
 
     pub fn gpu(&self) -> &Gpu {
@@ -128,7 +133,7 @@ impl CudaRuntime {
             dp.work
                 .iter()
                 .map(|w| match w {
-                    DeviceWork::Fused { .. } | DeviceWork::Value(_) => 1,
+                    DeviceWork::Fused { .. } | DeviceWork::Value(_) | DeviceWork::AllReduce(_) => 1,
                     DeviceWork::Gemm { bp, copies, unpermute, gathered } => {
                         // a gathered product: the pointer kernel and one call
                         let calls = if gathered.is_some() { 2 } else { bp.calls.len() };
@@ -223,7 +228,17 @@ impl CudaRuntime {
                     DeviceWork::Gemm { bp: gw.bp, copies, unpermute, gathered }
                 }
                 Work::Value(v) => DeviceWork::Value(*v),
-                Work::AllReduce(_) | Work::Other => unreachable!("rejected above"),
+                Work::AllReduce(r) => match &self.nccl {
+                    Some(n) => DeviceWork::AllReduce(Op::of(r.scale, n.world, &r.name)?),
+                    None => {
+                        return Err(Error::Backend(format!(
+                            "this step all-reduces `{}` over the ranks of a data-parallel run, and the executor has \
+                             no process group (Executor::set_collective)",
+                            r.name
+                        )))
+                    }
+                },
+                Work::Other => unreachable!("rejected above"),
             });
         }
         let arena = self.gpu.stream.alloc_zeros::<f32>((plan.arena_bytes / 4).max(1)).map_err(driver)?;
@@ -287,7 +302,14 @@ impl CudaRuntime {
         let mut kept: Vec<Option<GpuBuffer>> = (0..plan.n_kept).map(|_| None).collect();
         let mut ptrs: Vec<u64> = vec![0; plan.steps.len()];
         let mut input_i = 0;
+        // buckets: started on NCCL's stream when ready, waited for before their first reader
+        let (mut next_start, mut next_wait) = (0, 0);
+        let mut in_flight: Vec<cudarc::driver::CudaEvent> = vec![];
         for (i, s) in plan.steps.iter().enumerate() {
+            while plan.buckets.get(next_wait).is_some_and(|b| b.flush_before == i) {
+                stream.wait(&in_flight[next_wait]).map_err(driver)?;
+                next_wait += 1;
+            }
             if matches!(dp.work[i], DeviceWork::Input) {
                 let (p, _) = inputs[input_i].1.data.device_ptr(&stream);
                 ptrs[i] = p;
@@ -332,7 +354,32 @@ impl CudaRuntime {
                         .result()
                         .map_err(driver)?;
                 },
+                // this rank's part into the step's buffer (a dense source: the planner checks)
+                DeviceWork::AllReduce(_) => unsafe {
+                    cudarc::driver::sys::cuMemcpyDtoDAsync_v2(out, src[0], s.out_len * 4, stream.cu_stream())
+                        .result()
+                        .map_err(driver)?;
+                },
                 DeviceWork::Input => unreachable!(),
+            }
+            // a bucket whose last member is done starts reducing while the main stream goes on
+            if let Some(b) = plan.buckets.get(next_start).filter(|b| b.ready == i) {
+                let nccl = self.nccl.as_ref().expect("checked when planned");
+                nccl.stream.wait(&stream.record_event(None).map_err(driver)?).map_err(driver)?;
+                let bufs: Vec<(u64, usize, Op)> = b
+                    .members
+                    .iter()
+                    .map(|&m| match dp.work[m] {
+                        DeviceWork::AllReduce(op) => (ptrs[m], plan.steps[m].out_len, op),
+                        _ => unreachable!("a bucket holds all-reduce steps"),
+                    })
+                    .collect();
+                // SAFETY: the members are live buffers of this run (arena or kept), complete on the
+                // main stream (waited above), and nothing reads or writes them before the main
+                // stream waits for this bucket's event at its first reader.
+                unsafe { nccl.all_reduce(&bufs)? };
+                in_flight.push(nccl.stream.record_event(None).map_err(driver)?);
+                next_start += 1;
             }
             if let Some(t0) = t0 {
                 stream.synchronize().map_err(driver)?;
@@ -359,12 +406,16 @@ impl CudaRuntime {
                             if unpermute.is_some() { " + unpermute" } else { "" }
                         )
                     }
+                    DeviceWork::AllReduce(_) => "allreduce copy".into(),
                     _ => "value".into(),
                 };
                 let e = self.profile.as_mut().expect("profiling").entry(what).or_default();
                 e.0 += 1;
                 e.1 += t0.elapsed().as_secs_f64();
             }
+        }
+        for e in &in_flight[next_wait..] {
+            stream.wait(e).map_err(driver)?;
         }
         stream.synchronize().map_err(driver)?;
         // kept inputs go back, the others to the pool; kept outputs into the store
@@ -402,14 +453,13 @@ impl Executor for CudaRuntime {
         CudaRuntime::all_to_host(self, cx)
     }
 
+    /// One rank: nothing to do; several: NCCL, its id broadcast over `group`.
     fn set_collective(&mut self, group: std::sync::Arc<dyn crate::dist::Collective>) -> Result<()> {
-        match group.world() {
-            1 => Ok(()),
-            n => Err(Error::Backend(format!(
-                "CUDA backend: a data-parallel run of {n} ranks needs NCCL, which this backend does not run yet: \
-                 run the ranks on --device cpu"
-            ))),
+        if group.world() > 1 {
+            self.nccl = Some(Nccl::init(&self.gpu, &*group)?);
+            self.plan = None; // planned again with the communicator
         }
+        Ok(())
     }
 
     fn stats(&self) -> RunStats {

@@ -101,3 +101,72 @@ pub fn check(steps: &[Step], buckets: &[Bucket]) -> Result<(), String> {
         None => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use luminal::prelude::*;
+
+    use super::*;
+    use crate::backend::plan::Planner;
+    use crate::dist::all_reduce;
+    use crate::graph::{ops, View};
+
+    /// `x -> 2x -> AR -> +1 (kept)`, `x -> 3x -> AR (kept)` and a 1000-element `z -> AR (kept)`.
+    fn graph() -> Graph {
+        let mut cx = Graph::new();
+        let x = cx.named_tensor::<luminal::shape::R1<4>>("x");
+        let z = cx.named_tensor::<luminal::shape::R1<1000>>("z");
+        let xv = View { id: x.id, st: x.shape };
+        let a = ops::scale(&mut cx, xv, 2.0);
+        let a = all_reduce(&mut cx, a, "a", 1.0);
+        let a1 = ops::shift(&mut cx, a, 1.0);
+        let b = ops::scale(&mut cx, xv, 3.0);
+        let b = all_reduce(&mut cx, b, "b", 0.5);
+        let c = all_reduce(&mut cx, View { id: z.id, st: z.shape }, "z", 1.0);
+        for id in [a1.id, b.id, c.id] {
+            cx.no_delete.insert(id);
+        }
+        cx
+    }
+
+    #[test]
+    fn buckets_close_before_a_reader_and_at_the_cap() {
+        let cx = graph();
+        let plan = Planner::new(&cx).plan(&cx).unwrap();
+        let ar: Vec<usize> =
+            (0..plan.steps.len()).filter(|&i| matches!(plan.steps[i].work, Work::AllReduce(_))).collect();
+        assert_eq!(ar.len(), 3);
+        check(&plan.steps, &plan.buckets).unwrap();
+        // every reader of a member comes at or after its bucket's flush
+        for b in &plan.buckets {
+            for (i, s) in plan.steps.iter().enumerate() {
+                if b.members.iter().any(|m| s.srcs.contains(m)) {
+                    assert!(i >= b.flush_before, "step {i} reads a member of {b:?}");
+                }
+            }
+        }
+        // consumers of all-reduces are scheduled after every all-reduce: one bucket
+        assert_eq!(plan.buckets.len(), 1, "{:?}", plan.buckets);
+        assert_eq!(plan.buckets[0].elements, 1008);
+        // a cap below the 1000-element buffer splits it off
+        let small = buckets(&plan.steps, 100 * 4);
+        assert!(small.len() >= 2, "{small:?}");
+        check(&plan.steps, &small).unwrap();
+    }
+
+    #[test]
+    fn altered_buckets_are_refused() {
+        let cx = graph();
+        let plan = Planner::new(&cx).plan(&cx).unwrap();
+        let reader = (0..plan.steps.len())
+            .find(|&i| plan.buckets[0].members.iter().any(|m| plan.steps[i].srcs.contains(m)))
+            .expect("a reader");
+        let mut late = plan.buckets.clone();
+        late[0].flush_before = reader + 1;
+        assert!(check(&plan.steps, &late).unwrap_err().contains("before the bucket is reduced"));
+        let mut missing = plan.buckets.clone();
+        missing[0].members.pop();
+        assert!(check(&plan.steps, &missing).is_err());
+        assert!(check(&plan.steps, &[]).unwrap_err().contains("in no bucket"));
+    }
+}
