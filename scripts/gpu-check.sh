@@ -27,7 +27,8 @@
 # held to the same tests through one alias (`dino::device::test_executor`).
 #
 # Then the benchmark: the DINO ViT-S/16 step (2x224 + 10x96 crops, batch 64) on our runtime
-# and in PyTorch on the same GPU, fp32 eager and AMP (`dino bench gpu`).
+# and in PyTorch on the same GPU, fp32 eager and AMP (`dino bench gpu`); and a data-parallel
+# step's NCCL path at world size 1 (one GPU cannot host two NCCL ranks) against the plain step.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -91,6 +92,22 @@ if [ -x "$bins/dino" ]; then
     timeout 150 "$bins/dino" bench gpu --profile || { [ "$status" = 0 ] && status=1; }
     echo "== benchmark: the same with TF32 products (ours and PyTorch's fp32)"
     timeout 80 "$bins/dino" bench gpu --tf32 --runs 5 || { [ "$status" = 0 ] && status=1; }
+else
+    echo "no target/release/dino: run 'cargo build --release --features cuda' first" >&2
+fi
+echo "== NCCL at world size 1: the data-parallel path (DINO_DIST_ALWAYS=1) against the plain step"
+# fmnist-small on the committed subset, 16 steps of batch 32: the same losses (ncclAvg over one
+# rank is the identity) and the cost of the path per step (copies, buckets, NCCL calls, events)
+if [ -x "$bins/dino" ]; then
+    for mode in plain nccl; do
+        out=$(mktemp -d)
+        env $( [ $mode = nccl ] && echo DINO_DIST_ALWAYS=1 ) timeout 60 "$bins/dino" train --device cuda \
+            --model fmnist-small --data fmnist:tests/fixtures/fmnist-subset --batch-size 32 --epochs 1 \
+            --log-every 1 --json --out "$out/run" 2>/dev/null \
+            | python3 -c "import json,sys; r=json.load(sys.stdin); print('$mode', 'images/s', round(r['images_per_s'], 1), 'last loss', r['last_loss'])" \
+            || { echo "$mode: failed"; [ "$status" = 0 ] && status=1; }
+        rm -rf "$out"
+    done
 else
     echo "no target/release/dino: run 'cargo build --release --features cuda' first" >&2
 fi

@@ -214,3 +214,23 @@ fn ranks_that_disagree_or_leave_are_errors_not_hangs() {
     let e = common::big_stack(move || train_model::<MiniDino>(&o).map(|_| ()).unwrap_err().to_string());
     assert!(e.contains("rank 0 of 2") && e.contains("rank(s) 1 left the run"), "{e}");
 }
+
+/// One rank through the all-reduce path (`DINO_DIST_ALWAYS=1`: every all-reduce, bucket and
+/// copy of an N-rank step, over a single rank) trains exactly as the plain step: the path
+/// changes nothing but the time it costs.
+#[test]
+fn the_all_reduce_path_alone_changes_nothing() {
+    let plain = out_dir("plain");
+    let path = out_dir("path");
+    let r1 = common::big_stack({
+        let o = options(&plain, Some(4));
+        move || train_model::<MiniDino>(&o).unwrap()
+    });
+    let r2 = common::big_stack({
+        let solo = dino::runtime::dist::Solo { reduce: true };
+        let o = TrainOptions { group: Group(std::sync::Arc::new(solo)), ..options(&path, Some(4)) };
+        move || train_model::<MiniDino>(&o).unwrap()
+    });
+    assert_eq!(r1.losses, r2.losses);
+    assert_eq!(state(&plain).tensors, state(&path).tensors);
+}

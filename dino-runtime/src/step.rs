@@ -62,25 +62,25 @@ impl TrainStep {
     /// Differentiate `loss` (one element) with respect to `trained` and build the optimizer's
     /// update of each parameter into `cx`.
     pub fn build(cx: Box<Graph>, loss: NodeIndex, trained: ParamSet, spec: OptimizerSpec) -> Result<TrainStep> {
-        TrainStep::build_replicated(cx, loss, trained, spec, 1)
+        TrainStep::build_replicated(cx, loss, trained, spec, crate::dist::Replicas::ONE)
     }
 
     /// [`Self::build`] for one of `replicas` ranks of a data-parallel run (DDP): each rank's
     /// gradients are summed over the ranks and divided by their number before clipping and the
     /// optimizer, so every replica applies the same update (the loss is a mean over this rank's
-    /// share of the global batch). With 1 replica nothing is added.
+    /// share of the global batch). Nothing is added unless `replicas.reduce`.
     pub fn build_replicated(
         mut cx: Box<Graph>,
         loss: NodeIndex,
         trained: ParamSet,
         spec: OptimizerSpec,
-        replicas: usize,
+        replicas: crate::dist::Replicas,
     ) -> Result<TrainStep> {
         let mut grads = backward(&mut cx, loss, &trained.ids())?;
-        if replicas > 1 {
+        if replicas.reduce {
             // the mean over the ranks (the division applied as the sum is unpacked)
             for (g, p) in grads.iter_mut().zip(&trained.params) {
-                *g = crate::dist::all_reduce(&mut cx, *g, &p.name, 1.0 / replicas as f32);
+                *g = crate::dist::all_reduce(&mut cx, *g, &p.name, 1.0 / replicas.ranks as f32);
             }
         }
         let optimizer = Optimizer::build(&mut cx, spec.kind, &trained, &grads, spec.clip, spec.groups, spec.group_of)?;

@@ -27,7 +27,7 @@ pub fn knn_eval<M: DinoModel>(
     test: &dyn Dataset,
     quiet: bool,
 ) -> Result<Vec<KnnResult>> {
-    knn_eval_ranks(ex, weights, train, test, quiet, &Solo)
+    knn_eval_ranks(ex, weights, train, test, quiet, &Solo::default())
 }
 
 /// [`knn_eval`] shared by the ranks of `group` (see the module documentation): every rank

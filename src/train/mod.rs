@@ -394,7 +394,8 @@ pub fn train_model<M: DinoModel>(opts: &TrainOptions) -> Result<TrainReport> {
             step
         }
         None => {
-            let mut step = DinoStep::<M>::build_replicated(cfg, loader.local_batch(), world)?;
+            let replicas = dino_runtime::dist::Replicas::of_group(&**group);
+            let mut step = DinoStep::<M>::build_replicated(cfg, loader.local_batch(), replicas)?;
             step.init(run.seed);
             step.compile(Passes::default());
             let dev = crate::device::DeviceOptions { policy: run.precision.clone(), ..Default::default() };

@@ -48,20 +48,20 @@ pub fn dino_loss<K: Dimension>(
 }
 
 /// DINO's center update from the teacher's raw outputs: `c' = m c + (1 - m) mean_rows t`, the
-/// mean over the global batch: with `ranks > 1` this rank's `rows` are summed with every
-/// other rank's first (DINO's `dist.all_reduce` of the teacher's batch sum).
+/// mean over the global batch: a replicated step sums this rank's `rows` with every other
+/// rank's first (DINO's `dist.all_reduce` of the teacher's batch sum).
 pub fn center_update<K: Dimension>(
     center: GraphTensor<(K,)>,
     teacher: GraphTensor<(dims::GlobalRows, K)>,
     momentum: f32,
     rows: usize,
-    ranks: usize,
+    replicas: crate::dist::Replicas,
 ) -> GraphTensor<(K,)> {
     let mut sum = teacher.sum_reduce::<(K,), Axis<0>>();
-    if ranks > 1 {
+    if replicas.reduce {
         sum = crate::dist::op::all_reduce_tensor(sum, "center");
     }
-    let mean = sum * (1.0 / (rows * ranks) as f32);
+    let mean = sum * (1.0 / (rows * replicas.ranks) as f32);
     center * momentum + mean * (1.0 - momentum)
 }
 

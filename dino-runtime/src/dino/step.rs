@@ -139,7 +139,7 @@ impl<M: DinoModel> DinoStep<M> {
     /// optimizer, clipping, drop path, number of local crops...). Crop sizes are part of the
     /// model's type and cannot change.
     pub fn build_with(cfg: DinoConfig, batch: usize) -> Result<Self> {
-        Self::build_replicated(cfg, batch, 1)
+        Self::build_replicated(cfg, batch, crate::dist::Replicas::ONE)
     }
 
     /// [`Self::build_with`] for one of `replicas` ranks of a data-parallel run, `batch` images
@@ -147,8 +147,8 @@ impl<M: DinoModel> DinoStep<M> {
     /// the center follows the teacher's mean over the global batch, and the entropy of the
     /// batch-mean teacher distribution is that of the global batch. KoLeo, as DINOv2 computes
     /// it, finds nearest neighbours within each rank's batch.
-    pub fn build_replicated(cfg: DinoConfig, batch: usize, replicas: usize) -> Result<Self> {
-        if replicas == 0 {
+    pub fn build_replicated(cfg: DinoConfig, batch: usize, replicas: crate::dist::Replicas) -> Result<Self> {
+        if replicas.ranks == 0 {
             return Err(Error::Config { what: "ranks".into(), why: "a run has at least one".into() });
         }
         if batch == 0 {
@@ -267,7 +267,7 @@ impl<M: DinoModel> DinoStep<M> {
             drop_inputs,
             stages,
             batch,
-            replicas,
+            replicas: replicas.ranks,
             config: cfg,
             model: std::marker::PhantomData,
         })
@@ -426,16 +426,16 @@ fn teacher_entropies<K: Dimension>(
     center: GraphTensor<(K,)>,
     temp: GraphTensor<R0>,
     rows: usize,
-    ranks: usize,
+    replicas: crate::dist::Replicas,
 ) -> (GraphTensor<R0>, GraphTensor<R0>) {
     let z = (t - center.expand::<(dims::GlobalRows, K), Axis<0>>()) * temp.recip().expand::<(dims::GlobalRows, K), _>();
     let q = z.softmax::<1>();
     let h = (q * log_softmax(z)).sum_reduce::<R0, Axes2<0, 1>>() * (-1.0 / rows as f32);
     let mut sum = q.sum_reduce::<(K,), Axis<0>>();
-    if ranks > 1 {
+    if replicas.reduce {
         sum = crate::dist::op::all_reduce_tensor(sum, "teacher_mean");
     }
-    let mean = sum * (1.0 / (rows * ranks) as f32);
+    let mean = sum * (1.0 / (rows * replicas.ranks) as f32);
     let hm = (mean * (mean + 1e-12).ln()).sum_reduce::<R0, Axis<0>>() * -1.0;
     (h, hm)
 }

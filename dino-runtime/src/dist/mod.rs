@@ -77,6 +77,35 @@ pub trait Collective: Send + Sync {
     /// End every rank of the run now, with exit status `code` (after an error on this rank
     /// that the others cannot see: they would wait for it otherwise).
     fn abort(&self, code: i32) -> !;
+
+    /// Does a one-rank group still run the all-reduce path ([`Replicas`])?
+    fn reduces_alone(&self) -> bool {
+        false
+    }
+}
+
+/// How a training step is replicated: over how many ranks, and whether it is built with its
+/// all-reduces ([`Replicas::reduce`]: always for several ranks; for one rank only when asked,
+/// `DINO_DIST_ALWAYS=1`, to measure what the path costs and check it changes nothing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Replicas {
+    pub ranks: usize,
+    pub reduce: bool,
+}
+
+impl Replicas {
+    /// A single process: no all-reduce.
+    pub const ONE: Replicas = Replicas { ranks: 1, reduce: false };
+
+    /// `ranks` ranks, all-reducing when there are several.
+    pub fn of(ranks: usize) -> Replicas {
+        Replicas { ranks, reduce: ranks > 1 }
+    }
+
+    /// The replication of `group`'s ranks.
+    pub fn of_group(group: &dyn Collective) -> Replicas {
+        Replicas { ranks: group.world(), reduce: group.world() > 1 || group.reduces_alone() }
+    }
 }
 
 /// A handle on this process's group: cheap to clone, [`Solo`] by default, shown as what it
@@ -87,7 +116,7 @@ pub struct Group(pub Arc<dyn Collective>);
 impl Group {
     /// One rank, no launcher.
     pub fn solo() -> Group {
-        Group(Arc::new(Solo))
+        Group(Arc::new(Solo::default()))
     }
 
     /// Is this rank 0 (the one that writes files and prints)?
@@ -193,9 +222,12 @@ pub fn check_same(c: &dyn Collective, what: &str, mine: &[u8]) -> Result<()> {
     }
 }
 
-/// The one rank of a run without a launcher: every collective is the identity.
+/// The one rank of a run without a launcher: every collective is the identity. With
+/// `reduce` the step is still built with its all-reduces (`DINO_DIST_ALWAYS=1`).
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Solo;
+pub struct Solo {
+    pub reduce: bool,
+}
 
 impl Collective for Solo {
     fn rank(&self) -> usize {
@@ -228,6 +260,10 @@ impl Collective for Solo {
     fn abort(&self, code: i32) -> ! {
         std::process::exit(code)
     }
+
+    fn reduces_alone(&self) -> bool {
+        self.reduce
+    }
 }
 
 /// The collectives of a launch: [`Solo`] for one rank, MPI for several (a build with the
@@ -235,7 +271,8 @@ impl Collective for Solo {
 /// run must agree (rank and world size), or the launch is refused naming both.
 pub fn open(launch: &Launch) -> Result<Group> {
     if launch.world <= 1 {
-        return Ok(Group::solo());
+        let reduce = std::env::var("DINO_DIST_ALWAYS").is_ok_and(|v| v == "1");
+        return Ok(Group(Arc::new(Solo { reduce })));
     }
     #[cfg(feature = "mpi")]
     {
@@ -270,7 +307,7 @@ mod tests {
 
     #[test]
     fn solo_is_the_identity() {
-        let s = Solo;
+        let s = Solo::default();
         let mut v = vec![1.0, 2.0];
         s.all_reduce_sum("x", &mut v).unwrap();
         all_reduce_mean(&s, "x", &mut v).unwrap();

@@ -453,9 +453,10 @@ impl Executor for CudaRuntime {
         CudaRuntime::all_to_host(self, cx)
     }
 
-    /// One rank: nothing to do; several: NCCL, its id broadcast over `group`.
+    /// One rank: nothing to do (unless it runs the all-reduce path alone, `DINO_DIST_ALWAYS`);
+    /// several: NCCL, its id broadcast over `group`.
     fn set_collective(&mut self, group: std::sync::Arc<dyn crate::dist::Collective>) -> Result<()> {
-        if group.world() > 1 {
+        if group.world() > 1 || group.reduces_alone() {
             self.nccl = Some(Nccl::init(&self.gpu, &*group)?);
             self.plan = None; // planned again with the communicator
         }
