@@ -38,7 +38,9 @@
 //! color_jitter: [B, C, S, H] p P | off, grayscale: P | off, blur: sigma LO..HI p [P1, P2, PL]
 //! (kernel K) | off, solarize: threshold T p P | off, normalize: mean [..] std [..] }`
 //! (DINO's ImageNet pipeline by default), `koleo: W` (0; DINOv2's KoLeo on the student's
-//! global [CLS] features, weight in [0, 1], DINOv2 uses 0.1).
+//! global [CLS] features, weight in [0, 1], DINOv2 uses 0.1), `centering: ema |
+//! sinkhorn_knopp(N)` (`ema`, DINO's running center; DINOv2's Sinkhorn-Knopp teacher, N in
+//! 1..=100 iterations, DINOv2 runs 3, refused beside `center_momentum`).
 pub use dino_macros::{dino, vit};
 pub use dino_models as models;
 pub use dino_runtime as runtime;

@@ -234,3 +234,31 @@ fn the_all_reduce_path_alone_changes_nothing() {
     assert_eq!(r1.losses, r2.losses);
     assert_eq!(state(&plain).tensors, state(&path).tensors);
 }
+
+/// DINOv2's Sinkhorn-Knopp teacher normalizes over the global batch (its sums over images are
+/// all-reduced): 2 ranks train as 1 with it too, within the same tolerance.
+#[test]
+fn sinkhorn_knopp_centering_over_two_ranks_is_the_one_rank_run() {
+    let sk = |out: &Path| {
+        let mut o = options(out, Some(4));
+        o.run.hyper.sinkhorn_knopp = Some(3);
+        o
+    };
+    let (one, two) = (out_dir("sk1"), out_dir("sk2"));
+    let r1 = common::big_stack({
+        let o = sk(&one);
+        move || train_model::<MiniDino>(&o).unwrap()
+    });
+    let r2 = train_ranks(2, &sk(&two));
+    let plain = out_dir("sk-off");
+    let r0 = common::big_stack({
+        let o = options(&plain, Some(4));
+        move || train_model::<MiniDino>(&o).unwrap()
+    });
+    assert_ne!(r0.losses, r1.losses, "Sinkhorn-Knopp changes the targets");
+    for ((i, a), (_, b)) in r1.losses.iter().zip(&r2.losses) {
+        assert!(a.is_finite() && (a - b).abs() <= 1e-5 * a.abs(), "iteration {i}: {a} vs {b}");
+    }
+    let (worst, at) = distance(&state(&two), &state(&one));
+    assert!(worst < 1e-4, "the {at} state differs by {worst:.2e} (relative L2)");
+}

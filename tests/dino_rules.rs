@@ -292,3 +292,23 @@ fn koleo_is_weighted_into_the_objective_and_reported_apart() {
     let e = DinoStep::<RuleDino>::build_with(DinoConfig { koleo: 0.1, ..RuleDino::CONFIG }, 1).err().unwrap();
     assert!(e.to_string().contains("KoLeo"), "{e}");
 }
+
+/// `centering: sinkhorn_knopp(3)` (here through the config) replaces the centered softmax by
+/// DINOv2's assignment: the loss changes, the teacher's targets are assignments (the entropy
+/// of their batch mean is that of a uniform distribution over the prototypes, whatever the
+/// center), and an iteration count outside 1..=100 is refused.
+#[test]
+fn sinkhorn_knopp_replaces_the_centered_softmax() {
+    use dino::runtime::config::Centering;
+    let (mut ema, mut rt0) = step(|_| {});
+    let (mut sk, mut rt1) = step(|c| c.centering = Centering::SinkhornKnopp { iterations: 3 });
+    let h = hyper(0.1, 0.0, false);
+    let (a, b) = (run(&mut ema, &mut rt0, (5, 6), h), run(&mut sk, &mut rt1, (5, 6), h));
+    eprintln!("ema: {a:?}\nsinkhorn-knopp: {b:?}");
+    assert!(b.loss.is_finite() && (a.loss - b.loss).abs() > 1e-4, "{} vs {}", a.loss, b.loss);
+    let ln_k = (RuleDino::CONFIG.head.out as f32).ln();
+    assert!((b.teacher_mean_entropy - ln_k).abs() < 1e-3 * ln_k, "{} vs ln K {ln_k}", b.teacher_mean_entropy);
+    let bad = DinoConfig { centering: Centering::SinkhornKnopp { iterations: 0 }, ..RuleDino::CONFIG };
+    let e = DinoStep::<RuleDino>::build_with(bad, 2).err().unwrap().to_string();
+    assert!(e.contains("--sinkhorn-knopp") && e.contains("1..=100"), "{e}");
+}

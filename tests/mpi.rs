@@ -126,6 +126,24 @@ fn two_mpi_ranks_train_as_one_process_and_repeat_bit_for_bit() {
     two_ranks(&train_args(&again, 1));
     assert_eq!(losses(&again), losses(&two), "a 2-rank run repeats its losses bit for bit");
     assert_eq!(state(&again).tensors, state(&two).tensors, "and its state");
+    // the same 2 ranks as threads of this process (tests/data_parallel.rs's transport): the
+    // same bits, whatever carries them
+    let threads = out_dir("threads");
+    let ranks = dino::runtime::dist::LocalGroup::ranks(2, Duration::from_secs(300));
+    let jobs: Vec<_> = ranks
+        .into_iter()
+        .map(|r| {
+            let mut o = common::mini::subset_options("fmnist-small", &threads, 0);
+            (o.run.hyper.batch_size, o.run.hyper.epochs, o.run.save_every) = (Some(64), Some(1), 20);
+            o.group = dino::runtime::dist::Group(std::sync::Arc::new(r));
+            std::thread::Builder::new().stack_size(256 << 20).spawn(move || dino::train::train(&o).map(drop)).unwrap()
+        })
+        .collect();
+    for j in jobs {
+        j.join().unwrap().expect("a rank thread trains");
+    }
+    assert_eq!(losses(&threads), losses(&two), "ranks as threads: the MPI run's losses bit for bit");
+    assert_eq!(state(&threads).tensors, state(&two).tensors, "and its state");
     let config = std::fs::read_to_string(two.join("config.json")).unwrap();
     assert!(config.contains("\"ranks\": 2"), "{config}");
 }

@@ -132,4 +132,6 @@ pub struct DinoIr {
     pub augment: AugmentIr,
     /// KoLeo's weight (0: none).
     pub koleo: f64,
+    /// Sinkhorn-Knopp iterations of DINOv2's teacher centering (`None`: DINO's EMA center).
+    pub sinkhorn_knopp: Option<usize>,
 }

@@ -112,6 +112,25 @@ mod tests {
     }
 
     #[test]
+    fn dinov2_style_objective() {
+        // DINOv2's DINO-term recipe: Sinkhorn-Knopp centering (3 iterations) and KoLeo 0.1
+        let out = crate::expand::dino(quote! {
+            /// DINOv2's DINO term on ViT-S/14 with 4 registers.
+            pub Dinov2VitS14 for VitSmall14Reg4 {
+                head: { hidden: 2048, bottleneck: 384, out: 65536, layers: 3, norm_last_layer: true },
+                crops: { global: 2 x 224 scale 0.32..1.0, local: 8 x 98 scale 0.05..0.32 },
+                student_temp: 0.1, teacher_temp: 0.04 -> 0.07 warmup 30 epochs,
+                teacher_momentum: 0.992 -> 1.0 cosine, centering: sinkhorn_knopp(3), koleo: 0.1,
+                optimizer: adamw { lr: 4e-3 per 1024, warmup: 10 epochs, min_lr: 1e-6, weight_decay: 0.04 -> 0.2 },
+                clip_grad: 3.0, freeze_last_layer: 1 epochs,
+            }
+        });
+        let text = pretty(out);
+        assert!(text.contains("Centering::SinkhornKnopp {\n            iterations: 3,"), "{text}");
+        insta::assert_snapshot!(text);
+    }
+
+    #[test]
     fn errors_come_with_the_items() {
         // an invalid declaration still expands to its items (no cascade of errors)
         let out = crate::expand::vit(quote! { pub V { image: 224, patch: 15, dim: 384, depth: 12, heads: 5 } });
@@ -139,7 +158,7 @@ mod fuzz {
                         freeze_last_layer: 1 epochs, epochs: 100, batch_size: 64, augment: { flip: 0.5, \
                         color_jitter: [0.4, 0.4, 0.0, 0.0] p 0.8, grayscale: off, blur: sigma 0.1..1.0 p [1.0, \
                         0.1, 0.5] kernel 3, solarize: threshold 0.5 p 0.2, normalize: mean [0.2860] std \
-                        [0.3530] }, koleo: 0.1 }";
+                        [0.3530] }, koleo: 0.1, centering: ema }";
 
     /// Pieces a mutation may insert: the DSL's own punctuation and words, and foreign ones.
     const PIECES: &[&str] = &[
@@ -178,6 +197,9 @@ mod fuzz {
         "gelu",
         "koleo",
         "antialiased",
+        "centering",
+        "sinkhorn_knopp",
+        "ema",
     ];
 
     #[derive(Debug, Clone)]

@@ -33,6 +33,19 @@ pub struct VitConfig {
     pub registers: usize,
 }
 
+/// How the teacher's outputs become the targets of the DINO loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Centering {
+    /// DINO's: `softmax((t - c) / teacher_temp)` with `c` the running mean of the teacher's
+    /// outputs (`center_momentum`).
+    #[default]
+    Ema,
+    /// DINOv2's `sinkhorn_knopp_teacher`: `exp(t / teacher_temp)` normalized alternately over
+    /// the prototypes and over the global batch's images, `iterations` times (3 in DINOv2).
+    SinkhornKnopp { iterations: usize },
+}
+
 /// The feed-forward layer of every block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -300,6 +313,8 @@ pub struct DinoConfig {
     /// DINOv2's KoLeo regularizer on the student's global-crop [CLS] features, this weight
     /// times the loss of each global view (0: none).
     pub koleo: f64,
+    /// How the teacher's outputs are centered before the loss.
+    pub centering: Centering,
     pub freeze_last_layer: usize,
     pub epochs: usize,
     pub batch_size: usize,
@@ -389,6 +404,14 @@ impl DinoConfig {
         for (what, v) in unit {
             if !(0.0..=1.0).contains(&v) || (what == "drop path rate" && v >= 1.0) {
                 return bad(what, format!("{v} is outside [0, 1{}", if what == "drop path rate" { ")" } else { "]" }));
+            }
+        }
+        if let Centering::SinkhornKnopp { iterations } = cfg.centering {
+            if !(1..=100).contains(&iterations) {
+                return bad(
+                    "Sinkhorn-Knopp iterations (--sinkhorn-knopp)",
+                    format!("{iterations} is outside 1..=100 (DINOv2 runs 3)"),
+                );
             }
         }
         if !(0.0..=1.0).contains(&cfg.koleo) {

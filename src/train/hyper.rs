@@ -78,6 +78,11 @@ pub struct Hyper {
     /// (0 disables it; DINOv2 uses 0.1) [default: the preset's].
     #[arg(long, value_parser = finite, allow_negative_numbers = true)]
     pub koleo: Option<f64>,
+    /// Center the teacher with DINOv2's Sinkhorn-Knopp, this many iterations (1 to 100;
+    /// DINOv2 runs 3), instead of DINO's running center; 0 keeps the running center
+    /// [default: the preset's].
+    #[arg(long, value_name = "ITERATIONS")]
+    pub sinkhorn_knopp: Option<usize>,
 }
 
 fn scale(v: &[f64], what: &str) -> Result<(f64, f64)> {
@@ -167,6 +172,12 @@ impl Hyper {
         }
         if let Some(v) = self.clip_grad {
             c.clip_grad = v;
+        }
+        if let Some(n) = self.sinkhorn_knopp {
+            c.centering = match n {
+                0 => dino_runtime::config::Centering::Ema,
+                iterations => dino_runtime::config::Centering::SinkhornKnopp { iterations },
+            };
         }
         if let Some(v) = self.koleo {
             c.koleo = v;

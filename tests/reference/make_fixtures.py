@@ -393,6 +393,28 @@ def koleo():
     save("koleo", {"x": x.detach(), "loss": loss.detach().reshape(1), "grad": x.grad})
 
 
+def sinkhorn():
+    """DINOv2's sinkhorn_knopp_teacher (dinov2/loss/dino_clstoken_loss.py, written out here from
+    its definition, one process) on 12 teacher rows of 32 prototypes at temperature 0.07, for 1
+    and 3 iterations, float64 from float32 inputs."""
+    gen = torch.Generator().manual_seed(23)
+    t = (0.5 * torch.randn(12, 32, generator=gen)).float().double()  # head outputs: cosines, about [-1, 1]
+
+    def sk(teacher_output, teacher_temp, n_iterations):
+        q = torch.exp(teacher_output / teacher_temp).t()
+        b, k = q.shape[1], q.shape[0]
+        q /= torch.sum(q)
+        for _ in range(n_iterations):
+            q /= torch.sum(q, dim=1, keepdim=True)
+            q /= k
+            q /= torch.sum(q, dim=0, keepdim=True)
+            q /= b
+        q *= b
+        return q.t()
+
+    save("sinkhorn", {"teacher": t, "q1": sk(t, 0.07, 1), "q3": sk(t, 0.07, 3)})
+
+
 def pil_ops():
     """PIL/torchvision pixel operations of DINO's augmentation on two small images (RGB and
     L), each output as HWC floats holding the 8-bit values."""
@@ -649,6 +671,7 @@ CASES = {
     "pos_resample": pos_resample,
     "pos_resample_aa": pos_resample_aa,
     "koleo": koleo,
+    "sinkhorn": sinkhorn,
     "vit_block": vit_block,
     "pil_ops": pil_ops,
     "weight_formats": weight_formats,

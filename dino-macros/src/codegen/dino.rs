@@ -165,6 +165,13 @@ pub fn expand(ir: &DinoIr, rt: &TokenStream) -> TokenStream {
         None => quote!(::core::option::Option::None),
     };
     let koleo = float(ir.koleo);
+    let centering = match ir.sinkhorn_knopp {
+        Some(n) => {
+            let n = int(n);
+            quote!(#rt::config::Centering::SinkhornKnopp { iterations: #n })
+        }
+        None => quote!(#rt::config::Centering::Ema),
+    };
     let (clip, freeze, epochs, batch) =
         (float(ir.clip_grad), int(ir.freeze_last_layer), int(ir.epochs), int(ir.batch_size));
     let flip = float(a.flip);
@@ -220,6 +227,7 @@ pub fn expand(ir: &DinoIr, rt: &TokenStream) -> TokenStream {
                 },
                 clip_grad: #clip,
                 koleo: #koleo,
+                centering: #centering,
                 freeze_last_layer: #freeze,
                 epochs: #epochs,
                 batch_size: #batch,

@@ -2,7 +2,7 @@
 use syn::parse::{Parse, ParseStream};
 use syn::{Attribute, Ident, Path, Token, Visibility};
 
-use super::value::{parse_epochs, Crops, Flag, Num, NumList, Range, Schedule};
+use super::value::{parse_epochs, CenteringValue, Crops, Flag, Num, NumList, Range, Schedule};
 use super::{fields, set, skip_value, Errors, Keyed};
 use crate::kw;
 
@@ -36,12 +36,13 @@ macro_rules! epochs_key {
 ///     student_temp: NUM, teacher_temp: SCHEDULE, center_momentum: NUM,
 ///     teacher_momentum: SCHEDULE, optimizer: OPTIMIZER,
 ///     clip_grad: NUM, freeze_last_layer: NUM epochs,
-///     epochs: INT, batch_size: INT, augment: AUGMENT, koleo: NUM
+///     epochs: INT, batch_size: INT, augment: AUGMENT, koleo: NUM,
+///     centering: (ema | sinkhorn_knopp(INT))
 /// }
 /// ```
 /// `head`, `crops`, `student_temp`, `teacher_temp`, `teacher_momentum` and `optimizer` are
 /// required; the rest default to DINO's code defaults (center momentum 0.9, clip 3.0,
-/// freeze 1 epoch, 100 epochs, batch 64, ImageNet augmentations, no KoLeo).
+/// freeze 1 epoch, 100 epochs, batch 64, ImageNet augmentations, no KoLeo, the EMA center).
 pub struct DinoInput {
     pub attrs: Vec<Attribute>,
     pub vis: Visibility,
@@ -57,6 +58,8 @@ pub struct DinoInput {
     pub clip_grad: Option<Keyed<Num>>,
     /// DINOv2's KoLeo regularizer's weight on the student's global [CLS] features.
     pub koleo: Option<Keyed<Num>>,
+    /// How the teacher is centered: DINO's EMA center, or DINOv2's Sinkhorn-Knopp.
+    pub centering: Option<Keyed<CenteringValue>>,
     pub freeze_last_layer: Option<Keyed<Num>>,
     pub epochs: Option<Keyed<Num>>,
     pub batch_size: Option<Keyed<Num>>,
@@ -87,6 +90,7 @@ impl Parse for DinoInput {
             optimizer: None,
             clip_grad: None,
             koleo: None,
+            centering: None,
             freeze_last_layer: None,
             epochs: None,
             batch_size: None,
@@ -122,6 +126,8 @@ impl Parse for DinoInput {
                 key!(input, e, d.augment, augment)
             } else if la.peek(kw::koleo) {
                 key!(input, e, d.koleo, koleo)
+            } else if la.peek(kw::centering) {
+                key!(input, e, d.centering, centering)
             } else {
                 e.push(super::unknown_key(input, la.error()));
                 skip_value(input)?;

@@ -235,3 +235,29 @@ impl Parse for InterpolationValue {
         }
     }
 }
+
+/// A `centering:` value.
+pub enum CenteringValue {
+    /// DINO's running center of the teacher's outputs (`center_momentum`).
+    Ema,
+    /// DINOv2's Sinkhorn-Knopp normalization of the teacher, this many iterations.
+    SinkhornKnopp { iterations: Num },
+}
+
+/// Grammar: `ema` | `sinkhorn_knopp(INT)`
+impl Parse for CenteringValue {
+    fn parse(input: ParseStream) -> syn::Result<Self> {
+        let la = input.lookahead1();
+        if la.peek(kw::ema) {
+            input.parse::<kw::ema>()?;
+            Ok(CenteringValue::Ema)
+        } else if la.peek(kw::sinkhorn_knopp) {
+            input.parse::<kw::sinkhorn_knopp>()?;
+            let inner;
+            syn::parenthesized!(inner in input);
+            Ok(CenteringValue::SinkhornKnopp { iterations: inner.parse()? })
+        } else {
+            Err(la.error())
+        }
+    }
+}

@@ -210,6 +210,18 @@ pub fn dino(d: DinoInput) -> (DinoIr, Ctxt) {
     let optimizer = optimizer(&mut cx, o, &name, epochs);
     let clip_grad = d.clip_grad.as_ref().map(|n| non_negative(&mut cx, "clip_grad", &n.value)).unwrap_or(3.0);
     let koleo = d.koleo.as_ref().map(|n| koleo_weight(&mut cx, &n.value)).unwrap_or(0.0);
+    let sinkhorn_knopp = d.centering.as_ref().and_then(|c| match &c.value {
+        CenteringValue::Ema => None,
+        CenteringValue::SinkhornKnopp { iterations } => Some(sk_iterations(&mut cx, iterations)),
+    });
+    if let (Some(_), Some(cm)) = (sinkhorn_knopp, &d.center_momentum) {
+        cx.error(
+            cm.key,
+            "`center_momentum` has no effect with `centering: sinkhorn_knopp(..)`: the Sinkhorn-Knopp teacher \
+             has no center (drop the key, or use `centering: ema`)"
+                .to_string(),
+        );
+    }
     let freeze_last_layer =
         d.freeze_last_layer.as_ref().map(|n| count(&mut cx, "freeze_last_layer", &n.value)).unwrap_or(1);
     // schedules in epochs must fit in the training
@@ -257,8 +269,20 @@ pub fn dino(d: DinoInput) -> (DinoIr, Ctxt) {
         batch_size,
         augment,
         koleo,
+        sinkhorn_knopp,
     };
     (ir, cx)
+}
+
+/// Sinkhorn-Knopp runs 1 to 100 iterations: DINOv2 runs 3, and each alternates a row and a
+/// column normalization of the whole batch's assignments.
+fn sk_iterations(cx: &mut Ctxt, n: &Num) -> usize {
+    if n.is_int && (1.0..=100.0).contains(&n.value) {
+        n.usize()
+    } else {
+        cx.error(n.span, format!("`sinkhorn_knopp({})` needs 1 to 100 iterations (DINOv2 runs 3)", n.text));
+        3
+    }
 }
 
 /// KoLeo's weight lies in [0, 1]: DINOv2 uses 0.1, and a weight as large as the DINO loss's

@@ -105,6 +105,10 @@ fn buffer_dims(
     if let Some(f) = op.as_any().downcast_ref::<FusedOp>() {
         return Some(f.out_dims());
     }
+    if op.as_any().is::<crate::dist::AllReduce>() {
+        // a contiguous copy of its source's logical elements (summed over the ranks)
+        return Some(logical_dims(&srcs[0].2));
+    }
     match kind {
         Kind::Const(_) => Some(vec![]),
         Kind::Unary(_) => known.get(&srcs[0].0).cloned(),

@@ -33,6 +33,20 @@ pub fn dino_loss<K: Dimension>(
 ) -> GraphTensor<R0> {
     let inv_tt = teacher_temp.recip().expand::<(dims::GlobalRows, K), _>();
     let q = ((teacher - center.expand::<(dims::GlobalRows, K), Axis<0>>()) * inv_tt).softmax::<1>();
+    dino_loss_of(q, student_global, student_local, student_temp, batch, local_views)
+}
+
+/// The DINO loss against given teacher targets `q` (each row a distribution over the `K`
+/// prototypes: the centered, sharpened softmax of [`dino_loss`], or DINOv2's Sinkhorn-Knopp
+/// assignment): the cross-entropy of every student view against every other view's target.
+pub fn dino_loss_of<K: Dimension>(
+    q: GraphTensor<(dims::GlobalRows, K)>,
+    student_global: GraphTensor<(dims::GlobalRows, K)>,
+    student_local: Option<GraphTensor<(dims::LocalRows, K)>>,
+    student_temp: f32,
+    batch: usize,
+    local_views: usize,
+) -> GraphTensor<R0> {
     let q = by_view::<Const<2>, _, _>(q); // (2, B, K)
     let logp_g = by_view::<Const<2>, _, _>(log_softmax(student_global * (1.0 / student_temp)));
     let q_sum = q.sum_reduce::<(dims::Batch, K), Axis<0>>();

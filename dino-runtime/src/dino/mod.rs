@@ -4,10 +4,12 @@ pub mod ema;
 pub mod koleo;
 pub mod loss;
 pub mod schedule;
+pub mod sinkhorn;
 pub mod step;
 
 pub use ema::ema_update;
 pub use koleo::koleo_loss;
-pub use loss::{center_update, dino_loss};
+pub use loss::{center_update, dino_loss, dino_loss_of};
 pub use schedule::Schedules;
+pub use sinkhorn::sinkhorn_knopp;
 pub use step::{DinoStep, StepHyper, StepOutputs};

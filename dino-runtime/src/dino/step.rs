@@ -10,8 +10,9 @@ use crate::graph::dims;
 use luminal::prelude::*;
 use rand::Rng;
 
-use super::{center_update, dino_loss, ema_update};
+use super::{center_update, dino_loss, dino_loss_of, ema_update, sinkhorn_knopp};
 use crate::backend::executor::Executor;
+use crate::config::Centering;
 use crate::config::DinoConfig;
 use crate::error::{Error, Result};
 use crate::graph::{data, Handles};
@@ -192,7 +193,18 @@ impl<M: DinoModel> DinoStep<M> {
             (None, None)
         };
         let mut stages = vec![("forward".to_string(), cx.graph.node_count())];
-        let dino = dino_loss(s_global, s_local, t_out, center, teacher_temp, cfg.student_temp as f32, batch, locals);
+        // the teacher's targets: centered and sharpened (DINO), or DINOv2's Sinkhorn-Knopp
+        let assigned = match cfg.centering {
+            Centering::Ema => None,
+            Centering::SinkhornKnopp { iterations } => {
+                Some(sinkhorn_knopp(t_out, teacher_temp, iterations, 2 * batch, replicas))
+            }
+        };
+        let st = cfg.student_temp as f32;
+        let dino = match assigned {
+            Some(q) => dino_loss_of(q, s_global, s_local, st, batch, locals),
+            None => dino_loss(s_global, s_local, t_out, center, teacher_temp, st, batch, locals),
+        };
         // DINOv2's KoLeo on the student's global [CLS] features, weighted into the objective
         let koleo = (cfg.koleo > 0.0).then(|| {
             let eye = super::koleo::identity_dyn(&mut cx, batch);
@@ -203,8 +215,10 @@ impl<M: DinoModel> DinoStep<M> {
             None => dino,
         };
         let new_center = center_update(center, t_out, cfg.center_momentum as f32, 2 * batch, replicas);
-        let (teacher_entropy, teacher_mean_entropy) =
-            teacher_entropies(t_out, center, teacher_temp, 2 * batch, replicas);
+        let (teacher_entropy, teacher_mean_entropy) = match assigned {
+            Some(q) => target_entropies(q, 2 * batch, replicas),
+            None => teacher_entropies(t_out, center, teacher_temp, 2 * batch, replicas),
+        };
 
         let student_params = ParamSet::of(&[("", &student as &dyn Parameters)][..], &mut cx);
         let teacher_params = ParamSet::of(&[("teacher", &teacher as &dyn Parameters)][..], &mut cx);
@@ -417,6 +431,23 @@ fn masks<B: Dimension>(
             [branch(0), branch(1)]
         })
         .collect()
+}
+
+/// Mean per-row entropy of the targets `q` (rows of distributions) over this rank's `rows`,
+/// and the entropy of their mean over the rows of every rank.
+fn target_entropies<K: Dimension>(
+    q: GraphTensor<(dims::GlobalRows, K)>,
+    rows: usize,
+    replicas: crate::dist::Replicas,
+) -> (GraphTensor<R0>, GraphTensor<R0>) {
+    let h = (q * (q + 1e-12).ln()).sum_reduce::<R0, Axes2<0, 1>>() * (-1.0 / rows as f32);
+    let mut sum = q.sum_reduce::<(K,), Axis<0>>();
+    if replicas.reduce {
+        sum = crate::dist::op::all_reduce_tensor(sum, "teacher_mean");
+    }
+    let mean = sum * (1.0 / (rows * replicas.ranks) as f32);
+    let hm = (mean * (mean + 1e-12).ln()).sum_reduce::<R0, Axis<0>>() * -1.0;
+    (h, hm)
 }
 
 /// Mean per-row entropy of `softmax((t - c) / temp)` (over this rank's `rows`) and the entropy
