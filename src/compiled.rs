@@ -219,6 +219,9 @@ pub fn train_fields(preset: &str, cfg: &DinoConfig) -> BTreeMap<String, Value> {
     put("optimizer", json!(cfg.optimizer.kind));
     put("sgd_momentum", json!(cfg.optimizer.momentum));
     put("clip_grad", json!(cfg.clip_grad));
+    // the objective's terms built into the graph
+    put("koleo", json!(cfg.koleo));
+    put("centering", json!(cfg.centering));
     f
 }
 

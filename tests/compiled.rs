@@ -100,6 +100,9 @@ fn an_artifact_built_for_something_else_is_refused_by_name() {
     refuse(Hyper { batch_size: Some(4), ..Default::default() }, &["batch", "8", "4", "art.dart"]);
     refuse(Hyper { student_temp: Some(0.2), ..Default::default() }, &["student_temp", "0.1", "0.2"]);
     refuse(Hyper { local_crops_number: Some(3), ..Default::default() }, &["local_crops", "[2,14]", "[3,14]"]);
+    // the objective's extra terms are part of the graph too
+    refuse(Hyper { koleo: Some(0.1), ..Default::default() }, &["koleo", "0.0", "0.1"]);
+    refuse(Hyper { sinkhorn_knopp: Some(3), ..Default::default() }, &["centering", "ema", "sinkhorn_knopp"]);
     let cfg = ArtDino::CONFIG;
     let e = load_train_step::<ArtDino>(&art, "fmnist-small", cfg, Device::Cpu).err().unwrap().to_string();
     assert!(e.contains("model") && e.contains("\"art\"") && e.contains("fmnist-small"), "{e}");
