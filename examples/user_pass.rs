@@ -24,7 +24,7 @@
 //! `fold-scales folded N multiplications in the DINO step` with N > 0, then the ablation
 //! table with the rows `all passes`, `no passes` and `all + fold-scales`, every `max error`
 //! at most 2e-3, and `ok` last.
-use dino::bench::passes::{ablate, AblationOptions, Row};
+use dino::bench::passes::{ablate, AblationOptions, Row, SLOW_STEP_S};
 use dino::device::Device;
 use dino::runtime::backend::{Pass, Passes};
 use dino::runtime::testing::{layer_problem, passes_parity, Problem, Rng};
@@ -149,7 +149,7 @@ fn main() -> dino::runtime::Result<()> {
         Row::ours("no passes", Passes::none()),
         Row::ours("all + fold-scales", Passes::standard().insert_after("gemm", FoldScales::default())?),
     ];
-    let opts = AblationOptions { batch: 2, runs: 2, warmup: 1, rounds: 2, device: Device::Cpu, stock_timeout_s: 1 };
+    let opts = AblationOptions { batch: 2, runs: 2, warmup: 1, rounds: 2, device: Device::Cpu, stock_timeout_s: 1, slow_step_s: SLOW_STEP_S };
     let table = ablate("fmnist-small", rows, opts, &mut |what| eprintln!("[user_pass] {what}"))?;
     print!("{}", table.table());
     for r in &table.rows {

@@ -100,9 +100,13 @@ fn draw(root: &Area, path: &Path, p: &Panel, (x0, x1): (f64, f64), (y0, y1): (f6
         } else {
             chart.draw_series(LineSeries::new(pts, style))
         };
-        let color = s.color;
+        let (color, gap) = (s.color, if s.dashed { (8, 14) } else { (11, 11) });
+        // the legend's sample dashed like its line: two strokes with a gap, or none
         drawn.map_err(|e| plot_err(path, e))?.label(s.name).legend(move |(x, y)| {
-            PathElement::new(vec![(x, y), (x + 22, y)], ShapeStyle::from(&color).stroke_width(3))
+            let stroke = ShapeStyle::from(&color).stroke_width(3);
+            EmptyElement::at((x, y))
+                + PathElement::new(vec![(0, 0), (gap.0, 0)], stroke)
+                + PathElement::new(vec![(gap.1, 0), (22, 0)], stroke)
         });
     }
     let red = RGBColor(214, 39, 40);
@@ -121,10 +125,26 @@ fn draw(root: &Area, path: &Path, p: &Panel, (x0, x1): (f64, f64), (y0, y1): (f6
         .label_font((f, 15))
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperRight)
+        .position(legend_position(p.series, (y0, y1)))
         .draw()
         .map_err(|e| plot_err(path, e))?;
     Ok(())
+}
+
+/// Where the legend hides no line's end: the lower right corner when the lines end in the
+/// upper half (accuracies rising), else the upper right (losses falling).
+fn legend_position(series: &[Series], (y0, y1): (f64, f64)) -> SeriesLabelPosition {
+    let ends: Vec<f64> = series
+        .iter()
+        .filter(|s| !s.dashed)
+        .filter_map(|s| s.points.iter().rev().find(|p| p.1.is_finite()))
+        .map(|p| (p.1 - y0) / (y1 - y0).max(f64::MIN_POSITIVE))
+        .collect();
+    if !ends.is_empty() && ends.iter().sum::<f64>() / ends.len() as f64 > 0.5 {
+        SeriesLabelPosition::LowerRight
+    } else {
+        SeriesLabelPosition::UpperRight
+    }
 }
 
 fn step_records(records: &[Record]) -> Vec<&StepRecord> {
@@ -232,7 +252,7 @@ pub fn diagnostics_plot(path: &Path, records: &[Record], title: &str) -> Result<
 /// the raw-pixel baseline when the log has it.
 pub fn knn_plot(path: &Path, records: &[Record], title: &str) -> Result<()> {
     let mut per_k: Vec<(usize, Vec<(f64, f64)>)> = vec![(20, vec![]), (200, vec![])];
-    let mut raw = None;
+    let mut raw = (None, None);
     for r in records {
         match r {
             Record::Epoch(e) => {
@@ -242,7 +262,10 @@ pub fn knn_plot(path: &Path, records: &[Record], title: &str) -> Result<()> {
                     }
                 }
             }
-            Record::Baseline(b) => raw = b.knn.iter().find(|x| x.k == 20).map(|x| x.top1),
+            Record::Baseline(b) => {
+                let at = |k: usize| b.knn.iter().find(|x| x.k == k).map(|x| x.top1);
+                raw = (at(20), at(200));
+            }
             _ => {}
         }
     }
@@ -264,11 +287,19 @@ pub fn knn_plot(path: &Path, records: &[Record], title: &str) -> Result<()> {
             dashed: false,
         },
     ];
-    if let Some(r) = raw {
+    if let Some(r) = raw.0 {
         series.push(Series {
             name: "raw pixels, k = 20",
             points: vec![(0.0, r), (last, r)],
-            color: RGBColor(120, 120, 120),
+            color: RGBColor(31, 119, 180),
+            dashed: true,
+        });
+    }
+    if let Some(r) = raw.1 {
+        series.push(Series {
+            name: "raw pixels, k = 200",
+            points: vec![(0.0, r), (last, r)],
+            color: RGBColor(148, 103, 189),
             dashed: true,
         });
     }
@@ -326,4 +357,24 @@ pub fn bar_chart(path: &Path, title: &str, x_label: &str, bars: &[(String, f64)]
         root.present().map_err(|e| plot_err(path, e))?;
     }
     dino_runtime::data::Image::new(w as usize, h as usize, 3, pixels).save_png(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(points: Vec<(f64, f64)>, dashed: bool) -> Series<'static> {
+        Series { name: "s", points, color: RGBColor(0, 0, 0), dashed }
+    }
+
+    #[test]
+    fn the_legend_goes_where_the_lines_do_not_end() {
+        let rising = [line(vec![(0.0, 60.0), (5.0, 84.0)], false), line(vec![(0.0, 85.0), (5.0, 85.0)], true)];
+        assert!(matches!(legend_position(&rising, (60.0, 85.0)), SeriesLabelPosition::LowerRight));
+        let falling = [line(vec![(0.0, 7.0), (100.0, 2.0), (101.0, f64::NAN)], false)];
+        assert!(matches!(legend_position(&falling, (2.0, 7.0)), SeriesLabelPosition::UpperRight));
+        // only baselines, or nothing finite: the usual corner
+        assert!(matches!(legend_position(&rising[1..], (60.0, 85.0)), SeriesLabelPosition::UpperRight));
+        assert!(matches!(legend_position(&[], (0.0, 0.0)), SeriesLabelPosition::UpperRight));
+    }
 }

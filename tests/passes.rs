@@ -18,7 +18,7 @@
 //! pass has no such amplification: 1e-4.
 mod common;
 use common::big_stack;
-use dino::bench::passes::{ablate, standard_rows, AblationOptions, Pipeline, Row};
+use dino::bench::passes::{ablate, ablate_against, standard_rows, AblationOptions, Pipeline, Row, SLOW_STEP_S};
 use dino::device::Device;
 use dino::eval::vit_runner::{Output, VitRunner};
 use dino::runtime::backend::plan::{Policy, Precision};
@@ -28,7 +28,7 @@ use dino::runtime::testing::Rng;
 use dino_models::{vit_names, with_vit, VitVisitor};
 
 fn options(batch: usize) -> AblationOptions {
-    AblationOptions { batch, runs: 1, warmup: 0, rounds: 1, device: Device::Cpu, stock_timeout_s: 1 }
+    AblationOptions { batch, runs: 1, warmup: 0, rounds: 1, device: Device::Cpu, stock_timeout_s: 1, slow_step_s: SLOW_STEP_S }
 }
 
 #[test]
@@ -61,7 +61,9 @@ fn every_row_of_the_fmnist_small_ablation_equals_the_unoptimized_step() {
         assert!(all.arena_mb.unwrap() < none.arena_mb.unwrap());
         assert!(all.step_s.unwrap() < row("without gemm").step_s.unwrap());
         assert_eq!(none.max_error, Some(0.0));
+        assert_eq!(table.reference, "no passes");
         let text = table.table();
+        assert!(!text.contains("max error against"), "{text}");
         for r in &table.rows {
             assert!(text.contains(&r.name), "{text}");
         }
@@ -81,6 +83,28 @@ fn an_ablation_without_a_reference_row_is_refused() {
         let e = ablate("no-such-model", standard_rows(false), options(1), &mut |_| {}).unwrap_err().to_string();
         assert!(e.contains("no-such-model") && e.contains("fmnist-small"), "{e}");
         assert!(matches!(standard_rows(true).last().unwrap().pipeline, Pipeline::Stock));
+    })
+}
+
+/// `dino bench passes --reference all-passes` (a step too slow to run unoptimized, like
+/// ViT-S/16's): no row without passes, every row checked against the full pipeline, and the
+/// table says so.
+#[test]
+fn an_ablation_may_be_checked_against_every_pass() {
+    big_stack(|| {
+        let rows = vec![
+            Row::ours("all passes", Passes::standard()),
+            Row::ours("without fusion", Passes::standard().without("fusion").unwrap()),
+        ];
+        let table = ablate_against("fmnist-small", rows, 0, options(1), &mut |_| {}).expect("ablation");
+        assert_eq!(table.reference, "all passes");
+        assert_eq!(table.rows[0].max_error, Some(0.0));
+        let e = table.rows[1].max_error.expect("checked");
+        assert!(e <= 2e-3, "without fusion differs from all passes by {e}");
+        assert!(table.table().contains("max error against `all passes`"), "{}", table.table());
+        let rows = vec![Row::stock(), Row::ours("all passes", Passes::standard())];
+        let e = ablate_against("fmnist-small", rows, 0, options(1), &mut |_| {}).unwrap_err().to_string();
+        assert!(e.contains("not one of dino's pipelines"), "{e}");
     })
 }
 

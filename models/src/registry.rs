@@ -35,6 +35,7 @@ pub const REGISTRY: &[Entry] = &[
     Entry { name: "fmnist-small", preset: Preset::Dino(FmnistSmall::CONFIG) },
     Entry { name: "fmnist-tiny", preset: Preset::Dino(FmnistTiny::CONFIG) },
     Entry { name: "fmnist-fast", preset: Preset::Dino(FmnistFast::CONFIG) },
+    Entry { name: "fmnist-koleo", preset: Preset::Dino(FmnistKoleo::CONFIG) },
 ];
 
 /// The entry with this name.
@@ -60,6 +61,7 @@ pub fn with_dino<V: DinoVisitor>(name: &str, v: V) -> Option<V::Output> {
         "fmnist-small" => v.visit::<FmnistSmall>("fmnist-small"),
         "fmnist-tiny" => v.visit::<FmnistTiny>("fmnist-tiny"),
         "fmnist-fast" => v.visit::<FmnistFast>("fmnist-fast"),
+        "fmnist-koleo" => v.visit::<FmnistKoleo>("fmnist-koleo"),
         _ => return None,
     })
 }
@@ -89,7 +91,7 @@ pub fn with_vit<V: VitVisitor>(name: &str, v: V) -> Option<V::Output> {
         "vit-base-8" => v.visit::<VitBase8>("vit-base-8"),
         "fmnist-small" => v.visit::<FmnistSmallVit>("fmnist-small"),
         "fmnist-tiny" => v.visit::<FmnistTinyVit>("fmnist-tiny"),
-        "fmnist-fast" => v.visit::<FmnistFastVit>("fmnist-fast"),
+        "fmnist-fast" | "fmnist-koleo" => v.visit::<FmnistFastVit>("fmnist-fast"),
         _ => return None,
     })
 }

@@ -34,9 +34,8 @@ pub use super::passes_table::{Ablation, RowResult};
 use super::workloads::matmul_flops;
 use crate::device::{Device, DeviceOptions};
 
-/// A row whose checked first step takes longer than this is timed by that step alone (the
-/// graph with no passes takes tens of seconds a step).
-const SLOW_STEP_S: f64 = 5.0;
+/// The default of [`AblationOptions::slow_step_s`].
+pub const SLOW_STEP_S: f64 = 5.0;
 
 /// How a row compiles and runs the step.
 pub enum Pipeline {
@@ -97,6 +96,11 @@ pub struct AblationOptions {
     /// The stock luminal row runs one step, after every other row, and is given up after
     /// this many seconds (luminal interprets most of the graph element by element).
     pub stock_timeout_s: u64,
+    /// A row whose checked first step takes longer than this is timed by that step alone
+    /// (the graph with no passes takes tens of seconds a step; [`SLOW_STEP_S`] by default).
+    /// A first step is cold (first touch of the arena): for a big step whose every row is
+    /// slow, raise it so that rows are timed warm.
+    pub slow_step_s: f64,
 }
 
 /// luminal's own interpreter behind the executor interface (the stock row).
@@ -152,7 +156,7 @@ struct Live<M: DinoModel> {
     step: DinoStep<M>,
     ex: Box<dyn Executor>,
     result: RowResult,
-    /// Timed by its checked step alone ([`SLOW_STEP_S`]).
+    /// Timed by its checked step alone ([`AblationOptions::slow_step_s`]).
     slow: bool,
 }
 
@@ -260,7 +264,7 @@ fn prepare<M: DinoModel>(
     if reset {
         live.result.step_peak_mb = Some((rss_mb().1 - rss0).max(0.0));
     }
-    if first_s > SLOW_STEP_S {
+    if first_s > opts.slow_step_s {
         // not worth repeating: this step is the row's timing
         live.result.runs.push(first_s);
         live.slow = true;
@@ -432,6 +436,7 @@ impl DinoVisitor for Go<'_> {
             device: opts.device.to_string(),
             threads: rayon::current_num_threads(),
             flops_per_step: flops,
+            reference: reference_name,
             rows: out,
         })
     }

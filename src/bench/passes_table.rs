@@ -25,7 +25,8 @@ pub struct RowResult {
     pub arena_mb: Option<f64>,
     /// Resident memory the first checked step added at its peak.
     pub step_peak_mb: Option<f64>,
-    /// Largest difference of the step's results from the no-pass reference, relative to
+    /// Largest difference of the step's results from the reference row's (the graph with no
+    /// passes unless the table says otherwise), relative to
     /// `1 + max |reference|` of the tensor, and which tensor.
     pub max_error: Option<f64>,
     pub worst_tensor: Option<String>,
@@ -68,6 +69,9 @@ pub struct Ablation {
     pub threads: usize,
     /// FLOPs of the step's matrix products.
     pub flops_per_step: f64,
+    /// The row every other row's results are checked against (`no passes` unless that one
+    /// was left out as too slow to run).
+    pub reference: String,
     pub rows: Vec<RowResult>,
 }
 
@@ -84,6 +88,9 @@ impl Ablation {
         );
         if self.device != Device::Cpu.to_string() {
             s += "(the reference row runs on the cpu: its executor runs any graph)\n";
+        }
+        if self.reference != "no passes" {
+            s += &format!("(max error against `{}`: the graph with no passes was not run)\n", self.reference);
         }
         s += &format!(
             "{:<22} {:>9} {:>7} {:>8} {:>11} {:>9} {:>10} {:>10} {:>10}\n",

@@ -186,9 +186,17 @@ pub struct PassesArgs {
     /// Skip the stock luminal row (it interprets the graph on one thread: slow).
     #[arg(long)]
     pub no_stock: bool,
+    /// A pipeline whose first (cold) step takes longer than this many seconds is timed by
+    /// that step alone; raise it for a big step (a ViT-S/16) so every row is timed warm.
+    #[arg(long, default_value_t = crate::bench::passes::SLOW_STEP_S, value_parser = crate::train::hyper::positive_f64)]
+    pub slow_step: f64,
     /// Give up on the stock luminal row's one step after this many seconds.
     #[arg(long, default_value_t = 300, value_parser = crate::train::hyper::positive)]
     pub stock_timeout: usize,
+    /// The row every other row is checked against: the graph with no passes (exact, but tens
+    /// of seconds a step for a ViT-S/16), or every pass (then the no-pass row is not run).
+    #[arg(long, value_enum, default_value_t = ReferenceRow::NoPasses)]
+    pub reference: ReferenceRow,
     /// Print the table as JSON.
     #[arg(long)]
     pub json: bool,
@@ -197,8 +205,17 @@ pub struct PassesArgs {
     pub out: Option<PathBuf>,
 }
 
+/// Which row of `dino bench passes` the others are checked against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReferenceRow {
+    /// The unoptimized graph (the definition of correct).
+    NoPasses,
+    /// Every pass (each row's error is then its difference from the full pipeline).
+    AllPasses,
+}
+
 fn bench_passes(args: PassesArgs) -> Result<(), String> {
-    use crate::bench::passes::{ablate, standard_rows, AblationOptions, Row};
+    use crate::bench::passes::{ablate_against, standard_rows, AblationOptions, Row};
     use dino_runtime::backend::{Builtin, Passes};
     args.device.check().map_err(|e| e.to_string())?;
     let mut rows = if args.without.is_empty() {
@@ -229,9 +246,18 @@ fn bench_passes(args: PassesArgs) -> Result<(), String> {
         rounds: args.rounds,
         device: args.device,
         stock_timeout_s: args.stock_timeout as u64,
+        slow_step_s: args.slow_step,
     };
-    let table =
-        ablate(&args.model, rows, opts, &mut |what| eprintln!("[bench passes] {what}")).map_err(|e| e.to_string())?;
+    let reference = match args.reference {
+        ReferenceRow::NoPasses => "no passes",
+        ReferenceRow::AllPasses => {
+            rows.retain(|r| r.name != "no passes");
+            "all passes"
+        }
+    };
+    let reference = rows.iter().position(|r| r.name == reference).expect("the reference row is among the rows");
+    let table = ablate_against(&args.model, rows, reference, opts, &mut |what| eprintln!("[bench passes] {what}"))
+        .map_err(|e| e.to_string())?;
     if args.json {
         println!("{}", serde_json::to_string(&table).map_err(|e| e.to_string())?);
     } else {

@@ -17,7 +17,14 @@ pub fn run(args: PlotArgs) -> Result<(), String> {
     if records.is_empty() {
         return Err(format!("{}: no log.jsonl records", args.run.display()));
     }
-    let name = args.run.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    // titled by the run's preset, as the trainer titles them; by the directory without one
+    let preset = std::fs::read_to_string(args.run.join("config.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| v.pointer("/run/preset").and_then(|p| p.as_str()).map(str::to_string));
+    let name = preset
+        .or_else(|| args.run.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_default();
     let loss = args.run.join("loss.png");
     crate::plot::loss_plot(&loss, &records, &format!("DINO {name} training loss")).map_err(|e| e.to_string())?;
     println!("{}", loss.display());

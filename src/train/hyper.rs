@@ -102,6 +102,14 @@ pub fn finite(s: &str) -> std::result::Result<f64, String> {
     }
 }
 
+/// A duration or size flag's value: a finite number above 0.
+pub fn positive_f64(s: &str) -> std::result::Result<f64, String> {
+    match finite(s)? {
+        v if v > 0.0 => Ok(v),
+        v => Err(format!("{v} must be above 0")),
+    }
+}
+
 /// A count flag's value (batch sizes, epochs, limits, runs): a whole number of at least 1.
 pub fn positive(s: &str) -> std::result::Result<usize, String> {
     match s.trim().parse::<usize>() {

@@ -1,5 +1,6 @@
 //! The CPU backend: a [`Plan`](crate::backend::plan::Plan) run with one arena, fused kernels
 //! interpreted over blocks of elements, contractions on the `gemm` crate, rayon threads.
+mod collective;
 pub mod eval;
 pub mod fused;
 pub mod gemm;
