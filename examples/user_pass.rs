@@ -149,7 +149,15 @@ fn main() -> dino::runtime::Result<()> {
         Row::ours("no passes", Passes::none()),
         Row::ours("all + fold-scales", Passes::standard().insert_after("gemm", FoldScales::default())?),
     ];
-    let opts = AblationOptions { batch: 2, runs: 2, warmup: 1, rounds: 2, device: Device::Cpu, stock_timeout_s: 1, slow_step_s: SLOW_STEP_S };
+    let opts = AblationOptions {
+        batch: 2,
+        runs: 2,
+        warmup: 1,
+        rounds: 2,
+        device: Device::Cpu,
+        stock_timeout_s: 1,
+        slow_step_s: SLOW_STEP_S,
+    };
     let table = ablate("fmnist-small", rows, opts, &mut |what| eprintln!("[user_pass] {what}"))?;
     print!("{}", table.table());
     for r in &table.rows {

@@ -28,7 +28,15 @@ use dino::runtime::testing::Rng;
 use dino_models::{vit_names, with_vit, VitVisitor};
 
 fn options(batch: usize) -> AblationOptions {
-    AblationOptions { batch, runs: 1, warmup: 0, rounds: 1, device: Device::Cpu, stock_timeout_s: 1, slow_step_s: SLOW_STEP_S }
+    AblationOptions {
+        batch,
+        runs: 1,
+        warmup: 0,
+        rounds: 1,
+        device: Device::Cpu,
+        stock_timeout_s: 1,
+        slow_step_s: SLOW_STEP_S,
+    }
 }
 
 #[test]

@@ -22,9 +22,7 @@ pub fn run(args: PlotArgs) -> Result<(), String> {
         .ok()
         .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
         .and_then(|v| v.pointer("/run/preset").and_then(|p| p.as_str()).map(str::to_string));
-    let name = preset
-        .or_else(|| args.run.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .unwrap_or_default();
+    let name = preset.or_else(|| args.run.file_name().map(|n| n.to_string_lossy().into_owned())).unwrap_or_default();
     let loss = args.run.join("loss.png");
     crate::plot::loss_plot(&loss, &records, &format!("DINO {name} training loss")).map_err(|e| e.to_string())?;
     println!("{}", loss.display());
