@@ -287,21 +287,13 @@ pub fn knn_plot(path: &Path, records: &[Record], title: &str) -> Result<()> {
             dashed: false,
         },
     ];
-    if let Some(r) = raw.0 {
-        series.push(Series {
-            name: "raw pixels, k = 20",
-            points: vec![(0.0, r), (last, r)],
-            color: RGBColor(31, 119, 180),
-            dashed: true,
-        });
-    }
-    if let Some(r) = raw.1 {
-        series.push(Series {
-            name: "raw pixels, k = 200",
-            points: vec![(0.0, r), (last, r)],
-            color: RGBColor(148, 103, 189),
-            dashed: true,
-        });
+    // the baselines dashed, each in its k's colour
+    for (r, name, color) in
+        [(raw.0, "raw pixels, k = 20", series[0].color), (raw.1, "raw pixels, k = 200", series[1].color)]
+    {
+        if let Some(r) = r {
+            series.push(Series { name, points: vec![(0.0, r), (last, r)], color, dashed: true });
+        }
     }
     line_chart(path, title, "epoch (0 = random initialization)", "top-1 accuracy (%)", &series)
 }

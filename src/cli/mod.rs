@@ -3,6 +3,7 @@ pub mod attention;
 pub mod bench;
 #[cfg(feature = "cuda")]
 pub mod bench_gpu;
+pub mod bench_passes;
 pub mod common;
 pub mod compile;
 pub mod features;
