@@ -134,4 +134,16 @@ pub struct DinoIr {
     pub koleo: f64,
     /// Sinkhorn-Knopp iterations of DINOv2's teacher centering (`None`: DINO's EMA center).
     pub sinkhorn_knopp: Option<usize>,
+    /// iBOT's masked-patch loss, when declared.
+    pub ibot: Option<IbotIr>,
+}
+
+/// iBOT's masked-patch loss (`ibot: { .. }`).
+pub struct IbotIr {
+    pub weight: f64,
+    pub mask_ratio: (f64, f64),
+    pub mask_probability: f64,
+    pub separate_head: bool,
+    /// Where `ibot` was written (the global crops' patch grid is checked against it).
+    pub span: Span,
 }

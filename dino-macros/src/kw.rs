@@ -71,3 +71,8 @@ custom_keyword!(sinkhorn_knopp);
 custom_keyword!(interpolation);
 custom_keyword!(bicubic);
 custom_keyword!(antialiased);
+custom_keyword!(ibot);
+custom_keyword!(weight);
+custom_keyword!(mask_ratio);
+custom_keyword!(mask_probability);
+custom_keyword!(separate_head);

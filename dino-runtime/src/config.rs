@@ -46,6 +46,23 @@ pub enum Centering {
     SinkhornKnopp { iterations: usize },
 }
 
+/// iBOT's masked-patch objective as DINOv2 trains it: a fraction of the global crops get a
+/// block-wise mask over their patches; the student sees the mask token in place of those
+/// patches and predicts, through the head, the teacher's distribution of the unmasked patch.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct IbotConfig {
+    /// The loss's weight in the objective (DINOv2's `ibot.loss_weight`: 1.0).
+    pub weight: f64,
+    /// The masked fraction of a masked crop's patches is drawn from this range
+    /// (`mask_ratio_min_max`: 0.1..0.5).
+    pub mask_ratio: (f64, f64),
+    /// The fraction of the global crops that get a mask (`mask_sample_probability`: 0.5).
+    pub mask_probability: f64,
+    /// A head of its own for the patch tokens (`separate_head`; DINOv2's default shares the
+    /// DINO head). It has the DINO head's sizes.
+    pub separate_head: bool,
+}
+
 /// The feed-forward layer of every block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -313,18 +330,48 @@ pub struct DinoConfig {
     /// DINOv2's KoLeo regularizer on the student's global-crop [CLS] features, this weight
     /// times the loss of each global view (0: none).
     pub koleo: f64,
-    /// How the teacher's outputs are centered before the loss.
+    /// How the teacher's outputs are centered before the loss (iBOT's patch targets too).
     pub centering: Centering,
+    /// iBOT's masked-patch loss (DINOv2), when declared.
+    pub ibot: Option<IbotConfig>,
     pub freeze_last_layer: usize,
     pub epochs: usize,
     pub batch_size: usize,
     pub augment: AugmentConfig,
 }
 
+impl IbotConfig {
+    /// DINOv2's defaults (`ssl_default_config.yaml`).
+    pub const DINOV2: IbotConfig =
+        IbotConfig { weight: 1.0, mask_ratio: (0.1, 0.5), mask_probability: 0.5, separate_head: false };
+
+    /// Every value in its range, named with its key.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |what: &str, why: String| Err(Error::Config { what: what.into(), why });
+        if !(self.weight >= 0.0 && self.weight <= 10.0) {
+            return bad("iBOT weight (--ibot-weight)", format!("{} is outside [0, 10] (DINOv2 uses 1)", self.weight));
+        }
+        let (lo, hi) = self.mask_ratio;
+        if !(0.0 < lo && lo < hi && hi < 1.0) {
+            return bad("iBOT mask ratio", format!("({lo}, {hi}) must satisfy 0 < min < max < 1 (DINOv2: 0.1..0.5)"));
+        }
+        if !(self.mask_probability > 0.0 && self.mask_probability <= 1.0) {
+            return bad("iBOT mask probability", format!("{} is outside (0, 1] (DINOv2: 0.5)", self.mask_probability));
+        }
+        Ok(())
+    }
+}
+
 impl DinoConfig {
-    /// Student (= teacher) parameters: backbone and head.
+    /// Student (= teacher) parameters: backbone, head, and with iBOT the mask token and a
+    /// separate head.
     pub const fn num_params(&self) -> usize {
-        self.backbone.num_params() + self.head.num_params(self.backbone.dim)
+        let head = self.head.num_params(self.backbone.dim);
+        let ibot = match self.ibot {
+            Some(i) => self.backbone.dim + if i.separate_head { head } else { 0 },
+            None => 0,
+        };
+        self.backbone.num_params() + head + ibot
     }
 
     /// A lower bound of the bytes one training step of `batch` images takes: the student's
@@ -416,6 +463,22 @@ impl DinoConfig {
         }
         if !(0.0..=1.0).contains(&cfg.koleo) {
             return bad("KoLeo weight (--koleo)", format!("{} is outside [0, 1]", cfg.koleo));
+        }
+        match (cfg.ibot, declared.ibot) {
+            (Some(i), Some(_)) => i.validate()?,
+            (None, None) => {}
+            (Some(_), None) => {
+                return bad(
+                    "ibot",
+                    format!("`{}` declares no iBOT loss (its networks have no mask token)", declared.name),
+                )
+            }
+            (None, Some(_)) => {
+                return bad(
+                    "ibot",
+                    format!("`{}` is built with iBOT (set its weight to 0 to switch it off)", declared.name),
+                )
+            }
         }
         if !(cfg.clip_grad >= 0.0) {
             return bad("clip_grad", format!("{} must be >= 0 (0 disables clipping)", cfg.clip_grad));

@@ -28,5 +28,5 @@ pub use error::{Error, Result};
 /// Paths used by code the `vit!` and `dino!` macros generate. Not a stable API.
 #[doc(hidden)]
 pub mod __private {
-    pub use luminal::prelude::{Axes2, Axis, Const, Dimension, Graph, GraphTensor, Module};
+    pub use luminal::prelude::{Axes2, Axis, Const, Dimension, Graph, GraphTensor, Module, R2};
 }

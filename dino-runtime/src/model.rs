@@ -50,6 +50,8 @@ pub trait DinoModel: Parameters + Sized {
     type Embed: Dimension;
     /// Prototypes K.
     type Out: Dimension;
+    /// Patches of a global crop.
+    type GlobalPatches: Dimension;
     /// Create the parameter nodes in `cx` (call twice for student and teacher).
     fn new(cx: &mut Graph) -> Self;
     /// The backbone (its parameters are this network's `backbone.*`).
@@ -79,4 +81,16 @@ pub trait DinoModel: Parameters + Sized {
     ) -> GraphTensor<(B, Self::Embed)>;
     /// The projection head.
     fn head<B: Dimension>(&self, z: GraphTensor<(B, Self::Embed)>) -> GraphTensor<(B, Self::Out)>;
+    /// The normalized [CLS] features and patch tokens (registers left out) of global crops,
+    /// with stochastic depth; with `mask` (1: masked) the masked patches enter as iBOT's mask
+    /// token (a mask needs an objective declared with `ibot`).
+    #[allow(clippy::type_complexity)]
+    fn backbone_global_tokens<B: Dimension>(
+        &self,
+        x: GraphTensor<(B, Self::Channels, Self::Global, Self::Global)>,
+        mask: Option<GraphTensor<(B, Self::GlobalPatches)>>,
+        drop: &[BranchMasks<B>],
+    ) -> (GraphTensor<(B, Self::Embed)>, GraphTensor<(B, Self::GlobalPatches, Self::Embed)>);
+    /// The head of iBOT's patch tokens: the DINO head, or iBOT's own when declared separate.
+    fn ibot_head<B: Dimension>(&self, z: GraphTensor<(B, Self::Embed)>) -> GraphTensor<(B, Self::Out)>;
 }

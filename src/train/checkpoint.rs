@@ -81,6 +81,10 @@ pub fn state<M: DinoModel>(step: &DinoStep<M>, meta: &Meta) -> Result<TensorFile
     }
     let center = get(&step.train.cx, step.center, "center")?;
     f.insert("center", &[center.len()], center);
+    if let Some(i) = &step.ibot {
+        let c = get(&step.train.cx, i.center, "ibot_center")?;
+        f.insert("ibot_center", &[c.len()], c);
+    }
     f.metadata.insert("dino".into(), serde_json::to_string(meta).expect("serializable"));
     seal(&mut f);
     Ok(f)
@@ -195,6 +199,10 @@ pub fn restore<M: DinoModel>(step: &mut DinoStep<M>, f: &TensorFile, meta: &Meta
     let k = step.config.head.out;
     let center = take("center", &[k])?;
     data::set(&mut step.train.cx, step.center, center);
+    if let Some(i) = &step.ibot {
+        let c = take("ibot_center", &[k])?;
+        data::set(&mut step.train.cx, i.center, c);
+    }
     for g in &mut step.train.optimizer.groups {
         g.steps = *meta.group_steps.get(&g.name).unwrap_or(&0);
     }

@@ -24,6 +24,8 @@ use crate::progress::Progress;
 
 /// The stream of stochastic-depth masks (the loader uses streams 1 and 2).
 const STREAM_DROP: u64 = 3;
+/// The stream of iBOT's patch masks.
+const STREAM_IBOT_MASKS: u64 = 4;
 
 /// The weighted k-NN monitor of a run: a feature extractor on the run's device and the splits.
 pub(super) struct KnnMonitor<'a, M: DinoModel> {
@@ -246,6 +248,8 @@ pub(super) fn train_one_epoch<M: DinoModel>(
         step.set_batch(b.global, b.local)?;
         let mut drop_rng = ChaCha8Rng::seed_from_u64(derive_seed(lp.run.seed, STREAM_DROP, *it as u64, 0));
         step.set_drop_masks_of_rank(&mut drop_rng, group.rank());
+        let mut mask_rng = ChaCha8Rng::seed_from_u64(derive_seed(lp.run.seed, STREAM_IBOT_MASKS, *it as u64, 0));
+        step.set_ibot_masks_of_rank(&mut mask_rng, group.rank());
         let h = lp.schedules.at(*it);
         step.set_hyper(&h);
         step.train.run()?;
@@ -281,6 +285,7 @@ pub(super) fn train_one_epoch<M: DinoModel>(
                 teacher_temp: h.teacher_temp,
                 grad_norm: o.grad_norm as f64,
                 koleo: o.koleo.map(f64::from),
+                ibot: o.ibot.map(f64::from),
                 images_per_s: batch as f64 / t_step.elapsed().as_secs_f64(),
                 elapsed_s: lp.t0.elapsed().as_secs_f64(),
             };

@@ -278,6 +278,7 @@ mod tests {
             teacher_temp: 0.04,
             grad_norm: 1.0,
             koleo: None,
+            ibot: None,
             images_per_s: 50.0,
             elapsed_s: iteration as f64,
         }

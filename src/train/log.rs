@@ -31,6 +31,9 @@ pub struct StepRecord {
     /// DINOv2's KoLeo term (unweighted), for objectives that declare it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub koleo: Option<f64>,
+    /// iBOT's masked-patch loss (unweighted), for objectives that declare it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ibot: Option<f64>,
     pub images_per_s: f64,
     pub elapsed_s: f64,
 }

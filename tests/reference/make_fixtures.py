@@ -681,6 +681,8 @@ CASES = {
     "sgd_steps": lambda: optimizer_steps("sgd"),
     "timm_vit_reg4": timm_vit_reg4,  # after weight_formats, which empties weights/
     "timm_vit_swiglu": timm_vit_swiglu,
+    "dinov2_steps_sk": lambda: __import__("dinov2_steps").dinov2_steps("dinov2_steps_sk", True, False),
+    "dinov2_steps_ema": lambda: __import__("dinov2_steps").dinov2_steps("dinov2_steps_ema", False, True),
 }
 
 if __name__ == "__main__":

@@ -103,6 +103,45 @@ pub fn expand(ir: &DinoIr, rt: &TokenStream) -> TokenStream {
         });
     }
     let gsize = int(ir.global.size);
+    let gnp = quote_spanned!(bb_span=> { (#gsize / #bbv::PATCH) * (#gsize / #bbv::PATCH) });
+    let gnt = quote_spanned!(bb_span=> { (#gsize / #bbv::PATCH) * (#gsize / #bbv::PATCH) + 1 + #bbv::REGISTERS });
+    let (me, xs, masks, pm) = (quote!(self), quote!(x), quote!(drop), quote!(mask));
+    let tokens_call = quote_spanned!(bb_span=>
+        #bbv::vit(&#me.backbone).forward_tokens_drop::<B, #gsize, #gsize, #gnp, #gnt>(#xs, #pm, #masks));
+    let has_ibot = ir.ibot.is_some();
+    let separate = ir.ibot.as_ref().is_some_and(|i| i.separate_head);
+    let new_mask_token = if has_ibot {
+        quote!(::core::option::Option::Some(cx.named_tensor("mask_token")))
+    } else {
+        quote!(::core::option::Option::None)
+    };
+    let new_ibot_head = if separate {
+        quote!(::core::option::Option::Some(#rt::nn::DinoHead::new(cx, #layers, #nll)))
+    } else {
+        quote!(::core::option::Option::None)
+    };
+    let ibot = match &ir.ibot {
+        Some(i) => {
+            let (w, lo, hi, p) =
+                (float(i.weight), float(i.mask_ratio.0), float(i.mask_ratio.1), float(i.mask_probability));
+            let sep = i.separate_head;
+            quote!(::core::option::Option::Some(#rt::config::IbotConfig {
+                weight: #w, mask_ratio: (#lo, #hi), mask_probability: #p, separate_head: #sep
+            }))
+        }
+        None => quote!(::core::option::Option::None),
+    };
+    // iBOT's block masks need a rectangle of 4 patches strictly inside the global crop's grid
+    if let Some(i) = &ir.ibot {
+        let msg = format!(
+            "iBOT masks blocks of at least 4 patches strictly inside the patch grid of the global crops ({} px): \
+             the grid must be at least 3 x 3 patches",
+            ir.global.size
+        );
+        checks.push(quote_spanned! {i.span=>
+            const _: () = ::core::assert!(#gsize / #bbv::PATCH >= 3, #msg);
+        });
+    }
     let lsize = int(ir.local.as_ref().map(|l| l.size).unwrap_or(1));
     let (local_call, local_drop_call) = match ir.local {
         Some(_) => (quote!(self.backbone_local(x)), quote!(self.backbone_local_drop(x, drop))),
@@ -199,6 +238,10 @@ pub fn expand(ir: &DinoIr, rt: &TokenStream) -> TokenStream {
         #vis struct #name {
             pub backbone: #bb,
             pub head: #rt::nn::DinoHead<#dim, #hid, #bot, #out>,
+            /// iBOT's mask token (`backbone.mask_token`), when the objective declares iBOT.
+            pub mask_token: ::core::option::Option<#p_::GraphTensor<#p_::R2<1, #dim>>>,
+            /// iBOT's own head, when declared separate.
+            pub ibot_head: ::core::option::Option<#rt::nn::DinoHead<#dim, #hid, #bot, #out>>,
         }
 
         #(#checks)*
@@ -228,6 +271,7 @@ pub fn expand(ir: &DinoIr, rt: &TokenStream) -> TokenStream {
                 clip_grad: #clip,
                 koleo: #koleo,
                 centering: #centering,
+                ibot: #ibot,
                 freeze_last_layer: #freeze,
                 epochs: #epochs,
                 batch_size: #batch,
@@ -244,7 +288,12 @@ pub fn expand(ir: &DinoIr, rt: &TokenStream) -> TokenStream {
 
             /// Create the parameter nodes of one network (call twice: student and teacher).
             pub fn new(cx: &mut #p_::Graph) -> Self {
-                Self { backbone: #bbv::new(cx), head: #rt::nn::DinoHead::new(cx, #layers, #nll) }
+                Self {
+                    backbone: #bbv::new(cx),
+                    head: #rt::nn::DinoHead::new(cx, #layers, #nll),
+                    mask_token: #new_mask_token,
+                    ibot_head: #new_ibot_head,
+                }
             }
 
             #(#forwards)*
@@ -253,14 +302,22 @@ pub fn expand(ir: &DinoIr, rt: &TokenStream) -> TokenStream {
         impl #rt::nn::Parameters for #name {
             fn visit(&self, v: &mut #rt::nn::ParamVisitor) {
                 // the backbone's parameters through `VitModel` (see above)
-                struct BackboneParams<'a>(&'a #bb);
+                // (and iBOT's mask token under the backbone's name, as DINOv2 keeps it)
+                struct BackboneParams<'a>(&'a #bb, ::core::option::Option<#p_::GraphTensor<#p_::R2<1, #dim>>>);
                 impl #rt::nn::Parameters for BackboneParams<'_> {
                     fn visit(&self, v: &mut #rt::nn::ParamVisitor) {
-                        #bbv::visit_backbone(self.0, v)
+                        #bbv::visit_backbone(self.0, v);
+                        if let ::core::option::Option::Some(t) = self.1 {
+                            // DINOv2: `nn.Parameter(torch.zeros(1, embed_dim))`
+                            v.tensor("mask_token", t, #rt::nn::Init::Zeros);
+                        }
                     }
                 }
-                v.module("backbone", &BackboneParams(&self.backbone));
+                v.module("backbone", &BackboneParams(&self.backbone, self.mask_token));
                 v.module("head", &self.head);
+                if let ::core::option::Option::Some(h) = &self.ibot_head {
+                    v.module("ibot_head", h);
+                }
             }
         }
 
@@ -272,6 +329,7 @@ pub fn expand(ir: &DinoIr, rt: &TokenStream) -> TokenStream {
             type Local = #p_::Const<#lsize>;
             type Embed = #p_::Const<#dim>;
             type Out = #p_::Const<#out>;
+            type GlobalPatches = #p_::Const<#gnp>;
             fn new(cx: &mut #p_::Graph) -> Self {
                 #name::new(cx)
             }
@@ -306,6 +364,21 @@ pub fn expand(ir: &DinoIr, rt: &TokenStream) -> TokenStream {
             }
             fn head<B: #p_::Dimension>(&self, z: #p_::GraphTensor<(B, Self::Embed)>) -> #p_::GraphTensor<(B, Self::Out)> {
                 #p_::Module::forward(&self.head, z)
+            }
+            fn backbone_global_tokens<B: #p_::Dimension>(
+                &self,
+                x: #p_::GraphTensor<(B, Self::Channels, Self::Global, Self::Global)>,
+                mask: ::core::option::Option<#p_::GraphTensor<(B, Self::GlobalPatches)>>,
+                drop: &[#rt::nn::BranchMasks<B>],
+            ) -> (#p_::GraphTensor<(B, Self::Embed)>, #p_::GraphTensor<(B, Self::GlobalPatches, Self::Embed)>) {
+                let mask = mask.map(|m| (m, self.mask_token.expect("a mask needs an objective declared with `ibot`")));
+                #tokens_call
+            }
+            fn ibot_head<B: #p_::Dimension>(&self, z: #p_::GraphTensor<(B, Self::Embed)>) -> #p_::GraphTensor<(B, Self::Out)> {
+                match &self.ibot_head {
+                    ::core::option::Option::Some(h) => #p_::Module::forward(h, z),
+                    ::core::option::Option::None => #p_::Module::forward(&self.head, z),
+                }
             }
         }
     }

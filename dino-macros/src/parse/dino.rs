@@ -37,12 +37,13 @@ macro_rules! epochs_key {
 ///     teacher_momentum: SCHEDULE, optimizer: OPTIMIZER,
 ///     clip_grad: NUM, freeze_last_layer: NUM epochs,
 ///     epochs: INT, batch_size: INT, augment: AUGMENT, koleo: NUM,
-///     centering: (ema | sinkhorn_knopp(INT))
+///     centering: (ema | sinkhorn_knopp(INT)), ibot: IBOT
 /// }
 /// ```
 /// `head`, `crops`, `student_temp`, `teacher_temp`, `teacher_momentum` and `optimizer` are
 /// required; the rest default to DINO's code defaults (center momentum 0.9, clip 3.0,
-/// freeze 1 epoch, 100 epochs, batch 64, ImageNet augmentations, no KoLeo, the EMA center).
+/// freeze 1 epoch, 100 epochs, batch 64, ImageNet augmentations, no KoLeo, the EMA center,
+/// no iBOT).
 pub struct DinoInput {
     pub attrs: Vec<Attribute>,
     pub vis: Visibility,
@@ -60,6 +61,8 @@ pub struct DinoInput {
     pub koleo: Option<Keyed<Num>>,
     /// How the teacher is centered: DINO's EMA center, or DINOv2's Sinkhorn-Knopp.
     pub centering: Option<Keyed<CenteringValue>>,
+    /// iBOT's masked-patch loss (DINOv2).
+    pub ibot: Option<Keyed<IbotInput>>,
     pub freeze_last_layer: Option<Keyed<Num>>,
     pub epochs: Option<Keyed<Num>>,
     pub batch_size: Option<Keyed<Num>>,
@@ -91,6 +94,7 @@ impl Parse for DinoInput {
             clip_grad: None,
             koleo: None,
             centering: None,
+            ibot: None,
             freeze_last_layer: None,
             epochs: None,
             batch_size: None,
@@ -128,6 +132,8 @@ impl Parse for DinoInput {
                 key!(input, e, d.koleo, koleo)
             } else if la.peek(kw::centering) {
                 key!(input, e, d.centering, centering)
+            } else if la.peek(kw::ibot) {
+                key!(input, e, d.ibot, ibot)
             } else {
                 e.push(super::unknown_key(input, la.error()));
                 skip_value(input)?;
@@ -135,6 +141,50 @@ impl Parse for DinoInput {
             Ok(())
         })?;
         Ok(d)
+    }
+}
+
+/// iBOT's masked-patch loss.
+///
+/// Grammar: `{ weight: NUM, mask_ratio: NUM..NUM, mask_probability: NUM, separate_head: BOOL }`
+/// (each optional: DINOv2's 1.0, 0.1..0.5, 0.5 and false).
+pub struct IbotInput {
+    pub weight: Option<Keyed<Num>>,
+    pub mask_ratio: Option<Keyed<Range>>,
+    pub mask_probability: Option<Keyed<Num>>,
+    pub separate_head: Option<Keyed<Flag>>,
+    pub errors: Errors,
+}
+
+impl Parse for IbotInput {
+    fn parse(input: ParseStream) -> syn::Result<Self> {
+        let body;
+        syn::braced!(body in input);
+        let mut i = IbotInput {
+            weight: None,
+            mask_ratio: None,
+            mask_probability: None,
+            separate_head: None,
+            errors: Errors::default(),
+        };
+        fields(&body, |input| {
+            let la = input.lookahead1();
+            let e = &mut i.errors;
+            if la.peek(kw::weight) {
+                key!(input, e, i.weight, weight)
+            } else if la.peek(kw::mask_ratio) {
+                key!(input, e, i.mask_ratio, mask_ratio)
+            } else if la.peek(kw::mask_probability) {
+                key!(input, e, i.mask_probability, mask_probability)
+            } else if la.peek(kw::separate_head) {
+                key!(input, e, i.separate_head, separate_head)
+            } else {
+                e.push(super::unknown_key(input, la.error()));
+                skip_value(input)?;
+            }
+            Ok(())
+        })?;
+        Ok(i)
     }
 }
 

@@ -222,6 +222,7 @@ pub fn dino(d: DinoInput) -> (DinoIr, Ctxt) {
                 .to_string(),
         );
     }
+    let ibot = d.ibot.as_ref().map(|i| ibot(&mut cx, i));
     let freeze_last_layer =
         d.freeze_last_layer.as_ref().map(|n| count(&mut cx, "freeze_last_layer", &n.value)).unwrap_or(1);
     // schedules in epochs must fit in the training
@@ -270,6 +271,7 @@ pub fn dino(d: DinoInput) -> (DinoIr, Ctxt) {
         augment,
         koleo,
         sinkhorn_knopp,
+        ibot,
     };
     (ir, cx)
 }
@@ -283,6 +285,72 @@ fn sk_iterations(cx: &mut Ctxt, n: &Num) -> usize {
         cx.error(n.span, format!("`sinkhorn_knopp({})` needs 1 to 100 iterations (DINOv2 runs 3)", n.text));
         3
     }
+}
+
+/// iBOT's rules: a weight in (0, 10] (0 would build the masked student for nothing: drop the
+/// block instead), mask ratios inside (0, 1) with the smaller first (a crop with no patch
+/// masked teaches nothing; one with all masked leaves the student nothing to see), a mask
+/// probability in (0, 1].
+fn ibot(cx: &mut Ctxt, i: &Keyed<IbotInput>) -> IbotIr {
+    let d = IbotIr { weight: 1.0, mask_ratio: (0.1, 0.5), mask_probability: 0.5, separate_head: false, span: i.key };
+    let v = &i.value;
+    cx.extend(v.errors.0.clone());
+    let weight = match &v.weight {
+        Some(w) if w.value.value == 0.0 => {
+            cx.error(w.value.span, "`weight: 0` switches iBOT off: drop the `ibot` block instead".to_string());
+            d.weight
+        }
+        Some(w) if !(w.value.value > 0.0 && w.value.value <= 10.0) => {
+            cx.error(w.value.span, format!("`weight: {}` must lie in (0, 10] (DINOv2 weighs iBOT 1.0)", w.value.text));
+            d.weight
+        }
+        Some(w) => w.value.value,
+        None => d.weight,
+    };
+    let mask_ratio = match &v.mask_ratio {
+        Some(r) => {
+            let (lo, hi) = (r.value.lo.value, r.value.hi.value);
+            if !(0.0 < lo && lo < 1.0 && 0.0 < hi && hi < 1.0) {
+                cx.error(
+                    r.value.span,
+                    format!(
+                        "mask ratios {}..{} must lie inside (0, 1): a fraction of the patches (DINOv2: 0.1..0.5)",
+                        r.value.lo.text, r.value.hi.text
+                    ),
+                );
+                d.mask_ratio
+            } else if lo >= hi {
+                cx.error(
+                    r.value.span,
+                    format!(
+                        "mask ratios {}..{} must be ordered, the smaller first (DINOv2: 0.1..0.5)",
+                        r.value.lo.text, r.value.hi.text
+                    ),
+                );
+                d.mask_ratio
+            } else {
+                (lo, hi)
+            }
+        }
+        None => d.mask_ratio,
+    };
+    let mask_probability = match &v.mask_probability {
+        Some(p) if !(p.value.value > 0.0 && p.value.value <= 1.0) => {
+            cx.error(
+                p.value.span,
+                format!(
+                    "`mask_probability: {}` must lie in (0, 1]: the fraction of global crops that get a mask \
+                     (DINOv2: 0.5)",
+                    p.value.text
+                ),
+            );
+            d.mask_probability
+        }
+        Some(p) => p.value.value,
+        None => d.mask_probability,
+    };
+    let separate_head = v.separate_head.as_ref().map(|f| f.value.value).unwrap_or(false);
+    IbotIr { weight, mask_ratio, mask_probability, separate_head, span: i.key }
 }
 
 /// KoLeo's weight lies in [0, 1]: DINOv2 uses 0.1, and a weight as large as the DINO loss's

@@ -15,7 +15,9 @@ pub use vit_rules::vit;
 use proc_macro2::Span;
 
 use crate::ir::*;
-use crate::parse::dino::{AugmentInput, CropsInput, DinoInput, HeadInput, OptimizerInput, OptimizerKind, Switch};
+use crate::parse::dino::{
+    AugmentInput, CropsInput, DinoInput, HeadInput, IbotInput, OptimizerInput, OptimizerKind, Switch,
+};
 use crate::parse::value::{CenteringValue, MlpValue, Num, Range, Schedule, Shape};
 use crate::parse::vit::VitInput;
 use crate::parse::{doc_string, missing, Keyed};

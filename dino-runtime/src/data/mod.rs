@@ -7,6 +7,7 @@ pub mod folder;
 pub mod idx;
 pub mod image;
 pub mod loader;
+pub mod masking;
 pub mod multicrop;
 pub mod pil;
 

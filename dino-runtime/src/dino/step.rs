@@ -59,6 +59,9 @@ pub struct DinoStep<M: DinoModel> {
     pub drop_inputs: Vec<DropInput>,
     /// Node counts after building each part.
     pub stages: Vec<(String, usize)>,
+    /// iBOT's inputs, when the objective declares it.
+    #[serde(default)]
+    pub ibot: Option<super::ibot_step::IbotInputs>,
     /// Images per step on this rank.
     pub batch: usize,
     /// Ranks of the data-parallel run the step was built for (1: a single process).
@@ -109,6 +112,8 @@ pub struct StepOutputs {
     pub objective: f32,
     /// DINOv2's KoLeo term (unweighted, summed over the global views), when declared.
     pub koleo: Option<f32>,
+    /// iBOT's masked-patch loss (unweighted), when declared.
+    pub ibot: Option<f32>,
     /// Global norm of the student's gradients before clipping.
     pub grad_norm: f32,
     pub teacher_entropy: f32,
@@ -123,9 +128,17 @@ impl StepOutputs {
         if group.world() == 1 {
             return Ok(self);
         }
-        let mut v = [self.loss, self.objective, self.koleo.unwrap_or(0.0), self.teacher_entropy];
+        let mut v =
+            [self.loss, self.objective, self.koleo.unwrap_or(0.0), self.teacher_entropy, self.ibot.unwrap_or(0.0)];
         crate::dist::all_reduce_mean(group, "the step's reported loss and entropy", &mut v)?;
-        Ok(StepOutputs { loss: v[0], objective: v[1], koleo: self.koleo.map(|_| v[2]), teacher_entropy: v[3], ..self })
+        Ok(StepOutputs {
+            loss: v[0],
+            objective: v[1],
+            koleo: self.koleo.map(|_| v[2]),
+            teacher_entropy: v[3],
+            ibot: self.ibot.map(|_| v[4]),
+            ..self
+        })
     }
 }
 
@@ -162,12 +175,17 @@ impl<M: DinoModel> DinoStep<M> {
                 why: format!("KoLeo (weight {}) finds each image's nearest other image: needs at least 2", cfg.koleo),
             });
         }
+        if let Some(i) = &cfg.ibot {
+            super::ibot_step::check(i, &cfg, batch, replicas.ranks)?;
+        }
         let locals = cfg.local.map(|l| l.count).unwrap_or(0);
         let mut cx = Box::new(Graph::new());
         cx.set_dyn_dim(dims::BATCH, batch);
         cx.set_dyn_dim(dims::GLOBAL_ROWS, 2 * batch);
         cx.set_dyn_dim(dims::LOCAL_ROWS, locals * batch);
         cx.set_dyn_dim(dims::LOCAL_VIEWS, locals);
+        let side = cfg.global.size / cfg.backbone.patch;
+        cx.set_dyn_dim(dims::PATCH_ROWS, 2 * batch * side * side);
         let student = M::new(&mut cx);
         let teacher = M::new(&mut cx);
         let globals = cx.named_tensor::<(dims::GlobalRows, M::Channels, M::Global, M::Global)>("global_crops");
@@ -181,8 +199,28 @@ impl<M: DinoModel> DinoStep<M> {
         let g_masks: Vec<BranchMasks<dims::GlobalRows>> = masks(&mut cx, &rates, "global", 2 * batch, &mut drop_inputs);
 
         // teacher: global crops only; student: every crop, shared parameters
-        let t_out = teacher.head(teacher.backbone_global(globals));
-        let s_cls = student.backbone_global_drop(globals, &g_masks);
+        // with iBOT the student sees masked global crops and both give their patch tokens
+        let (t_cls, s_cls, ibot) = match cfg.ibot {
+            Some(_) => {
+                let m = super::ibot_step::mask_input::<M>(&mut cx);
+                let (t_cls, t_patches) = teacher.backbone_global_tokens(globals, None, &[]);
+                let (s_cls, s_patches) = student.backbone_global_tokens(globals, Some(m), &g_masks);
+                let parts = super::ibot_step::build(
+                    &student,
+                    &teacher,
+                    s_patches,
+                    t_patches,
+                    m,
+                    teacher_temp,
+                    &cfg,
+                    batch,
+                    replicas,
+                );
+                (t_cls, s_cls, Some(parts))
+            }
+            None => (teacher.backbone_global(globals), student.backbone_global_drop(globals, &g_masks), None),
+        };
+        let t_out = teacher.head(t_cls);
         let s_global = student.head(s_cls);
         let (local_crops, s_local) = if locals > 0 {
             let x = cx.named_tensor::<(dims::LocalRows, M::Channels, M::Local, M::Local)>("local_crops");
@@ -210,10 +248,13 @@ impl<M: DinoModel> DinoStep<M> {
             let eye = super::koleo::identity_dyn(&mut cx, batch);
             super::koleo::koleo_per_view(s_cls, eye, batch)
         });
-        let loss = match koleo {
+        let mut loss = match koleo {
             Some(k) => dino + k * cfg.koleo as f32,
             None => dino,
         };
+        if let (Some(p), Some(i)) = (&ibot, cfg.ibot) {
+            loss = loss + p.loss * i.weight as f32;
+        }
         let new_center = center_update(center, t_out, cfg.center_momentum as f32, 2 * batch, replicas);
         let (teacher_entropy, teacher_mean_entropy) = match assigned {
             Some(q) => target_entropies(q, 2 * batch, replicas),
@@ -255,8 +296,19 @@ impl<M: DinoModel> DinoStep<M> {
             train.input("local_crops", l);
         }
         if let Some(k) = koleo {
-            // the DINO term apart from the objective (without regularizers it is the objective)
-            train.report("koleo", k.id).report("dino_loss", dino.id);
+            train.report("koleo", k.id);
+        }
+        if let Some(p) = &ibot {
+            train
+                .report("ibot", p.loss.id)
+                .input("ibot_masks", p.inputs.masks)
+                .input("ibot_weights", p.inputs.weights)
+                .input("ibot_center", p.inputs.center)
+                .carry(&[p.new_center.id], &[p.inputs.center]);
+        }
+        if koleo.is_some() || ibot.is_some() {
+            // the DINO term apart from the objective (without other terms it is the objective)
+            train.report("dino_loss", dino.id);
         }
         for d in &drop_inputs {
             train.input(&d.name, d.id);
@@ -279,6 +331,7 @@ impl<M: DinoModel> DinoStep<M> {
             teacher_entropy: teacher_entropy.id,
             teacher_mean_entropy: teacher_mean_entropy.id,
             drop_inputs,
+            ibot: ibot.map(|p| p.inputs),
             stages,
             batch,
             replicas: replicas.ranks,
@@ -297,6 +350,9 @@ impl<M: DinoModel> DinoStep<M> {
             self.train.cx.no_delete.insert(t.id);
         }
         data::set(&mut self.train.cx, self.center, vec![0.0; self.config.head.out]);
+        if let Some(i) = &self.ibot {
+            data::set(&mut self.train.cx, i.center, vec![0.0; self.config.head.out]);
+        }
         self.train.optimizer.init_state(&mut self.train.cx);
     }
 
@@ -392,12 +448,13 @@ impl<M: DinoModel> DinoStep<M> {
             self.train.take(name)?.first().copied().ok_or_else(|| Error::MissingInput { name: name.into() })
         };
         let objective = first("loss")?;
-        let (loss, koleo) =
-            if self.config.koleo > 0.0 { (first("dino_loss")?, Some(first("koleo")?)) } else { (objective, None) };
+        let koleo = if self.config.koleo > 0.0 { Some(first("koleo")?) } else { None };
+        let ibot = if self.ibot.is_some() { Some(first("ibot")?) } else { None };
+        let loss = if koleo.is_some() || ibot.is_some() { first("dino_loss")? } else { objective };
         let teacher_entropy = first("teacher_entropy")?;
         let teacher_mean_entropy = first("teacher_mean_entropy")?;
         let grad_norm = self.train.take_grad_norm();
-        Ok(StepOutputs { loss, objective, koleo, grad_norm, teacher_entropy, teacher_mean_entropy })
+        Ok(StepOutputs { loss, objective, koleo, ibot, grad_norm, teacher_entropy, teacher_mean_entropy })
     }
 
     /// After executing: move the new student, optimizer state, teacher and center into their

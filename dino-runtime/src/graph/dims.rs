@@ -8,6 +8,7 @@
 //! | `GLOBAL_ROWS` | `g`  | global-crop rows of a DINO step (2 x batch)           |
 //! | `LOCAL_ROWS`  | `l`  | local-crop rows of a DINO step (local crops x batch)  |
 //! | `LOCAL_VIEWS` | `v`  | local crops per image                                 |
+//! | `PATCH_ROWS`  | `p`  | patch rows of the global crops (iBOT: rows x patches) |
 //! | `PATCHES`     | `n`  | patches of an image of any size (any-size runner)     |
 //! | `TOKENS`      | `t`  | tokens of an image of any size (patches + [CLS])      |
 //! | `FEATURES`    | `f`  | feature width of the linear probe                     |
@@ -18,6 +19,7 @@ pub const BATCH: char = 'b';
 pub const GLOBAL_ROWS: char = 'g';
 pub const LOCAL_ROWS: char = 'l';
 pub const LOCAL_VIEWS: char = 'v';
+pub const PATCH_ROWS: char = 'p';
 pub const PATCHES: char = 'n';
 pub const TOKENS: char = 't';
 pub const FEATURES: char = 'f';
@@ -27,6 +29,7 @@ pub type Batch = Dyn<BATCH>;
 pub type GlobalRows = Dyn<GLOBAL_ROWS>;
 pub type LocalRows = Dyn<LOCAL_ROWS>;
 pub type LocalViews = Dyn<LOCAL_VIEWS>;
+pub type PatchRows = Dyn<PATCH_ROWS>;
 pub type Patches = Dyn<PATCHES>;
 pub type Tokens = Dyn<TOKENS>;
 pub type Features = Dyn<FEATURES>;

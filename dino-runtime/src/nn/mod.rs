@@ -13,6 +13,7 @@ pub mod patch_embed;
 pub mod pos_embed;
 pub mod registers;
 pub mod vit;
+pub mod vit_masked;
 
 pub use activation::{gelu, log_softmax, silu, softmax};
 pub use attention::Attention;
@@ -26,3 +27,4 @@ pub use param::{Init, ParamInfo, ParamSet, ParamVisitor, Parameters};
 pub use patch_embed::PatchEmbed;
 pub use registers::Registers;
 pub use vit::{cls_of, VisionTransformer};
+pub use vit_masked::PatchMask;

@@ -103,7 +103,12 @@ impl<
 
     /// `(NP, N0)` matrix taking `pos_embed` to the patch embeddings of a `gh x gw` grid (see
     /// [`resample_matrix`]). A constant input of the graph, created once per grid.
-    fn resample_matrix<const NP: usize>(&self, cx: &mut Graph, gh: usize, gw: usize) -> GraphTensor<R2<NP, N0>> {
+    pub(super) fn resample_matrix<const NP: usize>(
+        &self,
+        cx: &mut Graph,
+        gh: usize,
+        gw: usize,
+    ) -> GraphTensor<R2<NP, N0>> {
         let id = *self.resample.borrow_mut().entry((gh, gw)).or_insert_with(|| {
             let full = resample_matrix(Self::native_grid(), gh, gw, self.interpolation);
             assert_eq!(full.len(), NP * N0, "NP = gh * gw");
@@ -126,15 +131,7 @@ impl<
         &self,
         x: GraphTensor<(B, Const<C>, Const<IH>, Const<IW>)>,
     ) -> GraphTensor<(B, Const<NT>, Const<D>)> {
-        assert_eq!(NT, NP + 1 + self.register_count(), "NT = NP + 1 + registers");
-        let patches = self.patch_embed.forward::<B, IH, IW, NP>(x); // (B, NP, D)
-        let m = self.resample_matrix::<NP>(x.graph(), IH / P, IW / P);
-        let pos = m.matmul(self.pos_embed.reshape::<R2<N0, D>>()); // (NP, D)
-        let patches = patches + pos.expand::<(B, Const<NP>, Const<D>), Axis<0>>();
-        let cls_pos =
-            self.pos_embed.slice((.., ..luminal::prelude::symbolic::Expression::from(1), ..)).realize::<R3<1, 1, D>>();
-        let cls = (self.cls_token + cls_pos).reshape::<R2<1, D>>().expand::<(B, Const<1>, Const<D>), Axis<0>>();
-        registers::join(self.registers, cls, patches)
+        self.tokens_masked::<B, IH, IW, NP, NT>(x, None)
     }
 
     /// All tokens after the last block and the final norm, `(B, NT, D)`.
