@@ -102,3 +102,26 @@ dino! {
         },
     }
 }
+
+dino! {
+    /// DINOv2's objective at Fashion-MNIST size: `FmnistKoleo` (KoLeo 0.1) plus iBOT through
+    /// the DINO head, as DINOv2 defaults it (half the global crops masked, 10-50% of their 16
+    /// patches, weight 1).
+    pub FmnistDinov2 for FmnistFastVit {
+        head: { hidden: 512, bottleneck: 128, out: 1024, layers: 3, norm_last_layer: true },
+        crops: { global: 2 x 28 scale 0.4..1.0, local: 6 x 14 scale 0.05..0.4 },
+        student_temp: 0.1, teacher_temp: 0.02,
+        center_momentum: 0.9, teacher_momentum: 0.99 -> 1.0 cosine,
+        optimizer: adamw { lr: 1e-3 per 256, warmup: 0.5 epochs, min_lr: 1e-6, weight_decay: 0.04 -> 0.4 },
+        clip_grad: 3.0, freeze_last_layer: 0 epochs, epochs: 14, batch_size: 64, koleo: 0.1,
+        ibot: { weight: 1.0, mask_ratio: 0.1..0.5, mask_probability: 0.5 },
+        augment: {
+            flip: 0.5,
+            color_jitter: [0.4, 0.4, 0.0, 0.0] p 0.8,
+            grayscale: off,
+            blur: sigma 0.1..1.0 p [1.0, 0.1, 0.5] kernel 3,
+            solarize: threshold 0.5 p 0.2,
+            normalize: mean [0.2860] std [0.3530],
+        },
+    }
+}

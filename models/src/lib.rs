@@ -6,11 +6,13 @@
 #![allow(clippy::excessive_precision)]
 
 mod dino;
+mod dinov2;
 mod fmnist;
 mod registry;
 mod vit;
 
 pub use dino::*;
+pub use dinov2::*;
 pub use fmnist::*;
 pub use registry::{
     dino_names, find, vit_names, with_dino, with_vit, DinoVisitor, Entry, Preset, VitVisitor, REGISTRY,
@@ -40,6 +42,11 @@ mod tests {
             (VitSmall8::CONFIG, counted::<VitSmall8>(), 21_670_272),
             (VitBase16::CONFIG, counted::<VitBase16>(), 85_798_656),
             (VitBase8::CONFIG, counted::<VitBase8>(), 85_807_872),
+            // DINOv2's ViT-S/14 at 224 px: the released 518 px model's 22,056,576 less its
+            // larger position grid (37 x 37 against 16 x 16) and its mask token (here the
+            // objective's); with 4 registers, 4 tokens more
+            (VitSmall14::CONFIG, counted::<VitSmall14>(), 22_056_576 - (1369 - 256) * 384 - 384),
+            (VitSmall14Reg4::CONFIG, counted::<VitSmall14Reg4>(), 22_056_576 - (1369 - 256) * 384 - 384 + 4 * 384),
         ] {
             assert_eq!(cfg.num_params(), want, "{}", cfg.name);
             assert_eq!(built, want, "{} as built", cfg.name);
@@ -55,6 +62,12 @@ mod tests {
         }
         assert_eq!(FmnistSmall::CONFIG.num_params(), built::<FmnistSmall>());
         assert_eq!(FmnistTiny::CONFIG.num_params(), built::<FmnistTiny>());
+        // iBOT adds the mask token (and a separate head when declared)
+        assert_eq!(FmnistDinov2::CONFIG.num_params(), built::<FmnistDinov2>());
+        assert_eq!(FmnistDinov2::CONFIG.num_params(), FmnistKoleo::CONFIG.num_params() + 128);
+        // DINOv2's ViT-S/14 with its mask token: the released model's count at 224 px
+        let v2 = Dinov2VitS14::CONFIG;
+        assert_eq!(v2.num_params() - v2.head.num_params(384), 22_056_576 - (1369 - 256) * 384);
         // ViT-S/16's DINO head alone is ~22.35M parameters (K x 256 = 16.8M of them)
         let head = DinoVitS16::CONFIG.head.num_params(384);
         assert!((22_300_000..22_400_000).contains(&head), "{head}");

@@ -26,6 +26,8 @@ pub const REGISTRY: &[Entry] = &[
     Entry { name: "vit-small-8", preset: Preset::Backbone(VitSmall8::CONFIG) },
     Entry { name: "vit-base-16", preset: Preset::Backbone(VitBase16::CONFIG) },
     Entry { name: "vit-base-8", preset: Preset::Backbone(VitBase8::CONFIG) },
+    Entry { name: "vit-small-14", preset: Preset::Backbone(VitSmall14::CONFIG) },
+    Entry { name: "vit-small-14-reg4", preset: Preset::Backbone(VitSmall14Reg4::CONFIG) },
     Entry { name: "dino-vits16", preset: Preset::Dino(DinoVitS16::CONFIG) },
     Entry { name: "dino-vits16-paper", preset: Preset::Dino(DinoVitS16Paper::CONFIG) },
     Entry { name: "dino-vits16-boost", preset: Preset::Dino(DinoVitS16Boost::CONFIG) },
@@ -36,6 +38,9 @@ pub const REGISTRY: &[Entry] = &[
     Entry { name: "fmnist-tiny", preset: Preset::Dino(FmnistTiny::CONFIG) },
     Entry { name: "fmnist-fast", preset: Preset::Dino(FmnistFast::CONFIG) },
     Entry { name: "fmnist-koleo", preset: Preset::Dino(FmnistKoleo::CONFIG) },
+    Entry { name: "fmnist-dinov2", preset: Preset::Dino(FmnistDinov2::CONFIG) },
+    Entry { name: "dinov2-vits14", preset: Preset::Dino(Dinov2VitS14::CONFIG) },
+    Entry { name: "dinov2-vits14-reg4", preset: Preset::Dino(Dinov2VitS14Reg4::CONFIG) },
 ];
 
 /// The entry with this name.
@@ -62,6 +67,9 @@ pub fn with_dino<V: DinoVisitor>(name: &str, v: V) -> Option<V::Output> {
         "fmnist-tiny" => v.visit::<FmnistTiny>("fmnist-tiny"),
         "fmnist-fast" => v.visit::<FmnistFast>("fmnist-fast"),
         "fmnist-koleo" => v.visit::<FmnistKoleo>("fmnist-koleo"),
+        "fmnist-dinov2" => v.visit::<FmnistDinov2>("fmnist-dinov2"),
+        "dinov2-vits14" => v.visit::<Dinov2VitS14>("dinov2-vits14"),
+        "dinov2-vits14-reg4" => v.visit::<Dinov2VitS14Reg4>("dinov2-vits14-reg4"),
         _ => return None,
     })
 }
@@ -91,7 +99,9 @@ pub fn with_vit<V: VitVisitor>(name: &str, v: V) -> Option<V::Output> {
         "vit-base-8" => v.visit::<VitBase8>("vit-base-8"),
         "fmnist-small" => v.visit::<FmnistSmallVit>("fmnist-small"),
         "fmnist-tiny" => v.visit::<FmnistTinyVit>("fmnist-tiny"),
-        "fmnist-fast" | "fmnist-koleo" => v.visit::<FmnistFastVit>("fmnist-fast"),
+        "fmnist-fast" | "fmnist-koleo" | "fmnist-dinov2" => v.visit::<FmnistFastVit>("fmnist-fast"),
+        "vit-small-14" | "dinov2-vits14" => v.visit::<VitSmall14>("vit-small-14"),
+        "vit-small-14-reg4" | "dinov2-vits14-reg4" => v.visit::<VitSmall14Reg4>("vit-small-14-reg4"),
         _ => return None,
     })
 }
