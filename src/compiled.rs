@@ -222,6 +222,7 @@ pub fn train_fields(preset: &str, cfg: &DinoConfig) -> BTreeMap<String, Value> {
     // the objective's terms built into the graph
     put("koleo", json!(cfg.koleo));
     put("centering", json!(cfg.centering));
+    put("ibot", json!(cfg.ibot));
     f
 }
 

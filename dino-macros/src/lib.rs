@@ -113,9 +113,10 @@ mod tests {
 
     #[test]
     fn dinov2_style_objective() {
-        // DINOv2's DINO-term recipe: Sinkhorn-Knopp centering (3 iterations) and KoLeo 0.1
+        // DINOv2's recipe: Sinkhorn-Knopp centering (3 iterations), KoLeo 0.1, iBOT with its
+        // own head
         let out = crate::expand::dino(quote! {
-            /// DINOv2's DINO term on ViT-S/14 with 4 registers.
+            /// DINOv2's objective on ViT-S/14 with 4 registers.
             pub Dinov2VitS14 for VitSmall14Reg4 {
                 head: { hidden: 2048, bottleneck: 384, out: 65536, layers: 3, norm_last_layer: true },
                 crops: { global: 2 x 224 scale 0.32..1.0, local: 8 x 98 scale 0.05..0.32 },
@@ -123,10 +124,12 @@ mod tests {
                 teacher_momentum: 0.992 -> 1.0 cosine, centering: sinkhorn_knopp(3), koleo: 0.1,
                 optimizer: adamw { lr: 4e-3 per 1024, warmup: 10 epochs, min_lr: 1e-6, weight_decay: 0.04 -> 0.2 },
                 clip_grad: 3.0, freeze_last_layer: 1 epochs,
+                ibot: { weight: 1.0, mask_ratio: 0.1..0.5, mask_probability: 0.5, separate_head: true },
             }
         });
         let text = pretty(out);
         assert!(text.contains("Centering::SinkhornKnopp {\n            iterations: 3,"), "{text}");
+        assert!(text.contains("separate_head: true"), "{text}");
         insta::assert_snapshot!(text);
     }
 
@@ -200,6 +203,9 @@ mod fuzz {
         "centering",
         "sinkhorn_knopp",
         "ema",
+        "ibot",
+        "mask_ratio",
+        "separate_head",
     ];
 
     #[derive(Debug, Clone)]

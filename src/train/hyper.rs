@@ -83,6 +83,10 @@ pub struct Hyper {
     /// [default: the preset's].
     #[arg(long, value_name = "ITERATIONS")]
     pub sinkhorn_knopp: Option<usize>,
+    /// Weight of iBOT's masked-patch loss, for presets that declare iBOT (0 to 10; DINOv2
+    /// uses 1) [default: the preset's].
+    #[arg(long, value_parser = finite, allow_negative_numbers = true)]
+    pub ibot_weight: Option<f64>,
 }
 
 fn scale(v: &[f64], what: &str) -> Result<(f64, f64)> {
@@ -190,6 +194,17 @@ impl Hyper {
         if let Some(v) = self.koleo {
             c.koleo = v;
         }
+        if let Some(v) = self.ibot_weight {
+            match c.ibot.as_mut() {
+                Some(i) => i.weight = v,
+                None => {
+                    return Err(Error::Config {
+                        what: "iBOT weight (--ibot-weight)".into(),
+                        why: format!("`{}` declares no iBOT loss (fmnist-dinov2 and dinov2-vits14 do)", c.name),
+                    })
+                }
+            }
+        }
         if let Some(v) = self.freeze_last_layer {
             c.freeze_last_layer = v;
         }
@@ -251,6 +266,13 @@ mod tests {
         assert_eq!(c.koleo, 0.1);
         let e = Hyper { koleo: Some(5.0), ..Default::default() }.apply(&d).unwrap_err().to_string();
         assert!(e.contains("--koleo") && e.contains("[0, 1]"), "{e}");
+        let e = Hyper { ibot_weight: Some(0.5), ..Default::default() }.apply(&d).unwrap_err().to_string();
+        assert!(e.contains("--ibot-weight") && e.contains("declares no iBOT"), "{e}");
+        let v2 = crate::models::FmnistDinov2::CONFIG;
+        let c = Hyper { ibot_weight: Some(0.5), ..Default::default() }.apply(&v2).unwrap();
+        assert_eq!(c.ibot.unwrap().weight, 0.5);
+        let e = Hyper { ibot_weight: Some(20.0), ..Default::default() }.apply(&v2).unwrap_err().to_string();
+        assert!(e.contains("--ibot-weight") && e.contains("[0, 10]"), "{e}");
         let merged = h.merged(&Hyper { lr: Some(2e-3), ..Default::default() });
         assert_eq!((merged.lr, merged.teacher_temp), (Some(2e-3), Some(0.05)));
     }

@@ -310,9 +310,12 @@ fn ibot(cx: &mut Ctxt, i: &Keyed<IbotInput>) -> IbotIr {
     let mask_ratio = match &v.mask_ratio {
         Some(r) => {
             let (lo, hi) = (r.value.lo.value, r.value.hi.value);
-            if !(0.0 < lo && lo < 1.0 && 0.0 < hi && hi < 1.0) {
+            let inside = |v: f64| 0.0 < v && v < 1.0;
+            if !(inside(lo) && inside(hi)) {
+                // the caret under the bound that is outside
+                let span = if inside(lo) { r.value.hi.span } else { r.value.lo.span };
                 cx.error(
-                    r.value.span,
+                    span,
                     format!(
                         "mask ratios {}..{} must lie inside (0, 1): a fraction of the patches (DINOv2: 0.1..0.5)",
                         r.value.lo.text, r.value.hi.text
