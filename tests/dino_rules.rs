@@ -312,3 +312,52 @@ fn sinkhorn_knopp_replaces_the_centered_softmax() {
     let e = DinoStep::<RuleDino>::build_with(bad, 2).err().unwrap().to_string();
     assert!(e.contains("--sinkhorn-knopp") && e.contains("1..=100"), "{e}");
 }
+
+dino::vit! {
+    /// 12 px crops of 4 px patches: the 3 x 3 grid iBOT's masks need.
+    pub RuleVit12 { image: 12, patch: 4, channels: 1, dim: 8, depth: 1, heads: 2, mlp: 16 }
+}
+
+dino::dino! {
+    pub RuleIbot for RuleVit12 {
+        head: { hidden: 16, bottleneck: 8, out: 12, layers: 3, norm_last_layer: false },
+        crops: { global: 2 x 12 scale 0.4..1.0 },
+        student_temp: 0.1, teacher_temp: 0.04, center_momentum: 0.9,
+        teacher_momentum: 0.996 -> 1.0 cosine,
+        optimizer: adamw { lr: 5e-4, warmup: 0 epochs, min_lr: 1e-6, weight_decay: 0.04 -> 0.4 },
+        clip_grad: 0.0, freeze_last_layer: 1 epochs, ibot: {},
+        augment: { normalize: mean [0.5] std [0.5] },
+    }
+}
+
+/// iBOT's run-time rules: an objective compiled without iBOT cannot be given it (its networks
+/// have no mask token) nor one with iBOT lose it; a batch whose global crops would never get a
+/// mask, a mask ratio that masks no patch of the grid and a weight out of range are refused
+/// by name. The masks drawn for a step follow DINOv2's collate (half the crops masked).
+#[test]
+fn ibot_is_refused_where_it_cannot_run() {
+    use dino::runtime::config::IbotConfig;
+    let err = |r: dino::runtime::error::Result<DinoStep<RuleIbot>>| r.err().expect("refused").to_string();
+    let e = DinoStep::<RuleDino>::build_with(DinoConfig { ibot: Some(IbotConfig::DINOV2), ..RuleDino::CONFIG }, 2)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("no mask token"), "{e}");
+    let e = err(DinoStep::build_with(DinoConfig { ibot: None, ..RuleIbot::CONFIG }, 2));
+    assert!(e.contains("built with iBOT"), "{e}");
+    let with = |i: IbotConfig| DinoConfig { ibot: Some(i), ..RuleIbot::CONFIG };
+    let e = err(DinoStep::build_with(with(IbotConfig { mask_probability: 0.2, ..IbotConfig::DINOV2 }), 1));
+    assert!(e.contains("masks no crop") && e.contains("2 global crops"), "{e}");
+    let e = err(DinoStep::build_with(with(IbotConfig { mask_ratio: (0.01, 0.1), ..IbotConfig::DINOV2 }), 2));
+    assert!(e.contains("mask no patch") && e.contains("3 x 3"), "{e}");
+    let e = err(DinoStep::build_with(with(IbotConfig { weight: -1.0, ..IbotConfig::DINOV2 }), 2));
+    assert!(e.contains("--ibot-weight"), "{e}");
+
+    let mut s = DinoStep::<RuleIbot>::build(4).unwrap();
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(1);
+    s.set_ibot_masks(&mut rng);
+    let i = s.ibot.clone().unwrap();
+    let masks = data::get(&s.train.cx, i.masks).unwrap().to_vec();
+    let masked_crops = masks.chunks(9).filter(|m| m.iter().any(|v| *v > 0.0)).count();
+    assert_eq!(masked_crops, 4, "half of the 8 global crops: {masks:?}");
+}

@@ -22,6 +22,25 @@ dino::dino! {
     }
 }
 
+dino::dino! {
+    /// DINOv2's objective on MiniVit: KoLeo 0.1 and iBOT through the DINO head on half the
+    /// global crops (10-50% of their 16 patches).
+    pub MiniDinov2 for MiniVit {
+        head: { hidden: 64, bottleneck: 32, out: 128, layers: 3, norm_last_layer: true },
+        crops: { global: 2 x 28 scale 0.4..1.0, local: 2 x 14 scale 0.05..0.4 },
+        student_temp: 0.1, teacher_temp: 0.04, center_momentum: 0.9,
+        teacher_momentum: 0.996 -> 1.0 cosine,
+        optimizer: adamw { lr: 5e-4 per 256, warmup: 0.5 epochs, min_lr: 1e-6, weight_decay: 0.04 -> 0.4 },
+        clip_grad: 3.0, freeze_last_layer: 1 epochs, epochs: 2, batch_size: 16, koleo: 0.1,
+        ibot: { weight: 1.0, mask_ratio: 0.1..0.5, mask_probability: 0.5 },
+        augment: {
+            flip: 0.5, color_jitter: [0.4, 0.4, 0.0, 0.0] p 0.8, grayscale: off,
+            blur: sigma 0.1..1.0 p [1.0, 0.1, 0.5] kernel 3, solarize: threshold 0.5 p 0.2,
+            normalize: mean [0.2860] std [0.3530],
+        },
+    }
+}
+
 /// The committed Fashion-MNIST subset (512 training and 256 test images).
 pub fn subset() -> dino::dataset::DataSpec {
     let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fmnist-subset");
