@@ -355,7 +355,7 @@ fn ibot_is_refused_where_it_cannot_run() {
 
     let mut s = DinoStep::<RuleIbot>::build(4).unwrap();
     let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(1);
-    s.set_ibot_masks(&mut rng);
+    s.draw_ibot_masks(&mut rng);
     let i = s.ibot.clone().unwrap();
     let masks = data::get(&s.train.cx, i.masks).unwrap().to_vec();
     let masked_crops = masks.chunks(9).filter(|m| m.iter().any(|v| *v > 0.0)).count();

@@ -151,9 +151,8 @@ fn run<M: DinoModel>(name: &str) {
         for d in step.drop_inputs.clone() {
             data::set(&mut step.train.cx, d.id, tensor(&f, &k(&d.name)).data.clone());
         }
-        if let Some(i) = step.ibot.clone() {
-            data::set(&mut step.train.cx, i.masks, tensor(&f, &k("ibot_masks")).data.clone());
-            data::set(&mut step.train.cx, i.weights, tensor(&f, &k("ibot_weights")).data.clone());
+        if step.ibot.is_some() {
+            step.set_ibot_masks(&tensor(&f, &k("ibot_masks")).data).unwrap();
         }
         let h = &tensor(&f, &k("hyper")).data;
         lr_sum += h[0] as f64;

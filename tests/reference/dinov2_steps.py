@@ -101,10 +101,11 @@ def dinov2_steps(name, sk, separate):
     for step, (lr, wd, mom, ttemp, epoch) in enumerate(hyper):
         g = f32(torch.randn(2 * B, 1, 12, 12, generator=gen)).double()
         l = f32(torch.randn(L * B, 1, 8, 8, generator=gen)).double()
-        # 3 of the 6 global crops masked, 1 to 5 patches each
+        # 3 of the 6 global crops masked, 1 to 3 patches each (within the 9 patches the Rust
+        # step gathers: DINOv2's upperbound for 6 crops, probability 0.5, ratios 0.1..0.5)
         masks = torch.zeros(2 * B, P, dtype=torch.bool)
         for r in torch.randperm(2 * B, generator=gen)[:3].tolist():
-            n = 1 + int(torch.randint(5, (1,), generator=gen))
+            n = 1 + int(torch.randint(3, (1,), generator=gen))
             masks[r, torch.randperm(P, generator=gen)[:n]] = True
         weights = (1 / masks.sum(-1).clamp(min=1.0)).unsqueeze(-1).expand_as(masks)
         masks_weight = weights[masks]

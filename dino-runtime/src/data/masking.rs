@@ -87,6 +87,33 @@ fn uniform(rng: &mut impl Rng, a: f64, b: f64) -> f64 {
     a + (b - a) * rng.gen::<f64>()
 }
 
+/// The global crops of a batch of `crops` that get a mask.
+fn masked_crops(crops: usize, probability: f64) -> usize {
+    ((crops as f64 * probability).floor() as usize).min(crops)
+}
+
+/// Edge `i` of the `masked` equal sub-ranges of `ratio`.
+fn sub_range_edge(ratio: (f64, f64), masked: usize, i: usize) -> f64 {
+    ratio.0 + (ratio.1 - ratio.0) * i as f64 / masked as f64
+}
+
+/// The most patches [`batch_masks`] can mask among any `crops` of a batch of `global` crops
+/// (DINOv2's `upperbound`, for one rank's share): the sum of the `crops` largest per-crop
+/// bounds `floor(patches * top of the crop's sub-range)`; at least 1.
+pub fn masked_upper_bound(
+    g: &MaskGenerator,
+    global: usize,
+    crops: usize,
+    ratio: (f64, f64),
+    probability: f64,
+) -> usize {
+    let masked = masked_crops(global, probability);
+    let mut bounds: Vec<usize> =
+        (0..masked).map(|i| (g.patches() as f64 * sub_range_edge(ratio, masked, i + 1)) as usize).collect();
+    bounds.sort_unstable_by(|a, b| b.cmp(a));
+    bounds.iter().take(crops).sum::<usize>().max(1)
+}
+
 /// The masks of `crops` global crops (row-major `crops x patches`, 1.0 where masked) and the
 /// weight of each patch in the iBOT loss (`1 / masked patches of its crop` where masked, else
 /// 0): `floor(crops * probability)` crops masked with ratios spread over `ratio`, shuffled.
@@ -98,8 +125,8 @@ pub fn batch_masks(
     rng: &mut impl Rng,
 ) -> (Vec<f32>, Vec<f32>) {
     let n = g.patches();
-    let masked = ((crops as f64 * probability).floor() as usize).min(crops);
-    let edge = |i: usize| ratio.0 + (ratio.1 - ratio.0) * i as f64 / masked as f64;
+    let masked = masked_crops(crops, probability);
+    let edge = |i: usize| sub_range_edge(ratio, masked, i);
     let mut all: Vec<Vec<bool>> = (0..masked)
         .map(|i| {
             let r = uniform(rng, edge(i), edge(i + 1));
@@ -172,6 +199,26 @@ mod tests {
         }
         let again = batch_masks(&g, 20, (0.1, 0.5), 0.5, &mut ChaCha8Rng::seed_from_u64(2));
         assert_eq!((m, w), again);
+    }
+
+    /// No draw masks more patches than the bound, over the whole batch or any rank's share of
+    /// it (halves of each view, as ranks hold them).
+    #[test]
+    fn the_upper_bound_holds_for_every_draw_and_every_share() {
+        let g = MaskGenerator::dinov2(4);
+        let (crops, ratio, p) = (32, (0.1, 0.5), 0.5);
+        let whole = masked_upper_bound(&g, crops, crops, ratio, p);
+        let share = masked_upper_bound(&g, crops, crops / 2, ratio, p);
+        let quarter = masked_upper_bound(&g, crops, crops / 4, ratio, p);
+        assert!(quarter < share && share <= whole && whole < crops * 16, "{quarter} {share} {whole}");
+        let mut rng = ChaCha8Rng::seed_from_u64(4);
+        for _ in 0..200 {
+            let (m, _) = batch_masks(&g, crops, ratio, p, &mut rng);
+            let count = |rows: &[f32]| rows.iter().filter(|&&v| v > 0.0).count();
+            assert!(count(&m) <= whole);
+            let half = crops / 2 * 16;
+            assert!(count(&m[..half]) <= share && count(&m[half..]) <= share);
+        }
     }
 
     /// A grid too small for a 4-patch rectangle strictly inside it gets no mask (no endless

@@ -3,15 +3,15 @@
 //! each masked patch, the teacher's distribution of the same patch in the unmasked crop.
 //!
 //! ```text
-//!   teacher patches t (rows·P, K) ─┬─ softmax((t - c) / teacher_temp)   (EMA center c)
-//!                                  └─ Sinkhorn-Knopp over the masked rows only
-//!                                          │ q
-//!   student patches s (rows·P, K) ─ log_softmax(s / student_temp) ─ Σ_k q·log p ─┐
-//!   weights w (rows·P): 1 / masked patches of the crop where masked, else 0 ──────┴─ -Σ w·(..) / rows
+//!   teacher masked patches t (M, K) ─┬─ softmax((t - c) / teacher_temp)   (EMA center c)
+//!                                    └─ Sinkhorn-Knopp over the masked rows only
+//!                                            │ q
+//!   student masked patches s (M, K) ─ log_softmax(s / student_temp) ─ Σ_k q·log p ─┐
+//!   weights w (M): 1 / masked patches of the row's crop (0 on padding) ─────────────┴─ -Σ w·(..) / crops
 //! ```
 //!
-//! Every patch row is computed (the shapes are static); the weights keep only the masked
-//! ones, which is DINOv2's `forward_masked` over its gathered rows. The center follows the
+//! The rows are DINOv2's gathered masked patches, padded to a fixed upper bound (the shapes
+//! are static): padding rows have mask 0 and weight 0, so they change nothing. The center follows the
 //! mean of the teacher's masked patch rows over the global batch (DINOv2 averages each rank's
 //! mean: the same when the ranks mask equally many patches, and this makes an N-rank step
 //! equal the 1-rank step of the same global batch).
@@ -19,13 +19,10 @@ use luminal::prelude::*;
 
 use crate::dist::op::all_reduce_tensor;
 use crate::dist::Replicas;
-use crate::graph::dims;
 use crate::nn::log_softmax;
 
-type Rows = dims::PatchRows;
-
 /// The teacher's targets with DINO's centering: `softmax((t - c) / temp)` per patch row.
-pub fn ibot_targets<K: Dimension>(
+pub fn ibot_targets<Rows: Dimension, K: Dimension>(
     t: GraphTensor<(Rows, K)>,
     center: GraphTensor<(K,)>,
     temp: GraphTensor<R0>,
@@ -36,7 +33,7 @@ pub fn ibot_targets<K: Dimension>(
 /// The teacher's targets with DINOv2's Sinkhorn-Knopp over the masked patch rows of every
 /// rank (`iBOTPatchLoss.sinkhorn_knopp_teacher`, its `B` the number of masked patches); the
 /// rows not masked get 0. `mask` is 1 on masked rows.
-pub fn ibot_sinkhorn_knopp<K: Dimension>(
+pub fn ibot_sinkhorn_knopp<Rows: Dimension, K: Dimension>(
     t: GraphTensor<(Rows, K)>,
     mask: GraphTensor<(Rows,)>,
     temp: GraphTensor<R0>,
@@ -63,7 +60,7 @@ pub fn ibot_sinkhorn_knopp<K: Dimension>(
 /// `-Σ_rows w · Σ_k q log_softmax(s / student_temp) / crops`: DINOv2's `forward_masked` with
 /// its `masks_weight` (`1 / masked patches of the crop`) as `weights` (0 on rows not masked)
 /// and `crops` the global crops of this rank.
-pub fn ibot_loss<K: Dimension>(
+pub fn ibot_loss<Rows: Dimension, K: Dimension>(
     q: GraphTensor<(Rows, K)>,
     s: GraphTensor<(Rows, K)>,
     weights: GraphTensor<(Rows,)>,
@@ -76,7 +73,7 @@ pub fn ibot_loss<K: Dimension>(
 
 /// The iBOT center after this step: `c' = m c + (1 - m) mean`, the mean of the teacher's
 /// masked patch rows over the global batch.
-pub fn ibot_center_update<K: Dimension>(
+pub fn ibot_center_update<Rows: Dimension, K: Dimension>(
     center: GraphTensor<(K,)>,
     t: GraphTensor<(Rows, K)>,
     mask: GraphTensor<(Rows,)>,
@@ -101,8 +98,10 @@ fn over_ranks<S: Shape>(x: GraphTensor<S>, replicas: Replicas, name: &str) -> Gr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::graph::{data, Handles};
+    use crate::graph::{data, dims, Handles};
     use crate::testing::Rng;
+
+    type Rows = dims::PatchRows;
 
     const K: usize = 6;
     const ROWS: usize = 8; // 2 crops x 4 patches

@@ -184,8 +184,6 @@ impl<M: DinoModel> DinoStep<M> {
         cx.set_dyn_dim(dims::GLOBAL_ROWS, 2 * batch);
         cx.set_dyn_dim(dims::LOCAL_ROWS, locals * batch);
         cx.set_dyn_dim(dims::LOCAL_VIEWS, locals);
-        let side = cfg.global.size / cfg.backbone.patch;
-        cx.set_dyn_dim(dims::PATCH_ROWS, 2 * batch * side * side);
         let student = M::new(&mut cx);
         let teacher = M::new(&mut cx);
         let globals = cx.named_tensor::<(dims::GlobalRows, M::Channels, M::Global, M::Global)>("global_crops");
@@ -302,6 +300,8 @@ impl<M: DinoModel> DinoStep<M> {
             train
                 .report("ibot", p.loss.id)
                 .input("ibot_masks", p.inputs.masks)
+                .input("ibot_select", p.inputs.select)
+                .input("ibot_valid", p.inputs.valid)
                 .input("ibot_weights", p.inputs.weights)
                 .input("ibot_center", p.inputs.center)
                 .carry(&[p.new_center.id], &[p.inputs.center]);

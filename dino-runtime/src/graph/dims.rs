@@ -9,6 +9,7 @@
 //! | `LOCAL_ROWS`  | `l`  | local-crop rows of a DINO step (local crops x batch)  |
 //! | `LOCAL_VIEWS` | `v`  | local crops per image                                 |
 //! | `PATCH_ROWS`  | `p`  | patch rows of the global crops (iBOT: rows x patches) |
+//! | `MASKED_ROWS` | `m`  | iBOT's gathered masked patch rows (an upper bound)    |
 //! | `PATCHES`     | `n`  | patches of an image of any size (any-size runner)     |
 //! | `TOKENS`      | `t`  | tokens of an image of any size (patches + [CLS])      |
 //! | `FEATURES`    | `f`  | feature width of the linear probe                     |
@@ -20,6 +21,7 @@ pub const GLOBAL_ROWS: char = 'g';
 pub const LOCAL_ROWS: char = 'l';
 pub const LOCAL_VIEWS: char = 'v';
 pub const PATCH_ROWS: char = 'p';
+pub const MASKED_ROWS: char = 'm';
 pub const PATCHES: char = 'n';
 pub const TOKENS: char = 't';
 pub const FEATURES: char = 'f';
@@ -30,6 +32,7 @@ pub type GlobalRows = Dyn<GLOBAL_ROWS>;
 pub type LocalRows = Dyn<LOCAL_ROWS>;
 pub type LocalViews = Dyn<LOCAL_VIEWS>;
 pub type PatchRows = Dyn<PATCH_ROWS>;
+pub type MaskedRows = Dyn<MASKED_ROWS>;
 pub type Patches = Dyn<PATCHES>;
 pub type Tokens = Dyn<TOKENS>;
 pub type Features = Dyn<FEATURES>;
