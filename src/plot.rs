@@ -157,13 +157,14 @@ fn step_records(records: &[Record]) -> Vec<&StepRecord> {
         .collect()
 }
 
-/// The loss curve of a training log, with the teacher's entropy and ln K for reference.
+/// The loss curve of a training log, with the teacher's entropy and ln K for reference, and
+/// DINOv2's terms (iBOT's loss, KoLeo) apart where the objective has them.
 pub fn loss_plot(path: &Path, records: &[Record], title: &str) -> Result<()> {
     let steps = step_records(records);
     let Some(first) = steps.first() else { return Err(plot_err(path, "the log has no steps yet")) };
     let ln_k = first.ln_k;
     let last = steps.last().map(|s| s.iteration as f64).unwrap_or(0.0);
-    let series = [
+    let mut series = vec![
         Series {
             name: "loss",
             points: steps.iter().map(|s| (s.iteration as f64, s.loss)).collect(),
@@ -189,6 +190,16 @@ pub fn loss_plot(path: &Path, records: &[Record], title: &str) -> Result<()> {
             dashed: true,
         },
     ];
+    let terms: [(&str, fn(&StepRecord) -> Option<f64>, RGBColor); 2] = [
+        ("iBOT loss", |s| s.ibot, RGBColor(148, 103, 189)),
+        ("KoLeo (unweighted)", |s| s.koleo, RGBColor(140, 86, 75)),
+    ];
+    for (name, term, color) in terms {
+        let points: Vec<(f64, f64)> = steps.iter().filter_map(|s| term(s).map(|v| (s.iteration as f64, v))).collect();
+        if !points.is_empty() {
+            series.push(Series { name, points, color, dashed: false });
+        }
+    }
     line_chart(path, title, "iteration", "nats", &series)
 }
 
