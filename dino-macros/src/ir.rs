@@ -33,7 +33,7 @@ impl VitIr {
     /// The first MLP layer's width (SwiGLU packs both halves: twice the hidden width).
     pub fn mlp_packed(&self) -> usize {
         if self.swiglu {
-            2 * self.mlp
+            self.mlp.saturating_mul(2)
         } else {
             self.mlp
         }
@@ -47,11 +47,12 @@ impl VitIr {
     }
     /// Position embeddings ([CLS] + patches at the native size).
     pub fn positions(&self) -> usize {
-        1 + self.grid() * self.grid()
+        // saturating: an absurd declaration gets rustc's errors, not a panicking macro
+        self.grid().saturating_mul(self.grid()).saturating_add(1)
     }
     /// Tokens the blocks see at the native size ([CLS] + registers + patches).
     pub fn tokens(&self) -> usize {
-        self.positions() + self.registers
+        self.positions().saturating_add(self.registers)
     }
 }
 

@@ -264,6 +264,17 @@ mod fuzz {
         }
     }
 
+    /// Sizes near `u64::MAX` get their errors at once: the divisor hints once enumerated every
+    /// number up to the image size (a proptest run found the hang).
+    #[test]
+    fn absurd_sizes_get_an_error_not_a_hang() {
+        let t = std::time::Instant::now();
+        let decl = "pub V { image: 18446744073709551557, patch: 16, dim: 18446744073709551557, heads: 7, depth: 1 }";
+        let out = super::expand::vit(syn::parse_str(decl).unwrap()).to_string();
+        assert!(out.contains("must divide `image") && out.contains("must divide `dim"), "{out}");
+        assert!(t.elapsed().as_secs() < 5, "{:?}", t.elapsed());
+    }
+
     #[test]
     fn the_seeds_expand_cleanly() {
         let v = super::expand::vit(syn::parse_str(VIT).unwrap()).to_string();

@@ -46,7 +46,7 @@ pub fn expand(ir: &DinoIr, rt: &TokenStream) -> TokenStream {
             .filter(|p| c.size % p != 0)
             .map(|p| {
                 let lo = c.size / p * p;
-                let works = if lo == 0 { format!("{p}") } else { format!("{lo} or {}", lo + p) };
+                let works = if lo == 0 { format!("{p}") } else { format!("{lo} or {}", lo.saturating_add(p)) };
                 let m = format!(
                     "{which} crops of {} px are not a whole number of the backbone's {p} px patches: {works} px would be",
                     c.size

@@ -13,7 +13,7 @@ pub fn expand(ir: &VitIr, rt: &TokenStream) -> TokenStream {
         int(ir.dim),
         int(ir.heads),
         int(ir.head_dim()),
-        int(3 * ir.dim),
+        int(ir.dim.saturating_mul(3)),
         int(ir.mlp_packed()),
         int(ir.mlp),
     );
@@ -23,8 +23,12 @@ pub fn expand(ir: &VitIr, rt: &TokenStream) -> TokenStream {
         quote!(#rt::config::Interpolation::Bicubic)
     };
     let ffn = if ir.swiglu { quote!(#rt::config::Ffn::SwiGlu) } else { quote!(#rt::config::Ffn::Gelu) };
-    let (cpp, n0, img, np) =
-        (int(ir.channels * ir.patch * ir.patch), int(ir.positions()), int(ir.image), int(ir.grid() * ir.grid()));
+    let (cpp, n0, img, np) = (
+        int(ir.channels.saturating_mul(ir.patch).saturating_mul(ir.patch)),
+        int(ir.positions()),
+        int(ir.image),
+        int(ir.grid().saturating_mul(ir.grid())),
+    );
     // tokens the blocks see at the native size: [CLS], registers, patches
     let (nt0, registers) = (int(ir.tokens()), int(ir.registers));
     let (depth, heads_n, mlp_n) = (int(ir.depth), int(ir.heads), int(ir.mlp));

@@ -127,8 +127,13 @@ fn required<'a, T>(
     slot.as_ref().map(|k| &k.value)
 }
 
+/// Up to 3 divisors of `n` nearest `around`, for a hint. Divisors come in pairs `(d, n / d)`
+/// with `d <= sqrt(n)`; the search stops at a million (an absurd `n` gets a hint from the
+/// divisors found, not a macro that never returns).
 fn divisors_near(n: usize, around: usize) -> String {
-    let mut d: Vec<usize> = (1..=n).filter(|d| n % d == 0).collect();
+    let mut d: Vec<usize> = (1..=n.isqrt().min(1_000_000)).filter(|d| n % d == 0).flat_map(|d| [d, n / d]).collect();
+    d.sort_unstable();
+    d.dedup();
     d.sort_by_key(|d| (*d as i64 - around as i64).abs());
     let mut pick: Vec<usize> = d.into_iter().take(3).collect();
     pick.sort_unstable();

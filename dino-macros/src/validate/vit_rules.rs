@@ -28,7 +28,7 @@ fn mlp(cx: &mut Ctxt, v: &VitInput, dim: usize) -> (usize, bool) {
     let swiglu = matches!(v.mlp.as_ref().map(|m| &m.value), Some(MlpValue::Kind { swiglu: true }));
     let width = mlp_width(cx, v, dim);
     if swiglu {
-        ((width * 2 / 3).div_ceil(8) * 8, true)
+        ((width / 3).saturating_mul(2).saturating_add(width % 3 * 2 / 3).div_ceil(8).saturating_mul(8), true)
     } else {
         (width, false)
     }
@@ -42,9 +42,9 @@ fn mlp_width(cx: &mut Ctxt, v: &VitInput, dim: usize) -> usize {
     match (width, &v.mlp_ratio) {
         (Some(m), Some(r)) => {
             cx.error(r.key, "give either `mlp` or `mlp_ratio`, not both");
-            positive_int(cx, "mlp", m, 4 * dim)
+            positive_int(cx, "mlp", m, dim.saturating_mul(4))
         }
-        (Some(m), None) => positive_int(cx, "mlp", m, 4 * dim),
+        (Some(m), None) => positive_int(cx, "mlp", m, dim.saturating_mul(4)),
         (None, Some(r)) => {
             let w = r.value.value * dim as f64;
             if r.value.value <= 0.0 || (w - w.round()).abs() > 1e-9 {
@@ -52,12 +52,12 @@ fn mlp_width(cx: &mut Ctxt, v: &VitInput, dim: usize) -> usize {
                     r.value.span,
                     format!("`mlp_ratio: {}` times `dim: {dim}` must be a positive integer", r.value.text),
                 );
-                4 * dim
+                dim.saturating_mul(4)
             } else {
                 w.round() as usize
             }
         }
-        (None, None) => 4 * dim,
+        (None, None) => dim.saturating_mul(4),
     }
 }
 
