@@ -40,7 +40,10 @@
 //! (DINO's ImageNet pipeline by default), `koleo: W` (0; DINOv2's KoLeo on the student's
 //! global [CLS] features, weight in [0, 1], DINOv2 uses 0.1), `centering: ema |
 //! sinkhorn_knopp(N)` (`ema`, DINO's running center; DINOv2's Sinkhorn-Knopp teacher, N in
-//! 1..=100 iterations, DINOv2 runs 3, refused beside `center_momentum`).
+//! 1..=100 iterations, DINOv2 runs 3, refused beside `center_momentum`), `ibot { weight (1.0),
+//! mask_ratio: LO..HI (0.1..0.5), mask_probability (0.5), separate_head (false) }` (none;
+//! DINOv2's masked-patch loss: weight in (0, 10], ratios inside (0, 1) and ordered, the global
+//! crops at least 3 x 3 patches).
 pub use dino_macros::{dino, vit};
 pub use dino_models as models;
 pub use dino_runtime as runtime;
