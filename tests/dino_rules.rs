@@ -361,3 +361,20 @@ fn ibot_is_refused_where_it_cannot_run() {
     let masked_crops = masks.chunks(9).filter(|m| m.iter().any(|v| *v > 0.0)).count();
     assert_eq!(masked_crops, 4, "half of the 8 global crops: {masks:?}");
 }
+
+/// DINOv2's presets build as training steps (graph, autograd, optimizer; not run: a ViT-S/14
+/// with K = 65536 does not train in CI): every parameter of the declaration is in the step,
+/// and iBOT gathers DINOv2's `upperbound` of the 16 x 16 grid (2 images: 4 global crops, 2
+/// masked, at most 76 + 128 patches).
+#[test]
+fn the_dinov2_presets_build_as_steps() {
+    use dino::models::{Dinov2VitS14, Dinov2VitS14Reg4};
+    let s = DinoStep::<Dinov2VitS14Reg4>::build(2).unwrap();
+    let i = s.ibot.as_ref().expect("iBOT");
+    assert_eq!((i.side, i.rows), (16, 76 + 128));
+    assert_eq!(s.student_params.numel(), Dinov2VitS14Reg4::CONFIG.num_params());
+    assert!(s.student_params.get("backbone.mask_token").is_some());
+    assert!(s.student_params.get("backbone.register_tokens").is_some());
+    let s = DinoStep::<Dinov2VitS14>::build(2).unwrap();
+    assert_eq!(s.student_params.numel(), Dinov2VitS14::CONFIG.num_params());
+}
