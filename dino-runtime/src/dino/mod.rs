@@ -1,6 +1,7 @@
 //! DINO's objective: the loss, the center and the momentum teacher, in the graph; one
 //! training step as one graph.
 pub mod ema;
+mod entropy;
 pub mod ibot;
 pub mod ibot_step;
 pub mod koleo;

@@ -10,6 +10,7 @@ use crate::graph::dims;
 use luminal::prelude::*;
 use rand::Rng;
 
+use super::entropy::{target_entropies, teacher_entropies};
 use super::{center_update, dino_loss, dino_loss_of, ema_update, sinkhorn_knopp};
 use crate::backend::executor::Executor;
 use crate::config::Centering;
@@ -17,7 +18,7 @@ use crate::config::DinoConfig;
 use crate::error::{Error, Result};
 use crate::graph::{data, Handles};
 use crate::model::DinoModel;
-use crate::nn::{drop_path, log_softmax, BranchMasks, ParamSet, Parameters};
+use crate::nn::{drop_path, BranchMasks, ParamSet, Parameters};
 use crate::step::{OptimizerSpec, TrainStep};
 
 /// Does a parameter belong to the last layer (DINO's freeze group)?
@@ -488,42 +489,4 @@ fn masks<B: Dimension>(
             [branch(0), branch(1)]
         })
         .collect()
-}
-
-/// Mean per-row entropy of the targets `q` (rows of distributions) over this rank's `rows`,
-/// and the entropy of their mean over the rows of every rank.
-fn target_entropies<K: Dimension>(
-    q: GraphTensor<(dims::GlobalRows, K)>,
-    rows: usize,
-    replicas: crate::dist::Replicas,
-) -> (GraphTensor<R0>, GraphTensor<R0>) {
-    let h = (q * (q + 1e-12).ln()).sum_reduce::<R0, Axes2<0, 1>>() * (-1.0 / rows as f32);
-    let mut sum = q.sum_reduce::<(K,), Axis<0>>();
-    if replicas.reduce {
-        sum = crate::dist::op::all_reduce_tensor(sum, "teacher_mean");
-    }
-    let mean = sum * (1.0 / (rows * replicas.ranks) as f32);
-    let hm = (mean * (mean + 1e-12).ln()).sum_reduce::<R0, Axis<0>>() * -1.0;
-    (h, hm)
-}
-
-/// Mean per-row entropy of `softmax((t - c) / temp)` (over this rank's `rows`) and the entropy
-/// of its row mean (over the rows of every rank).
-fn teacher_entropies<K: Dimension>(
-    t: GraphTensor<(dims::GlobalRows, K)>,
-    center: GraphTensor<(K,)>,
-    temp: GraphTensor<R0>,
-    rows: usize,
-    replicas: crate::dist::Replicas,
-) -> (GraphTensor<R0>, GraphTensor<R0>) {
-    let z = (t - center.expand::<(dims::GlobalRows, K), Axis<0>>()) * temp.recip().expand::<(dims::GlobalRows, K), _>();
-    let q = z.softmax::<1>();
-    let h = (q * log_softmax(z)).sum_reduce::<R0, Axes2<0, 1>>() * (-1.0 / rows as f32);
-    let mut sum = q.sum_reduce::<(K,), Axis<0>>();
-    if replicas.reduce {
-        sum = crate::dist::op::all_reduce_tensor(sum, "teacher_mean");
-    }
-    let mean = sum * (1.0 / (rows * replicas.ranks) as f32);
-    let hm = (mean * (mean + 1e-12).ln()).sum_reduce::<R0, Axis<0>>() * -1.0;
-    (h, hm)
 }
