@@ -15,7 +15,7 @@ import functools
 import torch
 import torch.nn as nn
 
-from make_fixtures import DinoHeadRef, clip_gradients, dino_pos_embed, f32, save
+from make_fixtures import DinoHeadRef, clip_gradients, dino_pos_embed, f32, save, sinkhorn_knopp
 
 
 class Net(nn.Module):
@@ -41,17 +41,7 @@ class Net(nn.Module):
 
 
 def sinkhorn(teacher_output, teacher_temp, n_rows, n_iterations=3):
-    """sinkhorn_knopp_teacher of DINOLoss / iBOTPatchLoss on one process (B = n_rows)."""
-    q = torch.exp(teacher_output / teacher_temp).t()
-    k = q.shape[0]
-    q /= torch.sum(q)
-    for _ in range(n_iterations):
-        q /= torch.sum(q, dim=1, keepdim=True)
-        q /= k
-        q /= torch.sum(q, dim=0, keepdim=True)
-        q /= n_rows
-    q *= n_rows
-    return q.t()
+    return sinkhorn_knopp(teacher_output, teacher_temp, n_iterations, n_rows)
 
 
 def koleo(x, eps=1e-8):

@@ -393,6 +393,21 @@ def koleo():
     save("koleo", {"x": x.detach(), "loss": loss.detach().reshape(1), "grad": x.grad})
 
 
+def sinkhorn_knopp(teacher_output, teacher_temp, n_iterations, n_rows=None):
+    """sinkhorn_knopp_teacher of DINOv2's DINOLoss / iBOTPatchLoss on one process, written out
+    from its definition (B = n_rows, the rows given by default)."""
+    q = torch.exp(teacher_output / teacher_temp).t()
+    b, k = n_rows or q.shape[1], q.shape[0]
+    q /= torch.sum(q)
+    for _ in range(n_iterations):
+        q /= torch.sum(q, dim=1, keepdim=True)
+        q /= k
+        q /= torch.sum(q, dim=0, keepdim=True)
+        q /= b
+    q *= b
+    return q.t()
+
+
 def sinkhorn():
     """DINOv2's sinkhorn_knopp_teacher (dinov2/loss/dino_clstoken_loss.py, written out here from
     its definition, one process) on 12 teacher rows of 32 prototypes at temperature 0.07, for 1
@@ -400,18 +415,7 @@ def sinkhorn():
     gen = torch.Generator().manual_seed(23)
     t = (0.5 * torch.randn(12, 32, generator=gen)).float().double()  # head outputs: cosines, about [-1, 1]
 
-    def sk(teacher_output, teacher_temp, n_iterations):
-        q = torch.exp(teacher_output / teacher_temp).t()
-        b, k = q.shape[1], q.shape[0]
-        q /= torch.sum(q)
-        for _ in range(n_iterations):
-            q /= torch.sum(q, dim=1, keepdim=True)
-            q /= k
-            q /= torch.sum(q, dim=0, keepdim=True)
-            q /= b
-        q *= b
-        return q.t()
-
+    sk = sinkhorn_knopp
     save("sinkhorn", {"teacher": t, "q1": sk(t, 0.07, 1), "q3": sk(t, 0.07, 3)})
 
 
