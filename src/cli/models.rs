@@ -46,8 +46,19 @@ pub fn run(args: ModelsArgs) -> Result<(), String> {
             ),
             Preset::Dino(c) => {
                 let local = c.local.map(|l| format!(" + {}x{}", l.count, l.size)).unwrap_or_default();
+                // DINOv2's terms, where declared
+                let mut terms = String::new();
+                if let dino_runtime::config::Centering::SinkhornKnopp { iterations } = c.centering {
+                    terms += &format!(", Sinkhorn-Knopp {iterations}");
+                }
+                if c.koleo > 0.0 {
+                    terms += &format!(", KoLeo {}", c.koleo);
+                }
+                if let Some(i) = c.ibot {
+                    terms += &format!(", iBOT {}{}", i.weight, if i.separate_head { " (own head)" } else { "" });
+                }
                 println!(
-                    "{:<22} {:<9} {:>12} {:>10} {:>9}  {}x{}{local} on {}, head {}/{}, {} epochs of {}",
+                    "{:<22} {:<9} {:>12} {:>10} {:>9}  {}x{}{local} on {}, head {}/{}, {} epochs of {}{terms}",
                     e.name,
                     "dino",
                     millions(c.backbone.num_params()),
