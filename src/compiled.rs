@@ -219,6 +219,11 @@ pub fn train_fields(preset: &str, cfg: &DinoConfig) -> BTreeMap<String, Value> {
     put("optimizer", json!(cfg.optimizer.kind));
     put("sgd_momentum", json!(cfg.optimizer.momentum));
     put("clip_grad", json!(cfg.clip_grad));
+    put("clip_scope", json!(cfg.clip_scope));
+    put("freeze_rule", json!(cfg.freeze_rule));
+    // DINOv2's lr multipliers: the parameters sharing one make a set of scalar inputs
+    put("layer_decay", json!(cfg.optimizer.layer_decay));
+    put("patch_embed_lr", json!(cfg.optimizer.patch_embed_lr));
     // the objective's terms built into the graph
     put("koleo", json!(cfg.koleo));
     put("centering", json!(cfg.centering));

@@ -4,6 +4,10 @@
 //! clipped per parameter at 0.5, and `fc2.weight` is frozen for the first two steps (skipped,
 //! with its own step count afterwards).
 //!
+//! The `*_dinov2` fixtures take DINOv2's optimizer path instead: each module clipped as a
+//! whole (`clip_grad_norm_` on fc1 and fc2), constant lr multipliers per parameter, and
+//! `fc2.weight` frozen by an lr of 0 (its moments or momentum buffer and step count move on).
+//!
 //! Tolerance: loss and every parameter after every step within `1e-5 + 1e-4 * |torch|`,
 //! uncompiled and compiled by the CPU backend.
 mod common;
@@ -14,7 +18,9 @@ use dino::runtime::autograd::backward;
 use dino::runtime::backend::Passes;
 use dino::runtime::graph::{data, Handles};
 use dino::runtime::nn::{gelu, log_softmax, Linear, ParamSet, ParamVisitor, Parameters};
-use dino::runtime::optim::{AdamWConfig, Optimizer, OptimizerKind, SgdConfig};
+use dino::runtime::optim::{
+    AdamWConfig, Clip, ClipScope, FreezeRule, Optimizer, OptimizerKind, OptimizerSpec, SgdConfig,
+};
 use luminal::prelude::*;
 
 struct TinyMlp {
@@ -40,10 +46,25 @@ fn run(name: &str, kind: OptimizerKind, compiled: bool) {
     let loss = (log_softmax(logits) * y).sum_reduce::<R0, Axes2<0, 1>>() * (-1.0 / 4.0);
     let params = ParamSet::of(&model, &mut cx);
     let grads = backward(&mut cx, loss.id, &params.ids()).unwrap();
-    let mut opt = Optimizer::build(&mut cx, kind, &params, &grads, Some(0.5), &["default", "last"], |n| {
-        (n == "fc2.weight") as usize
-    })
-    .unwrap();
+    // the fixture's optimizer path: DINO's, or DINOv2's (metadata `clip_per`, `freeze`, `lr_mult`)
+    let dinov2 = f.metadata.get("freeze").map(String::as_str) == Some("zero_lr");
+    let mults: Vec<(String, f32)> = f
+        .metadata
+        .get("lr_mult")
+        .map(|m| {
+            m.split(',').map(|kv| kv.split_once(':').unwrap()).map(|(k, v)| (k.into(), v.parse().unwrap())).collect()
+        })
+        .unwrap_or_default();
+    let lr_mult = |n: &str| mults.iter().find(|(k, _)| k == n).map_or(1.0, |m| m.1);
+    let spec = OptimizerSpec {
+        kind,
+        clip: Some(Clip { max_norm: 0.5, scope: if dinov2 { ClipScope::Module } else { ClipScope::Parameter } }),
+        groups: &["default", "last"],
+        group_of: &|n| (n == "fc2.weight") as usize,
+        lr_mult: &lr_mult,
+        freeze: if dinov2 { FreezeRule::ZeroLr } else { FreezeRule::Skip },
+    };
+    let mut opt = Optimizer::build(&mut cx, &params, &grads, &spec).unwrap();
     cx.no_delete.insert(loss.id);
     let mut handles = Handles(vec![loss.id]);
     for p in &params.params {
@@ -82,7 +103,11 @@ fn run(name: &str, kind: OptimizerKind, compiled: bool) {
             );
         }
     }
-    assert_eq!(opt.groups[1].steps as usize, steps - 2, "the frozen group counts only its own updates");
+    if dinov2 {
+        assert_eq!(opt.groups[1].steps as usize, steps, "a group frozen by lr 0 still counts its steps");
+    } else {
+        assert_eq!(opt.groups[1].steps as usize, steps - 2, "the frozen group counts only its own updates");
+    }
 }
 
 #[test]
@@ -97,4 +122,18 @@ fn sgd_matches_torch() {
     let kind = OptimizerKind::Sgd(SgdConfig { momentum: 0.9 });
     run("sgd_steps", kind, false);
     run("sgd_steps", kind, true);
+}
+
+#[test]
+fn adamw_matches_torch_on_dinov2s_path() {
+    let kind = OptimizerKind::AdamW(AdamWConfig::default());
+    run("adamw_steps_dinov2", kind, false);
+    run("adamw_steps_dinov2", kind, true);
+}
+
+#[test]
+fn sgd_matches_torch_on_dinov2s_path() {
+    let kind = OptimizerKind::Sgd(SgdConfig { momentum: 0.9 });
+    run("sgd_steps_dinov2", kind, false);
+    run("sgd_steps_dinov2", kind, true);
 }

@@ -84,10 +84,16 @@ pub struct OptimizerIr {
     /// Base learning rate (for `lr_per` images per batch when set).
     pub lr: f64,
     pub lr_per: Option<usize>,
+    /// `per N sqrt`: the lr scales by the square root of the batch ratio (DINOv2).
+    pub lr_sqrt: bool,
     pub warmup_epochs: f64,
     pub min_lr: f64,
     pub weight_decay: (f64, f64),
     pub momentum: f64,
+    /// DINOv2's layer-wise lr decay (1: off).
+    pub layer_decay: f64,
+    /// DINOv2's patch-embedding lr multiplier (1: off).
+    pub patch_embed_lr: f64,
 }
 
 pub struct AugmentIr {
@@ -127,7 +133,11 @@ pub struct DinoIr {
     pub optimizer: OptimizerIr,
     /// 0: no clipping.
     pub clip_grad: f64,
+    /// `per module`: each module's joint gradient norm (DINOv2), not each parameter's.
+    pub clip_per_module: bool,
     pub freeze_last_layer: usize,
+    /// `zero_lr`: the frozen last layer is stepped at lr 0 (DINOv2), not skipped.
+    pub freeze_zero_lr: bool,
     pub epochs: usize,
     pub batch_size: usize,
     pub augment: AugmentIr,

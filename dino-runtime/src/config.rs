@@ -5,7 +5,10 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 
 mod ibot;
+mod optimizer;
+pub use crate::optim::{ClipScope, FreezeRule};
 pub use ibot::IbotConfig;
+pub use optimizer::{LrScaling, OptimizerConfig, OptimizerName};
 
 /// A ViT backbone (`vit!`).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -177,41 +180,6 @@ pub struct CropConfig {
     pub scale: (f64, f64),
 }
 
-/// The optimizers a `dino!` declaration can name (`optimizer: adamw { .. }`), written as
-/// `"adamw"` / `"sgd"` in `config.json`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OptimizerName {
-    AdamW,
-    Sgd,
-}
-
-impl OptimizerName {
-    /// The runtime optimizer (`momentum` is SGD's; AdamW uses DINO's betas and epsilon).
-    pub fn build(self, momentum: f64) -> crate::optim::OptimizerKind {
-        use crate::optim::{AdamWConfig, OptimizerKind, SgdConfig};
-        match self {
-            OptimizerName::AdamW => OptimizerKind::AdamW(AdamWConfig::default()),
-            OptimizerName::Sgd => OptimizerKind::Sgd(SgdConfig { momentum: momentum as f32 }),
-        }
-    }
-}
-
-/// The optimizer and its schedules.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct OptimizerConfig {
-    pub kind: OptimizerName,
-    /// Peak learning rate, for `lr_per` images per batch when set (scaled linearly).
-    pub lr: f64,
-    pub lr_per: Option<usize>,
-    pub warmup_epochs: f64,
-    pub min_lr: f64,
-    /// Start and end of the cosine weight-decay schedule.
-    pub weight_decay: (f64, f64),
-    /// SGD momentum.
-    pub momentum: f64,
-}
-
 /// The augmentations of the views.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct AugmentConfig {
@@ -313,6 +281,8 @@ pub struct DinoConfig {
     pub optimizer: OptimizerConfig,
     /// 0: no clipping.
     pub clip_grad: f64,
+    /// What `clip_grad` bounds: each parameter's gradient norm (DINO) or each module's (DINOv2).
+    pub clip_scope: ClipScope,
     /// DINOv2's KoLeo regularizer on the student's global-crop [CLS] features, this weight
     /// times the loss of each global view (0: none).
     pub koleo: f64,
@@ -321,6 +291,8 @@ pub struct DinoConfig {
     /// iBOT's masked-patch loss (DINOv2), when declared.
     pub ibot: Option<IbotConfig>,
     pub freeze_last_layer: usize,
+    /// How the last layer is frozen: no update (DINO) or lr 0 (DINOv2).
+    pub freeze_rule: FreezeRule,
     pub epochs: usize,
     pub batch_size: usize,
     pub augment: AugmentConfig,
@@ -444,8 +416,21 @@ impl DinoConfig {
                 )
             }
         }
-        if !(cfg.clip_grad >= 0.0) {
-            return bad("clip_grad", format!("{} must be >= 0 (0 disables clipping)", cfg.clip_grad));
+        if !(cfg.clip_grad >= 0.0 && cfg.clip_grad.is_finite()) {
+            return bad("clip_grad", format!("{} must be finite and >= 0 (0 disables clipping)", cfg.clip_grad));
+        }
+        let o = &cfg.optimizer;
+        if !(o.layer_decay > 0.0 && o.layer_decay <= 1.0) {
+            return bad(
+                "layer-wise lr decay (--layer-decay)",
+                format!("{} is outside (0, 1] (1 is off)", o.layer_decay),
+            );
+        }
+        if !(o.patch_embed_lr > 0.0 && o.patch_embed_lr <= 1.0) {
+            return bad(
+                "patch-embedding lr multiplier (--patch-embed-lr)",
+                format!("{} is outside (0, 1] (1 is off)", o.patch_embed_lr),
+            );
         }
         if cfg.epochs == 0 {
             return bad("epochs (--epochs)", "must be at least 1".into());
@@ -464,7 +449,6 @@ impl DinoConfig {
                 ),
             );
         }
-        let o = &cfg.optimizer;
         if !(o.lr >= 0.0 && o.min_lr >= 0.0 && o.warmup_epochs >= 0.0) || !(o.lr.is_finite() && o.min_lr.is_finite()) {
             return bad(
                 "learning-rate schedule (--lr, --min-lr, --warmup-epochs)",
@@ -474,11 +458,20 @@ impl DinoConfig {
         Ok(())
     }
 
-    /// The peak learning rate for a total batch size (linear scaling when `lr_per` is set).
+    /// The peak learning rate for a total batch size (scaled as declared when `lr_per` is set).
     pub fn peak_lr(&self, batch: usize) -> f64 {
-        match self.optimizer.lr_per {
-            Some(per) => self.optimizer.lr * batch as f64 / per as f64,
-            None => self.optimizer.lr,
+        let o = &self.optimizer;
+        match (o.lr_per, o.lr_scaling) {
+            (Some(per), LrScaling::Linear) => o.lr * batch as f64 / per as f64,
+            (Some(per), LrScaling::Sqrt) => o.lr * (batch as f64 / per as f64).sqrt(),
+            (None, _) => o.lr,
         }
+    }
+
+    /// Each student parameter's constant lr multiplier by its name (DINOv2's layer-wise decay
+    /// and patch-embedding multiplier; 1 without them).
+    pub fn lr_multiplier(&self, name: &str) -> f64 {
+        let o = &self.optimizer;
+        crate::dino::param_groups::lr_multiplier(name, self.backbone.depth, o.layer_decay, o.patch_embed_lr)
     }
 }

@@ -20,24 +20,8 @@ use crate::backend::executor::Executor;
 use crate::error::{Error, Result};
 use crate::graph::{data, Handles};
 use crate::nn::ParamSet;
-use crate::optim::{Optimizer, OptimizerKind};
-
-/// How the trained parameters are updated.
-pub struct OptimizerSpec<'a> {
-    pub kind: OptimizerKind,
-    /// Per-parameter gradient-norm clipping (DINO's `clip_gradients`), or none.
-    pub clip: Option<f32>,
-    /// Parameter groups (index 0 is the default) and each parameter's group by name.
-    pub groups: &'a [&'a str],
-    pub group_of: &'a dyn Fn(&str) -> usize,
-}
-
-impl OptimizerSpec<'_> {
-    /// One group, no clipping.
-    pub fn plain(kind: OptimizerKind) -> OptimizerSpec<'static> {
-        OptimizerSpec { kind, clip: None, groups: &["default"], group_of: &|_| 0 }
-    }
-}
+use crate::optim::Optimizer;
+pub use crate::optim::OptimizerSpec;
 
 /// A compiled trainable step. See the module documentation. Serialized as its handles (a
 /// compiled artifact's): the graph and the executor are not part of it.
@@ -83,7 +67,7 @@ impl TrainStep {
                 *g = crate::dist::all_reduce(&mut cx, *g, &p.name, 1.0 / replicas.ranks as f32);
             }
         }
-        let optimizer = Optimizer::build(&mut cx, spec.kind, &trained, &grads, spec.clip, spec.groups, spec.group_of)?;
+        let optimizer = Optimizer::build(&mut cx, &trained, &grads, &spec)?;
         cx.no_delete.insert(loss);
         Ok(TrainStep { cx, trained, optimizer, loss, inputs: vec![], reports: vec![], carry: vec![], executor: None })
     }

@@ -1,11 +1,14 @@
 //! DINOv2's recipe (facebookresearch/dinov2, `ssl_default_config.yaml`) on its ViT-S/14, with
 //! and without register tokens: DINO + iBOT (shared head) + KoLeo.
 //!
-//! Where the declaration differs from the reference: the lr scales linearly with the batch
-//! (DINOv2 scales 4e-3 per 1024 by the square root), clipping is per parameter (DINOv2 clips
-//! each module's global norm at 3.0), there is no layer-wise lr decay (0.9) nor patch-embedding
-//! lr multiplier (0.2), stochastic depth grows linearly to 0.1 (DINOv2's ViT-L: 0.3, uniform),
-//! and the local crops are 98 px (7 whole 14 px patches; DINOv2's 96 px leave 12 px unread).
+//! The optimizer is DINOv2's: 4e-3 per 1024 images scaled by the square root of the batch
+//! ratio (`sqrt_wrt_1024`), layer-wise lr decay 0.9, patch-embedding lr multiplier 0.2, each
+//! module's gradient norm clipped at 3.0 (backbone and head apart), the last layer frozen for
+//! an epoch by an lr of 0 (its AdamW moments still move).
+//!
+//! Where the declaration differs from the reference: stochastic depth grows linearly to 0.1
+//! (DINOv2's ViT-L: 0.3, uniform), and the local crops are 98 px (7 whole 14 px patches;
+//! DINOv2's 96 px leave 12 px unread).
 use dino_macros::{dino, vit};
 
 vit! {
@@ -21,15 +24,19 @@ vit! {
 
 dino! {
     /// DINOv2's default recipe on ViT-S/14: 2 x 224 + 8 x 98 px crops (scales 0.32 | 0.05..0.32),
-    /// teacher 0.04 -> 0.07 over 30 epochs, momentum 0.992 -> 1, lr 4e-3 per 1024, KoLeo 0.1,
-    /// iBOT through the DINO head on half the global crops (10-50% of their patches).
+    /// teacher 0.04 -> 0.07 over 30 epochs, momentum 0.992 -> 1, lr 4e-3 per 1024 (square root),
+    /// layer-wise decay 0.9, KoLeo 0.1, iBOT through the DINO head on half the global crops
+    /// (10-50% of their patches).
     pub Dinov2VitS14 for VitSmall14 {
         head: { hidden: 2048, bottleneck: 256, out: 65536, layers: 3, norm_last_layer: false },
         crops: { global: 2 x 224 scale 0.32..1.0, local: 8 x 98 scale 0.05..0.32 },
         student_temp: 0.1, teacher_temp: 0.04 -> 0.07 warmup 30 epochs,
         center_momentum: 0.9, teacher_momentum: 0.992 -> 1.0 cosine,
-        optimizer: adamw { lr: 4e-3 per 1024, warmup: 10 epochs, min_lr: 1e-6, weight_decay: 0.04 -> 0.4 },
-        clip_grad: 3.0, freeze_last_layer: 1 epochs, epochs: 100, batch_size: 64,
+        optimizer: adamw {
+            lr: 4e-3 per 1024 sqrt, warmup: 10 epochs, min_lr: 1e-6, weight_decay: 0.04 -> 0.4,
+            layer_decay: 0.9, patch_embed_lr: 0.2,
+        },
+        clip_grad: 3.0 per module, freeze_last_layer: 1 epochs zero_lr, epochs: 100, batch_size: 64,
         koleo: 0.1,
         ibot: { weight: 1.0, mask_ratio: 0.1..0.5, mask_probability: 0.5, separate_head: false },
     }
@@ -42,8 +49,11 @@ dino! {
         crops: { global: 2 x 224 scale 0.32..1.0, local: 8 x 98 scale 0.05..0.32 },
         student_temp: 0.1, teacher_temp: 0.04 -> 0.07 warmup 30 epochs,
         center_momentum: 0.9, teacher_momentum: 0.992 -> 1.0 cosine,
-        optimizer: adamw { lr: 4e-3 per 1024, warmup: 10 epochs, min_lr: 1e-6, weight_decay: 0.04 -> 0.4 },
-        clip_grad: 3.0, freeze_last_layer: 1 epochs, epochs: 100, batch_size: 64,
+        optimizer: adamw {
+            lr: 4e-3 per 1024 sqrt, warmup: 10 epochs, min_lr: 1e-6, weight_decay: 0.04 -> 0.4,
+            layer_decay: 0.9, patch_embed_lr: 0.2,
+        },
+        clip_grad: 3.0 per module, freeze_last_layer: 1 epochs zero_lr, epochs: 100, batch_size: 64,
         koleo: 0.1,
         ibot: { weight: 1.0, mask_ratio: 0.1..0.5, mask_probability: 0.5, separate_head: false },
     }

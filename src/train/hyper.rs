@@ -1,6 +1,6 @@
 //! The DSL's hyperparameters as command-line flags (names as DINO's `main_dino.py`), each
 //! overriding the preset's declared value for one run.
-use dino_runtime::config::{CropConfig, DinoConfig};
+use dino_runtime::config::{ClipScope, CropConfig, DinoConfig};
 use dino_runtime::{Error, Result};
 
 /// Overrides of a preset's recipe. Unset flags keep the declared values (`dino models NAME`
@@ -15,8 +15,9 @@ pub struct Hyper {
     /// The learning rate is scaled linearly with it (see --lr).
     #[arg(long, value_parser = positive, allow_negative_numbers = true)]
     pub batch_size: Option<usize>,
-    /// Peak learning rate, reached at the end of the warmup, for a batch of 256 images: the
-    /// rate used is lr * batch_size / 256 (DINO's linear scaling rule; 5e-4 in DINO).
+    /// Peak learning rate, reached at the end of the warmup, for the preset's base batch (256
+    /// in DINO's presets: the rate used is lr * batch_size / 256, DINO's linear scaling rule,
+    /// 5e-4 in DINO; DINOv2's presets scale 4e-3 per 1024 by the square root).
     #[arg(long, value_parser = finite, allow_negative_numbers = true)]
     pub lr: Option<f64>,
     /// Learning rate at the end of training; a cosine schedule leads there after the warmup.
@@ -54,9 +55,22 @@ pub struct Hyper {
     #[arg(long, value_parser = finite, allow_negative_numbers = true)]
     pub center_momentum: Option<f64>,
     /// Largest gradient norm of each parameter tensor (clipped one tensor at a time, not
-    /// globally); 0 disables clipping. 0.3 to 1.0 can help large ViTs (3.0 in DINO).
+    /// globally), or of each module with --clip-per module; 0 disables clipping. 0.3 to 1.0
+    /// can help large ViTs (3.0 in DINO and DINOv2).
     #[arg(long, value_parser = finite, allow_negative_numbers = true)]
     pub clip_grad: Option<f64>,
+    /// What --clip-grad bounds: each parameter's gradient norm (DINO) or the joint norm of each
+    /// module, backbone and heads apart (DINOv2) [default: the preset's].
+    #[arg(long, value_enum)]
+    pub clip_per: Option<ClipPer>,
+    /// DINOv2's layer-wise lr decay in (0, 1]: block i of L learns at decay^(L - i) of the lr,
+    /// the embeddings at decay^(L + 1); 1 is off (DINOv2: 0.9) [default: the preset's].
+    #[arg(long, value_parser = finite, allow_negative_numbers = true)]
+    pub layer_decay: Option<f64>,
+    /// DINOv2's lr multiplier of the patch embedding, in (0, 1]; 1 is off (DINOv2: 0.2)
+    /// [default: the preset's].
+    #[arg(long, value_parser = finite, allow_negative_numbers = true)]
+    pub patch_embed_lr: Option<f64>,
     /// Epochs during which the last layer of the head is not updated. Freezing it in the first
     /// epoch helps; raise this if the loss does not go down.
     #[arg(long, allow_negative_numbers = true)]
@@ -87,6 +101,14 @@ pub struct Hyper {
     /// uses 1) [default: the preset's].
     #[arg(long, value_parser = finite, allow_negative_numbers = true)]
     pub ibot_weight: Option<f64>,
+}
+
+/// `--clip-per`'s values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClipPer {
+    Parameter,
+    Module,
 }
 
 fn scale(v: &[f64], what: &str) -> Result<(f64, f64)> {
@@ -184,6 +206,18 @@ impl Hyper {
         }
         if let Some(v) = self.clip_grad {
             c.clip_grad = v;
+        }
+        if let Some(p) = self.clip_per {
+            c.clip_scope = match p {
+                ClipPer::Parameter => ClipScope::Parameter,
+                ClipPer::Module => ClipScope::Module,
+            };
+        }
+        if let Some(v) = self.layer_decay {
+            c.optimizer.layer_decay = v;
+        }
+        if let Some(v) = self.patch_embed_lr {
+            c.optimizer.patch_embed_lr = v;
         }
         if let Some(n) = self.sinkhorn_knopp {
             c.centering = match n {

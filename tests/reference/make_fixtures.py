@@ -84,23 +84,34 @@ def clip_gradients(model, clip):
                 p.grad.data.mul_(coef)
 
 
-def optimizer_steps(kind):
+def clip_grad_norm_per_module(modules, clip):
+    """DINOv2's clipping (train.py): `clip_grad_norm_` on each student module apart, each
+    module's gradients against their joint norm."""
+    for m in modules:
+        torch.nn.utils.clip_grad_norm_(m.parameters(), clip)
+
+
+def optimizer_steps(kind, dinov2=False):
     """Six steps of a small MLP with cross-entropy: lr and weight decay change every step
     (as schedules do), weight decay only on >1-D parameters (DINO's param groups),
     per-parameter clipping at 0.5, and fc2.weight frozen during the first two steps (DINO's
-    last-layer freeze: its grad is None, so the optimizer skips it)."""
-    gen = torch.Generator().manual_seed(2)
+    last-layer freeze: its grad is None, so the optimizer skips it).
+
+    With `dinov2`, DINOv2's optimizer path instead: each module (fc1, fc2) clipped at 0.5 as
+    a whole, constant lr multipliers per parameter (as its layer-wise decay gives), and
+    fc2.weight frozen by an lr of 0 (its optimizer state and step count move on)."""
+    gen = torch.Generator().manual_seed(2 + 10 * int(dinov2))
     model = TinyMlp().double()
     randomize_(model, gen, scale=0.5)
     t = {"init." + k: p.detach().clone() for k, p in model.named_parameters()}
-    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
+    mult = {"fc1.weight": 0.3, "fc1.bias": 0.3, "fc2.weight": 1.0, "fc2.bias": 0.5} if dinov2 else {}
+    groups = [{"params": [p], "name": n, "weight_decay": 0.0 if p.ndim <= 1 else 1.0}
+              for n, p in model.named_parameters()]
     if kind == "adamw":
-        opt = torch.optim.AdamW([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}], lr=1e-2,
-                                betas=(0.9, 0.999), eps=1e-8)
+        opt = torch.optim.AdamW(groups, lr=1e-2, betas=(0.9, 0.999), eps=1e-8)
     else:
-        opt = torch.optim.SGD([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}], lr=1e-1,
-                              momentum=0.9)
+        opt = torch.optim.SGD(groups, lr=1e-1, momentum=0.9)
+    decays = {g["name"]: g["weight_decay"] for g in opt.param_groups}
     lrs = [1e-2, 2e-2, 1.5e-2, 1e-2, 5e-3, 2e-3] if kind == "adamw" else [0.1, 0.2, 0.15, 0.1, 0.05, 0.02]
     wds = [0.04, 0.1, 0.2, 0.3, 0.35, 0.4] if kind == "adamw" else [1e-3, 1e-3, 2e-3, 2e-3, 3e-3, 3e-3]
     for step, (lr, wd) in enumerate(zip(lrs, wds)):
@@ -109,12 +120,16 @@ def optimizer_steps(kind):
         loss = nn.functional.cross_entropy(model(x), y)
         opt.zero_grad()
         loss.backward()
-        clip_gradients(model, 0.5)
-        if step < 2:
+        if dinov2:
+            clip_grad_norm_per_module([model.fc1, model.fc2], 0.5)
+        else:
+            clip_gradients(model, 0.5)
+        if step < 2 and not dinov2:
             model.fc2.weight.grad = None
-        opt.param_groups[0]["lr"] = lr
-        opt.param_groups[0]["weight_decay"] = wd
-        opt.param_groups[1]["lr"] = lr
+        for g in opt.param_groups:
+            frozen = dinov2 and step < 2 and g["name"] == "fc2.weight"
+            g["lr"] = 0.0 if frozen else lr * mult.get(g["name"], 1.0)
+            g["weight_decay"] = wd * decays[g["name"]]
         opt.step()
         t[f"step{step}.x"] = x
         t[f"step{step}.y"] = nn.functional.one_hot(y, 3).double()
@@ -123,7 +138,10 @@ def optimizer_steps(kind):
         t[f"step{step}.wd"] = torch.tensor([wd])
         for k, p in model.named_parameters():
             t[f"step{step}.{k}"] = p.detach().clone()
-    save(f"{kind}_steps", t, {"steps": str(len(lrs)), "clip": "0.5", "frozen": "fc2.weight:2"})
+    meta = {"steps": str(len(lrs)), "clip": "0.5", "frozen": "fc2.weight:2"}
+    if dinov2:
+        meta.update({"clip_per": "module", "freeze": "zero_lr", "lr_mult": ",".join(f"{k}:{v}" for k, v in mult.items())})
+    save(f"{kind}_steps{'_dinov2' if dinov2 else ''}", t, meta)
 
 
 def pos_resample():
@@ -683,6 +701,8 @@ CASES = {
     "dino_steps_nll": lambda: dino_steps("dino_steps_nll", True),
     "adamw_steps": lambda: optimizer_steps("adamw"),
     "sgd_steps": lambda: optimizer_steps("sgd"),
+    "adamw_steps_dinov2": lambda: optimizer_steps("adamw", True),
+    "sgd_steps_dinov2": lambda: optimizer_steps("sgd", True),
     "timm_vit_reg4": timm_vit_reg4,  # after weight_formats, which empties weights/
     "timm_vit_swiglu": timm_vit_swiglu,
     "dinov2_steps_sk": lambda: __import__("dinov2_steps").dinov2_steps("dinov2_steps_sk", True, False),

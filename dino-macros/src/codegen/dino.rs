@@ -213,6 +213,10 @@ pub fn expand(ir: &DinoIr, rt: &TokenStream) -> TokenStream {
     };
     let (clip, freeze, epochs, batch) =
         (float(ir.clip_grad), int(ir.freeze_last_layer), int(ir.epochs), int(ir.batch_size));
+    let clip_scope = if ir.clip_per_module { quote!(Module) } else { quote!(Parameter) };
+    let freeze_rule = if ir.freeze_zero_lr { quote!(ZeroLr) } else { quote!(Skip) };
+    let lr_scaling = if o.lr_sqrt { quote!(Sqrt) } else { quote!(Linear) };
+    let (layer_decay, patch_embed_lr) = (float(o.layer_decay), float(o.patch_embed_lr));
     let flip = float(a.flip);
     let jitter = match a.color_jitter {
         Some((s, p)) => {
@@ -263,16 +267,21 @@ pub fn expand(ir: &DinoIr, rt: &TokenStream) -> TokenStream {
                     kind: #kind,
                     lr: #lr,
                     lr_per: #lr_per,
+                    lr_scaling: #rt::config::LrScaling::#lr_scaling,
                     warmup_epochs: #warm,
                     min_lr: #min_lr,
                     weight_decay: (#wd0, #wd1),
                     momentum: #mom,
+                    layer_decay: #layer_decay,
+                    patch_embed_lr: #patch_embed_lr,
                 },
                 clip_grad: #clip,
+                clip_scope: #rt::config::ClipScope::#clip_scope,
                 koleo: #koleo,
                 centering: #centering,
                 ibot: #ibot,
                 freeze_last_layer: #freeze,
+                freeze_rule: #rt::config::FreezeRule::#freeze_rule,
                 epochs: #epochs,
                 batch_size: #batch,
                 augment: #rt::config::AugmentConfig {

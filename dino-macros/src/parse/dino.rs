@@ -2,30 +2,10 @@
 use syn::parse::{Parse, ParseStream};
 use syn::{Attribute, Ident, Path, Token, Visibility};
 
+pub use super::optimizer::{ClipInput, OptimizerInput, OptimizerKind};
 use super::value::{parse_epochs, CenteringValue, Crops, Flag, Num, NumList, Range, Schedule};
 use super::{fields, set, skip_value, Errors, Keyed};
 use crate::kw;
-
-/// Parse one `kw: value` pair into `slot` (value parsed by `T::parse`).
-macro_rules! key {
-    ($input:ident, $errors:expr, $slot:expr, $kw:ident) => {{
-        let k = $input.parse::<kw::$kw>()?;
-        $input.parse::<Token![:]>()?;
-        let value = $input.parse()?;
-        set(&mut $slot, k.span, stringify!($kw), value, $errors);
-    }};
-}
-
-/// Parse one `kw: NUM (epochs|epoch)` pair.
-macro_rules! epochs_key {
-    ($input:ident, $errors:expr, $slot:expr, $kw:ident) => {{
-        let k = $input.parse::<kw::$kw>()?;
-        $input.parse::<Token![:]>()?;
-        let value: Num = $input.parse()?;
-        parse_epochs($input)?;
-        set(&mut $slot, k.span, stringify!($kw), value, $errors);
-    }};
-}
 
 /// A DINO objective over a declared ViT.
 ///
@@ -35,7 +15,7 @@ macro_rules! epochs_key {
 ///     head: HEAD, crops: CROPS,
 ///     student_temp: NUM, teacher_temp: SCHEDULE, center_momentum: NUM,
 ///     teacher_momentum: SCHEDULE, optimizer: OPTIMIZER,
-///     clip_grad: NUM, freeze_last_layer: NUM epochs,
+///     clip_grad: NUM (per (parameter | module))?, freeze_last_layer: NUM epochs zero_lr?,
 ///     epochs: INT, batch_size: INT, augment: AUGMENT, koleo: NUM,
 ///     centering: (ema | sinkhorn_knopp(INT)), ibot: IBOT
 /// }
@@ -43,7 +23,9 @@ macro_rules! epochs_key {
 /// `head`, `crops`, `student_temp`, `teacher_temp`, `teacher_momentum` and `optimizer` are
 /// required; the rest default to DINO's code defaults (center momentum 0.9, clip 3.0,
 /// freeze 1 epoch, 100 epochs, batch 64, ImageNet augmentations, no KoLeo, the EMA center,
-/// no iBOT).
+/// no iBOT). `per module` clips each module's joint norm (DINOv2) instead of each parameter's
+/// (DINO); `zero_lr` freezes the last layer by stepping it at lr 0 (DINOv2) instead of skipping
+/// it (DINO).
 pub struct DinoInput {
     pub attrs: Vec<Attribute>,
     pub vis: Visibility,
@@ -56,7 +38,7 @@ pub struct DinoInput {
     pub center_momentum: Option<Keyed<Num>>,
     pub teacher_momentum: Option<Keyed<Schedule>>,
     pub optimizer: Option<Keyed<OptimizerInput>>,
-    pub clip_grad: Option<Keyed<Num>>,
+    pub clip_grad: Option<Keyed<ClipInput>>,
     /// DINOv2's KoLeo regularizer's weight on the student's global [CLS] features.
     pub koleo: Option<Keyed<Num>>,
     /// How the teacher is centered: DINO's EMA center, or DINOv2's Sinkhorn-Knopp.
@@ -64,6 +46,8 @@ pub struct DinoInput {
     /// iBOT's masked-patch loss (DINOv2).
     pub ibot: Option<Keyed<IbotInput>>,
     pub freeze_last_layer: Option<Keyed<Num>>,
+    /// Where `zero_lr` was written after `freeze_last_layer`'s epochs.
+    pub freeze_zero_lr: Option<proc_macro2::Span>,
     pub epochs: Option<Keyed<Num>>,
     pub batch_size: Option<Keyed<Num>>,
     pub augment: Option<Keyed<AugmentInput>>,
@@ -96,6 +80,7 @@ impl Parse for DinoInput {
             centering: None,
             ibot: None,
             freeze_last_layer: None,
+            freeze_zero_lr: None,
             epochs: None,
             batch_size: None,
             augment: None,
@@ -121,7 +106,10 @@ impl Parse for DinoInput {
             } else if la.peek(kw::clip_grad) {
                 key!(input, e, d.clip_grad, clip_grad)
             } else if la.peek(kw::freeze_last_layer) {
-                epochs_key!(input, e, d.freeze_last_layer, freeze_last_layer)
+                epochs_key!(input, e, d.freeze_last_layer, freeze_last_layer);
+                if input.peek(kw::zero_lr) {
+                    d.freeze_zero_lr = Some(input.parse::<kw::zero_lr>()?.span);
+                }
             } else if la.peek(kw::epochs) {
                 key!(input, e, d.epochs, epochs)
             } else if la.peek(kw::batch_size) {
@@ -265,92 +253,6 @@ impl Parse for CropsInput {
             Ok(())
         })?;
         Ok(c)
-    }
-}
-
-/// Which optimizer.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum OptimizerKind {
-    AdamW,
-    Sgd,
-}
-
-/// `NUM` or `NUM per INT` (the lr scales with the batch size over that base).
-pub struct Lr {
-    pub value: Num,
-    pub per: Option<Num>,
-}
-
-impl Parse for Lr {
-    fn parse(input: ParseStream) -> syn::Result<Self> {
-        let value = input.parse()?;
-        let per = if input.peek(kw::per) {
-            input.parse::<kw::per>()?;
-            Some(input.parse()?)
-        } else {
-            None
-        };
-        Ok(Lr { value, per })
-    }
-}
-
-/// The optimizer and its schedules.
-///
-/// Grammar: `(adamw | sgd) { lr: NUM (per INT)?, warmup: NUM epochs, min_lr: NUM,
-/// weight_decay: SCHEDULE, momentum: NUM }` (`momentum` for sgd only).
-pub struct OptimizerInput {
-    pub kind: OptimizerKind,
-    pub lr: Option<Keyed<Lr>>,
-    pub warmup: Option<Keyed<Num>>,
-    pub min_lr: Option<Keyed<Num>>,
-    pub weight_decay: Option<Keyed<Schedule>>,
-    pub momentum: Option<Keyed<Num>>,
-    pub errors: Errors,
-}
-
-impl Parse for OptimizerInput {
-    fn parse(input: ParseStream) -> syn::Result<Self> {
-        let la = input.lookahead1();
-        let kind = if la.peek(kw::adamw) {
-            input.parse::<kw::adamw>()?;
-            OptimizerKind::AdamW
-        } else if la.peek(kw::sgd) {
-            input.parse::<kw::sgd>()?;
-            OptimizerKind::Sgd
-        } else {
-            return Err(la.error());
-        };
-        let body;
-        syn::braced!(body in input);
-        let mut o = OptimizerInput {
-            kind,
-            lr: None,
-            warmup: None,
-            min_lr: None,
-            weight_decay: None,
-            momentum: None,
-            errors: Errors::default(),
-        };
-        fields(&body, |input| {
-            let la = input.lookahead1();
-            let e = &mut o.errors;
-            if la.peek(kw::lr) {
-                key!(input, e, o.lr, lr)
-            } else if la.peek(kw::warmup) {
-                epochs_key!(input, e, o.warmup, warmup)
-            } else if la.peek(kw::min_lr) {
-                key!(input, e, o.min_lr, min_lr)
-            } else if la.peek(kw::weight_decay) {
-                key!(input, e, o.weight_decay, weight_decay)
-            } else if la.peek(kw::momentum) {
-                key!(input, e, o.momentum, momentum)
-            } else {
-                e.push(super::unknown_key(input, la.error()));
-                skip_value(input)?;
-            }
-            Ok(())
-        })?;
-        Ok(o)
     }
 }
 

@@ -1,6 +1,28 @@
 //! Parsing: one `Parse` impl per form, each documenting the grammar it accepts. Syntax errors
 //! stop parsing; unknown and duplicate keys are collected so the user sees them all at once.
+/// Parse one `kw: value` pair into `slot` (value parsed by `T::parse`).
+macro_rules! key {
+    ($input:ident, $errors:expr, $slot:expr, $kw:ident) => {{
+        let k = $input.parse::<kw::$kw>()?;
+        $input.parse::<Token![:]>()?;
+        let value = $input.parse()?;
+        set(&mut $slot, k.span, stringify!($kw), value, $errors);
+    }};
+}
+
+/// Parse one `kw: NUM (epochs|epoch)` pair.
+macro_rules! epochs_key {
+    ($input:ident, $errors:expr, $slot:expr, $kw:ident) => {{
+        let k = $input.parse::<kw::$kw>()?;
+        $input.parse::<Token![:]>()?;
+        let value: Num = $input.parse()?;
+        parse_epochs($input)?;
+        set(&mut $slot, k.span, stringify!($kw), value, $errors);
+    }};
+}
+
 pub mod dino;
+pub mod optimizer;
 pub mod value;
 pub mod vit;
 

@@ -108,18 +108,26 @@ fn optimizer(cx: &mut Ctxt, o: Option<&OptimizerInput>, name: &syn::Ident, epoch
             kind: OptKind::AdamW,
             lr: 5e-4,
             lr_per: Some(256),
+            lr_sqrt: false,
             warmup_epochs: 10.0,
             min_lr: 1e-6,
             weight_decay: (0.04, 0.4),
             momentum: 0.9,
+            layer_decay: 1.0,
+            patch_embed_lr: 1.0,
         };
     };
     cx.extend(o.errors.0.clone());
     let form = "optimizer block";
-    let (lr, lr_per) = match required(cx, &o.lr, name, form, "lr", "5e-4 per 256") {
-        Some(l) => (positive(cx, "lr", &l.value, 5e-4), l.per.as_ref().map(|p| positive_int(cx, "per", p, 256))),
-        None => (5e-4, Some(256)),
+    let (lr, lr_per, lr_sqrt) = match required(cx, &o.lr, name, form, "lr", "5e-4 per 256") {
+        Some(l) => {
+            (positive(cx, "lr", &l.value, 5e-4), l.per.as_ref().map(|p| positive_int(cx, "per", p, 256)), l.sqrt)
+        }
+        None => (5e-4, Some(256), false),
     };
+    let layer_decay = o.layer_decay.as_ref().map(|n| multiplier(cx, "layer_decay", &n.value, "0.9")).unwrap_or(1.0);
+    let patch_embed_lr =
+        o.patch_embed_lr.as_ref().map(|n| multiplier(cx, "patch_embed_lr", &n.value, "0.2")).unwrap_or(1.0);
     let warmup_epochs = match &o.warmup {
         Some(w) => {
             let v = non_negative(cx, "warmup", &w.value);
@@ -173,7 +181,45 @@ fn optimizer(cx: &mut Ctxt, o: Option<&OptimizerInput>, name: &syn::Ident, epoch
         }
         (None, _) => 0.9,
     };
-    OptimizerIr { kind, lr, lr_per, warmup_epochs, min_lr, weight_decay, momentum }
+    OptimizerIr {
+        kind,
+        lr,
+        lr_per,
+        lr_sqrt,
+        warmup_epochs,
+        min_lr,
+        weight_decay,
+        momentum,
+        layer_decay,
+        patch_embed_lr,
+    }
+}
+
+/// An lr multiplier lies in (0, 1]: 0 would freeze what it applies to, and above 1 the early
+/// layers would learn faster than the last (1 is off).
+fn multiplier(cx: &mut Ctxt, key: &str, n: &Num, dinov2: &str) -> f64 {
+    if n.value > 0.0 && n.value <= 1.0 {
+        n.value
+    } else {
+        cx.error(n.span, format!("`{key}: {}` must lie in (0, 1] (1 is off; DINOv2: {dinov2})", n.text));
+        1.0
+    }
+}
+
+/// `clip_grad: NUM (per parameter | per module)?`; a scope needs clipping on.
+fn clip_grad(cx: &mut Ctxt, c: Option<&ClipInput>) -> (f64, bool) {
+    let Some(c) = c else {
+        return (3.0, false);
+    };
+    let v = non_negative(cx, "clip_grad", &c.value);
+    match c.per {
+        Some((span, _)) if v == 0.0 => {
+            cx.error(span, "`clip_grad: 0` switches clipping off: drop the `per ..` scope, or give a norm > 0");
+            (v, false)
+        }
+        Some((_, per)) => (v, per == ClipPer::Module),
+        None => (v, false),
+    }
 }
 
 pub fn dino(d: DinoInput) -> (DinoIr, Ctxt) {
@@ -208,7 +254,7 @@ pub fn dino(d: DinoInput) -> (DinoIr, Ctxt) {
         "adamw { lr: 5e-4 per 256, warmup: 10 epochs, min_lr: 1e-6, weight_decay: 0.04 -> 0.4 }",
     );
     let optimizer = optimizer(&mut cx, o, &name, epochs);
-    let clip_grad = d.clip_grad.as_ref().map(|n| non_negative(&mut cx, "clip_grad", &n.value)).unwrap_or(3.0);
+    let (clip_grad, clip_per_module) = clip_grad(&mut cx, d.clip_grad.as_ref().map(|c| &c.value));
     let koleo = d.koleo.as_ref().map(|n| koleo_weight(&mut cx, &n.value)).unwrap_or(0.0);
     let sinkhorn_knopp = d.centering.as_ref().and_then(|c| match &c.value {
         CenteringValue::Ema => None,
@@ -225,6 +271,9 @@ pub fn dino(d: DinoInput) -> (DinoIr, Ctxt) {
     let ibot = d.ibot.as_ref().map(|i| ibot(&mut cx, i));
     let freeze_last_layer =
         d.freeze_last_layer.as_ref().map(|n| count(&mut cx, "freeze_last_layer", &n.value)).unwrap_or(1);
+    if let Some(z) = d.freeze_zero_lr.filter(|_| freeze_last_layer == 0) {
+        cx.error(z, "`zero_lr` says how the last layer is frozen, and it is frozen for 0 epochs: drop `zero_lr`");
+    }
     // schedules in epochs must fit in the training
     if let Some(n) = d.freeze_last_layer.as_ref().filter(|_| freeze_last_layer >= epochs) {
         cx.error(
@@ -265,7 +314,9 @@ pub fn dino(d: DinoInput) -> (DinoIr, Ctxt) {
         teacher_momentum,
         optimizer,
         clip_grad,
+        clip_per_module,
         freeze_last_layer,
+        freeze_zero_lr: d.freeze_zero_lr.is_some(),
         epochs,
         batch_size,
         augment,

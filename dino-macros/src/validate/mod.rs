@@ -16,8 +16,9 @@ use proc_macro2::Span;
 
 use crate::ir::*;
 use crate::parse::dino::{
-    AugmentInput, CropsInput, DinoInput, HeadInput, IbotInput, OptimizerInput, OptimizerKind, Switch,
+    AugmentInput, ClipInput, CropsInput, DinoInput, HeadInput, IbotInput, OptimizerInput, OptimizerKind, Switch,
 };
+use crate::parse::optimizer::ClipPer;
 use crate::parse::value::{CenteringValue, MlpValue, Num, Range, Schedule, Shape};
 use crate::parse::vit::VitInput;
 use crate::parse::{doc_string, missing, Keyed};

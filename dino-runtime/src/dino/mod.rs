@@ -6,6 +6,7 @@ pub mod ibot;
 pub mod ibot_step;
 pub mod koleo;
 pub mod loss;
+pub mod param_groups;
 pub mod schedule;
 pub mod sinkhorn;
 pub mod step;

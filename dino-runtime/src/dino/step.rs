@@ -1,6 +1,7 @@
 //! One DINO training step as one graph: teacher on the global crops, student on every crop
-//! with the same parameters, the DINO loss, backward, per-parameter clipping and AdamW with
-//! the last-layer freeze group, the teacher EMA and the center EMA.
+//! with the same parameters, the DINO loss, backward, clipping (per parameter or per module)
+//! and AdamW with the last-layer freeze group and DINOv2's lr multipliers when declared, the
+//! teacher EMA and the center EMA.
 //!
 //! The host sets the crops, the stochastic-depth masks and the per-step scalars
 //! ([`DinoStep::set_batch`], [`DinoStep::set_drop_masks`], [`DinoStep::set_hyper`]), runs the
@@ -19,7 +20,8 @@ use crate::error::{Error, Result};
 use crate::graph::{data, Handles};
 use crate::model::DinoModel;
 use crate::nn::{drop_path, BranchMasks, ParamSet, Parameters};
-use crate::step::{OptimizerSpec, TrainStep};
+use crate::optim::{Clip, OptimizerSpec};
+use crate::step::TrainStep;
 
 /// Does a parameter belong to the last layer (DINO's freeze group)?
 pub fn is_last_layer(name: &str) -> bool {
@@ -266,9 +268,15 @@ impl<M: DinoModel> DinoStep<M> {
         let mut trained = student_params.clone();
         trained.params.retain(|p| !fixed_g(&p.name));
         let kind = cfg.optimizer.kind.build(cfg.optimizer.momentum);
-        let clip = (cfg.clip_grad > 0.0).then_some(cfg.clip_grad as f32);
-        let spec =
-            OptimizerSpec { kind, clip, groups: &["default", "last_layer"], group_of: &|n| is_last_layer(n) as usize };
+        let clip = (cfg.clip_grad > 0.0).then_some(Clip { max_norm: cfg.clip_grad as f32, scope: cfg.clip_scope });
+        let spec = OptimizerSpec {
+            kind,
+            clip,
+            groups: &["default", "last_layer"],
+            group_of: &|n| is_last_layer(n) as usize,
+            lr_mult: &|n| cfg.lr_multiplier(n) as f32,
+            freeze: cfg.freeze_rule,
+        };
         let mut train = TrainStep::build_replicated(cx, loss.id, trained, spec, replicas)?;
         let cx = &mut train.cx;
         stages.push(("+backward+optimizer".to_string(), cx.graph.node_count()));

@@ -8,15 +8,27 @@
 //! Rules shared by both optimizers, as in the DINO reference:
 //! * weight decay applies only to parameters with more than one dimension (not to biases
 //!   and norm parameters);
-//! * optional gradient clipping is per parameter (each gradient against its own norm);
+//! * optional gradient clipping is per parameter (DINO: each gradient against its own norm)
+//!   or per module (DINOv2: `clip_grad_norm_` over each top-level module, see [`ClipScope`]);
 //! * parameters are split into groups with their own lr scale and their own step count; a
 //!   *frozen* group is skipped entirely, as PyTorch skips a parameter whose `.grad` is `None`
-//!   (DINO's last-layer freeze): no update, no decay, no change of its optimizer state.
+//!   (DINO's last-layer freeze): no update, no decay, no change of its optimizer state; or,
+//!   with [`FreezeRule::ZeroLr`], stepped at lr 0 (DINOv2: moments and step count move on);
+//! * each parameter may carry a constant lr multiplier (DINOv2's layer-wise decay and
+//!   patch-embedding multiplier): the parameters of a group with the same multiplier share
+//!   one set of scalar inputs, computed on the host as `lr * scale * multiplier`:
+//!
+//! ```text
+//!  group "default" ── x1.0   scalars optim.default.*        (heads, final norm)
+//!                  ── x0.9   scalars optim.default.lr1.*    (last block)
+//!                  ── x0.81  scalars optim.default.lr2.*    (block before) ...
+//! ```
 mod adamw;
 mod clip;
 mod sgd;
 
 pub use adamw::AdamWConfig;
+pub use clip::ClipScope;
 pub use sgd::SgdConfig;
 
 use luminal::prelude::*;
@@ -32,6 +44,53 @@ pub enum OptimizerKind {
     Sgd(SgdConfig),
 }
 
+/// What a frozen group does (DINO's last-layer freeze, or DINOv2's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FreezeRule {
+    /// No update at all, as for a parameter whose `.grad` is `None` (DINO's
+    /// `cancel_gradients_last_layer`): weights, moments and step count stay as they are.
+    #[default]
+    Skip,
+    /// An optimizer step at lr 0 (DINOv2's `last_layer_lr` schedule): the weights stay, the
+    /// moments and the step count move on.
+    ZeroLr,
+}
+
+/// Gradient clipping: the largest norm and what the norm is taken over.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Clip {
+    pub max_norm: f32,
+    pub scope: ClipScope,
+}
+
+/// How the trained parameters are updated.
+pub struct OptimizerSpec<'a> {
+    pub kind: OptimizerKind,
+    /// Gradient-norm clipping, or none.
+    pub clip: Option<Clip>,
+    /// Parameter groups (index 0 is the default) and each parameter's group by name.
+    pub groups: &'a [&'a str],
+    pub group_of: &'a dyn Fn(&str) -> usize,
+    /// Each parameter's constant lr multiplier by name (1 for most; must be finite and > 0).
+    pub lr_mult: &'a dyn Fn(&str) -> f32,
+    pub freeze: FreezeRule,
+}
+
+impl OptimizerSpec<'_> {
+    /// One group, no clipping, no multipliers.
+    pub fn plain(kind: OptimizerKind) -> OptimizerSpec<'static> {
+        OptimizerSpec {
+            kind,
+            clip: None,
+            groups: &["default"],
+            group_of: &|_| 0,
+            lr_mult: &|_| 1.0,
+            freeze: FreezeRule::Skip,
+        }
+    }
+}
+
 /// A set of parameters sharing an lr scale, a step count and a frozen flag.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Group {
@@ -43,6 +102,25 @@ pub struct Group {
     pub steps: u64,
     /// One 1-element input per hyperparameter of the optimizer (see `adamw.rs`, `sgd.rs`).
     scalars: Vec<NodeIndex>,
+    /// The scalar inputs of the group's parameters with an lr multiplier other than 1.
+    #[serde(default)]
+    scaled: Vec<(f32, Vec<NodeIndex>)>,
+}
+
+impl Group {
+    /// The scalar inputs of this group's parameters with lr multiplier `mult` (made on first
+    /// use).
+    fn scalars_for(&mut self, cx: &mut Graph, kind: &OptimizerKind, mult: f32) -> Vec<NodeIndex> {
+        if mult == 1.0 {
+            return self.scalars.clone();
+        }
+        if let Some((_, s)) = self.scaled.iter().find(|(m, _)| *m == mult) {
+            return s.clone();
+        }
+        let s = kind.scalar_inputs(cx, &format!("{}.lr{}", self.name, self.scaled.len() + 1));
+        self.scaled.push((mult, s.clone()));
+        s
+    }
 }
 
 /// An optimizer built into a graph. See the module documentation. Serialized as its handles
@@ -64,6 +142,8 @@ pub struct Optimizer {
     names: Vec<String>,
     lr: f32,
     weight_decay: f32,
+    #[serde(default)]
+    freeze: FreezeRule,
 }
 
 /// Does DINO's rule decay this parameter? (`get_params_groups`: not a bias, more than 1-D.)
@@ -73,28 +153,20 @@ pub fn decays(name: &str, shape: &[usize]) -> bool {
 
 impl Optimizer {
     /// Build the update of every parameter of `params` from its gradient in `grads`
-    /// (`autograd::backward` order). `group_of(name)` picks each parameter's group among
-    /// `group_names` (index 0 is the default).
-    pub fn build(
-        cx: &mut Graph,
-        kind: OptimizerKind,
-        params: &ParamSet,
-        grads: &[View],
-        clip: Option<f32>,
-        group_names: &[&str],
-        group_of: impl Fn(&str) -> usize,
-    ) -> Result<Optimizer> {
+    /// (`autograd::backward` order) as `spec` says.
+    pub fn build(cx: &mut Graph, params: &ParamSet, grads: &[View], spec: &OptimizerSpec) -> Result<Optimizer> {
+        let (kind, group_names) = (spec.kind, spec.groups);
         if grads.len() != params.params.len() {
             return Err(Error::Config {
                 what: "optimizer".into(),
                 why: format!("{} gradients for {} parameters", grads.len(), params.params.len()),
             });
         }
-        if let Some(c) = clip {
-            if !(c > 0.0) {
+        if let Some(c) = spec.clip {
+            if !(c.max_norm > 0.0 && c.max_norm.is_finite()) {
                 return Err(Error::Config {
                     what: "clip".into(),
-                    why: format!("{c} must be > 0 (omit it to disable clipping)"),
+                    why: format!("{} must be finite and > 0 (omit it to disable clipping)", c.max_norm),
                 });
             }
         }
@@ -106,6 +178,7 @@ impl Optimizer {
                 frozen: false,
                 steps: 0,
                 scalars: kind.scalar_inputs(cx, n),
+                scaled: vec![],
             })
             .collect();
         let mut opt = Optimizer {
@@ -121,25 +194,32 @@ impl Optimizer {
             names: params.params.iter().map(|p| p.name.clone()).collect(),
             lr: 0.0,
             weight_decay: 0.0,
+            freeze: spec.freeze,
         };
-        let mut squares = vec![];
-        for (p, g) in params.params.iter().zip(grads) {
-            let gi = group_of(&p.name);
+        let squares: Vec<View> = grads.iter().map(|g| clip::squared_norm(cx, *g)).collect();
+        let names: Vec<&str> = params.params.iter().map(|p| p.name.as_str()).collect();
+        let clipped = match spec.clip {
+            Some(c) => clip::clip(cx, grads, &squares, &names, c.max_norm, c.scope),
+            None => grads.to_vec(),
+        };
+        for (p, g) in params.params.iter().zip(clipped) {
+            let gi = (spec.group_of)(&p.name);
             if gi >= opt.groups.len() {
                 return Err(Error::Config {
                     what: "optimizer groups".into(),
                     why: format!("`{}` put in group {gi} of {}", p.name, opt.groups.len()),
                 });
             }
-            let sq = clip::squared_norm(cx, *g);
-            squares.push(sq);
-            let g = match clip {
-                Some(c) => clip::clip_per_parameter(cx, *g, sq, c),
-                None => *g,
-            };
+            let mult = (spec.lr_mult)(&p.name);
+            if !(mult > 0.0 && mult.is_finite()) {
+                return Err(Error::Config {
+                    what: format!("lr multiplier of `{}`", p.name),
+                    why: format!("{mult} must be finite and > 0"),
+                });
+            }
             let dims = g.dims();
             let w = View::contiguous(p.id, &dims);
-            let scalars = opt.groups[gi].scalars.clone();
+            let scalars = opt.groups[gi].scalars_for(cx, &kind, mult);
             let decay = decays(&p.name, &p.shape);
             let (new_w, state, new_state) = match kind {
                 OptimizerKind::AdamW(c) => adamw::update(cx, &p.name, w, g, &scalars, decay, c),
@@ -186,12 +266,21 @@ impl Optimizer {
         self.lr = lr;
         self.weight_decay = weight_decay;
         for g in &mut self.groups {
-            if !g.frozen {
+            // a group stepped at lr 0 is not frozen for the optimizer (DINOv2)
+            let (skip, lr) = match (g.frozen, self.freeze) {
+                (true, FreezeRule::Skip) => (true, 0.0),
+                (true, FreezeRule::ZeroLr) => (false, 0.0),
+                (false, _) => (false, lr as f64 * g.lr_scale as f64),
+            };
+            if !skip {
                 g.steps += 1;
             }
-            let values = self.kind.scalar_values(lr * g.lr_scale, weight_decay, g.steps, g.frozen);
-            for (id, v) in g.scalars.iter().zip(values) {
-                data::set(cx, *id, vec![v]);
+            let classes = std::iter::once((1.0, &g.scalars)).chain(g.scaled.iter().map(|(m, s)| (*m, s)));
+            for (mult, scalars) in classes {
+                let values = self.kind.scalar_values((lr * mult as f64) as f32, weight_decay, g.steps, skip);
+                for (id, v) in scalars.iter().zip(values) {
+                    data::set(cx, *id, vec![v]);
+                }
             }
         }
     }
