@@ -8,7 +8,12 @@ crops and unmasked local crops, the DINO loss over its (n_global - 1) * n_global
 terms, KoLeo on each global view, the iBOT loss on the gathered masked patches with DINOv2's
 masks_weight; then the optimizer path the Rust trainer takes (DINO's per-parameter clipping,
 AdamW with DINO's weight-decay groups, last layers frozen in epoch 0, the EMA teacher).
-DINOv2's layer-wise lr decay and patch-embedding lr multiplier are not part of it.
+
+With `v2_optim` (fixture dinov2_steps_optim) the optimizer path is DINOv2's instead
+(dinov2/utils/param_groups.py, dinov2/train/train.py): per-parameter lr multipliers from the
+layer-wise decay (0.9) and the patch-embedding multiplier (0.2), weight decay off for biases,
+norms and LayerScale gammas, each student module's gradients clipped as a whole, the last
+layers frozen by an lr of 0 in epoch 0, and a trained weight_g (DINOv2's head).
 """
 import functools
 
@@ -52,9 +57,37 @@ def koleo(x, eps=1e-8):
     return -torch.log(nn.PairwiseDistance(2, eps=eps)(xn, xn[nearest]) + eps).mean()
 
 
-def dinov2_steps(name, sk, separate):
+def layer_decay_rate(name, decay, n_blocks):
+    """DINOv2's lr multiplier of a parameter of one student module (`name` relative to it;
+    `n_blocks` 0 for a head): the embeddings at layer 0, block i at layer i + 1, the rest
+    at the top."""
+    layer = n_blocks + 1
+    if n_blocks > 0:
+        if any(k in name for k in ("pos_embed", "patch_embed", "mask_token", "cls_token")):
+            layer = 0
+        elif name.startswith("blocks."):
+            layer = int(name.split(".")[1]) + 1
+    return decay ** (n_blocks + 1 - layer)
+
+
+def dinov2_param_groups(modules, decay, patch_embed_mult):
+    """One AdamW group per parameter with DINOv2's lr and weight-decay multipliers."""
+    groups = []
+    for prefix, m in modules:
+        n_blocks = len(m.blocks) if hasattr(m, "blocks") else 0
+        for n, p in m.named_parameters():
+            if not p.requires_grad:
+                continue
+            lr_mult = layer_decay_rate(n, decay, n_blocks) * (patch_embed_mult if "patch_embed" in n else 1.0)
+            wd_mult = 0.0 if (n.endswith(".bias") or "norm" in n or "gamma" in n) else 1.0
+            groups.append({"params": [p], "name": f"{prefix}.{n}", "lr_mult": lr_mult, "wd_mult": wd_mult,
+                           "last": "last_layer" in n})
+    return groups
+
+
+def dinov2_steps(name, sk, separate, v2_optim=False):
     from timm.models.vision_transformer import VisionTransformer
-    gen = torch.Generator().manual_seed(31 + 2 * int(sk) + int(separate))
+    gen = torch.Generator().manual_seed(31 + 2 * int(sk) + int(separate) + 4 * int(v2_optim))
     B, L, K, P = 3, 2, 12, 9  # 12 px global crops of 4 px patches: a 3 x 3 grid
     koleo_w, ibot_w, student_temp, center_momentum, clip = 0.1, 0.7, 0.1, 0.9, 0.05
 
@@ -64,8 +97,9 @@ def dinov2_steps(name, sk, separate):
                                  norm_layer=functools.partial(nn.LayerNorm, eps=1e-6), act_layer=nn.GELU)
 
     def net():
-        ibot_head = DinoHeadRef(8, K, 16, 8, True) if separate else None
-        return Net(vit(), DinoHeadRef(8, K, 16, 8, True), ibot_head).double()
+        nll = not v2_optim  # DINOv2's head trains its weight_g
+        ibot_head = DinoHeadRef(8, K, 16, 8, nll) if separate else None
+        return Net(vit(), DinoHeadRef(8, K, 16, 8, nll), ibot_head).double()
 
     student = net()
     with torch.no_grad():
@@ -84,6 +118,10 @@ def dinov2_steps(name, sk, separate):
     regularized = [p for n, p in trained if not (n.endswith(".bias") or p.ndim == 1)]
     plain = [p for n, p in trained if n.endswith(".bias") or p.ndim == 1]
     opt = torch.optim.AdamW([{"params": regularized}, {"params": plain, "weight_decay": 0.0}])
+    modules = [("backbone", student.backbone), ("head", student.head)]
+    modules += [("ibot_head", student.ibot_head)] if separate else []
+    if v2_optim:
+        opt = torch.optim.AdamW(dinov2_param_groups(modules, 0.9, 0.2))
     center = torch.zeros(1, K, dtype=torch.float64)
     ibot_center = torch.zeros(1, 1, K, dtype=torch.float64)
     hyper = [(2e-3, 0.04, 0.9, 0.04, 0), (1e-3, 0.2, 0.95, 0.06, 1)]  # lr, wd, momentum, teacher temp, epoch
@@ -101,6 +139,10 @@ def dinov2_steps(name, sk, separate):
         masks_weight = weights[masks]
         n_masked = int(masks.sum())
         for i, pg in enumerate(opt.param_groups):
+            if v2_optim:  # train.py's apply_optim_scheduler, last_layer_lr 0 in the freeze epoch
+                pg["lr"] = (0.0 if pg["last"] and epoch < 1 else lr) * pg["lr_mult"]
+                pg["weight_decay"] = wd * pg["wd_mult"]
+                continue
             pg["lr"] = lr
             if i == 0:
                 pg["weight_decay"] = wd
@@ -141,8 +183,12 @@ def dinov2_steps(name, sk, separate):
         opt.zero_grad()
         loss.backward()
         grad_norm = torch.sqrt(sum((p.grad ** 2).sum() for p in student.parameters() if p.grad is not None))
-        clip_gradients(student, clip)
-        if epoch < 1:
+        if v2_optim:
+            for _, m in modules:
+                torch.nn.utils.clip_grad_norm_(m.parameters(), clip)
+        else:
+            clip_gradients(student, clip)
+        if epoch < 1 and not v2_optim:
             for n, p in student.named_parameters():
                 if "last_layer" in n:
                     p.grad = None

@@ -707,6 +707,7 @@ CASES = {
     "timm_vit_swiglu": timm_vit_swiglu,
     "dinov2_steps_sk": lambda: __import__("dinov2_steps").dinov2_steps("dinov2_steps_sk", True, False),
     "dinov2_steps_ema": lambda: __import__("dinov2_steps").dinov2_steps("dinov2_steps_ema", False, True),
+    "dinov2_steps_optim": lambda: __import__("dinov2_steps").dinov2_steps("dinov2_steps_optim", True, True, True),
 }
 
 if __name__ == "__main__":
