@@ -32,9 +32,11 @@
 //! `dino!` keys: `head { hidden, bottleneck, out, layers (3), norm_last_layer (true) }`,
 //! `crops { global: 2 x SIZE scale LO..HI, local: N x SIZE scale LO..HI }`, `student_temp`,
 //! `teacher_temp: START (-> END warmup N epochs)`, `teacher_momentum: START -> END cosine`,
-//! `optimizer: adamw|sgd { lr: X (per N), warmup: N epochs, min_lr, weight_decay: A -> B,
-//! momentum (sgd) }` (required); `center_momentum` (0.9), `clip_grad` (3.0, 0 = off),
-//! `freeze_last_layer: N epochs` (1), `epochs` (100), `batch_size` (64), `augment { flip: P,
+//! `optimizer: adamw|sgd { lr: X (per N (sqrt)), warmup: N epochs, min_lr, weight_decay: A -> B,
+//! momentum (sgd), layer_decay (1; DINOv2: 0.9), patch_embed_lr (1; DINOv2: 0.2) }` (required);
+//! `center_momentum` (0.9), `clip_grad: N (per parameter | per module)` (3.0 per parameter,
+//! 0 = off; DINOv2 clips per module), `freeze_last_layer: N epochs (zero_lr)` (1; DINOv2 freezes
+//! by lr 0), `epochs` (100), `batch_size` (64), `augment { flip: P,
 //! color_jitter: [B, C, S, H] p P | off, grayscale: P | off, blur: sigma LO..HI p [P1, P2, PL]
 //! (kernel K) | off, solarize: threshold T p P | off, normalize: mean [..] std [..] }`
 //! (DINO's ImageNet pipeline by default), `koleo: W` (0; DINOv2's KoLeo on the student's

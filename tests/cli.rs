@@ -197,15 +197,15 @@ fn inspect_prints_a_summary_per_stage() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-/// `dino models` lists the DINOv2 presets with the terms of their objectives, and `--ibot-weight`
-/// is refused on a preset without iBOT, naming the flag.
+/// `dino models` lists the DINOv2 presets with the terms of their objectives and optimizer, and
+/// `--ibot-weight` is refused on a preset without iBOT, naming the flag.
 #[test]
 fn models_list_dinov2s_terms_and_ibot_weight_needs_ibot() {
     let out = dino().arg("models").output().expect("dino models");
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     let line = |name: &str| text.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or("").to_string();
-    assert!(line("dinov2-vits14-reg4").contains("KoLeo 0.1, iBOT 1"), "{text}");
+    assert!(line("dinov2-vits14-reg4").contains("KoLeo 0.1, iBOT 1, layer decay 0.9, clip per module"), "{text}");
     assert!(line("fmnist-dinov2").contains("iBOT 1") && !line("fmnist-koleo").contains("iBOT"), "{text}");
     let e = failure(&["train", "--model", "fmnist-small", "--ibot-weight", "1", "--out", "/nonexistent/x"]);
     assert!(e.contains("--ibot-weight") && e.contains("declares no iBOT"), "{e}");

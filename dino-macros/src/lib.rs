@@ -114,7 +114,8 @@ mod tests {
     #[test]
     fn dinov2_style_objective() {
         // DINOv2's recipe: Sinkhorn-Knopp centering (3 iterations), KoLeo 0.1, iBOT with its
-        // own head
+        // own head, DINOv2's optimizer path (square-root lr scaling, layer-wise decay, the
+        // patch-embedding multiplier, per-module clipping, the lr-0 freeze)
         let out = crate::expand::dino(quote! {
             /// DINOv2's objective on ViT-S/14 with 4 registers.
             pub Dinov2VitS14 for VitSmall14Reg4 {
@@ -122,12 +123,20 @@ mod tests {
                 crops: { global: 2 x 224 scale 0.32..1.0, local: 8 x 98 scale 0.05..0.32 },
                 student_temp: 0.1, teacher_temp: 0.04 -> 0.07 warmup 30 epochs,
                 teacher_momentum: 0.992 -> 1.0 cosine, centering: sinkhorn_knopp(3), koleo: 0.1,
-                optimizer: adamw { lr: 4e-3 per 1024, warmup: 10 epochs, min_lr: 1e-6, weight_decay: 0.04 -> 0.2 },
-                clip_grad: 3.0, freeze_last_layer: 1 epochs,
+                optimizer: adamw {
+                    lr: 4e-3 per 1024 sqrt, warmup: 10 epochs, min_lr: 1e-6, weight_decay: 0.04 -> 0.2,
+                    layer_decay: 0.9, patch_embed_lr: 0.2,
+                },
+                clip_grad: 3.0 per module, freeze_last_layer: 1 epochs zero_lr,
                 ibot: { weight: 1.0, mask_ratio: 0.1..0.5, mask_probability: 0.5, separate_head: true },
             }
         });
         let text = pretty(out);
+        for want in
+            ["LrScaling::Sqrt", "layer_decay: 0.9", "patch_embed_lr: 0.2", "ClipScope::Module", "FreezeRule::ZeroLr"]
+        {
+            assert!(text.contains(want), "{want} in {text}");
+        }
         assert!(text.contains("Centering::SinkhornKnopp {\n            iterations: 3,"), "{text}");
         assert!(text.contains("separate_head: true"), "{text}");
         insta::assert_snapshot!(text);

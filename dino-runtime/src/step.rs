@@ -242,7 +242,7 @@ mod tests {
             ParamSet { params: vec![ParamInfo { name: "w".into(), id: w.id, shape: vec![3], init: Init::Zeros }] };
         data::set(&mut cx, w.id, vec![1.0, 2.0, 3.0]);
         data::set(&mut cx, count.id, vec![0.0]);
-        let sgd = OptimizerSpec::plain(OptimizerKind::Sgd(SgdConfig { momentum: 0.0 }));
+        let sgd = OptimizerSpec::plain(crate::optim::OptimizerKind::Sgd(SgdConfig { momentum: 0.0 }));
         let mut s = TrainStep::build(cx, loss.id, trained, sgd).expect("build");
         s.input("x", x.id).report("wx", wx.id).carry(&[next.id], &[count.id]);
         s.optimizer.init_state(&mut s.cx);

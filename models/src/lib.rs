@@ -21,6 +21,7 @@ pub use vit::*;
 
 #[cfg(test)]
 mod tests {
+    use dino_runtime::config::{ClipScope, FreezeRule};
     use dino_runtime::model::{DinoModel, VitModel};
     use dino_runtime::nn::ParamSet;
     use luminal::prelude::Graph;
@@ -83,6 +84,16 @@ mod tests {
         assert_eq!((c.global.size, c.local.unwrap().count, c.local.unwrap().size), (28, 6, 12));
         assert_eq!(c.augment.mean, &[0.2860]);
         assert_eq!(c.peak_lr(64), 5e-4 * 64.0 / 256.0);
+        // DINOv2's sqrt_wrt_1024: 4e-3 * sqrt(64 / 1024) = 1e-3, and its lr multipliers
+        let Preset::Dino(v2) = find("dinov2-vits14").unwrap().preset else { panic!("a dino preset") };
+        assert!((v2.peak_lr(64) - 1e-3).abs() < 1e-15, "{}", v2.peak_lr(64));
+        assert!((v2.lr_multiplier("backbone.patch_embed.proj.weight") - 0.2 * 0.9f64.powi(13)).abs() < 1e-15);
+        assert!((v2.lr_multiplier("backbone.blocks.11.mlp.fc2.weight") - 0.9).abs() < 1e-15);
+        assert_eq!(v2.lr_multiplier("head.last_layer.weight_v"), 1.0);
+        assert_eq!((v2.clip_scope, v2.freeze_rule), (ClipScope::Module, FreezeRule::ZeroLr));
+        // DINO's presets keep DINO's rules
+        assert_eq!(c.lr_multiplier("backbone.patch_embed.proj.weight"), 1.0);
+        assert_eq!((c.clip_scope, c.freeze_rule), (ClipScope::Parameter, FreezeRule::Skip));
     }
 
     #[test]

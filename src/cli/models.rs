@@ -57,6 +57,13 @@ pub fn run(args: ModelsArgs) -> Result<(), String> {
                 if let Some(i) = c.ibot {
                     terms += &format!(", iBOT {}{}", i.weight, if i.separate_head { " (own head)" } else { "" });
                 }
+                // and DINOv2's optimizer path
+                if c.optimizer.layer_decay < 1.0 {
+                    terms += &format!(", layer decay {}", c.optimizer.layer_decay);
+                }
+                if c.clip_scope == dino_runtime::config::ClipScope::Module {
+                    terms += ", clip per module";
+                }
                 println!(
                     "{:<22} {:<9} {:>12} {:>10} {:>9}  {}x{}{local} on {}, head {}/{}, {} epochs of {}{terms}",
                     e.name,

@@ -307,6 +307,25 @@ mod tests {
         assert_eq!(c.ibot.unwrap().weight, 0.5);
         let e = Hyper { ibot_weight: Some(20.0), ..Default::default() }.apply(&v2).unwrap_err().to_string();
         assert!(e.contains("--ibot-weight") && e.contains("[0, 10]"), "{e}");
+        // DINOv2's optimizer terms on a DINO preset
+        let c = Hyper {
+            layer_decay: Some(0.8),
+            patch_embed_lr: Some(0.2),
+            clip_per: Some(ClipPer::Module),
+            ..Default::default()
+        }
+        .apply(&d)
+        .unwrap();
+        assert_eq!((c.optimizer.layer_decay, c.optimizer.patch_embed_lr, c.clip_scope), (0.8, 0.2, ClipScope::Module));
+        for h in [
+            Hyper { layer_decay: Some(1.2), ..Default::default() },
+            Hyper { layer_decay: Some(0.0), ..Default::default() },
+        ] {
+            let e = h.apply(&d).unwrap_err().to_string();
+            assert!(e.contains("--layer-decay") && e.contains("(0, 1]"), "{e}");
+        }
+        let e = Hyper { patch_embed_lr: Some(-0.2), ..Default::default() }.apply(&d).unwrap_err().to_string();
+        assert!(e.contains("--patch-embed-lr"), "{e}");
         let merged = h.merged(&Hyper { lr: Some(2e-3), ..Default::default() });
         assert_eq!((merged.lr, merged.teacher_temp), (Some(2e-3), Some(0.05)));
     }

@@ -32,6 +32,13 @@ impl Parse for Lr {
                 input.parse::<kw::sqrt>()?;
             }
             (Some(per), sqrt)
+        } else if input.peek(kw::sqrt) {
+            let k = input.parse::<kw::sqrt>()?;
+            return Err(syn::Error::new(
+                k.span,
+                "`sqrt` scales the lr by the square root of the batch over a base batch: name the base, e.g. \
+                 `lr: 4e-3 per 1024 sqrt` (DINOv2)",
+            ));
         } else {
             (None, false)
         };
