@@ -4,6 +4,8 @@
 //! wrong way. (All of it together against PyTorch: `dino_step_parity.rs`'s
 //! `dinov2_steps_optim`, and `optimizer_parity.rs`'s `*_dinov2` cases.)
 mod common;
+#[path = "common/rule_dino.rs"]
+mod rule_dino;
 
 use common::splitmix::uniform;
 use dino::device::{test_executor, TestExecutor};
@@ -11,22 +13,7 @@ use dino::runtime::backend::Passes;
 use dino::runtime::config::{ClipScope, DinoConfig, FreezeRule, OptimizerName};
 use dino::runtime::dino::{DinoStep, StepHyper};
 use dino::runtime::graph::data;
-
-dino::vit! {
-    pub RuleVit { image: 8, patch: 4, channels: 1, dim: 8, depth: 2, heads: 2, mlp: 16, drop_path: 0.0 }
-}
-
-dino::dino! {
-    pub RuleDino for RuleVit {
-        head: { hidden: 16, bottleneck: 8, out: 12, layers: 3, norm_last_layer: false },
-        crops: { global: 2 x 8 scale 0.4..1.0, local: 2 x 4 scale 0.05..0.4 },
-        student_temp: 0.1, teacher_temp: 0.04, center_momentum: 0.9,
-        teacher_momentum: 0.996 -> 1.0 cosine,
-        optimizer: adamw { lr: 5e-4, warmup: 0 epochs, min_lr: 1e-6, weight_decay: 0.04 -> 0.4 },
-        clip_grad: 0.0, freeze_last_layer: 1 epochs,
-        augment: { normalize: mean [0.5] std [0.5] },
-    }
-}
+use rule_dino::{student, RuleDino};
 
 type Weights = Vec<(String, Vec<f32>)>;
 
@@ -47,14 +34,6 @@ fn one_step(change: impl Fn(&mut DinoConfig), h: StepHyper) -> (Weights, Weights
     s.outputs().unwrap();
     s.advance();
     (before, student(&s), s)
-}
-
-fn student(s: &DinoStep<RuleDino>) -> Weights {
-    s.student_params
-        .params
-        .iter()
-        .map(|p| (p.name.clone(), s.student_params.values(&s.train.cx, &p.name).unwrap().to_vec()))
-        .collect()
 }
 
 fn sgd(c: &mut DinoConfig) {
