@@ -299,7 +299,7 @@ pub(super) fn train_one_epoch<M: DinoModel>(
         }
         *it += 1;
         // a ViT-S/14 step on 2 cores runs below 1 image/s: keep two significant digits there
-        let digits = if ips < 10.0 { 1 } else { 0 } + (ips < 1.0) as usize;
+        let digits = (ips < 10.0) as usize + (ips < 1.0) as usize;
         bar.set((*it - epoch * niter) as u64, || {
             format!("loss {:.4} | {ips:.digits$} img/s | lr {:.2e}", o.loss, h.lr)
         });
