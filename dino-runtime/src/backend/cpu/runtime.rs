@@ -83,11 +83,7 @@ impl CpuRuntime {
     fn new_plan(&self, cx: &Graph) -> Result<Plan> {
         match (&self.planner, &self.plan) {
             (Some(planner), _) => planner.plan(cx),
-            (None, Some(p)) => Err(Error::Backend(format!(
-                "this plan was compiled for {}, the graph is at {}: compile it again for these sizes",
-                dims_text(&p.dyn_dims),
-                dims_text(&crate::backend::plan::dyn_dims(cx))
-            ))),
+            (None, Some(p)) => Err(p.other_dims(cx)),
             (None, None) => Err(Error::Backend("an executor without a plan".into())),
         }
     }
@@ -319,10 +315,6 @@ fn bf16_view<'a>(src: &Step, buf: &'a [f32]) -> std::borrow::Cow<'a, [f32]> {
 }
 
 /// `b=3, g=6` (the dims a plan was made for).
-fn dims_text(d: &[(char, usize)]) -> String {
-    d.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ")
-}
-
 impl Executor for CpuRuntime {
     fn describe(&self) -> String {
         format!("cpu ({} threads)", rayon::current_num_threads())

@@ -16,14 +16,14 @@ use crate::backend::plan::contraction::{point_offsets, Ax};
 use crate::backend::plan::GemmPlan;
 
 /// cuBLAS's transpose flag for one operand.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Trans {
     N,
     T,
 }
 
 /// Which of the contraction's inputs a cuBLAS operand reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Operand {
     A,
     B,
@@ -31,7 +31,7 @@ pub enum Operand {
 
 /// One `cublasSgemmStridedBatched` call, in cuBLAS's column-major terms:
 /// `C[.., r, c] = alpha · Σ_t op(X)[r, t] · op(Y)[t, c] + beta · C[.., r, c]`.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct BlasCall {
     pub x: Operand,
     pub y: Operand,
@@ -66,7 +66,7 @@ pub enum NeedsCopy {
 }
 
 /// The cuBLAS calls of one contraction, in order.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct BlasPlan {
     pub calls: Vec<BlasCall>,
     /// The output has no K to sum over (an empty K): fill it with zeros instead.
@@ -185,6 +185,49 @@ impl BlasPlan {
     }
 }
 
+impl BlasPlan {
+    /// Every element each call reads or writes lies inside buffers of `a_len` (A), `b_len`
+    /// (B) and `c_len` (the output) elements, and every size is one cuBLAS accepts: what a
+    /// plan read from a file must show before its calls run.
+    pub fn check(&self, a_len: usize, b_len: usize, c_len: usize) -> Result<(), String> {
+        // the last element a strided batch of matrices touches, from its first at `off`
+        let last = |off: i64, batch: i32, stride: i64, rows: i32, cols: i32, ld: i32| -> i128 {
+            let (b, r, c) = (batch as i128 - 1, rows as i128 - 1, cols as i128 - 1);
+            off as i128 + b * stride as i128 + r + c * ld as i128
+        };
+        for (i, c) in self.calls.iter().enumerate() {
+            let bad = |why: String| format!("cuBLAS call {i}: {why}");
+            if c.rows < 0 || c.cols < 0 || c.k < 0 || c.batch < 1 || c.ld_c < c.rows.max(1) {
+                return Err(bad(format!("sizes {}x{}x{} batch {}, ld_c {}", c.rows, c.cols, c.k, c.batch, c.ld_c)));
+            }
+            if c.rows == 0 || c.cols == 0 {
+                continue;
+            }
+            if [c.off_x, c.off_y, c.off_c, c.stride_x, c.stride_y, c.stride_c].iter().any(|v| *v < 0) {
+                return Err(bad("a negative offset or stride".into()));
+            }
+            let len = |o: Operand| if o == Operand::A { a_len } else { b_len } as i128;
+            // X is rows x k, Y is k x cols, as stored: N keeps the orientation, T swaps it
+            let (xr, xc) = if c.trans_x == Trans::N { (c.rows, c.k) } else { (c.k, c.rows) };
+            let (yr, yc) = if c.trans_y == Trans::N { (c.k, c.cols) } else { (c.cols, c.k) };
+            if c.ld_x < xr.max(1) || c.ld_y < yr.max(1) {
+                return Err(bad(format!("leading dimensions {} and {} too small", c.ld_x, c.ld_y)));
+            }
+            let reads = [
+                ("X", c.k > 0, last(c.off_x, c.batch, c.stride_x, xr, xc, c.ld_x), len(c.x)),
+                ("Y", c.k > 0, last(c.off_y, c.batch, c.stride_y, yr, yc, c.ld_y), len(c.y)),
+                ("C", true, last(c.off_c, c.batch, c.stride_c, c.rows, c.cols, c.ld_c), c_len as i128),
+            ];
+            for (what, used, end, len) in reads {
+                if used && end >= len {
+                    return Err(bad(format!("{what} reaches element {end} of a {len}-element buffer")));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The runtime's way around [`NeedsCopy::Input`]: copy both operands to canonical layouts —
 /// batch axes, then A's M and K (B's K and N) axes, the last adjacent — so that every role
 /// group merges and each matrix has a unit stride. Returns, per operand, the copy kernel and
@@ -219,6 +262,7 @@ pub fn canonical_copies(
 }
 
 /// Everything the runtime runs for one contraction on cuBLAS.
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct GemmRecipe {
     /// Copies of inputs to canonical layouts first (operand 0 = A, 1 = B).
     pub copies: Vec<(usize, crate::backend::plan::FusedKernel)>,
@@ -395,6 +439,15 @@ mod tests {
             out_perm += r.unpermute.is_some() as usize;
             let blas = r.blas;
             let scratch_len = r.unpermute.as_ref().map_or(plan.out_len(), |u| u.1);
+            // what a plan read from a file is checked by: every call inside the buffers, and
+            // a buffer one element shorter caught (every element of A, B and C is used)
+            blas.check(a.len(), b.len(), scratch_len).unwrap_or_else(|e| panic!("case {case}: {e}"));
+            if !blas.calls.is_empty() {
+                for (da, db, dc) in [(1, 0, 0), (0, 1, 0), (0, 0, 1)] {
+                    let short = blas.check(a.len() - da, b.len() - db, scratch_len - dc);
+                    assert!(short.is_err(), "case {case}: buffers shorter by {:?} pass", (da, db, dc));
+                }
+            }
             let mut got = vec![f32::NAN; scratch_len];
             if blas.zero_fill {
                 got.fill(0.0);

@@ -130,7 +130,7 @@ impl Gathered {
 }
 
 /// NVRTC's name of a compute capability (`compute_90`): cudarc takes a `&'static str`.
-fn arch_name(major: i32, minor: i32) -> Option<&'static str> {
+pub(super) fn arch_name(major: i32, minor: i32) -> Option<&'static str> {
     const KNOWN: [(i32, i32, &str); 20] = [
         (5, 0, "compute_50"),
         (5, 2, "compute_52"),

@@ -13,17 +13,15 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use cudarc::driver::{CudaFunction, CudaSlice, DevicePtr};
+use cudarc::driver::{CudaSlice, DevicePtr};
 use luminal::prelude::*;
 
-use super::blas::BlasPlan;
-use super::codegen::Launch;
-use super::device::{compile_ptx, Gathered, Gpu};
+use super::device::Gpu;
+use super::device_plan::{driver, DevicePlan, DeviceWork, Source};
 use super::nccl::{Nccl, Op};
 pub use super::plan::distinct_kernels;
-use super::plan::{plan_kernels, PlanKernels};
 use crate::backend::executor::{Executor, ProfileEntry, RunStats};
-use crate::backend::plan::{Loc, Plan, Planner, Work};
+use crate::backend::plan::{Loc, Plan, Planner};
 use crate::error::{Error, Result};
 
 /// A tensor's data on the GPU, as it sits in a luminal graph's tensor store.
@@ -59,42 +57,10 @@ pub fn download(gpu: &Gpu, cx: &Graph, node: NodeIndex) -> Result<Vec<f32>> {
     gpu.download(&b.data, b.len)
 }
 
-fn driver(e: impl fmt::Debug) -> Error {
-    Error::Backend(format!("CUDA: {e:?}"))
-}
-
-enum DeviceWork {
-    Input,
-    Fused {
-        f: CudaFunction,
-        launch: Launch,
-        /// The kernel's name in the module (`k12`), for profiles.
-        name: String,
-    },
-    Gemm {
-        bp: BlasPlan,
-        /// Operand, copy kernel, its launch, the scratch buffer it writes.
-        copies: Vec<(usize, CudaFunction, Launch, CudaSlice<f32>)>,
-        /// The calls write this scratch; the kernel copies it into the output.
-        unpermute: Option<(CudaFunction, Launch, CudaSlice<f32>)>,
-        /// The calls as one pointer-array call, when they gather.
-        gathered: Option<Gathered>,
-    },
-    Value(f32),
-    /// This rank's part copied into the step's buffer; its bucket reduces it with NCCL.
-    AllReduce(Op),
-}
-
-struct DevicePlan {
-    plan: Plan,
-    work: Vec<DeviceWork>,
-    arena: CudaSlice<f32>,
-}
-
 /// Runs a graph compiled by [`crate::backend::Passes`] on a GPU.
 pub struct CudaRuntime {
     gpu: Gpu,
-    planner: Planner,
+    source: Source,
     plan: Option<DevicePlan>,
     pool: HashMap<usize, Vec<CudaSlice<f32>>>,
     /// When set, each step is timed alone (synchronizing after it): what and how long.
@@ -106,7 +72,20 @@ pub struct CudaRuntime {
 impl CudaRuntime {
     /// Prepare to run `cx` (after compilation) on `gpu`.
     pub fn new(gpu: Gpu, cx: &Graph) -> CudaRuntime {
-        CudaRuntime { gpu, planner: Planner::new(cx), plan: None, pool: HashMap::new(), profile: None, nccl: None }
+        CudaRuntime::with_source(gpu, Source::Graph(Planner::new(cx)))
+    }
+
+    fn with_source(gpu: Gpu, source: Source) -> CudaRuntime {
+        CudaRuntime { gpu, source, plan: None, pool: HashMap::new(), profile: None, nccl: None }
+    }
+
+    /// Run an artifact's plan (validated by [`Plan::from_bytes`]) with the kernels of its
+    /// `.cuda` section ([`super::artifact`]): no graph, no NVRTC. The section is checked
+    /// against the plan and this GPU's architecture first; the CUBIN is loaded when the GPU can
+    /// run it, else the driver compiles the PTX. Only graphs at the plan's dims run.
+    pub fn from_artifact(gpu: Gpu, plan: Plan, code: &[u8]) -> Result<CudaRuntime> {
+        let source = Source::artifact(&gpu, plan, code)?;
+        Ok(CudaRuntime::with_source(gpu, source))
     }
 
     pub fn gpu(&self) -> &Gpu {
@@ -128,21 +107,7 @@ impl CudaRuntime {
     /// Kernels and cuBLAS calls one run launches (input copies and unpermutes included),
     /// once planned.
     pub fn launches(&self) -> Option<usize> {
-        let dp = self.plan.as_ref()?;
-        Some(
-            dp.work
-                .iter()
-                .map(|w| match w {
-                    DeviceWork::Fused { .. } | DeviceWork::Value(_) | DeviceWork::AllReduce(_) => 1,
-                    DeviceWork::Gemm { bp, copies, unpermute, gathered } => {
-                        // a gathered product: the pointer kernel and one call
-                        let calls = if gathered.is_some() { 2 } else { bp.calls.len() };
-                        calls + copies.len() + unpermute.is_some() as usize + bp.zero_fill as usize
-                    }
-                    DeviceWork::Input => 0,
-                })
-                .sum(),
-        )
+        self.plan.as_ref().map(DevicePlan::launches)
     }
 
     /// Time every step of the following runs alone (a synchronization after each: slower
@@ -171,78 +136,6 @@ impl CudaRuntime {
             cx.tensors.insert((n, 0), Tensor::new(v));
         }
         Ok(())
-    }
-
-    fn make_plan(&mut self, cx: &Graph) -> Result<DevicePlan> {
-        let PlanKernels { plan, sources, kernel_of, mut gemms } = plan_kernels(&self.planner, cx)?;
-        let mut functions: Vec<(CudaFunction, Launch, String)> = vec![];
-        if !sources.is_empty() {
-            let t0 = std::time::Instant::now();
-            // NVRTC compiles one module per call on one thread: compile parts in parallel
-            let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(16);
-            let part = sources.len().div_ceil(threads).max(16);
-            let arch = self.gpu.arch();
-            let ptxs: Vec<Result<cudarc::nvrtc::Ptx>> = std::thread::scope(|sc| {
-                let jobs: Vec<_> = sources.chunks(part).map(|c| sc.spawn(move || compile_ptx(c, arch))).collect();
-                jobs.into_iter().map(|j| j.join().expect("NVRTC thread")).collect()
-            });
-            for (chunk, ptx) in sources.chunks(part).zip(ptxs) {
-                let module = self.gpu.ctx.load_module(ptx?).map_err(driver)?;
-                for s in chunk {
-                    functions.push((module.load_function(&s.name).map_err(driver)?, s.launch, s.name.clone()));
-                }
-            }
-            if crate::debug::level() >= 1 {
-                eprintln!(
-                    "[dino] cuda: {} fused steps, {} distinct kernels compiled in {:.2} s",
-                    kernel_of.len(),
-                    sources.len(),
-                    t0.elapsed().as_secs_f64()
-                );
-            }
-        }
-        let mut work = Vec::with_capacity(plan.steps.len());
-        for (i, s) in plan.steps.iter().enumerate() {
-            work.push(match &s.work {
-                Work::Input { .. } => DeviceWork::Input,
-                Work::Fused(_) => {
-                    let (f, launch, name) = functions[kernel_of[&i]].clone();
-                    DeviceWork::Fused { f, launch, name }
-                }
-                Work::Gemm(_) => {
-                    let gw = gemms.remove(&i).expect("planned");
-                    let mut copies = vec![];
-                    for (o, j, len) in gw.copies {
-                        let (f, launch, _) = functions[j].clone();
-                        let scratch = self.gpu.stream.alloc_zeros::<f32>(len.max(1)).map_err(driver)?;
-                        copies.push((o, f, launch, scratch));
-                    }
-                    let unpermute = match gw.unpermute {
-                        Some((j, len)) => {
-                            let (f, launch, _) = functions[j].clone();
-                            Some((f, launch, self.gpu.stream.alloc_zeros::<f32>(len.max(1)).map_err(driver)?))
-                        }
-                        None => None,
-                    };
-                    let gathered = self.gpu.gather(&gw.bp)?;
-                    DeviceWork::Gemm { bp: gw.bp, copies, unpermute, gathered }
-                }
-                Work::Value(v) => DeviceWork::Value(*v),
-                Work::AllReduce(r) => match &self.nccl {
-                    Some(n) => DeviceWork::AllReduce(Op::of(r.scale, n.world, &r.name)?),
-                    None => {
-                        return Err(Error::Backend(format!(
-                            "this step all-reduces `{}` over the ranks of a data-parallel run, and the executor has \
-                             no process group (Executor::set_collective)",
-                            r.name
-                        )))
-                    }
-                },
-                Work::Other => unreachable!("rejected above"),
-            });
-        }
-        let arena = self.gpu.stream.alloc_zeros::<f32>((plan.arena_bytes / 4).max(1)).map_err(driver)?;
-        Ok(DevicePlan { plan, work, arena })
     }
 
     fn alloc(&mut self, len: usize) -> Result<CudaSlice<f32>> {
@@ -383,32 +276,7 @@ impl CudaRuntime {
             }
             if let Some(t0) = t0 {
                 stream.synchronize().map_err(driver)?;
-                let what = match &dp.work[i] {
-                    DeviceWork::Fused { name, launch, .. } => match launch {
-                        Launch::Flat { total } => format!("fused {name} ({total} elements)"),
-                        Launch::Rows { rows, row_len, split, .. } => {
-                            format!("fused {name} ({rows} rows of {row_len}, {split} blocks each)")
-                        }
-                    },
-                    DeviceWork::Gemm { bp, copies, unpermute, gathered } => {
-                        let c = &bp.calls[0];
-                        let calls = match gathered {
-                            Some(g) => format!("batch {}, 1 gathered call", g.len()),
-                            None if bp.calls.len() == 1 => format!("batch {}, 1 call", c.batch),
-                            None => format!("batch {}, {} calls", c.batch, bp.calls.len()),
-                        };
-                        format!(
-                            "gemm {}x{}x{} ({calls}{}{})",
-                            c.rows,
-                            c.cols,
-                            c.k,
-                            if copies.is_empty() { "" } else { " + input copies" },
-                            if unpermute.is_some() { " + unpermute" } else { "" }
-                        )
-                    }
-                    DeviceWork::AllReduce(_) => "allreduce copy".into(),
-                    _ => "value".into(),
-                };
+                let what = dp.work[i].describe();
                 let e = self.profile.as_mut().expect("profiling").entry(what).or_default();
                 e.0 += 1;
                 e.1 += t0.elapsed().as_secs_f64();
@@ -434,8 +302,10 @@ impl Executor for CudaRuntime {
 
     fn plan(&mut self, cx: &Graph) -> Result<()> {
         if !self.plan.as_ref().is_some_and(|p| p.plan.is_for(cx)) {
-            self.plan = None;
-            let p = self.make_plan(cx)?;
+            if let Some(dp) = self.plan.take() {
+                self.source.retire(dp);
+            }
+            let p = self.source.make(&self.gpu, self.nccl.as_ref(), cx)?;
             self.plan = Some(p);
         }
         Ok(())
@@ -458,7 +328,10 @@ impl Executor for CudaRuntime {
     fn set_collective(&mut self, group: std::sync::Arc<dyn crate::dist::Collective>) -> Result<()> {
         if group.world() > 1 || group.reduces_alone() {
             self.nccl = Some(Nccl::init(&self.gpu, &*group)?);
-            self.plan = None; // planned again with the communicator
+            // planned again with the communicator
+            if let Some(dp) = self.plan.take() {
+                self.source.retire(dp);
+            }
         }
         Ok(())
     }

@@ -357,6 +357,17 @@ impl Plan {
         self.dyn_dims == dyn_dims(cx)
     }
 
+    /// The error of an executor that runs this plan only (an artifact's) on `cx`, whose
+    /// dynamic dims differ.
+    pub fn other_dims(&self, cx: &Graph) -> Error {
+        let text = |d: &[(char, usize)]| d.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ");
+        Error::Backend(format!(
+            "this plan was compiled for {}, the graph is at {}: compile it again for these sizes",
+            text(&self.dyn_dims),
+            text(&dyn_dims(cx))
+        ))
+    }
+
     /// Steps that launch something (every step but the inputs).
     pub fn kernels(&self) -> usize {
         self.steps.iter().filter(|s| !matches!(s.work, Work::Input { .. })).count()

@@ -155,6 +155,18 @@ impl Plan {
         self.arena_bytes as u128 + kept + inputs
     }
 
+    /// The elements each step's buffer holds (an input: the extent its views read), for a
+    /// backend checking what it runs beside the plan.
+    pub fn buffer_lens(&self) -> Vec<usize> {
+        self.steps
+            .iter()
+            .map(|s| match s.loc {
+                Loc::Input(k) => self.input_extent.get(k).copied().unwrap_or(0),
+                _ => s.out_len.max(1),
+            })
+            .collect()
+    }
+
     /// Check everything an executor trusts (see the module documentation).
     pub fn validate(&self) -> Result<(), String> {
         if self.input_extent.len() != self.n_inputs {
@@ -298,7 +310,9 @@ fn check_program(p: &Program, loads: usize, stages: usize) -> Result<(), String>
     Ok(())
 }
 
-fn check_kernel(k: &FusedKernel, step_len: usize, src_lens: &[usize]) -> Result<(), String> {
+/// That a kernel reads inside its sources of `src_lens` elements and writes its output once,
+/// inside a `step_len`-element buffer (also for kernels a backend stores beside the plan).
+pub(crate) fn check_kernel(k: &FusedKernel, step_len: usize, src_lens: &[usize]) -> Result<(), String> {
     let rank = k.dims.len();
     check_program(&k.program, k.loads.len(), k.stages.len())?;
     for (j, (p, _)) in k.stages.iter().enumerate() {
