@@ -5,7 +5,7 @@
 # build just the ones this script runs):
 #   cargo test --no-run --release --workspace --features cuda
 #     (or: cargo test --no-run --release -p dino-runtime --features cuda --lib
-#          cargo test --no-run --release --features cuda --test gpu_step)
+#          cargo test --no-run --release --features cuda --test gpu_step --test cuda_artifact)
 #   cargo build --release --features cuda
 #   (optional, the stock luminal_cuda baseline: scripts/cuda-sdk.sh install;
 #    eval "$(scripts/cuda-sdk.sh env)"; cargo bench --no-run --features stock-cuda --bench stock_cuda)
@@ -18,7 +18,9 @@
 # NVRTC compilation of the generated kernels, each fused kernel of a ViT block, random
 # contractions on cuBLAS, a whole compiled block forward+backward, three full DINO training
 # steps (GPU runtime vs CPU runtime: losses, student and teacher) and the trainer for two
-# epochs on real images (`--device cuda` vs `--device cpu`). Libraries are found
+# epochs on real images (`--device cuda` vs `--device cpu`), a step trained from its CUDA
+# artifact (kernels loaded from CUBIN) against the JIT-compiled step, and start-up both ways
+# (`dino bench startup --device cuda`). Libraries are found
 # through LD_LIBRARY_PATH; PyTorch's pip wheels carry NVRTC and cuBLAS, so their directories are
 # added when torch is importable.
 #
@@ -73,6 +75,23 @@ else
     timeout 100 "$step" --nocapture 2>&1 | grep -vE '^\s*$'
     s2=${PIPESTATUS[0]}
     [ "$status" = 0 ] && status=$s2
+fi
+echo "== CUDA artifacts: a step trained from its CUBIN against the step built and JIT-compiled at start"
+art=$(ls -t "$bins"/deps/cuda_artifact-* 2>/dev/null | grep -v '\.d$' | head -1)
+if [ -z "$art" ]; then
+    echo "no prebuilt cuda_artifact binary: run 'cargo test --no-run --release --features cuda --test cuda_artifact' first" >&2
+    [ "$status" = 0 ] && status=2
+else
+    timeout 100 "$art" --nocapture 2>&1 | grep -vE '^\s*$'
+    s2=${PIPESTATUS[0]}
+    [ "$status" = 0 ] && status=$s2
+fi
+echo "== start-up on the GPU: JIT (graph, passes, NVRTC) against the compiled artifact (CUBIN, no NVRTC)"
+if [ -x "$bins/dino" ]; then
+    timeout 60 "$bins/dino" bench startup --device cuda --model fmnist-small --batch 64 --rounds 3 \
+        || { [ "$status" = 0 ] && status=1; }
+    timeout 120 "$bins/dino" bench startup --device cuda --model dino-vits16-paper --batch 64 --rounds 2 \
+        || { [ "$status" = 0 ] && status=1; }
 fi
 echo "== the parity suites on the GPU executor (DINO_TEST_DEVICE=cuda: the CPU suites, run unchanged)"
 for t in vit_block_parity timm_parity optimizer_parity dino_step_parity dino_rules weight_formats; do

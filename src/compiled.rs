@@ -149,8 +149,9 @@ pub fn compile_forward<V: VitModel>(
     let handles =
         ForwardHandles { params: b.params, patches: b.patches, resample: b.resample, outputs: b.outputs, batch, size };
     let handles = serde_json::to_value(&handles).map_err(|e| Error::Backend(format!("the program's handles: {e}")))?;
-    let program = CompiledProgram::capture(&b.cx, handles)?;
+    let mut program = CompiledProgram::capture(&b.cx, handles)?;
     let plan_s = t1.elapsed().as_secs_f64();
+    let code = add_code(&mut program, &target, &b.cx)?;
     let mut a = Artifact::new(Identity { target, fields: forward_fields(&V::CONFIG, graph, eps, batch, size) });
     a.add_program(graph.name(), &program, &b.cx)?;
     a.write(out)?;
@@ -162,6 +163,7 @@ pub fn compile_forward<V: VitModel>(
         kernels: program.plan.kernels(),
         arena_bytes: program.plan.arena_bytes,
         bytes,
+        code,
     })
 }
 
@@ -182,7 +184,7 @@ pub fn load_forward<V: VitModel>(
         _ => return Err(bad("the identity has no positive `batch`".into())),
     };
     a.require(&Identity {
-        target: target(device, None)?,
+        target: asked_target(device, &a, path)?,
         fields: forward_fields(&V::CONFIG, graph, eps, batch, size),
     })?;
     let program = a.program(graph.name())?;
@@ -233,16 +235,19 @@ pub fn train_fields(preset: &str, cfg: &DinoConfig) -> BTreeMap<String, Value> {
 
 /// The target `device` compiles for (CUDA: the architecture named, e.g. `sm_90`).
 pub fn target(device: Device, arch: Option<&str>) -> Result<Target> {
-    match (device, arch) {
-        (Device::Cpu, None) => Ok(Target::Cpu),
-        (Device::Cpu, Some(a)) => Err(Error::Config {
-            what: format!("--arch {a}"),
-            why: "an architecture is for --device cuda only (a CPU plan runs on any CPU)".into(),
-        }),
-        (Device::Cuda, _) => Err(Error::Config {
-            what: "--device cuda".into(),
-            why: "compiled artifacts hold CPU plans only so far: GPU kernels are still compiled by NVRTC at start \
-                  (drop --compiled, or compile for --device cpu)"
+    device.target(arch)
+}
+
+/// The target a run on `device` asks an artifact for: the CPU, or for CUDA the file's own
+/// architecture (whether this GPU runs it is checked when its code loads, naming both
+/// architectures). A CPU plan asked for on a GPU is refused here.
+fn asked_target(device: Device, a: &Artifact, path: &Path) -> Result<Target> {
+    match (device, &a.identity.target) {
+        (Device::Cpu, _) => Ok(Target::Cpu),
+        (Device::Cuda, t @ Target::Cuda { .. }) => Ok(t.clone()),
+        (Device::Cuda, Target::Cpu) => Err(Error::Config {
+            what: format!("--compiled {} with --device cuda", path.display()),
+            why: "the file holds a CPU plan: compile one for the GPU with `dino compile --device cuda --arch sm_XY`"
                 .into(),
         }),
     }
@@ -257,6 +262,17 @@ pub struct CompileReport {
     pub kernels: usize,
     pub arena_bytes: usize,
     pub bytes: u64,
+    /// What the device code is, when the target has one (CUDA: kernels as CUBIN and PTX).
+    pub code: Option<String>,
+}
+
+/// The target's code for `program` of the compiled graph `cx` (CUDA: NVRTC to CUBIN and PTX),
+/// put in the program; the line saying what it is.
+fn add_code(program: &mut CompiledProgram, target: &Target, cx: &luminal::prelude::Graph) -> Result<Option<String>> {
+    Ok(Device::compile_code(target, &program.plan, cx)?.map(|(bytes, line)| {
+        program.code = Some(bytes);
+        line
+    }))
 }
 
 /// Build, compile and plan `M`'s training step for `cfg` and write it to `out`.
@@ -274,8 +290,9 @@ pub fn compile_train_step<M: DinoModel>(
     let compile_s = t1.elapsed().as_secs_f64();
     let t2 = Instant::now();
     let handles = serde_json::to_value(&step).map_err(|e| Error::Backend(format!("the step's handles: {e}")))?;
-    let program = CompiledProgram::capture(&step.train.cx, handles)?;
+    let mut program = CompiledProgram::capture(&step.train.cx, handles)?;
     let plan_s = t2.elapsed().as_secs_f64();
+    let code = add_code(&mut program, &target, &step.train.cx)?;
     let mut a = Artifact::new(Identity { target, fields: train_fields(preset, &cfg) });
     a.add_program(TRAIN_STEP, &program, &step.train.cx)?;
     a.write(out)?;
@@ -287,6 +304,7 @@ pub fn compile_train_step<M: DinoModel>(
         kernels: program.plan.kernels(),
         arena_bytes: program.plan.arena_bytes,
         bytes,
+        code,
     })
 }
 
@@ -299,7 +317,7 @@ pub fn load_train_step<M: DinoModel>(
     device: Device,
 ) -> Result<DinoStep<M>> {
     let a = Artifact::read(path)?;
-    a.require(&Identity { target: target(device, None)?, fields: train_fields(preset, &cfg) })?;
+    a.require(&Identity { target: asked_target(device, &a, path)?, fields: train_fields(preset, &cfg) })?;
     let program = a.program(TRAIN_STEP)?;
     crate::resources::check(&format!("the compiled step of {}", path.display()), program.plan.run_bytes())?;
     let bad = |why: String| Error::Format { path: path.into(), why: format!("program `{TRAIN_STEP}`: {why}") };

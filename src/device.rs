@@ -4,8 +4,9 @@
 //! ([`Device::check`]) and gets an [`Executor`] per compiled graph ([`Device::executor`]); the
 //! trainers, evaluators and benchmarks talk to that trait only. A test or CI step
 //! (`tests/layering.rs`) fails when another facade file names a runtime.
+use dino_runtime::artifact::Target;
 use dino_runtime::backend::executor::Executor;
-use dino_runtime::backend::plan::Policy;
+use dino_runtime::backend::plan::{Plan, Policy};
 use dino_runtime::Result;
 use luminal::prelude::Graph;
 
@@ -60,14 +61,93 @@ impl Device {
     }
 
     /// An executor of a compiled artifact's program on this device: nothing is compiled or
-    /// planned.
+    /// planned (a CUDA program's kernels are loaded from its CUBIN, or its PTX on a newer GPU).
     pub fn executor_of(self, program: dino_runtime::artifact::CompiledProgram) -> Result<Box<dyn Executor>> {
         match self {
             Device::Cpu => Ok(Box::new(dino_runtime::backend::cpu::CpuRuntime::from_plan(program.plan))),
-            Device::Cuda => Err(dino_runtime::Error::Config {
-                what: "--compiled with --device cuda".into(),
-                why: "compiled artifacts hold CPU plans only so far".into(),
-            }),
+            #[cfg(feature = "cuda")]
+            Device::Cuda => {
+                use dino_runtime::backend::cuda::{device::Gpu, runtime::CudaRuntime};
+                let code = program.code.ok_or_else(|| dino_runtime::Error::Config {
+                    what: "--compiled with --device cuda".into(),
+                    why: "the program holds no CUDA code: compile it with `dino compile --device cuda --arch sm_XY`"
+                        .into(),
+                })?;
+                Ok(Box::new(CudaRuntime::from_artifact(Gpu::open(gpu_ordinal())?, program.plan, &code)?))
+            }
+            #[cfg(not(feature = "cuda"))]
+            Device::Cuda => Err(no_cuda()),
+        }
+    }
+
+    /// What an artifact compiled for this device targets: any CPU, or the GPU architecture
+    /// named by `arch` (`sm_90`), whose kernels are compiled to CUBIN here (no GPU needed).
+    pub fn target(self, arch: Option<&str>) -> Result<Target> {
+        let config = |what: String, why: &str| dino_runtime::Error::Config { what, why: why.into() };
+        match (self, arch) {
+            (Device::Cpu, None) => Ok(Target::Cpu),
+            (Device::Cpu, Some(a)) => {
+                Err(config(format!("--arch {a}"), "an architecture is for --device cuda only (a CPU plan runs on any CPU)"))
+            }
+            (Device::Cuda, None) => Err(config(
+                "--device cuda without --arch".into(),
+                "name the GPU architecture the kernels are compiled for: sm_90 (H100, H200), sm_80 (A100), sm_89 (L4); \
+                 `nvidia-smi --query-gpu=compute_cap --format=csv` prints yours (9.0 is sm_90)",
+            )),
+            #[cfg(feature = "cuda")]
+            (Device::Cuda, Some(a)) => {
+                let arch: dino_runtime::backend::cuda::artifact::Arch =
+                    a.parse().map_err(|why: String| config(format!("--arch {a}"), &why))?;
+                Ok(Target::Cuda { arch: arch.to_string() })
+            }
+            #[cfg(not(feature = "cuda"))]
+            (Device::Cuda, Some(_)) => Err(no_cuda()),
+        }
+    }
+
+    /// The target for this machine's own device: the CPU, or the architecture of the GPU here
+    /// (opened to ask it).
+    pub fn own_target(self) -> Result<Target> {
+        match self {
+            Device::Cpu => Ok(Target::Cpu),
+            #[cfg(feature = "cuda")]
+            Device::Cuda => {
+                let gpu = dino_runtime::backend::cuda::device::Gpu::open(gpu_ordinal())?;
+                self.target(Some(gpu.arch()))
+            }
+            #[cfg(not(feature = "cuda"))]
+            Device::Cuda => Err(no_cuda()),
+        }
+    }
+
+    /// The code a program for `target` carries beside its plan `plan` of the compiled graph
+    /// `cx`, and a line saying what it is: for CUDA every kernel as CUBIN and PTX (NVRTC, no
+    /// GPU); nothing for the CPU.
+    pub fn compile_code(target: &Target, plan: &Plan, cx: &Graph) -> Result<Option<(Vec<u8>, String)>> {
+        match target {
+            Target::Cpu => Ok(None),
+            #[cfg(feature = "cuda")]
+            Target::Cuda { arch } => {
+                use dino_runtime::backend::cuda::artifact::{compile, Arch};
+                let arch: Arch = arch
+                    .parse()
+                    .map_err(|why: String| dino_runtime::Error::Config { what: format!("architecture {arch}"), why })?;
+                let (bytes, r) = compile(plan, cx, arch)?;
+                let line = format!(
+                    "{} CUDA kernels in {} modules: {arch} CUBIN {:.0} KB + PTX {:.0} KB (NVRTC {:.2} s)",
+                    r.kernels,
+                    r.modules,
+                    r.cubin_bytes as f64 / 1024.0,
+                    r.ptx_bytes as f64 / 1024.0,
+                    r.seconds
+                );
+                Ok(Some((bytes, line)))
+            }
+            #[cfg(not(feature = "cuda"))]
+            Target::Cuda { .. } => {
+                let _ = (plan, cx);
+                Err(no_cuda())
+            }
         }
     }
 

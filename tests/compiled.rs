@@ -108,6 +108,21 @@ fn an_artifact_built_for_something_else_is_refused_by_name() {
     assert!(e.contains("model") && e.contains("\"art\"") && e.contains("fmnist-small"), "{e}");
     let e = target(Device::Cpu, Some("sm_90")).unwrap_err().to_string();
     assert!(e.contains("--arch sm_90"), "{e}");
+    // a GPU target needs its architecture named, and a build with the CUDA backend
+    let e = target(Device::Cuda, None).unwrap_err().to_string();
+    assert!(e.contains("--arch") && e.contains("sm_90") && e.contains("compute_cap"), "{e}");
+    let e = target(Device::Cuda, Some("sm_90")).map_err(|e| e.to_string());
+    if cfg!(feature = "cuda") {
+        assert_eq!(e, Ok(Target::Cuda { arch: "sm_90".into() }));
+        let e = target(Device::Cuda, Some("sm_90a")).unwrap_err().to_string();
+        assert!(e.contains("sm_90a") && e.contains("suffix"), "{e}");
+    } else {
+        let e = e.unwrap_err();
+        assert!(e.contains("--features cuda"), "{e}");
+    }
+    // a CPU plan asked for on a GPU
+    let e = load_train_step::<ArtDino>(&art, "art", cfg, Device::Cuda).err().unwrap().to_string();
+    assert!(e.contains("CPU plan") && e.contains("art.dart"), "{e}");
     // a GPU artifact (identity only) asked for on the CPU
     let mut a = Artifact::read(&art).unwrap();
     a.identity.target = Target::Cuda { arch: "sm_90".into() };

@@ -112,7 +112,8 @@ fn a_forward_artifact_built_for_something_else_is_refused_by_name() {
 fn start_up_of_a_compiled_forward_pass_computes_what_the_jit_one_does() {
     let path = artifact("startup");
     for graph in [ForwardGraph::Features, ForwardGraph::Attention] {
-        let rows = dino::bench::startup::startup_forward::<MiniVit>(graph, 3, &path, 1).unwrap();
+        let rows =
+            dino::bench::startup::startup_forward::<MiniVit>(graph, 3, &path, 1, Device::Cpu, Target::Cpu).unwrap();
         assert_eq!(rows.iter().map(|r| r.how).collect::<Vec<_>>(), ["jit", "compiled"]);
         assert!(rows[0].check != 0.0 && rows[0].check.is_finite(), "{rows:?}");
         assert_eq!(rows[0].check, rows[1].check, "{graph:?}: the same outputs");

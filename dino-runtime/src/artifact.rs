@@ -95,6 +95,9 @@ pub struct CompiledProgram {
     pub handles: serde_json::Value,
     /// Inputs that held a value when the program was captured, with that value.
     pub constants: Vec<(NodeIndex, Vec<f32>)>,
+    /// What the target's backend runs beside the plan (CUDA: every kernel as CUBIN and PTX),
+    /// opaque here; none for the CPU, which interprets the plan.
+    pub code: Option<Vec<u8>>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -119,7 +122,7 @@ impl CompiledProgram {
             .inputs()
             .filter_map(|(s, _)| crate::graph::data::get(cx, s.node).map(|v| (s.node, v.to_vec())))
             .collect();
-        Ok(CompiledProgram { plan, keep, handles, constants })
+        Ok(CompiledProgram { plan, keep, handles, constants, code: None })
     }
 
     /// The graph this program runs on: no nodes, the plan's dynamic dims, the kept inputs
@@ -179,6 +182,9 @@ impl Artifact {
         self.add(&format!("{name}.plan"), plan);
         self.add(&format!("{name}.meta"), meta);
         self.add(&format!("{name}.constants"), constants);
+        if let Some(code) = &p.code {
+            self.add(&format!("{name}.code"), code.clone());
+        }
         Ok(())
     }
 
@@ -234,7 +240,13 @@ impl Artifact {
         if nodes.windows(2).any(|w| w[0] == w[1]) {
             return Err(bad("two inputs or kept outputs share a node".into()));
         }
-        Ok(CompiledProgram { plan, keep: meta.keep, handles: meta.handles, constants })
+        // a backend's code: required where the target has one (what it holds is the backend's
+        // to check against the plan)
+        let code = match self.identity.target {
+            Target::Cpu => None,
+            Target::Cuda { .. } => Some(self.section(&format!("{name}.code"))?.to_vec()),
+        };
+        Ok(CompiledProgram { plan, keep: meta.keep, handles: meta.handles, constants, code })
     }
 
     /// Refuse an artifact built for something else than `asked`, naming the first field that

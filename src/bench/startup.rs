@@ -1,10 +1,11 @@
 //! Start-up of a training step or a backbone's forward pass, JIT against a compiled artifact
-//! (`dino bench startup [--graph features|tokens|attention]`).
+//! (`dino bench startup [--graph features|tokens|attention] [--device cuda]`).
 //!
 //! ```text
-//!  JIT:       build graph ─► passes ─► executor ─► first step (plans, allocates, runs)
+//!  JIT:       build graph ─► passes ─► executor ─► first step (plans, NVRTC on a GPU,
+//!                                                                allocates, runs)
 //!  compiled:  read + check artifact ─► handles on an empty graph ─► executor of the plan
-//!                                                               ─► first step (allocates, runs)
+//!             (a GPU: kernels loaded from CUBIN) ─► first step (allocates, runs)
 //! ```
 //!
 //! Rounds alternate JIT and compiled in one process; each figure is the median over rounds.
@@ -62,10 +63,17 @@ fn first_step<M: DinoModel>(step: &mut DinoStep<M>) -> Result<(f64, f32)> {
     Ok((t.elapsed().as_secs_f64(), out.loss))
 }
 
-/// Compile `M`'s step for `cfg` into `artifact`, then `rounds` alternating JIT and compiled
-/// start-ups on the CPU.
-pub fn startup<M: DinoModel>(preset: &str, cfg: DinoConfig, artifact: &Path, rounds: usize) -> Result<Vec<StartupRow>> {
-    compiled::compile_train_step::<M>(preset, cfg, compiled::target(Device::Cpu, None)?, artifact)?;
+/// Compile `M`'s step for `cfg` into `artifact` for `target`, then `rounds` alternating JIT and
+/// compiled start-ups on `device` (a GPU: kernels through NVRTC, or loaded from the CUBIN).
+pub fn startup<M: DinoModel>(
+    preset: &str,
+    cfg: DinoConfig,
+    artifact: &Path,
+    rounds: usize,
+    device: Device,
+    target: Target,
+) -> Result<Vec<StartupRow>> {
+    compiled::compile_train_step::<M>(preset, cfg, target, artifact)?;
     let mut times = [(vec![], vec![], 0f32), (vec![], vec![], 0f32)];
     for _ in 0..rounds.max(1) {
         // JIT, as `dino train` does without --compiled
@@ -73,7 +81,7 @@ pub fn startup<M: DinoModel>(preset: &str, cfg: DinoConfig, artifact: &Path, rou
         let mut step = DinoStep::<M>::build_with(cfg, cfg.batch_size)?;
         step.init(0);
         step.compile(dino_runtime::backend::Passes::default());
-        let ex = Device::Cpu.executor(&step.train.cx)?;
+        let ex = device.executor(&step.train.cx)?;
         step.train.attach(ex);
         times[0].0.push(t.elapsed().as_secs_f64());
         let (s, loss) = first_step(&mut step)?;
@@ -82,7 +90,7 @@ pub fn startup<M: DinoModel>(preset: &str, cfg: DinoConfig, artifact: &Path, rou
         drop(step);
         // compiled
         let t = Instant::now();
-        let mut step = compiled::load_train_step::<M>(artifact, preset, cfg, Device::Cpu)?;
+        let mut step = compiled::load_train_step::<M>(artifact, preset, cfg, device)?;
         step.init(0);
         times[1].0.push(t.elapsed().as_secs_f64());
         let (s, loss) = first_step(&mut step)?;
@@ -101,16 +109,19 @@ fn rows([jit, comp]: Times) -> Vec<StartupRow> {
     ]
 }
 
-/// Compile `V`'s forward `graph` for `batch` images at the native size into `artifact`, then
-/// `rounds` alternating JIT and compiled start-ups on the CPU, each running one batch.
+/// Compile `V`'s forward `graph` for `batch` images at the native size into `artifact` for
+/// `target`, then `rounds` alternating JIT and compiled start-ups on `device`, each running
+/// one batch.
 pub fn startup_forward<V: VitModel>(
     graph: ForwardGraph,
     batch: usize,
     artifact: &Path,
     rounds: usize,
+    device: Device,
+    target: Target,
 ) -> Result<Vec<StartupRow>> {
     let size = V::IMAGE;
-    compiled::compile_forward::<V>(graph, None, batch, size, Target::Cpu, artifact)?;
+    compiled::compile_forward::<V>(graph, None, batch, size, target, artifact)?;
     let weights = random_backbone::<V>(0);
     let px = V::CHANNELS * size * size;
     let images: Vec<Vec<f32>> =
@@ -120,8 +131,8 @@ pub fn startup_forward<V: VitModel>(
         for (i, t) in times.iter_mut().enumerate() {
             let t0 = Instant::now();
             let mut runner = match i {
-                0 => VitRunner::<V>::new(graph.output(), None, Device::Cpu)?,
-                _ => compiled::load_forward::<V>(artifact, graph, None, size, Device::Cpu)?,
+                0 => VitRunner::<V>::new(graph.output(), None, device)?,
+                _ => compiled::load_forward::<V>(artifact, graph, None, size, device)?,
             };
             runner.set_weights(&weights)?;
             t.0.push(t0.elapsed().as_secs_f64());

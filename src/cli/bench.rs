@@ -97,6 +97,13 @@ pub struct StartupArgs {
     /// Alternating rounds (JIT, then compiled).
     #[arg(long, default_value_t = 3, value_parser = crate::train::hyper::positive)]
     pub rounds: usize,
+    /// Where both start: the CPU, or a GPU (JIT compiles kernels with NVRTC, the artifact
+    /// holds them as CUBIN).
+    #[arg(long, value_enum, default_value_t = Device::Cpu)]
+    pub device: Device,
+    /// The architecture the artifact is compiled for [default: the GPU's own].
+    #[arg(long)]
+    pub arch: Option<String>,
     /// Print the rows as JSON.
     #[arg(long)]
     pub json: bool,
@@ -107,24 +114,33 @@ fn bench_startup(args: StartupArgs) -> Result<(), String> {
     let dir = std::env::temp_dir().join(format!("dino-startup-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let artifact = dir.join("step.dart");
-    struct Go<'a>(&'a StartupArgs, &'a std::path::Path);
+    args.device.check().map_err(|e| e.to_string())?;
+    let target = match &args.arch {
+        Some(a) => args.device.target(Some(a)),
+        None => args.device.own_target(),
+    }
+    .map_err(|e| e.to_string())?;
+    type Target = dino_runtime::artifact::Target;
+    struct Go<'a>(&'a StartupArgs, &'a std::path::Path, Target);
     impl crate::models::DinoVisitor for Go<'_> {
         type Output = dino_runtime::Result<Vec<StartupRow>>;
         fn visit<M: dino_runtime::model::DinoModel>(self, _: &'static str) -> Self::Output {
-            let hyper = crate::train::Hyper { batch_size: Some(self.0.batch), ..Default::default() };
-            startup::<M>(&self.0.model, hyper.apply(&M::CONFIG)?, self.1, self.0.rounds)
+            let Go(a, artifact, target) = self;
+            let hyper = crate::train::Hyper { batch_size: Some(a.batch), ..Default::default() };
+            startup::<M>(&a.model, hyper.apply(&M::CONFIG)?, artifact, a.rounds, a.device, target)
         }
     }
-    struct Fwd<'a>(&'a StartupArgs, &'a std::path::Path, crate::compiled::ForwardGraph);
+    struct Fwd<'a>(&'a StartupArgs, &'a std::path::Path, crate::compiled::ForwardGraph, Target);
     impl crate::models::VitVisitor for Fwd<'_> {
         type Output = dino_runtime::Result<Vec<StartupRow>>;
         fn visit<V: dino_runtime::model::VitModel>(self, _: &'static str) -> Self::Output {
-            crate::bench::startup::startup_forward::<V>(self.2, self.0.batch, self.1, self.0.rounds)
+            let Fwd(a, artifact, graph, target) = self;
+            crate::bench::startup::startup_forward::<V>(graph, a.batch, artifact, a.rounds, a.device, target)
         }
     }
     let rows = match args.graph.forward() {
-        None => crate::models::with_dino(&args.model, Go(&args, &artifact)),
-        Some(g) => crate::models::with_vit(&args.model, Fwd(&args, &artifact, g)),
+        None => crate::models::with_dino(&args.model, Go(&args, &artifact, target)),
+        Some(g) => crate::models::with_vit(&args.model, Fwd(&args, &artifact, g, target)),
     };
     let _ = std::fs::remove_dir_all(&dir);
     let rows = rows.ok_or_else(|| format!("model `{}`: no such preset", args.model))?.map_err(|e| e.to_string())?;
@@ -133,14 +149,17 @@ fn bench_startup(args: StartupArgs) -> Result<(), String> {
         return Ok(());
     }
     println!(
-        "{} {}, batch {}, cpu ({} threads), medians of {} alternating rounds:",
+        "{} {}, batch {}, {}, medians of {} alternating rounds:",
         args.model,
         match args.graph.forward() {
             None => "training step",
             Some(g) => g.name(),
         },
         args.batch,
-        rayon::current_num_threads(),
+        match args.device {
+            Device::Cpu => format!("cpu ({} threads)", rayon::current_num_threads()),
+            Device::Cuda => "cuda".to_string(),
+        },
         args.rounds
     );
     println!("  {:<10} {:>10} {:>12} {:>10} {:>12}", "start", "ready ms", "1st run ms", "total ms", "check");

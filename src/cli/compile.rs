@@ -91,6 +91,9 @@ fn report(model: &str, r: &CompileReport, out: &std::path::Path) {
         out.display(),
         r.bytes as f64 * 1e-6
     );
+    if let Some(code) = &r.code {
+        println!("{model}: {code}");
+    }
 }
 
 /// A backbone's forward graph at one batch and size.
