@@ -6,7 +6,7 @@
 #![cfg(feature = "cuda")]
 use std::path::{Path, PathBuf};
 
-use dino::compiled::{compile_train_step, load_train_step, target};
+use dino::compiled::{compile_forward, compile_train_step, load_forward, load_train_step, target, ForwardGraph};
 use dino::train::{train_model, Device, TrainOptions};
 use dino_runtime::artifact::{Artifact, Target};
 use dino_runtime::backend::cuda::device::CudaLib;
@@ -83,10 +83,18 @@ fn a_cuda_artifact_holds_cubin_for_its_architecture_and_is_checked_before_a_gpu_
     assert!(e.contains("train-step.code") && e.contains("checksum"), "{e}");
     // a file without its code (a CPU program relabelled) is refused by name
     let mut bare = Artifact::read(&cpu).unwrap();
-    bare.identity.target = sm90;
+    bare.identity.target = sm90.clone();
     bare.write(&d.join("bare.dart")).unwrap();
     let e = load_train_step::<CuDino>(&d.join("bare.dart"), "cu", cfg, Device::Cuda).err().unwrap().to_string();
     assert!(e.contains("train-step.code"), "{e}");
+    // a backbone's forward program carries its code too (`dino features --compiled`)
+    let fwd = d.join("features.dart");
+    let r = compile_forward::<CuVit>(ForwardGraph::Features, None, 4, 28, sm90.clone(), &fwd).unwrap();
+    assert!(r.code.is_some_and(|c| c.contains("sm_90 CUBIN")));
+    let a = Artifact::read(&fwd).unwrap();
+    assert!(a.section_names().contains(&"features.code"), "{:?}", a.section_names());
+    let e = load_forward::<CuVit>(&fwd, ForwardGraph::Features, None, 28, Device::Cpu).err().unwrap().to_string();
+    assert!(e.contains("target cuda sm_90") && e.contains("asks for cpu"), "{e}");
     // the intact file: here without a GPU, a clear error; with one, it loads
     match load_train_step::<CuDino>(&art, "cu", cfg, Device::Cuda) {
         Ok(_) => eprintln!("loaded on the GPU"),
