@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use super::blas::GemmRecipe;
 use super::codegen::{KernelSource, CUDA_PRELUDE};
-use super::device::{check_libraries, CudaLib};
+use super::device::{check_libraries, CudaLib, FILL_PTRS};
 use super::plan::{gemm_recipes, plan_kernels, PlanKernels};
 use crate::backend::plan::wire::check_kernel;
 use crate::backend::plan::{Plan, Work};
@@ -118,7 +118,13 @@ pub struct CudaCode {
     arch: String,
     recipes: BTreeMap<usize, GemmRecipe>,
     modules: Vec<Module>,
+    /// The runtime's own kernels (the pointer kernel of gathered products), so that no
+    /// compiler is needed at start.
+    helpers: Module,
 }
+
+/// The helper kernels' source and names.
+const HELPERS: (&str, &str) = (FILL_PTRS, "dino_fill_ptrs");
 
 /// What [`compile`] made.
 #[derive(Debug, Clone)]
@@ -216,6 +222,8 @@ pub fn compile(plan: &Plan, cx: &Graph, arch: Arch) -> Result<(Vec<u8>, CodeRepo
             .collect();
         jobs.into_iter().flat_map(|j| j.join().expect("NVRTC thread")).collect()
     });
+    let (cubin, ptx) = nvrtc(HELPERS.0, arch)?;
+    let helpers = Module { kernels: vec![HELPERS.1.into()], source_crc32: crc(HELPERS.0), cubin, ptx };
     let mut modules = vec![];
     for (c, r) in chunks.iter().zip(compiled) {
         let (cubin, ptx) = r?;
@@ -235,7 +243,7 @@ pub fn compile(plan: &Plan, cx: &Graph, arch: Arch) -> Result<(Vec<u8>, CodeRepo
     };
     use bincode::Options;
     let bytes = bin(u64::MAX)
-        .serialize(&CudaCode { arch: arch.to_string(), recipes, modules })
+        .serialize(&CudaCode { arch: arch.to_string(), recipes, modules, helpers })
         .map_err(|e| Error::Backend(format!("the CUDA section: {e}")))?;
     Ok((bytes, report))
 }
@@ -248,7 +256,7 @@ impl CudaCode {
         let code: CudaCode =
             bin(bytes.len() as u64).deserialize(bytes).map_err(|e| format!("the CUDA section: {e}"))?;
         let arch = code.arch()?;
-        for (i, m) in code.modules.iter().enumerate() {
+        for (i, m) in code.modules.iter().chain([&code.helpers]).enumerate() {
             let a = cubin_arch(&m.cubin).map_err(|e| format!("CUDA module {i}: {e}"))?;
             if a != arch {
                 return Err(format!("CUDA module {i} is {a} code in a file for {arch}"));
@@ -291,6 +299,9 @@ impl CudaCode {
         }
         let pk = plan_kernels(plan, &self.recipes).map_err(|e| e.to_string())?;
         let chunks: Vec<&[KernelSource]> = pk.sources.chunks(MODULE_KERNELS).collect();
+        if self.helpers.kernels != [HELPERS.1] || self.helpers.source_crc32 != crc(HELPERS.0) {
+            return Err("the helper module holds other kernels than this program's".into());
+        }
         if chunks.len() != self.modules.len() {
             return Err(format!(
                 "the plan has {} kernels, the file {} modules of them",
@@ -309,10 +320,11 @@ impl CudaCode {
         Ok(pk)
     }
 
-    /// Each module's kernel names and the image a GPU loads.
+    /// Each module's kernel names and the image a GPU loads; the helper module last.
     pub(super) fn images(&self, image: Image) -> Vec<(&[String], cudarc::nvrtc::Ptx)> {
         self.modules
             .iter()
+            .chain([&self.helpers])
             .map(|m| {
                 let img = match image {
                     Image::Cubin => cudarc::nvrtc::Ptx::from_binary(m.cubin.clone()),

@@ -100,7 +100,7 @@ pub fn compile_ptx(sources: &[KernelSource], arch: &'static str) -> Result<cudar
 
 /// Writes the matrix pointers of a gathered product: `ptrs[w * n + j] = base_w + 4 * offs[w * n + j]`
 /// for the three operands `w` (X, Y, C).
-const FILL_PTRS: &str = r#"extern "C" __global__ void dino_fill_ptrs(const long long* offs, unsigned long long* ptrs,
+pub(super) const FILL_PTRS: &str = r#"extern "C" __global__ void dino_fill_ptrs(const long long* offs, unsigned long long* ptrs,
         unsigned long long x, unsigned long long y, unsigned long long c, int n) {
     for (int j = blockIdx.x * blockDim.x + threadIdx.x; j < n; j += gridDim.x * blockDim.x) {
         ptrs[j] = x + 4ull * offs[j];
@@ -163,7 +163,9 @@ pub struct Gpu {
     blas: CudaBlas,
     arch: &'static str,
     kernels: HashMap<String, CudaFunction>,
-    fill_ptrs: CudaFunction,
+    /// The pointer kernel of gathered products: compiled by NVRTC when first needed, or
+    /// loaded from an artifact ([`Gpu::set_fill_ptrs`]).
+    fill_ptrs: std::sync::OnceLock<CudaFunction>,
     /// Multiprocessors, for launch shapes.
     pub sms: usize,
 }
@@ -171,7 +173,8 @@ pub struct Gpu {
 impl Gpu {
     /// Open device `ordinal`; a clear error when the libraries or a device are missing.
     pub fn open(ordinal: usize) -> Result<Gpu> {
-        check_libraries(&[CudaLib::Driver, CudaLib::Nvrtc, CudaLib::Cublas])?;
+        // NVRTC is checked when a kernel is first compiled: a compiled artifact runs without it
+        check_libraries(&[CudaLib::Driver, CudaLib::Cublas])?;
         let ctx = CudaContext::new(ordinal).map_err(|e| {
             Error::Backend(format!("CUDA: no usable GPU {ordinal} ({e:?}); `nvidia-smi` lists the devices"))
         })?;
@@ -184,15 +187,30 @@ impl Gpu {
         let arch = arch_name(major, minor).ok_or_else(|| {
             Error::Backend(format!("CUDA: compute capability {major}.{minor} is not one this build knows for NVRTC"))
         })?;
-        let opts = CompileOptions { arch: Some(arch), ..Default::default() };
-        let ptx = cudarc::nvrtc::compile_ptx_with_opts(FILL_PTRS, opts)
-            .map_err(|e| Error::Backend(format!("NVRTC could not compile the pointer kernel: {e:?}")))?;
-        let fill_ptrs = ctx.load_module(ptx).map_err(driver)?.load_function("dino_fill_ptrs").map_err(driver)?;
-        let gpu = Gpu { ctx, stream, blas, arch, kernels: HashMap::new(), fill_ptrs, sms };
+        let gpu = Gpu { ctx, stream, blas, arch, kernels: HashMap::new(), fill_ptrs: Default::default(), sms };
         if std::env::var("DINO_CUDA_TF32").map(|v| v == "1").unwrap_or(false) {
             gpu.set_tf32(true)?;
         }
         Ok(gpu)
+    }
+
+    /// The pointer kernel of gathered products, compiled by NVRTC on first use unless an
+    /// artifact gave it.
+    fn fill_ptrs(&self) -> Result<&CudaFunction> {
+        if let Some(f) = self.fill_ptrs.get() {
+            return Ok(f);
+        }
+        let opts = CompileOptions { arch: Some(self.arch), ..Default::default() };
+        check_libraries(&[CudaLib::Nvrtc])?;
+        let ptx = cudarc::nvrtc::compile_ptx_with_opts(FILL_PTRS, opts)
+            .map_err(|e| Error::Backend(format!("NVRTC could not compile the pointer kernel: {e:?}")))?;
+        let f = self.ctx.load_module(ptx).map_err(driver)?.load_function("dino_fill_ptrs").map_err(driver)?;
+        Ok(self.fill_ptrs.get_or_init(|| f))
+    }
+
+    /// The pointer kernel, loaded from a compiled artifact (no NVRTC).
+    pub(super) fn set_fill_ptrs(&self, f: CudaFunction) {
+        let _ = self.fill_ptrs.set(f);
     }
 
     /// Let cuBLAS run fp32 products on tensor cores in TF32 (10-bit mantissa inputs, fp32
@@ -340,7 +358,7 @@ impl Gpu {
                 block_dim: (256, 1, 1),
                 shared_mem_bytes: 0,
             };
-            let mut l = self.stream.launch_builder(&self.fill_ptrs);
+            let mut l = self.stream.launch_builder(self.fill_ptrs()?);
             l.arg(&offs).arg(&ptrs).arg(&x).arg(&y).arg(&out).arg(&n);
             l.launch(cfg).map_err(driver)?;
             let (one, zero) = (1.0f32, 0.0f32);

@@ -78,11 +78,17 @@ impl Source {
         let pk = code.kernels(&plan).map_err(bad)?;
         let t0 = std::time::Instant::now();
         let mut functions: Vec<Function> = Vec::with_capacity(pk.sources.len());
-        for (names, img) in code.images(image) {
+        let images = code.images(image);
+        let n = images.len();
+        for (m, (names, img)) in images.into_iter().enumerate() {
             let module = gpu.ctx.load_module(img).map_err(driver)?;
             for name in names {
-                let launch = pk.sources[functions.len()].launch;
-                functions.push((module.load_function(name).map_err(driver)?, launch, name.clone()));
+                let f = module.load_function(name).map_err(driver)?;
+                if m + 1 == n {
+                    gpu.set_fill_ptrs(f); // the helper module
+                } else {
+                    functions.push((f, pk.sources[functions.len()].launch, name.clone()));
+                }
             }
         }
         if crate::debug::level() >= 1 {

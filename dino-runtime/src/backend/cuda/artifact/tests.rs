@@ -109,6 +109,12 @@ fn a_plan_compiles_to_cubin_and_ptx_that_belong_to_it() {
     let mut code = CudaCode::read(&bytes).unwrap();
     code.modules[0].source_crc32 ^= 1;
     assert!(code.kernels(&plan).err().expect("other source").contains("module 0"));
+    // the helper module (the pointer kernel of gathered products) is checked too
+    assert_eq!(cubin_arch(&code.helpers.cubin), Ok(sm90));
+    assert!(code.helpers.ptx.contains(".entry dino_fill_ptrs("));
+    let mut code = CudaCode::read(&bytes).unwrap();
+    code.helpers.source_crc32 ^= 1;
+    assert!(code.kernels(&plan).err().expect("other helpers").contains("helper module"));
     // a recipe for a step that is no contraction, or needs none
     let mut code = CudaCode::read(&bytes).unwrap();
     let gemm = plan.steps.iter().position(|s| matches!(s.work, Work::Gemm(_))).expect("a product");
