@@ -1,7 +1,7 @@
 //! `dino compile`: a preset's training step, or its backbone's forward pass (features,
 //! tokens, attention), built, compiled and planned once, written as an artifact that `dino
 //! train` / `dino features` / `dino attention --compiled` run with no graph built and no
-//! passes at start.
+//! passes at start; for `--device cuda --arch sm_XY` with its kernels as CUBIN and PTX.
 use std::path::PathBuf;
 
 use clap::Args;
@@ -22,7 +22,9 @@ pub struct CompileArgs {
     /// The device the artifact is for.
     #[arg(long, value_enum, default_value_t = Device::Cpu)]
     pub device: Device,
-    /// The GPU architecture (`sm_90`), for --device cuda.
+    /// The GPU architecture the kernels are compiled for with --device cuda (a binary built
+    /// with --features cuda; NVRTC, no GPU needed): `sm_90` (H100, H200), `sm_80` (A100),
+    /// `sm_89` (L4). The file holds CUBIN for it and PTX that newer GPUs compile at load.
     #[arg(long)]
     pub arch: Option<String>,
     /// Worker threads used to compile [default: all cores].
