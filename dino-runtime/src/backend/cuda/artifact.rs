@@ -5,10 +5,10 @@
 //! ```text
 //!  dino compile --device cuda --arch sm_90              dino train --compiled FILE --device cuda
 //!  plan + graph ──gemm_recipes──► recipes ─┐            `<program>.plan` ─► Plan::from_bytes (validated)
-//!  plan ─────────plan_kernels─────────────►│ sources    `<program>.cuda` ─► CudaCode::read
+//!  plan ─────────plan_kernels─────────────►│ sources    `<program>.code` ─► CudaCode::read
 //!        NVRTC per module of 32 kernels ◄──┘                 │ recipes' kernels and calls checked
 //!        │ CUBIN (sm_90) + PTX (.target sm_90)               │   against the plan's buffer sizes
-//!        └──► `<program>.cuda` section ─────────────────────►│ sources made again from plan + recipes,
+//!        └──► `<program>.code` section ─────────────────────►│ sources made again from plan + recipes,
 //!                                                            │   names and checksums compared
 //!                                                            └─► the driver loads the CUBIN (same major,
 //!                                                                minor at least) or JITs the PTX (newer GPU)
@@ -207,7 +207,7 @@ pub fn cubin_arch(cubin: &[u8]) -> std::result::Result<Arch, String> {
 }
 
 /// Compile `plan` (of the compiled graph `cx`, at its current dynamic dims) for `arch`: the
-/// bytes of its `.cuda` section.
+/// bytes of its `.code` section.
 pub fn compile(plan: &Plan, cx: &Graph, arch: Arch) -> Result<(Vec<u8>, CodeReport)> {
     let t0 = std::time::Instant::now();
     let recipes = gemm_recipes(plan, cx)?;
@@ -249,7 +249,7 @@ pub fn compile(plan: &Plan, cx: &Graph, arch: Arch) -> Result<(Vec<u8>, CodeRepo
 }
 
 impl CudaCode {
-    /// Decode a `.cuda` section (checksummed by the artifact; checked against its plan by
+    /// Decode a `.code` section (checksummed by the artifact; checked against its plan by
     /// [`CudaCode::kernels`]).
     pub fn read(bytes: &[u8]) -> std::result::Result<CudaCode, String> {
         use bincode::Options;

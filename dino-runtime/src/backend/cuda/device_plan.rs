@@ -68,7 +68,7 @@ pub(super) enum Source {
 }
 
 impl Source {
-    /// An artifact's plan and `.cuda` section, checked against each other and against `gpu`'s
+    /// An artifact's plan and `.code` section, checked against each other and against `gpu`'s
     /// architecture, its kernels loaded (CUBIN, or PTX the driver compiles on a newer GPU).
     pub(super) fn artifact(gpu: &Gpu, plan: Plan, code: &[u8]) -> Result<Source> {
         let bad = |why: String| Error::Backend(format!("the CUDA code of the compiled program: {why}"));

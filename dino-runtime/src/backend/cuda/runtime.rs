@@ -6,8 +6,9 @@
 //! old weights' slots (`transfer_data_same_graph`) moves device buffers, and the next run reads
 //! them in place. Host inputs (crops, per-step scalars) are uploaded; [`download`] reads any
 //! tensor back. The distinct fused kernels of a plan are compiled by NVRTC when the plan is
-//! made (once per set of dynamic dims), in parts on parallel threads; contractions are cuBLAS
-//! calls planned by [`BlasPlan`], gathered into one pointer-array call where the calls are
+//! made (once per set of dynamic dims), in parts on parallel threads, or loaded from a compiled
+//! artifact's CUBIN ([`CudaRuntime::from_artifact`]); contractions are cuBLAS calls planned by
+//! [`BlasPlan`](super::blas::BlasPlan), gathered into one pointer-array call where the calls are
 //! independent. Buffers of dropped tensors go back to a pool keyed by length and are reused.
 //! [`CudaRuntime::start_profile`] times each kernel and product alone.
 use std::collections::HashMap;
@@ -80,7 +81,7 @@ impl CudaRuntime {
     }
 
     /// Run an artifact's plan (validated by [`Plan::from_bytes`]) with the kernels of its
-    /// `.cuda` section ([`super::artifact`]): no graph, no NVRTC. The section is checked
+    /// `.code` section ([`super::artifact`]): no graph, no NVRTC. The section is checked
     /// against the plan and this GPU's architecture first; the CUBIN is loaded when the GPU can
     /// run it, else the driver compiles the PTX. Only graphs at the plan's dims run.
     pub fn from_artifact(gpu: Gpu, plan: Plan, code: &[u8]) -> Result<CudaRuntime> {
