@@ -1,4 +1,6 @@
 //! The `dino` binary: argument errors and a benchmark worker run.
+mod common;
+use common::Scratch;
 use std::process::Command;
 
 fn dino() -> Command {
@@ -39,7 +41,7 @@ fn failure(args: &[&str]) -> String {
 
 #[test]
 fn train_and_knn_reject_bad_arguments_naming_them() {
-    let tmp = std::env::temp_dir().join(format!("dino-cli-{}", std::process::id()));
+    let tmp = Scratch::unmade("cli");
     let out = tmp.to_str().unwrap();
     let e = failure(&["train", "--model", "nope", "--out", out]);
     assert!(e.contains("model `nope`") && e.contains("fmnist-small"), "{e}");
@@ -94,7 +96,7 @@ fn knn_of_a_random_init_on_the_fmnist_subset() {
 /// before any data is read.
 #[test]
 fn every_network_command_takes_device_and_refuses_an_unusable_cuda_at_once() {
-    let dir = std::env::temp_dir().join(format!("dino-cli-device-{}", std::process::id()));
+    let dir = Scratch::unmade("cli-device");
     let out = dir.join("run");
     let npy = dir.join("f.npy");
     let pictures = dir.join("attention");
@@ -164,7 +166,7 @@ fn zero_sizes_are_refused_naming_the_flag() {
 
 #[test]
 fn inspect_and_bench_passes_name_a_bad_pass_or_model() {
-    let dir = std::env::temp_dir().join(format!("dino-cli-inspect-{}", std::process::id()));
+    let dir = Scratch::unmade("cli-inspect");
     let out = dir.to_str().unwrap();
     let e = failure(&["inspect", "--passes", "gemm,fuse", "--out", out]);
     assert!(e.contains("--passes") && e.contains("fuse") && e.contains("row-fusion"), "{e}");
@@ -176,15 +178,14 @@ fn inspect_and_bench_passes_name_a_bad_pass_or_model() {
     assert!(e.contains("vit-tiny-16") && e.contains("DINO presets"), "{e}");
     let e = failure(&["bench", "passes", "--batch", "0"]);
     assert!(e.contains("--batch"), "{e}");
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
 fn inspect_prints_a_summary_per_stage() {
-    let dir = std::env::temp_dir().join(format!("dino-cli-inspect-ok-{}", std::process::id()));
+    let dir = Scratch::unmade("cli-inspect-ok");
     let out = dino()
         .args(["inspect", "--model", "fmnist-tiny", "--graph", "forward", "--batch", "1", "--no-render", "--out"])
-        .arg(&dir)
+        .arg(&*dir)
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -194,7 +195,6 @@ fn inspect_prints_a_summary_per_stage() {
     }
     assert!(text.contains("fused kernels") && text.contains("contractions"), "{text}");
     assert!(dir.join("05-row-fusion.dot").exists());
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 /// `dino models` lists the DINOv2 presets with the terms of their objectives and optimizer, and

@@ -9,6 +9,7 @@ use dino_runtime::artifact::{Artifact, Target};
 use proptest::prelude::*;
 
 mod common;
+use common::Scratch;
 use common::mini::subset_options;
 
 dino::vit! {
@@ -34,11 +35,8 @@ dino::dino! {
     }
 }
 
-fn dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("dino-compiled-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+fn dir(name: &str) -> Scratch {
+    Scratch::new(&format!("compiled-{name}"))
 }
 
 fn options(out: &Path, compiled: Option<PathBuf>, hyper: Hyper) -> TrainOptions {

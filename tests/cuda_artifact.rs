@@ -12,6 +12,7 @@ use dino_runtime::artifact::{Artifact, Target};
 use dino_runtime::backend::cuda::device::CudaLib;
 
 mod common;
+use common::Scratch;
 use common::mini::subset_options;
 
 dino::vit! {
@@ -30,11 +31,8 @@ dino::dino! {
     }
 }
 
-fn dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("dino-cuda-art-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+fn dir(name: &str) -> Scratch {
+    Scratch::new(&format!("cuda-art-{name}"))
 }
 
 fn options(out: &Path, compiled: Option<PathBuf>, device: Device) -> TrainOptions {

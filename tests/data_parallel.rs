@@ -3,8 +3,9 @@
 //! N-rank run, resuming with another number of ranks, the sharded k-NN, and ranks that fail.
 //! The same runs over MPI processes are `scripts/mpi-check.sh` (CI runs it).
 mod common;
+use common::Scratch;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use common::mini::{subset_options, MiniDino, MiniDinov2};
@@ -13,10 +14,8 @@ use dino::runtime::model::DinoModel;
 use dino::runtime::tensors::TensorFile;
 use dino::train::{checkpoint, train_model, TrainOptions, TrainReport};
 
-fn out_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("dino-dp-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
+fn out_dir(name: &str) -> Scratch {
+    Scratch::unmade(&format!("dp-{name}"))
 }
 
 /// 64 images of the subset, global batch 16 (4 steps per epoch), k-NN off unless asked.

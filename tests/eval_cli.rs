@@ -1,7 +1,9 @@
 //! The evaluation commands end to end on the committed Fashion-MNIST subset and on
 //! generated photos: attention pictures at any size and the Jaccard measurement, the
 //! supervised baseline and its weights reloaded, the linear probe, feature export.
-use std::path::{Path, PathBuf};
+mod common;
+use common::Scratch;
+use std::path::Path;
 use std::process::Command;
 
 const SUBSET: &str = "tests/fixtures/fmnist-subset";
@@ -13,11 +15,8 @@ fn dino(args: &[&str]) -> String {
     so.into_owned()
 }
 
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("dino-eval-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+fn tmp(name: &str) -> Scratch {
+    Scratch::new(&format!("eval-{name}"))
 }
 
 fn png_size(p: &Path) -> (u32, u32) {

@@ -4,6 +4,8 @@
 //! short) or random bytes, and must answer with a value or an error, never a panic, an abort
 //! or a hang. CI runs 256 cases per reader; `PROPTEST_CASES=20000 cargo test --release --test
 //! fuzz` is the longer run.
+mod common;
+use common::Scratch;
 use std::path::{Path, PathBuf};
 
 use dino::train::checkpoint;
@@ -67,12 +69,6 @@ fn mutate(mut b: Vec<u8>, ms: &[Mutation]) -> Vec<u8> {
 
 fn mutations() -> impl Strategy<Value = Vec<Mutation>> {
     proptest::collection::vec(mutation(), 1..8)
-}
-
-fn temp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("dino-fuzz-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d.join(name)
 }
 
 /// The data.pkl of the float16 backbone fixture.
@@ -157,7 +153,8 @@ proptest! {
         if let Ok(f) = TensorFile::from_bytes(&b, Path::new("fuzz.safetensors")) {
             let _ = checkpoint::checked(f, Path::new("fuzz.safetensors"));
         }
-        let p = temp("fuzz-meta.safetensors");
+        let dir = Scratch::new("fuzz");
+        let p = dir.join("fuzz-meta.safetensors");
         std::fs::write(&p, &b).unwrap();
         let _ = checkpoint::read_meta(&p);
     }
@@ -171,8 +168,8 @@ proptest! {
             flate2::read::GzDecoder::new(&raw[..]).read_to_end(&mut out).unwrap();
             out
         };
-        let images = temp(&format!("fuzz-idx3-{gz}"));
-        let labels = temp(&format!("fuzz-idx1-{gz}"));
+        let dir = Scratch::new("fuzz");
+        let (images, labels) = (dir.join("images-idx3"), dir.join("labels-idx1"));
         let imgs = fixture("fmnist-subset/t10k-images-idx3-ubyte.gz");
         std::fs::write(&images, if gz { mutate(imgs, &ms) } else { mutate(imgs, &[]) }).unwrap();
         std::fs::write(&labels, mutate(if gz { raw } else { plain }, &ms)).unwrap();
@@ -189,7 +186,8 @@ proptest! {
             image::codecs::jpeg::JpegEncoder::new(&mut out).encode(&img.data, 9, 7, image::ExtendedColorType::Rgb8).unwrap();
             out
         };
-        let p = temp(if png { "fuzz.png" } else { "fuzz.jpg" });
+        let dir = Scratch::new("fuzz");
+        let p = dir.join(if png { "fuzz.png" } else { "fuzz.jpg" });
         std::fs::write(&p, mutate(bytes, &ms)).unwrap();
         let _ = Image::open(&p, 3);
         let _ = Image::open(&p, 1);

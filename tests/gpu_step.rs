@@ -130,8 +130,7 @@ fn training_on_the_gpu_follows_the_cpu() {
     let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fmnist-subset");
     let fixture = if fixture.exists() { fixture } else { "tests/fixtures/fmnist-subset".into() };
     let run = |device: Device| {
-        let out = std::env::temp_dir().join(format!("dino-gpu-train-{device:?}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&out);
+        let out = common::Scratch::unmade(&format!("gpu-train-{device:?}"));
         let opts = TrainOptions {
             run: RunConfig {
                 preset: "fmnist-small".into(),
@@ -146,7 +145,7 @@ fn training_on_the_gpu_follows_the_cpu() {
                 save_every: 1,
                 precision: Default::default(),
             },
-            out: out.clone(),
+            out: out.to_path_buf(),
             resume: false,
             force: false,
             stop_after: None,
@@ -160,7 +159,6 @@ fn training_on_the_gpu_follows_the_cpu() {
         let r = r.unwrap_or_else(|e| panic!("{device:?}: {e}"));
         let ck = safetensors_teacher(&r.checkpoint);
         let _ = log::read(&out.join("log.jsonl")).unwrap();
-        let _ = std::fs::remove_dir_all(&out);
         (r.losses, ck)
     };
     let (l_cpu, t_cpu) = run(Device::Cpu);

@@ -62,8 +62,7 @@ fn options(out: &Path, hyper: Hyper, stop_after: Option<usize>, resume: bool) ->
 
 #[test]
 fn a_collapsing_run_says_so_once_across_a_resume_and_draws_it() {
-    let out = std::env::temp_dir().join(format!("dino-health-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&out);
+    let out = common::Scratch::unmade("health");
     // 4 epochs of the 512-image subset at batch 16: 128 iterations, a teacher at temperature 1
     let hyper =
         Hyper { epochs: Some(4), teacher_temp: Some(1.0), warmup_teacher_temp: Some(1.0), ..Default::default() };
@@ -85,5 +84,4 @@ fn a_collapsing_run_says_so_once_across_a_resume_and_draws_it() {
     let again = out.join("again.png");
     dino::plot::diagnostics_plot(&again, &records, "mini").unwrap();
     assert!(again.is_file());
-    let _ = std::fs::remove_dir_all(&out);
 }

@@ -3,16 +3,14 @@
 //! directories and config files that disagree with the tensors. Every one is refused (or
 //! honoured) with a message naming the file, and nothing from a file is ever run.
 mod common;
+use common::Scratch;
 
 use std::path::PathBuf;
 
 use dino::weights;
 
-fn dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("dino-hostile-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+fn dir(tag: &str) -> Scratch {
+    Scratch::new(&format!("hostile-{tag}"))
 }
 
 /// A tiny pickle assembler (protocol 2 opcodes).

@@ -1,16 +1,15 @@
 //! `dino inspect`: every stage drawn and summarized, the summaries consistent with what each
 //! pass does, groups per block, and bad requests named.
 mod common;
-use std::path::PathBuf;
+use common::Scratch;
+use std::path::Path;
 
 use common::big_stack;
 use dino::inspect::{group_of_name, inspect, GraphKind, InspectOptions, StageSummary};
 use dino::runtime::backend::Passes;
 
-fn out_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("dino-inspect-{name}-{}", std::process::id()));
-    std::fs::remove_dir_all(&d).ok();
-    d
+fn out_dir(name: &str) -> Scratch {
+    Scratch::unmade(&format!("inspect-{name}"))
 }
 
 /// Graphviz renders when installed; CI installs it and sets DINO_REQUIRE_GRAPHVIZ=1.
@@ -27,7 +26,7 @@ fn run(
     model: &str,
     graph: GraphKind,
     expand: &[String],
-    out: &PathBuf,
+    out: &Path,
     render: bool,
 ) -> dino::runtime::Result<Vec<StageSummary>> {
     let o = InspectOptions { model, graph, batch: 2, passes: Passes::standard(), out, expand, render };
@@ -70,7 +69,6 @@ fn a_train_step_is_drawn_and_summarized_after_every_pass() {
             let png = std::fs::read(out.join("05-row-fusion.png")).unwrap();
             assert_eq!(&png[..4], b"\x89PNG");
         }
-        std::fs::remove_dir_all(&out).ok();
     });
 }
 
@@ -87,7 +85,6 @@ fn a_forward_graph_and_bad_requests() {
             .unwrap_err()
             .to_string();
         assert!(e.contains("no.such.group"), "{e}");
-        std::fs::remove_dir_all(&out).ok();
     });
 }
 

@@ -5,18 +5,17 @@
 //! The same semantics with the ranks as threads are `tests/data_parallel.rs`.
 #![cfg(feature = "mpi")]
 mod common;
+use common::Scratch;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use dino::runtime::tensors::TensorFile;
 use dino::train::checkpoint;
 
-fn out_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("dino-mpi-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
+fn out_dir(name: &str) -> Scratch {
+    Scratch::unmade(&format!("mpi-{name}"))
 }
 
 fn subset() -> String {
@@ -164,7 +163,7 @@ fn a_run_saved_by_two_ranks_resumes_on_one() {
 
 /// Start a 3-epoch 2-rank run, wait for its first checkpoint, then do `fault` to rank 1:
 /// the job must end (no hang) with a non-zero status, and the checkpoint survives.
-fn faulted(name: &str, fault: &str, timeout_env: Option<&str>) -> (String, PathBuf) {
+fn faulted(name: &str, fault: &str, timeout_env: Option<&str>) -> (String, Scratch) {
     let out = out_dir(name);
     let mut c = mpirun(2, &train_args(&out, 3));
     if let Some(t) = timeout_env {

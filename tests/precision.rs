@@ -195,9 +195,7 @@ struct Run {
 /// `policy` from `seed`.
 fn fmnist_small_200(policy: Policy, seed: u64) -> Run {
     use dino::train::log::{self, Record};
-    let out =
-        std::env::temp_dir().join(format!("dino-precision-200-{seed}-{}-{}", policy.precision, std::process::id()));
-    let _ = std::fs::remove_dir_all(&out);
+    let out = common::Scratch::unmade(&format!("precision-200-{seed}-{}", policy.precision));
     let mut o = common::mini::subset_options("fmnist-small", &out, seed);
     o.run.limit = Some(400);
     o.run.knn = true;
@@ -223,7 +221,6 @@ fn fmnist_small_200(policy: Policy, seed: u64) -> Run {
     let knn = r.knn.iter().map(|(_, k)| k.iter().find(|x| x.k == 20).unwrap().top1).collect();
     let (file, _) = dino::train::checkpoint::load(&out.join("checkpoint.safetensors")).unwrap();
     let teacher = dino::train::checkpoint::teacher_weights(&file).into_iter().map(|(k, t)| (k, t.data)).collect();
-    let _ = std::fs::remove_dir_all(&out);
     Run { epoch_loss, entropies, knn, teacher, alerts: r.alerts.len() }
 }
 

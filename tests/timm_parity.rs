@@ -282,8 +282,7 @@ fn swiglu_matches_timm_through_the_weight_loader() {
     assert_eq!(f.metadata["params"].parse::<usize>().unwrap() + 48, TinyVitSwiGlu::CONFIG.num_params());
 
     // the official and Hugging Face names of the same tensors
-    let dir = std::env::temp_dir().join(format!("dino-swiglu-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::Scratch::new("swiglu");
     let mut official = dino::runtime::tensors::TensorFile::default();
     for (k, t) in &b.tensors {
         official.insert(k.clone(), &t.shape, t.data.clone());
@@ -345,7 +344,6 @@ fn swiglu_matches_timm_through_the_weight_loader() {
     std::fs::write(dir.join("config.json"), r#"{"use_swiglu_ffn": false}"#).unwrap();
     let e = dino::weights::load(&dir, "teacher").unwrap_err().to_string();
     assert!(e.contains("config.json") && e.contains("use_swiglu_ffn false") && e.contains("swiglu MLP"), "{e}");
-    std::fs::remove_dir_all(&dir).ok();
 
     let mut cx = Box::new(Graph::new());
     let m = TinyVitSwiGlu::new(&mut cx);

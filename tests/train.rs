@@ -2,19 +2,18 @@
 //! and 256 test images): a smoke run that stays finite, below ln K and uncollapsed, exact resume, a
 //! diverging run that stops with the last good checkpoint kept, and the guards around the
 //! output directory and checkpoints.
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use dino::dataset::DataSpec;
 use dino::train::log::{self, Record};
 use dino::train::{checkpoint, train_model, Device, Hyper, RunConfig, TrainOptions};
 
 mod common;
+use common::Scratch;
 use common::mini::{subset_options, MiniDino, MiniVit};
 
-fn out_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("dino-train-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
+fn out_dir(name: &str) -> Scratch {
+    Scratch::unmade(&format!("train-{name}"))
 }
 
 fn options(preset: &str, out: &Path, limit: Option<usize>, knn: bool, hyper: Hyper) -> TrainOptions {
@@ -176,7 +175,7 @@ fn tamper(path: &Path, reseal: bool, edit: impl FnOnce(&mut dino_runtime::tensor
     f.save(path).unwrap();
 }
 
-fn first_step_run(name: &str) -> (PathBuf, TrainOptions) {
+fn first_step_run(name: &str) -> (Scratch, TrainOptions) {
     let out = out_dir(name);
     let opts = TrainOptions { stop_after: Some(1), ..options("mini", &out, Some(32), false, Hyper::default()) };
     train_model::<MiniDino>(&opts).unwrap();
@@ -291,7 +290,7 @@ fn a_new_run_never_replaces_files_it_did_not_write() {
     let other = out_dir("foreign-log");
     std::fs::create_dir_all(&other).unwrap();
     std::fs::write(other.join("log.jsonl"), "someone's log\n").unwrap();
-    let o = TrainOptions { out: other.clone(), force: true, ..opts };
+    let o = TrainOptions { out: other.to_path_buf(), force: true, ..opts };
     let e = train_model::<MiniDino>(&o).unwrap_err().to_string();
     assert!(e.contains("log.jsonl") && e.contains("would be replaced"), "{e}");
     assert_eq!(std::fs::read_to_string(other.join("log.jsonl")).unwrap(), "someone's log\n");

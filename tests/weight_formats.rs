@@ -107,8 +107,7 @@ fn mismatches_and_bad_files_are_named() {
     let e = r.set_weights(&w).unwrap_err().to_string();
     assert!(e.contains("blocks.1.mlp.fc2.bias"), "{e}");
     // files that are not weights
-    let dir = std::env::temp_dir().join(format!("dino-weights-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::Scratch::new("weights");
     for (name, bytes, why) in [
         ("junk.pth", b"PK\x03\x04 broken zip".to_vec(), "not a zip archive"),
         ("junk.safetensors", b"\x08\x00\x00\x00\x00\x00\x00\x00{}".to_vec(), ""),
@@ -127,8 +126,7 @@ fn a_hugging_face_model_directory_loads_and_its_config_is_honoured_or_refused() 
     let f = weights::load(&path("hf/model.safetensors"), "teacher").unwrap();
     assert_eq!((d.tensors, d.heads, d.eps), (f.tensors, f.heads, f.eps));
     // a config.json that disagrees with the model or with the tensors
-    let tmp = std::env::temp_dir().join(format!("dino-hf-{}", std::process::id()));
-    std::fs::create_dir_all(&tmp).unwrap();
+    let tmp = common::Scratch::new("hf");
     std::fs::copy(path("hf/model.safetensors"), tmp.join("model.safetensors")).unwrap();
     let config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(path("hf/config.json")).unwrap()).unwrap();
@@ -152,5 +150,4 @@ fn a_hugging_face_model_directory_loads_and_its_config_is_honoured_or_refused() 
     std::fs::remove_file(tmp.join("model.safetensors")).unwrap();
     let e = weights::load(&tmp, "teacher").unwrap_err().to_string();
     assert!(e.contains("model.safetensors") && !e.contains("Is a directory"), "{e}");
-    std::fs::remove_dir_all(tmp).ok();
 }

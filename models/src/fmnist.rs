@@ -125,3 +125,29 @@ dino! {
         },
     }
 }
+
+vit! {
+    /// `FmnistFastVit` at width 192 (6 heads of 32): 16 tokens of 7 px patches, depth 4.
+    pub FmnistWideVit { image: 28, patch: 7, channels: 1, dim: 192, depth: 4, heads: 6, mlp_ratio: 4, qkv_bias: true, norm_eps: 1e-6, drop_path: 0.0 }
+}
+
+dino! {
+    /// `FmnistKoleo`'s recipe on the wider `FmnistWideVit` (README, "Quality on
+    /// Fashion-MNIST").
+    pub FmnistWide for FmnistWideVit {
+        head: { hidden: 512, bottleneck: 128, out: 1024, layers: 3, norm_last_layer: true },
+        crops: { global: 2 x 28 scale 0.4..1.0, local: 6 x 14 scale 0.05..0.4 },
+        student_temp: 0.1, teacher_temp: 0.02,
+        center_momentum: 0.9, teacher_momentum: 0.99 -> 1.0 cosine,
+        optimizer: adamw { lr: 1e-3 per 256, warmup: 0.5 epochs, min_lr: 1e-6, weight_decay: 0.04 -> 0.4 },
+        clip_grad: 3.0, freeze_last_layer: 0 epochs, epochs: 8, batch_size: 64, koleo: 0.1,
+        augment: {
+            flip: 0.5,
+            color_jitter: [0.4, 0.4, 0.0, 0.0] p 0.8,
+            grayscale: off,
+            blur: sigma 0.1..1.0 p [1.0, 0.1, 0.5] kernel 3,
+            solarize: threshold 0.5 p 0.2,
+            normalize: mean [0.2860] std [0.3530],
+        },
+    }
+}

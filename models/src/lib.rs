@@ -63,6 +63,7 @@ mod tests {
         }
         assert_eq!(FmnistSmall::CONFIG.num_params(), built::<FmnistSmall>());
         assert_eq!(FmnistTiny::CONFIG.num_params(), built::<FmnistTiny>());
+        assert_eq!(FmnistWide::CONFIG.num_params(), built::<FmnistWide>());
         // iBOT adds the mask token (and a separate head when declared)
         assert_eq!(FmnistDinov2::CONFIG.num_params(), built::<FmnistDinov2>());
         assert_eq!(FmnistDinov2::CONFIG.num_params(), FmnistKoleo::CONFIG.num_params() + 128);

@@ -39,6 +39,7 @@ pub const REGISTRY: &[Entry] = &[
     Entry { name: "fmnist-fast", preset: Preset::Dino(FmnistFast::CONFIG) },
     Entry { name: "fmnist-koleo", preset: Preset::Dino(FmnistKoleo::CONFIG) },
     Entry { name: "fmnist-dinov2", preset: Preset::Dino(FmnistDinov2::CONFIG) },
+    Entry { name: "fmnist-wide", preset: Preset::Dino(FmnistWide::CONFIG) },
     Entry { name: "dinov2-vits14", preset: Preset::Dino(Dinov2VitS14::CONFIG) },
     Entry { name: "dinov2-vits14-reg4", preset: Preset::Dino(Dinov2VitS14Reg4::CONFIG) },
 ];
@@ -68,6 +69,7 @@ pub fn with_dino<V: DinoVisitor>(name: &str, v: V) -> Option<V::Output> {
         "fmnist-fast" => v.visit::<FmnistFast>("fmnist-fast"),
         "fmnist-koleo" => v.visit::<FmnistKoleo>("fmnist-koleo"),
         "fmnist-dinov2" => v.visit::<FmnistDinov2>("fmnist-dinov2"),
+        "fmnist-wide" => v.visit::<FmnistWide>("fmnist-wide"),
         "dinov2-vits14" => v.visit::<Dinov2VitS14>("dinov2-vits14"),
         "dinov2-vits14-reg4" => v.visit::<Dinov2VitS14Reg4>("dinov2-vits14-reg4"),
         _ => return None,
@@ -100,6 +102,7 @@ pub fn with_vit<V: VitVisitor>(name: &str, v: V) -> Option<V::Output> {
         "fmnist-small" => v.visit::<FmnistSmallVit>("fmnist-small"),
         "fmnist-tiny" => v.visit::<FmnistTinyVit>("fmnist-tiny"),
         "fmnist-fast" | "fmnist-koleo" | "fmnist-dinov2" => v.visit::<FmnistFastVit>("fmnist-fast"),
+        "fmnist-wide" => v.visit::<FmnistWideVit>("fmnist-wide"),
         "vit-small-14" | "dinov2-vits14" => v.visit::<VitSmall14>("vit-small-14"),
         "vit-small-14-reg4" | "dinov2-vits14-reg4" => v.visit::<VitSmall14Reg4>("vit-small-14-reg4"),
         _ => return None,

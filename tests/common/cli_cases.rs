@@ -49,11 +49,8 @@ pub fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-pub fn scratch(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("dino-bad-{}-{tag}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+pub fn scratch(tag: &str) -> super::Scratch {
+    super::Scratch::new(&format!("bad-{tag}"))
 }
 
 pub struct Case {

@@ -3,9 +3,54 @@
 pub mod cli_cases;
 pub mod mini;
 pub mod splitmix;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use dino::runtime::tensors::{NamedTensor, TensorFile};
+
+/// A fresh folder under the system's temp dir (`dino-{tag}-XXXXXX`) for one test's files.
+/// Dropping it removes the folder, unless the test is failing: then it is kept and its path
+/// printed, so what the test wrote can be looked at.
+pub struct Scratch(Option<tempfile::TempDir>);
+
+impl Scratch {
+    pub fn new(tag: &str) -> Scratch {
+        let d = tempfile::Builder::new()
+            .prefix(&format!("dino-{tag}-"))
+            .tempdir()
+            .unwrap_or_else(|e| panic!("a temp folder for {tag}: {e}"));
+        Scratch(Some(d))
+    }
+
+    /// A path for a folder that does not exist yet (a run's `--out`), removed as [`Scratch::new`]'s.
+    pub fn unmade(tag: &str) -> Scratch {
+        let s = Scratch::new(tag);
+        std::fs::remove_dir(&*s).unwrap_or_else(|e| panic!("{}: {e}", s.display()));
+        s
+    }
+}
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        self.0.as_ref().expect("a live scratch folder").path()
+    }
+}
+
+impl AsRef<Path> for Scratch {
+    fn as_ref(&self) -> &Path {
+        self
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            if let Some(d) = self.0.take() {
+                eprintln!("the failing test's files are kept in {}", d.keep().display());
+            }
+        }
+    }
+}
 
 /// A fixture written by `tests/reference/make_fixtures.py`.
 pub fn fixture(name: &str) -> TensorFile {
