@@ -132,8 +132,9 @@ vit! {
 }
 
 dino! {
-    /// `FmnistKoleo`'s recipe on the wider `FmnistWideVit` (README, "Quality on
-    /// Fashion-MNIST").
+    /// `FmnistKoleo`'s recipe on the wider `FmnistWideVit`, 8 epochs: the recipe of the main job
+    /// (README, "Quality on Fashion-MNIST"), 54 minutes of training on 2 cores as 2 MPI ranks,
+    /// teacher k-NN 85.50% (k=20) on the full test set.
     pub FmnistWide for FmnistWideVit {
         head: { hidden: 512, bottleneck: 128, out: 1024, layers: 3, norm_last_layer: true },
         crops: { global: 2 x 28 scale 0.4..1.0, local: 6 x 14 scale 0.05..0.4 },
