@@ -210,3 +210,22 @@ fn models_list_dinov2s_terms_and_ibot_weight_needs_ibot() {
     let e = failure(&["train", "--model", "fmnist-small", "--ibot-weight", "1", "--out", "/nonexistent/x"]);
     assert!(e.contains("--ibot-weight") && e.contains("declares no iBOT"), "{e}");
 }
+
+/// The tests' scratch folders: removed when the test passes, kept for a look when it fails.
+#[test]
+fn scratch_folders_go_when_a_test_passes_and_stay_when_it_fails() {
+    let gone = {
+        let s = Scratch::new("scratch-gone");
+        std::fs::write(s.join("f"), "x").unwrap();
+        s.to_path_buf()
+    };
+    assert!(!gone.exists(), "{}", gone.display());
+    let failed = std::panic::catch_unwind(|| {
+        let s = Scratch::new("scratch-kept");
+        std::fs::write(s.join("f"), "x").unwrap();
+        std::panic::panic_any(s.to_path_buf())
+    });
+    let kept = *failed.unwrap_err().downcast::<std::path::PathBuf>().unwrap();
+    assert!(kept.join("f").is_file(), "{}", kept.display());
+    std::fs::remove_dir_all(kept).unwrap();
+}
