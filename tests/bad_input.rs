@@ -6,26 +6,22 @@
 //! byte. Weights from strangers have their own file, `tests/bad_weights.rs`.
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::sync::OnceLock;
 
 use common::cli_cases::*;
 
 use dino_runtime::tensors::TensorFile;
-/// A real run of fmnist-small (one step), made once: the checkpoint the cases damage.
-fn trained_run() -> &'static PathBuf {
-    static RUN: OnceLock<PathBuf> = OnceLock::new();
-    RUN.get_or_init(|| {
-        let d = scratch("run");
-        let out = dino(
-            &d,
-            &["train", "--data", &subset(), "--limit", "64", "--epochs", "2", "--stop-after", "1", "--out", "run"]
-                .map(String::from),
-        );
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        d.join("run")
-    })
+/// A real run of fmnist-small (one step) in `run/` of the folder: the checkpoint the cases damage.
+fn trained_run() -> common::Scratch {
+    let d = scratch("run");
+    let out = dino(
+        &d,
+        &["train", "--data", &subset(), "--limit", "64", "--epochs", "2", "--stop-after", "1", "--out", "run"]
+            .map(String::from),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    d
 }
 
 /// Rewrite a checkpoint's tensors (resealed: only the later checks can catch the change).
@@ -202,7 +198,8 @@ fn damaged_data_is_named() {
 #[test]
 fn damaged_checkpoints_and_runs_are_named_and_kept() {
     let d = scratch("ckpt");
-    let run = trained_run();
+    let trained = trained_run();
+    let run = &trained.join("run");
     let data = subset();
     let make = |name: &str, edit: &dyn Fn(&Path)| -> String {
         let dir = d.join(name);

@@ -212,7 +212,8 @@ fn ranks_that_disagree_or_leave_are_errors_not_hangs() {
     let mut ranks = LocalGroup::ranks(2, Duration::from_secs(60)).into_iter();
     let (r0, r1) = (ranks.next().unwrap(), ranks.next().unwrap());
     drop(r1);
-    let o = TrainOptions { group: Group(std::sync::Arc::new(r0)), ..options(&out_dir("left"), Some(2)) };
+    let left = out_dir("left");
+    let o = TrainOptions { group: Group(std::sync::Arc::new(r0)), ..options(&left, Some(2)) };
     let e = common::big_stack(move || train_model::<MiniDino>(&o).map(|_| ()).unwrap_err().to_string());
     assert!(e.contains("rank 0 of 2") && e.contains("rank(s) 1 left the run"), "{e}");
 }
