@@ -9,8 +9,8 @@ use dino_runtime::artifact::{Artifact, Target};
 use proptest::prelude::*;
 
 mod common;
-use common::Scratch;
 use common::mini::subset_options;
+use common::Scratch;
 
 dino::vit! {
     /// A small ViT for 28x28 grayscale images, stochastic depth on.

@@ -12,8 +12,8 @@ use dino_runtime::artifact::{Artifact, Target};
 use dino_runtime::backend::cuda::device::CudaLib;
 
 mod common;
-use common::Scratch;
 use common::mini::subset_options;
+use common::Scratch;
 
 dino::vit! {
     pub CuVit { image: 28, patch: 7, channels: 1, dim: 24, depth: 2, heads: 2, mlp: 48, drop_path: 0.1 }

@@ -9,8 +9,8 @@ use dino::train::log::{self, Record};
 use dino::train::{checkpoint, train_model, Device, Hyper, RunConfig, TrainOptions};
 
 mod common;
-use common::Scratch;
 use common::mini::{subset_options, MiniDino, MiniVit};
+use common::Scratch;
 
 fn out_dir(name: &str) -> Scratch {
     Scratch::unmade(&format!("train-{name}"))
